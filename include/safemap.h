@@ -1,0 +1,305 @@
+/*
+ * safemap.h - map regions of shared files safely.
+ *
+ * safemap lets cooperating processes map byte ranges of a shared file under
+ * reader/writer OFD range locks, access them through bounds-checked volatile
+ * accessors, and make writes durable with an explicit, fallible commit.
+ *
+ * Conventions (see safemap(7)):
+ *  - every function returns 0 (or a count) on success and a negative errno
+ *    value on failure; sm_strerror() explains each code;
+ *  - nothing aborts and nothing prints;
+ *  - a zero length is -EINVAL, off + len beyond INT64_MAX is -ERANGE,
+ *    an access outside a slice is -ERANGE, a write through a read slice or a
+ *    read-only file is -EBADF.
+ *
+ * Caveats:
+ *  - fork: slices are not usable in a child (see safemap(7), "fork and exec").
+ *  - raw pointers from sm_unsafe_ptr() bypass every guarantee; writes through
+ *    them must be reported with sm_mark_dirty() to be committed.
+ *  - network filesystems: kernel locks are forwarded to the server, the
+ *    in-process bookkeeping only sees this process.
+ *  - commit promises durability, not atomicity: writes through a direct
+ *    slice are visible to other processes at once and may reach the disk
+ *    before any commit.
+ *
+ * Each function has a manual page: sm_open(3), sm_map_read(3), sm_read(3),
+ * sm_get_u64(3), sm_commit(3), sm_strerror(3), and the overview safemap(7).
+ */
+#ifndef SAFEMAP_H
+#define SAFEMAP_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#  define SM_EXPORT __attribute__((visibility("default")))
+#  define SM_WUR __attribute__((warn_unused_result))
+#  define SM_NONNULL(...) __attribute__((nonnull(__VA_ARGS__)))
+#  define SM_LIKELY(x) __builtin_expect(!!(x), 1)
+#else
+#  define SM_EXPORT
+#  define SM_WUR
+#  define SM_NONNULL(...)
+#  define SM_LIKELY(x) (x)
+#endif
+
+#define SAFEMAP_VERSION_MAJOR 0
+#define SAFEMAP_VERSION_MINOR 1
+
+typedef struct sm_file sm_file;
+typedef struct sm_slice sm_slice;
+
+/* sm_open() flags */
+#define SM_RDONLY 0x0001 /* read slices only */
+#define SM_RDWR 0x0002   /* read and write slices */
+#define SM_CREATE 0x0004 /* create the file (mode 0666 & ~umask) if missing */
+
+/* sm_map_read() / sm_map_write() flags */
+#define SM_DIRECT 0x0000   /* shared mapping (the default) */
+#define SM_BUFFERED 0x0010 /* private copy written at commit (not yet available) */
+#define SM_WAIT 0x0020     /* wait for a conflicting lock (not yet available) */
+#define SM_EXTEND 0x0040   /* write slice may grow the file */
+#define SM_POPULATE 0x0080 /* pre-fault the pages of the slice */
+
+/* sm_commit() flags */
+#define SM_SYNC 0x0000  /* write back and wait (the default) */
+#define SM_ASYNC 0x0100 /* start write-back, do not wait; pages stay dirty */
+
+/*
+ * Options for sm_open().  A zero-initialised struct gives the defaults.
+ * Set .size to sizeof(sm_options) so that later versions of the library can
+ * tell which fields the caller knows; 0 is accepted and means "this version".
+ */
+typedef struct sm_options {
+	uint32_t size;  /* sizeof(sm_options), or 0 */
+	uint32_t flags; /* reserved, must be 0 */
+	const char *tag; /* caller's label for its locks (shown by inspection tools) */
+	uint64_t reserved[6]; /* must be 0 */
+} sm_options;
+
+/*
+ * Public view of a slice, for the inline word accessors only.  Every sm_slice
+ * begins with this struct; its layout is versioned by SM_VIEW_VERSION and is
+ * part of the ABI.  Do not use its fields directly.
+ */
+#define SM_VIEW_VERSION 1
+#define SM_VIEW_WRITE 0x1u
+struct sm_view {
+	unsigned char *base;            /* address of the slice's byte 0 */
+	uint64_t len;                   /* slice length */
+	const volatile uint32_t *state; /* nonzero: take the slow path */
+	uint64_t *dirty;                /* page bitmap (write slices) */
+	uint64_t dirty_off;             /* byte offset of base from the bitmap origin */
+	uint32_t flags;                 /* SM_VIEW_WRITE */
+	uint32_t page_shift;            /* log2 of the page size */
+};
+
+/* --- files ------------------------------------------------------------- */
+
+/* Open (SM_CREATE: create) a shared file.  flags: SM_RDONLY or SM_RDWR, plus
+ * SM_CREATE.  opt may be NULL.  Errors: -EINVAL (bad flags or options),
+ * -ENOMEM, any open(2) error (-ENOENT, -EACCES, -EISDIR, ...), -EINVAL if the
+ * path is not a regular file.  See sm_open(3). */
+SM_EXPORT SM_WUR int sm_open(const char *path, int flags, const sm_options *opt,
+			     sm_file **out);
+
+/* Close a file.  With live slices the real close is deferred until the last
+ * one is released; the slices stay usable.  Errors: -EINVAL (NULL), -EBUSY
+ * (already closed).  See sm_open(3). */
+SM_EXPORT int sm_close(sm_file *f);
+
+/* --- slices ------------------------------------------------------------ */
+
+/* Map [off, off+len) under a read (sm_map_read) or write (sm_map_write) OFD
+ * lock.  Errors: -EINVAL (NULL, zero length, unknown flags), -ERANGE (region
+ * overflows or lies beyond end of file without SM_EXTEND), -EBUSY (a
+ * conflicting lock is held by another process, another sm_file or, for
+ * writes, any overlapping slice of this sm_file), -EBADF (write slice on a
+ * read-only file), -ENOTSUP (SM_BUFFERED, SM_WAIT), -ENOSPC (blocks could
+ * not be reserved), -ENOMEM, -ENOLCK.  See sm_map_read(3). */
+SM_EXPORT SM_WUR int sm_map_read(sm_file *f, uint64_t off, uint64_t len, int flags,
+				 sm_slice **out);
+SM_EXPORT SM_WUR int sm_map_write(sm_file *f, uint64_t off, uint64_t len, int flags,
+				  sm_slice **out);
+
+/* Unlock and free a slice.  Never commits: uncommitted changes of a direct
+ * slice stay in the page cache.  Returns 0, -EINVAL (NULL), or a negative
+ * errno from unlocking; the slice is freed in every case. */
+SM_EXPORT int sm_release(sm_slice *s);
+
+/* The slice's file offset and length (0 for NULL). */
+SM_EXPORT uint64_t sm_offset(const sm_slice *s);
+SM_EXPORT uint64_t sm_length(const sm_slice *s);
+
+/* --- accessors (see sm_read(3), sm_get_u64(3)) ----------------------------
+ * off is relative to the slice.  Errors: -EINVAL (NULL or zero length),
+ * -ERANGE (outside the slice), -EBADF (write through a read slice),
+ * -ENXIO (the file shrank under the slice; the slice is dead). */
+SM_EXPORT SM_WUR int sm_read(const sm_slice *s, uint64_t off, void *dst, size_t n);
+SM_EXPORT SM_WUR int sm_write(sm_slice *s, uint64_t off, const void *src, size_t n);
+SM_EXPORT SM_WUR int sm_fill(sm_slice *s, uint64_t off, int byte, size_t n);
+
+#define SM__DECL_WORD(bits)                                                        \
+	SM_EXPORT SM_WUR int sm_get_u##bits(const sm_slice *s, uint64_t off,       \
+					    uint##bits##_t *out);                  \
+	SM_EXPORT SM_WUR int sm_get_u##bits##_le(const sm_slice *s, uint64_t off,  \
+						 uint##bits##_t *out);             \
+	SM_EXPORT SM_WUR int sm_get_u##bits##_be(const sm_slice *s, uint64_t off,  \
+						 uint##bits##_t *out);             \
+	SM_EXPORT int sm_put_u##bits(sm_slice *s, uint64_t off, uint##bits##_t v); \
+	SM_EXPORT int sm_put_u##bits##_le(sm_slice *s, uint64_t off, uint##bits##_t v); \
+	SM_EXPORT int sm_put_u##bits##_be(sm_slice *s, uint64_t off, uint##bits##_t v);
+SM__DECL_WORD(8)
+SM__DECL_WORD(16)
+SM__DECL_WORD(32)
+SM__DECL_WORD(64)
+#undef SM__DECL_WORD
+
+/* Explicit escape: the raw address of the slice's byte 0.  No bounds, no
+ * truncation safety; writes through it must be reported with sm_mark_dirty()
+ * to be committed.  Errors: -EINVAL (NULL), -ESTALE, -ENXIO. */
+SM_EXPORT SM_WUR int sm_unsafe_ptr(sm_slice *s, void **out);
+
+/* Record that [off, off+len) of a write slice was changed outside the
+ * accessors.  Errors: -EINVAL, -ERANGE, -EBADF (read slice). */
+SM_EXPORT int sm_mark_dirty(sm_slice *s, uint64_t off, uint64_t len);
+
+/* --- commit (see sm_commit(3)) -------------------------------------------- */
+
+/* Make the dirty pages of a write slice durable (msync MS_SYNC), or with
+ * SM_ASYNC start their write-back.  Errors: -EINVAL, -EBADF (read slice),
+ * -ENXIO (the file shrank under the slice), and the error of the flush
+ * (-EIO, -ENOSPC, ...).  A failed commit leaves the slice dirty and poisons
+ * the sm_file: its later commits return the same error until it is reopened,
+ * since Linux reports a write-back error once and then marks pages clean. */
+SM_EXPORT SM_WUR int sm_commit(sm_slice *s, int flags);
+
+/* --- errors ------------------------------------------------------------ */
+
+/* A static, human-readable explanation of a code returned by safemap
+ * (negative or positive errno value, or 0).  Never NULL. */
+SM_EXPORT const char *sm_strerror(int err);
+
+/* --- inline fast paths --------------------------------------------------
+ * The word accessors are also available as inline functions over the public
+ * view: bounds check, one access, then one load of the view's state word.
+ * sm__access_fail() computes the precise error when a check fails.  Define
+ * SM_NO_INLINE before including this header to call the library functions.
+ */
+SM_EXPORT int sm__access_fail(const sm_slice *s, uint64_t off, uint64_t n, int write);
+
+#if defined(__GNUC__)
+
+struct sm__u16 { uint16_t v; } __attribute__((packed, may_alias));
+struct sm__u32 { uint32_t v; } __attribute__((packed, may_alias));
+struct sm__u64 { uint64_t v; } __attribute__((packed, may_alias));
+struct sm__u8 { uint8_t v; } __attribute__((packed, may_alias));
+
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#  define SM__LE(bits, x) (x)
+#  define SM__BE(bits, x) SM__SWAP##bits(x)
+#else
+#  define SM__LE(bits, x) SM__SWAP##bits(x)
+#  define SM__BE(bits, x) (x)
+#endif
+#define SM__SWAP8(x) (x)
+#define SM__SWAP16(x) __builtin_bswap16(x)
+#define SM__SWAP32(x) __builtin_bswap32(x)
+#define SM__SWAP64(x) __builtin_bswap64(x)
+#define SM__NATIVE(bits, x) (x)
+
+static inline void sm__mark(const struct sm_view *v, uint64_t off, unsigned n)
+{
+	uint64_t first = (v->dirty_off + off) >> v->page_shift;
+	uint64_t last = (v->dirty_off + off + n - 1) >> v->page_shift;
+	for (uint64_t p = first; p <= last; p++) {
+		uint64_t bit = (uint64_t)1 << (p & 63);
+		if (!(__atomic_load_n(&v->dirty[p >> 6], __ATOMIC_RELAXED) & bit))
+			__atomic_fetch_or(&v->dirty[p >> 6], bit, __ATOMIC_RELAXED);
+	}
+}
+
+#define SM__INLINE_WORD(bits, name, conv)                                             \
+	static inline int sm__inline_get_u##bits##name(const sm_slice *s, uint64_t off, \
+						       uint##bits##_t *out)          \
+	{                                                                             \
+		const struct sm_view *v = (const struct sm_view *)s;                  \
+		if (SM_LIKELY(s && out && off < v->len &&                             \
+			      v->len - off >= sizeof(uint##bits##_t))) {              \
+			uint##bits##_t x =                                            \
+				((const volatile struct sm__u##bits *)(v->base + off))->v; \
+			if (SM_LIKELY(*v->state == 0)) {                              \
+				*out = conv(bits, x);                                 \
+				return 0;                                             \
+			}                                                             \
+		}                                                                     \
+		if (!out)                                                             \
+			return -EINVAL;                                               \
+		return sm__access_fail(s, off, sizeof(uint##bits##_t), 0);            \
+	}                                                                             \
+	static inline int sm__inline_put_u##bits##name(sm_slice *s, uint64_t off,     \
+						       uint##bits##_t x)             \
+	{                                                                             \
+		const struct sm_view *v = (const struct sm_view *)s;                  \
+		if (SM_LIKELY(s && (v->flags & SM_VIEW_WRITE) && off < v->len &&      \
+			      v->len - off >= sizeof(uint##bits##_t))) {              \
+			((volatile struct sm__u##bits *)(v->base + off))->v = conv(bits, x); \
+			if (SM_LIKELY(*v->state == 0)) {                              \
+				sm__mark(v, off, sizeof(uint##bits##_t));             \
+				return 0;                                             \
+			}                                                             \
+		}                                                                     \
+		return sm__access_fail(s, off, sizeof(uint##bits##_t), 1);           \
+	}
+
+#define SM__INLINE_ALL(bits)                  \
+	SM__INLINE_WORD(bits, , SM__NATIVE)   \
+	SM__INLINE_WORD(bits, _le, SM__LE)    \
+	SM__INLINE_WORD(bits, _be, SM__BE)
+SM__INLINE_ALL(8)
+SM__INLINE_ALL(16)
+SM__INLINE_ALL(32)
+SM__INLINE_ALL(64)
+#undef SM__INLINE_ALL
+#undef SM__INLINE_WORD
+
+#if !defined(SM_NO_INLINE) && !defined(SM_BUILDING_LIBRARY)
+/* Function-like macros: (sm_get_u64)(...) and &sm_get_u64 still reach the
+ * exported functions. */
+#define sm_get_u8(s, o, p) sm__inline_get_u8(s, o, p)
+#define sm_get_u8_le(s, o, p) sm__inline_get_u8_le(s, o, p)
+#define sm_get_u8_be(s, o, p) sm__inline_get_u8_be(s, o, p)
+#define sm_get_u16(s, o, p) sm__inline_get_u16(s, o, p)
+#define sm_get_u16_le(s, o, p) sm__inline_get_u16_le(s, o, p)
+#define sm_get_u16_be(s, o, p) sm__inline_get_u16_be(s, o, p)
+#define sm_get_u32(s, o, p) sm__inline_get_u32(s, o, p)
+#define sm_get_u32_le(s, o, p) sm__inline_get_u32_le(s, o, p)
+#define sm_get_u32_be(s, o, p) sm__inline_get_u32_be(s, o, p)
+#define sm_get_u64(s, o, p) sm__inline_get_u64(s, o, p)
+#define sm_get_u64_le(s, o, p) sm__inline_get_u64_le(s, o, p)
+#define sm_get_u64_be(s, o, p) sm__inline_get_u64_be(s, o, p)
+#define sm_put_u8(s, o, v) sm__inline_put_u8(s, o, v)
+#define sm_put_u8_le(s, o, v) sm__inline_put_u8_le(s, o, v)
+#define sm_put_u8_be(s, o, v) sm__inline_put_u8_be(s, o, v)
+#define sm_put_u16(s, o, v) sm__inline_put_u16(s, o, v)
+#define sm_put_u16_le(s, o, v) sm__inline_put_u16_le(s, o, v)
+#define sm_put_u16_be(s, o, v) sm__inline_put_u16_be(s, o, v)
+#define sm_put_u32(s, o, v) sm__inline_put_u32(s, o, v)
+#define sm_put_u32_le(s, o, v) sm__inline_put_u32_le(s, o, v)
+#define sm_put_u32_be(s, o, v) sm__inline_put_u32_be(s, o, v)
+#define sm_put_u64(s, o, v) sm__inline_put_u64(s, o, v)
+#define sm_put_u64_le(s, o, v) sm__inline_put_u64_le(s, o, v)
+#define sm_put_u64_be(s, o, v) sm__inline_put_u64_be(s, o, v)
+#endif /* !SM_NO_INLINE */
+#endif /* __GNUC__ */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SAFEMAP_H */

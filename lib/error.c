@@ -1,0 +1,51 @@
+/*
+ * error.c - sm_strerror: what each code means in safemap's terms.
+ *
+ * The messages say what happened to the caller's slice or file, not only
+ * the generic errno text; codes safemap never returns fall back to
+ * strerror's table (through strerrordesc_np, which is thread-safe and
+ * returns static text).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+
+#include "safemap-internal.h"
+
+static const struct {
+	int code;
+	const char *msg;
+} messages[] = {
+	{ 0, "success" },
+	{ EBUSY, "region is locked by another holder (another process, another sm_file, "
+		 "or an overlapping slice of this sm_file)" },
+	{ ENOLCK, "no lock available (kernel lock limit or lock table full)" },
+	{ ETIMEDOUT, "timed out waiting for a region lock" },
+	{ EDEADLK, "waiting for this region lock would deadlock" },
+	{ ENXIO, "the file shrank under the slice; the slice is dead" },
+	{ ERANGE, "region outside the slice or the file, or offset + length overflows" },
+	{ EINVAL, "invalid argument (NULL, zero length or unknown flags)" },
+	{ EBADF, "write through a read slice or a read-only file, or file already closed" },
+	{ ESTALE, "slice or file used in a child after fork; open the file again" },
+	{ ENOTSUP, "operation not supported for this slice or build" },
+	{ EIO, "I/O error while writing back; the slice stays dirty and the file is "
+	       "poisoned until reopened" },
+	{ ENOSPC, "no space left on the device to reserve or write the region" },
+	{ ENOMEM, "out of memory or address space" },
+};
+
+const char *sm_strerror(int err)
+{
+	const char *s;
+
+	if (err == INT_MIN)
+		return "unknown error";
+	if (err < 0)
+		err = -err;
+	for (size_t i = 0; i < sizeof(messages) / sizeof(messages[0]); i++)
+		if (messages[i].code == err)
+			return messages[i].msg;
+	s = strerrordesc_np(err);
+	return s ? s : "unknown error";
+}

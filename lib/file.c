@@ -1,0 +1,170 @@
+/*
+ * file.c - opening and closing shared files.
+ *
+ * An sm_file is one open file description: OFD locks belong to it, so two
+ * sm_files on one file conflict exactly like two processes (SPEC §3.3).
+ * sm_close with live slices only marks the file closing; the last
+ * sm_release does the real close (SPEC §3.7), so a slice never outlives the
+ * descriptor its lock and mapping depend on.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "safemap-internal.h"
+
+unsigned sm_page_shift;
+uint64_t sm_page_size;
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+static void init(void)
+{
+	long ps = sysconf(_SC_PAGESIZE);
+
+	if (ps <= 0 || (ps & (ps - 1)))
+		ps = 4096;
+	sm_page_size = (uint64_t)ps;
+	sm_page_shift = (unsigned)__builtin_ctzl((unsigned long)ps);
+}
+
+void sm_init_once(void)
+{
+	pthread_once(&init_once, init);
+}
+
+int sm_check_range(uint64_t off, uint64_t len)
+{
+	if (len == 0)
+		return -EINVAL;
+	if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
+		return -ERANGE;
+	if (sizeof(size_t) < sizeof(uint64_t) && len > SIZE_MAX)
+		return -ERANGE;
+	return 0;
+}
+
+static int check_options(const sm_options *opt, sm_options *o)
+{
+	size_t n;
+
+	memset(o, 0, sizeof(*o));
+	if (!opt)
+		return 0;
+	n = opt->size ? opt->size : sizeof(*o);
+	if (n < offsetof(sm_options, tag) + sizeof(opt->tag))
+		return -EINVAL; /* too old to carry any field we know */
+	if (n > sizeof(*o)) {
+		/* A newer caller: accept only if the fields we do not know are 0. */
+		const unsigned char *extra = (const unsigned char *)opt + sizeof(*o);
+		for (size_t i = 0; i < n - sizeof(*o); i++)
+			if (extra[i])
+				return -EINVAL;
+		n = sizeof(*o);
+	}
+	memcpy(o, opt, n);
+	if (o->flags)
+		return -EINVAL;
+	for (size_t i = 0; i < sizeof(o->reserved) / sizeof(o->reserved[0]); i++)
+		if (o->reserved[i])
+			return -EINVAL;
+	return 0;
+}
+
+int sm_open(const char *path, int flags, const sm_options *opt, sm_file **out)
+{
+	int mode = flags & (SM_RDONLY | SM_RDWR);
+	int oflags = O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+	sm_options o;
+	struct stat st;
+	sm_file *f;
+	int fd, rc;
+
+	sm_init_once();
+	if (out)
+		*out = NULL;
+	if (!path || !out || !*path)
+		return -EINVAL;
+	if ((flags & ~(SM_RDONLY | SM_RDWR | SM_CREATE)) || (mode != SM_RDONLY && mode != SM_RDWR))
+		return -EINVAL;
+	if ((rc = check_options(opt, &o)) < 0)
+		return rc;
+
+	oflags |= mode == SM_RDWR ? O_RDWR : O_RDONLY;
+	if (flags & SM_CREATE)
+		oflags |= O_CREAT;
+
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	if (o.tag && !(f->tag = strdup(o.tag))) {
+		free(f);
+		return -ENOMEM;
+	}
+
+	SM_NOCANCEL_BEGIN;
+	/* O_NONBLOCK: opening a FIFO must fail below, not block forever. */
+	fd = open(path, oflags, 0666);
+	rc = fd < 0 ? -errno : 0;
+	if (!rc && fstat(fd, &st) < 0)
+		rc = -errno;
+	if (!rc && !S_ISREG(st.st_mode))
+		rc = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+	if (!rc && fcntl(fd, F_SETFL, 0) < 0)
+		rc = -errno;
+	if (rc < 0 && fd >= 0)
+		close(fd);
+	SM_NOCANCEL_END;
+	if (rc < 0) {
+		free(f->tag);
+		free(f);
+		return rc;
+	}
+
+	pthread_mutex_init(&f->lock, NULL);
+	f->fd = fd;
+	f->flags = mode;
+	f->pid = getpid();
+	RB_INIT(&f->segs);
+	RB_INIT(&f->maps);
+	TAILQ_INIT(&f->idle);
+	*out = f;
+	return 0;
+}
+
+/* Called with no slice left and f->lock not held. */
+void sm_file_destroy(sm_file *f)
+{
+	sm_map_free_all(f);
+	sm_ranges_free_all(f);
+	SM_NOCANCEL_BEGIN;
+	close(f->fd); /* drops every OFD lock of the description still held */
+	SM_NOCANCEL_END;
+	pthread_mutex_destroy(&f->lock);
+	free(f->tag);
+	free(f);
+}
+
+int sm_close(sm_file *f)
+{
+	bool now;
+
+	if (!f)
+		return -EINVAL;
+	pthread_mutex_lock(&f->lock);
+	if (f->closing) {
+		pthread_mutex_unlock(&f->lock);
+		return -EBADF;
+	}
+	f->closing = true;
+	now = f->nslices == 0;
+	pthread_mutex_unlock(&f->lock);
+	if (now)
+		sm_file_destroy(f);
+	return 0;
+}

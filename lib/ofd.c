@@ -1,0 +1,43 @@
+/*
+ * ofd.c - kernel byte-range locks.
+ *
+ * Open file description locks (F_OFD_SETLK) belong to the open file
+ * description, not the process: closing another fd of the same file does not
+ * drop them (the classic POSIX lock trap SQLite's os_unix.c describes), and
+ * the kernel drops them when the last fd of the description closes, so a
+ * crashed holder never leaves a lock behind.  They merge and split silently
+ * within one description, which is why ranges.c counts slices itself.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+
+#include "safemap-internal.h"
+
+static int ofd_set(int fd, short type, uint64_t off, uint64_t len)
+{
+	struct flock fl;
+
+	memset(&fl, 0, sizeof(fl)); /* l_pid must be 0 for OFD locks */
+	fl.l_type = type;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = (off_t)off;
+	fl.l_len = (off_t)len;
+	if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
+		return 0;
+	/* EAGAIN and EACCES both mean "held elsewhere" (POSIX allows either). */
+	if (errno == EAGAIN || errno == EACCES)
+		return -EBUSY;
+	return -errno;
+}
+
+int sm_ofd_lock(int fd, bool write, uint64_t off, uint64_t len)
+{
+	return ofd_set(fd, write ? F_WRLCK : F_RDLCK, off, len);
+}
+
+int sm_ofd_unlock(int fd, uint64_t off, uint64_t len)
+{
+	return ofd_set(fd, F_UNLCK, off, len);
+}

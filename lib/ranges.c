@@ -1,0 +1,305 @@
+/*
+ * ranges.c - in-process range counting (SPEC §3.2).
+ *
+ * The kernel merges and splits the OFD locks of one open file description
+ * without counting them: two overlapping read slices share kernel bytes, and
+ * unlocking one slice's range would silently unlock bytes the other still
+ * covers; a write lock over a read-locked byte would silently upgrade it.
+ * So each sm_file keeps its own picture of what it holds: disjoint runs in
+ * an RB tree ordered by start, each a write run (one write slice) or a read
+ * run with the number of read slices covering it.  From it we compute which
+ * bytes to lock (the slice's whole range, one fcntl: bytes we already hold
+ * in read mode merge in the kernel) and which to unlock on release (only the
+ * runs whose count drops to zero).  Every lookup is O(log n) in the number of
+ * runs, plus the runs the slice overlaps.
+ *
+ * Every node a mutation needs is allocated before the kernel lock is taken,
+ * and each read slice reserves the two nodes its release may need to split
+ * runs, so the tree and the kernel never disagree on an allocation failure.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "safemap-internal.h"
+
+#define SEG_POOL_MAX 256
+
+static int seg_cmp(const struct sm_seg *a, const struct sm_seg *b)
+{
+	return a->start < b->start ? -1 : a->start > b->start;
+}
+
+SM_RB_GENERATE_STATIC(sm_segtree, sm_seg, rb, seg_cmp)
+
+static struct sm_seg *seg_alloc(sm_file *f)
+{
+	struct sm_seg *n = f->seg_pool;
+
+	if (n) {
+		f->seg_pool = n->next;
+		f->nseg_pool--;
+		return n;
+	}
+	return malloc(sizeof(*n));
+}
+
+static void seg_free(sm_file *f, struct sm_seg *n)
+{
+	if (!n)
+		return;
+	if (f->nseg_pool >= SEG_POOL_MAX) {
+		free(n);
+		return;
+	}
+	n->next = f->seg_pool;
+	f->seg_pool = n;
+	f->nseg_pool++;
+}
+
+/* Take a node from a list built by seg_alloc_list(). */
+static struct sm_seg *list_take(struct sm_seg **list)
+{
+	struct sm_seg *n = *list;
+
+	*list = n->next;
+	return n;
+}
+
+static void list_free(sm_file *f, struct sm_seg *list)
+{
+	while (list) {
+		struct sm_seg *n = list_take(&list);
+		seg_free(f, n);
+	}
+}
+
+static int seg_alloc_list(sm_file *f, size_t n, struct sm_seg **list)
+{
+	*list = NULL;
+	while (n--) {
+		struct sm_seg *s = seg_alloc(f);
+		if (!s) {
+			list_free(f, *list);
+			*list = NULL;
+			return -ENOMEM;
+		}
+		s->next = *list;
+		*list = s;
+	}
+	return 0;
+}
+
+/* The first run that ends after a (it may start before a). */
+static struct sm_seg *first_after(sm_file *f, uint64_t a)
+{
+	struct sm_seg key = { .start = a };
+	struct sm_seg *n = RB_NFIND(sm_segtree, &f->segs, &key);
+	struct sm_seg *p = n ? RB_PREV(sm_segtree, &f->segs, n) : RB_MAX(sm_segtree, &f->segs);
+
+	return p && p->end > a ? p : n;
+}
+
+static struct sm_seg *seg_new(struct sm_seg **list, uint64_t start, uint64_t end,
+			      uint32_t count, bool write)
+{
+	struct sm_seg *n = list_take(list);
+
+	n->start = start;
+	n->end = end;
+	n->count = count;
+	n->write = write;
+	return n;
+}
+
+/* Split n at x (n->start < x < n->end); returns the right half. */
+static struct sm_seg *seg_split(sm_file *f, struct sm_seg *n, uint64_t x, struct sm_seg **list)
+{
+	struct sm_seg *r = seg_new(list, x, n->end, n->count, n->write);
+
+	n->end = x;
+	RB_INSERT(sm_segtree, &f->segs, r);
+	return r;
+}
+
+static int acquire_write(sm_file *f, sm_slice *s, uint64_t a, uint64_t b)
+{
+	struct sm_seg *n = first_after(f, a), *list;
+	int rc;
+
+	if (n && n->start < b)
+		return -EBUSY; /* never let the kernel upgrade our own read lock */
+	if ((rc = seg_alloc_list(f, 1, &list)) < 0)
+		return rc;
+	if ((rc = sm_ofd_lock(f->fd, true, a, b - a)) < 0) {
+		list_free(f, list);
+		return rc;
+	}
+	RB_INSERT(sm_segtree, &f->segs, seg_new(&list, a, b, 0, true));
+	s->spare[0] = s->spare[1] = NULL;
+	return 0;
+}
+
+static int acquire_read(sm_file *f, sm_slice *s, uint64_t a, uint64_t b)
+{
+	struct sm_seg *n, *list;
+	size_t gaps = 0;
+	uint64_t pos = a;
+	int rc;
+
+	for (n = first_after(f, a); n && n->start < b; n = RB_NEXT(sm_segtree, &f->segs, n)) {
+		if (n->write)
+			return -EBUSY; /* never let the kernel downgrade our write lock */
+		gaps += n->start > pos;
+		pos = n->end;
+	}
+	gaps += pos < b;
+
+	/* gaps new runs + 2 splits now, and 2 spares for the release. */
+	if ((rc = seg_alloc_list(f, gaps + 4, &list)) < 0)
+		return rc;
+	if ((rc = sm_ofd_lock(f->fd, false, a, b - a)) < 0) {
+		list_free(f, list);
+		return rc;
+	}
+	s->spare[0] = list_take(&list);
+	s->spare[1] = list_take(&list);
+
+	pos = a;
+	n = first_after(f, a);
+	if (n && n->start < a)
+		n = seg_split(f, n, a, &list);
+	while (pos < b) {
+		if (!n || n->start >= b) {
+			RB_INSERT(sm_segtree, &f->segs, seg_new(&list, pos, b, 1, false));
+			break;
+		}
+		if (n->start > pos) {
+			RB_INSERT(sm_segtree, &f->segs, seg_new(&list, pos, n->start, 1, false));
+			pos = n->start;
+			continue;
+		}
+		if (n->end > b)
+			seg_split(f, n, b, &list);
+		n->count++;
+		pos = n->end;
+		n = RB_NEXT(sm_segtree, &f->segs, n);
+	}
+	list_free(f, list);
+	return 0;
+}
+
+int sm_ranges_acquire(sm_file *f, sm_slice *s)
+{
+	uint64_t a = s->off, b = s->off + s->len;
+
+	return s->write ? acquire_write(f, s, a, b) : acquire_read(f, s, a, b);
+}
+
+/* Merge the read run starting at x with its left neighbour when they touch
+ * and have the same count, so released ranges do not fragment the tree. */
+static void merge_at(sm_file *f, uint64_t x)
+{
+	struct sm_seg key = { .start = x };
+	struct sm_seg *r = RB_FIND(sm_segtree, &f->segs, &key), *l;
+
+	if (!r || r->write)
+		return;
+	l = RB_PREV(sm_segtree, &f->segs, r);
+	if (!l || l->write || l->end != r->start || l->count != r->count)
+		return;
+	l->end = r->end;
+	RB_REMOVE(sm_segtree, &f->segs, r);
+	seg_free(f, r);
+}
+
+/* A child after fork shares the parent's open file description: an unlock
+ * there would drop the parent's locks (SPEC §3.6), so only the opener
+ * unlocks. */
+static int unlock_if_owner(sm_file *f, uint64_t off, uint64_t len)
+{
+	if (getpid() != f->pid)
+		return 0;
+	return sm_ofd_unlock(f->fd, off, len);
+}
+
+static int release_read(sm_file *f, sm_slice *s, uint64_t a, uint64_t b)
+{
+	struct sm_seg *list = NULL, *n, *next;
+	uint64_t run_start = 0, run_end = 0;
+	bool in_run = false;
+	int rc = 0, r;
+
+	for (int i = 0; i < 2; i++) {
+		if (s->spare[i]) {
+			s->spare[i]->next = list;
+			list = s->spare[i];
+			s->spare[i] = NULL;
+		}
+	}
+
+	n = first_after(f, a);
+	if (n && n->start < a)
+		n = seg_split(f, n, a, &list);
+	for (; n && n->start < b; n = next) {
+		if (n->end > b)
+			seg_split(f, n, b, &list);
+		next = RB_NEXT(sm_segtree, &f->segs, n);
+		if (n->write || n->count == 0)
+			continue; /* cannot happen while the tree is consistent */
+		if (--n->count > 0)
+			continue;
+		if (in_run && run_end == n->start) {
+			run_end = n->end;
+		} else {
+			if (in_run && (r = unlock_if_owner(f, run_start, run_end - run_start)) < 0 && !rc)
+				rc = r;
+			run_start = n->start;
+			run_end = n->end;
+			in_run = true;
+		}
+		RB_REMOVE(sm_segtree, &f->segs, n);
+		seg_free(f, n);
+	}
+	if (in_run && (r = unlock_if_owner(f, run_start, run_end - run_start)) < 0 && !rc)
+		rc = r;
+	merge_at(f, a);
+	merge_at(f, b);
+	list_free(f, list);
+	return rc;
+}
+
+static int release_write(sm_file *f, uint64_t a, uint64_t b)
+{
+	struct sm_seg key = { .start = a };
+	struct sm_seg *n = RB_FIND(sm_segtree, &f->segs, &key);
+
+	if (n && n->write && n->end == b) {
+		RB_REMOVE(sm_segtree, &f->segs, n);
+		seg_free(f, n);
+	}
+	return unlock_if_owner(f, a, b - a);
+}
+
+int sm_ranges_release(sm_file *f, sm_slice *s)
+{
+	uint64_t a = s->off, b = s->off + s->len;
+
+	return s->write ? release_write(f, a, b) : release_read(f, s, a, b);
+}
+
+void sm_ranges_free_all(sm_file *f)
+{
+	struct sm_seg *n, *next;
+
+	RB_FOREACH_SAFE(n, sm_segtree, &f->segs, next) {
+		RB_REMOVE(sm_segtree, &f->segs, n);
+		free(n);
+	}
+	while (f->seg_pool) {
+		n = f->seg_pool;
+		f->seg_pool = n->next;
+		free(n);
+	}
+	f->nseg_pool = 0;
+}

@@ -1,0 +1,155 @@
+/*
+ * safemap-internal.h - the one private header of libsafemap.
+ *
+ * Shared by the lib/ sources and by the private test build (libsafemap-internal.la),
+ * never installed.  Objects:
+ *   sm_file  - one open file description, its in-process range bookkeeping
+ *              (ranges.c), its mapping cache (map.c) and its slices.
+ *   sm_map   - one mmap'ed window, refcounted by the slices that use it.
+ *   sm_slice - a locked byte range; begins with the public struct sm_view.
+ */
+#ifndef SAFEMAP_INTERNAL_H
+#define SAFEMAP_INTERNAL_H
+
+/* The library is compiled with -DSM_BUILDING_LIBRARY (Makefile.am), so
+ * safemap.h gives it the exported accessors, not the inline macros. */
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <bsd/sys/queue.h>
+#include <bsd/sys/tree.h>
+
+#include "safemap.h"
+
+#define SM_HIDDEN __attribute__((visibility("hidden")))
+
+/* libbsd's RB_GENERATE_STATIC needs a __unused macro it does not define. */
+#define SM_RB_GENERATE_STATIC(name, type, field, cmp) \
+	RB_GENERATE_INTERNAL(name, type, field, cmp, __attribute__((unused)) static)
+
+/* Mapping cache geometry: window k maps file bytes [k*STEP, k*STEP + SPAN).
+ * Windows overlap by half, so every slice of at most STEP bytes fits in the
+ * window of the step its first page lies in, whatever its alignment. */
+#define SM_WINDOW_STEP ((uint64_t)1 << 20)
+#define SM_WINDOW_SPAN (2 * SM_WINDOW_STEP)
+/* Idle windows kept mapped for reuse, per sm_file (bounds VMAs and memory). */
+#define SM_IDLE_MAX 64
+
+/* sm_map.state: nonzero sends the inline accessors to the slow path. */
+#define SM_MAP_OK 0u
+#define SM_MAP_DEAD 1u /* a page of the window vanished (file shrank) */
+
+/* One run of bytes with the same in-process lock state (ranges.c).  Runs are
+ * disjoint; a read run counts the read slices covering it, a write run
+ * belongs to exactly one write slice. */
+struct sm_seg {
+	RB_ENTRY(sm_seg) rb;
+	uint64_t start, end; /* [start, end) */
+	uint32_t count;      /* read slices covering the run */
+	bool write;
+	struct sm_seg *next; /* in a free list while not in the tree */
+};
+RB_HEAD(sm_segtree, sm_seg);
+
+struct sm_map {
+	RB_ENTRY(sm_map) rb;     /* in f->maps (cached windows only) */
+	TAILQ_ENTRY(sm_map) lru; /* in f->idle while refs == 0 */
+	unsigned char *addr;
+	uint64_t foff, len; /* file offset and length of the mapping */
+	uint64_t key;       /* window index << 1 | writable */
+	unsigned long refs;
+	bool cached, writable;
+	volatile uint32_t state; /* SM_MAP_* */
+};
+RB_HEAD(sm_maptree, sm_map);
+TAILQ_HEAD(sm_maplist, sm_map);
+
+struct sm_file {
+	pthread_mutex_t lock; /* guards everything below but fd and flags */
+	int fd;
+	int flags; /* SM_RDONLY / SM_RDWR */
+	pid_t pid; /* of the opener: a child after fork must not unlock */
+	struct sm_segtree segs;
+	struct sm_seg *seg_pool; /* free nodes kept for reuse */
+	unsigned nseg_pool;
+	struct sm_maptree maps;
+	struct sm_maplist idle;
+	unsigned nidle;
+	unsigned long nslices;
+	bool closing;
+	int poison; /* first failed direct commit (negative errno), or 0 */
+	char *tag;
+};
+
+struct sm_slice {
+	struct sm_view v; /* first: the inline accessors cast to it */
+	sm_file *f;
+	struct sm_map *map;
+	uint64_t off, len;
+	uint64_t dirty_origin; /* file offset of dirty bit 0 (page aligned) */
+	size_t dirty_words;
+	bool write;
+	struct sm_seg *spare[2]; /* nodes reserved for release (ranges.c) */
+};
+
+/* --- sys.c: the syscall seam (fault injection in tests) --------------- */
+struct sm_sys {
+	int (*msync)(void *addr, size_t len, int flags);
+	int (*fdatasync)(int fd);
+	ssize_t (*pwrite)(int fd, const void *buf, size_t n, off_t off);
+	int (*fallocate)(int fd, int mode, off_t off, off_t len);
+	int (*ftruncate)(int fd, off_t len);
+	int (*sync_file_range)(int fd, off_t off, off_t n, unsigned flags);
+};
+extern SM_HIDDEN struct sm_sys sm_sys;
+SM_HIDDEN void sm_sys_reset(void);
+
+/* --- util ------------------------------------------------------------- */
+SM_HIDDEN extern unsigned sm_page_shift;
+SM_HIDDEN extern uint64_t sm_page_size;
+SM_HIDDEN void sm_init_once(void);
+/* Check off/len against SPEC §2: nonzero, off + len <= INT64_MAX. */
+SM_HIDDEN int sm_check_range(uint64_t off, uint64_t len);
+
+/* Disable thread cancellation around blocking syscalls (SPEC §2). */
+#define SM_NOCANCEL_BEGIN                                                     \
+	int sm__oldcs_;                                                       \
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &sm__oldcs_)
+#define SM_NOCANCEL_END pthread_setcancelstate(sm__oldcs_, NULL)
+/* The same for a whole call: returns the state to give to sm_cancel_restore. */
+static inline int sm_nocancel(void)
+{
+	int old;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	return old;
+}
+static inline void sm_cancel_restore(int old)
+{
+	pthread_setcancelstate(old, NULL);
+}
+
+/* --- ofd.c: kernel locks ------------------------------------------------ */
+SM_HIDDEN int sm_ofd_lock(int fd, bool write, uint64_t off, uint64_t len);
+SM_HIDDEN int sm_ofd_unlock(int fd, uint64_t off, uint64_t len);
+
+/* --- ranges.c: in-process lock counting (caller holds f->lock) ----------- */
+SM_HIDDEN int sm_ranges_acquire(sm_file *f, sm_slice *s);
+SM_HIDDEN int sm_ranges_release(sm_file *f, sm_slice *s);
+SM_HIDDEN void sm_ranges_free_all(sm_file *f);
+
+/* --- map.c: mapping cache (caller holds f->lock) -------------------------- */
+SM_HIDDEN int sm_map_get(sm_file *f, uint64_t off, uint64_t len, bool writable,
+			 struct sm_map **out);
+SM_HIDDEN void sm_map_put(sm_file *f, struct sm_map *m);
+SM_HIDDEN void sm_map_free_all(sm_file *f);
+
+/* --- file.c --------------------------------------------------------------- */
+SM_HIDDEN void sm_file_destroy(sm_file *f);
+
+/* --- slice.c ---------------------------------------------------------------- */
+SM_HIDDEN int sm_slice_error(const sm_slice *s);
+SM_HIDDEN void sm_dirty_set(sm_slice *s, uint64_t off, uint64_t len);
+
+#endif /* SAFEMAP_INTERNAL_H */

@@ -1,0 +1,351 @@
+/*
+ * test_procs.c - multi-process tests with real files and real kernel
+ * locks: sharing and conflicts across processes, the in-process counting
+ * rules seen from another process, foreign fcntl lockers (OFD and classic
+ * POSIX), a holder killed with SIGKILL, commit visibility to another
+ * process's pread, and fork children.  Every step is a handshake over a
+ * pipe; nothing sleeps.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "safemap.h"
+#include "testutil.h"
+
+#define PG 4096
+
+/* A peer that maps what it is told and reports each result code:
+ *   "r OFF LEN" / "w OFF LEN"  map a read / write slice (kept)
+ *   "put OFF VAL"              sm_put_u64 + sm_commit on the last write slice
+ *   "rel"                      release every slice
+ *   "quit"                     exit 0 */
+static int peer(void *arg, int in, int out)
+{
+	const char *path = arg;
+	sm_slice *held[16];
+	int n = 0, rc;
+	sm_file *f;
+	char cmd[128];
+
+	if ((rc = sm_open(path, SM_RDWR, NULL, &f)) < 0)
+		return 10;
+	tu_send(out, "ready");
+	while (tu_recv(in, cmd, sizeof(cmd))) {
+		unsigned long long off, len;
+		if (sscanf(cmd, "r %llu %llu", &off, &len) == 2 && n < 16) {
+			rc = sm_map_read(f, off, len, 0, &held[n]);
+			n += rc == 0;
+		} else if (sscanf(cmd, "w %llu %llu", &off, &len) == 2 && n < 16) {
+			rc = sm_map_write(f, off, len, 0, &held[n]);
+			n += rc == 0;
+		} else if (sscanf(cmd, "put %llu %llu", &off, &len) == 2 && n > 0) {
+			rc = sm_put_u64(held[n - 1], off, len);
+			if (rc == 0)
+				rc = sm_commit(held[n - 1], SM_SYNC);
+		} else if (strcmp(cmd, "rel") == 0) {
+			rc = 0;
+			while (n > 0)
+				rc |= sm_release(held[--n]);
+		} else if (strcmp(cmd, "quit") == 0) {
+			break;
+		} else {
+			rc = -9999;
+		}
+		tu_send(out, "%d", rc);
+	}
+	sm_close(f);
+	return 0;
+}
+
+static int ask(struct tu_child *c, const char *cmd)
+{
+	tu_send(c->to, "%s", cmd);
+	return tu_recv_int(c->from);
+}
+
+static void start_peer(struct tu_child *c, const char *path)
+{
+	char buf[16];
+
+	tu_spawn(c, peer, (void *)path);
+	ck_assert(tu_recv(c->from, buf, sizeof(buf)));
+	ck_assert_str_eq(buf, "ready");
+}
+
+static void stop_peer(struct tu_child *c)
+{
+	tu_send(c->to, "quit");
+	ck_assert_int_eq(tu_wait(c), 0);
+}
+
+START_TEST(read_read_share_read_write_conflict)
+{
+	const char *p = tu_tmpfile(PG);
+	struct tu_child a, b;
+
+	start_peer(&a, p);
+	start_peer(&b, p);
+	ck_assert_int_eq(ask(&a, "r 0 100"), 0);
+	ck_assert_int_eq(ask(&b, "r 50 100"), 0);
+	ck_assert_int_eq(ask(&b, "w 99 1"), -EBUSY);
+	ck_assert_int_eq(ask(&b, "w 100 10"), -EBUSY); /* b's own read slice */
+	ck_assert_int_eq(ask(&a, "w 150 10"), 0);
+	ck_assert_int_eq(ask(&b, "r 155 1"), -EBUSY);
+	ck_assert_int_eq(ask(&a, "rel"), 0);
+	ck_assert_int_eq(ask(&b, "r 155 1"), 0);
+	stop_peer(&a);
+	stop_peer(&b);
+}
+END_TEST
+
+START_TEST(write_write_conflict_until_release)
+{
+	const char *p = tu_tmpfile(PG);
+	struct tu_child a, b;
+
+	start_peer(&a, p);
+	start_peer(&b, p);
+	ck_assert_int_eq(ask(&a, "w 0 10"), 0);
+	ck_assert_int_eq(ask(&b, "w 9 10"), -EBUSY);
+	ck_assert_int_eq(ask(&b, "w 10 10"), 0); /* the lock is not page aligned */
+	ck_assert_int_eq(ask(&a, "rel"), 0);
+	ck_assert_int_eq(ask(&b, "w 0 10"), 0);
+	stop_peer(&a);
+	stop_peer(&b);
+}
+END_TEST
+
+/* The counting rules of SPEC §3.2, checked by another process taking real
+ * locks with plain fcntl. */
+static int fcntl_locker(void *arg, int in, int out)
+{
+	const char *path = arg;
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	char cmd[128];
+
+	if (fd < 0)
+		return 10;
+	tu_send(out, "ready");
+	while (tu_recv(in, cmd, sizeof(cmd))) {
+		char kind[16], mode;
+		long long off, len;
+		struct flock fl;
+		int rc;
+		if (strcmp(cmd, "quit") == 0)
+			break;
+		if (sscanf(cmd, "%15s %c %lld %lld", kind, &mode, &off, &len) != 4)
+			return 11;
+		memset(&fl, 0, sizeof(fl));
+		fl.l_type = mode == 'w' ? F_WRLCK : mode == 'r' ? F_RDLCK : F_UNLCK;
+		fl.l_whence = SEEK_SET;
+		fl.l_start = off;
+		fl.l_len = len;
+		rc = fcntl(fd, strcmp(kind, "ofd") == 0 ? F_OFD_SETLK : F_SETLK, &fl);
+		tu_send(out, "%d", rc == 0 ? 0 : (errno == EAGAIN || errno == EACCES) ? -EBUSY : -errno);
+	}
+	close(fd);
+	return 0;
+}
+
+static void start_locker(struct tu_child *c, const char *path)
+{
+	char buf[16];
+
+	tu_spawn(c, fcntl_locker, (void *)path);
+	ck_assert(tu_recv(c->from, buf, sizeof(buf)));
+	ck_assert_str_eq(buf, "ready");
+}
+
+START_TEST(counting_seen_from_another_process)
+{
+	const char *p = tu_tmpfile(PG);
+	sm_file *f;
+	sm_slice *a, *b, *c;
+	struct tu_child l;
+
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	start_locker(&l, p);
+	ck_assert_int_eq(sm_map_read(f, 0, 100, 0, &a), 0);
+	ck_assert_int_eq(sm_map_read(f, 50, 100, 0, &b), 0);
+	ck_assert_int_eq(sm_map_read(f, 60, 10, 0, &c), 0);
+	ck_assert_int_eq(ask(&l, "ofd w 0 1"), -EBUSY);
+	ck_assert_int_eq(ask(&l, "ofd r 0 150"), 0); /* readers share */
+	ck_assert_int_eq(ask(&l, "ofd u 0 150"), 0);
+	ck_assert_int_eq(sm_release(a), 0);
+	ck_assert_int_eq(ask(&l, "ofd w 0 50"), 0);
+	ck_assert_int_eq(ask(&l, "ofd u 0 50"), 0);
+	ck_assert_int_eq(ask(&l, "ofd w 50 1"), -EBUSY);
+	ck_assert_int_eq(sm_release(b), 0);
+	ck_assert_int_eq(ask(&l, "ofd w 50 10"), 0);
+	ck_assert_int_eq(ask(&l, "ofd w 60 1"), -EBUSY); /* c still holds it */
+	ck_assert_int_eq(ask(&l, "ofd w 70 80"), 0);
+	ck_assert_int_eq(sm_release(c), 0);
+	ck_assert_int_eq(ask(&l, "ofd u 0 0"), 0);
+	ck_assert_int_eq(ask(&l, "ofd w 0 0"), 0);
+	tu_send(l.to, "quit");
+	ck_assert_int_eq(tu_wait(&l), 0);
+	sm_close(f);
+}
+END_TEST
+
+START_TEST(foreign_posix_and_ofd_lockers_conflict_both_ways)
+{
+	const char *p = tu_tmpfile(PG);
+	struct tu_child l;
+	sm_file *f;
+	sm_slice *s;
+
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	start_locker(&l, p);
+	/* classic POSIX lock held by another process */
+	ck_assert_int_eq(ask(&l, "posix w 100 100"), 0);
+	ck_assert_int_eq(sm_map_read(f, 150, 100, 0, &s), -EBUSY);
+	ck_assert_int_eq(sm_map_write(f, 199, 1, 0, &s), -EBUSY);
+	ck_assert_int_eq(sm_map_write(f, 0, 100, 0, &s), 0);
+	ck_assert_int_eq(ask(&l, "posix w 50 51"), -EBUSY);
+	ck_assert_int_eq(ask(&l, "posix r 99 1"), -EBUSY);
+	ck_assert_int_eq(sm_release(s), 0);
+	ck_assert_int_eq(ask(&l, "posix r 99 1"), 0);
+	ck_assert_int_eq(ask(&l, "posix u 0 0"), 0);
+	/* OFD lock held by another process */
+	ck_assert_int_eq(ask(&l, "ofd r 0 10"), 0);
+	ck_assert_int_eq(sm_map_read(f, 0, 10, 0, &s), 0);
+	ck_assert_int_eq(sm_release(s), 0);
+	ck_assert_int_eq(sm_map_write(f, 5, 1, 0, &s), -EBUSY);
+	ck_assert_int_eq(sm_map_write(f, 10, 1, 0, &s), 0);
+	ck_assert_int_eq(ask(&l, "ofd w 10 1"), -EBUSY);
+	ck_assert_int_eq(sm_release(s), 0);
+	tu_send(l.to, "quit");
+	ck_assert_int_eq(tu_wait(&l), 0);
+	sm_close(f);
+}
+END_TEST
+
+START_TEST(killed_holder_leaves_no_lock)
+{
+	const char *p = tu_tmpfile(PG);
+	struct tu_child a;
+	sm_file *f;
+	sm_slice *s;
+
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	start_peer(&a, p);
+	ck_assert_int_eq(ask(&a, "w 0 100"), 0);
+	ck_assert_int_eq(sm_map_read(f, 0, 1, 0, &s), -EBUSY);
+	ck_assert_int_eq(kill(a.pid, SIGKILL), 0);
+	ck_assert_int_eq(tu_wait(&a), 128 + SIGKILL);
+	ck_assert_int_eq(sm_map_write(f, 0, 100, 0, &s), 0);
+	ck_assert_int_eq(sm_release(s), 0);
+	sm_close(f);
+}
+END_TEST
+
+START_TEST(commit_visible_to_another_process)
+{
+	const char *p = tu_tmpfile(PG);
+	struct tu_child a;
+	uint64_t v = 0;
+	int fd;
+
+	start_peer(&a, p);
+	ck_assert_int_eq(ask(&a, "w 8 8"), 0);
+	ck_assert_int_eq(ask(&a, "put 0 1234567"), 0);
+	fd = open(p, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, &v, 8, 8), 8);
+	ck_assert_uint_eq(v, 1234567);
+	close(fd);
+	stop_peer(&a);
+}
+END_TEST
+
+/* A fork child shares the parent's open file description: if it unlocked,
+ * the parent's locks would vanish.  It gets -ESTALE and never unlocks. */
+struct fork_arg {
+	sm_file *f;
+	sm_slice *s;
+	const char *path;
+};
+
+static int forked_child(void *arg, int in, int out)
+{
+	struct fork_arg *a = arg;
+	sm_slice *t = NULL;
+	sm_file *g;
+	int rc;
+
+	(void)in;
+	tu_send(out, "%d", sm_commit(a->s, 0));
+	tu_send(out, "%d", sm_map_read(a->f, 200, 1, 0, &t));
+	tu_send(out, "%d", sm_release(a->s)); /* frees; must not unlock the parent */
+	tu_send(out, "%d", sm_close(a->f));
+	/* the child may open afresh; the parent's lock still conflicts */
+	if ((rc = sm_open(a->path, SM_RDWR, NULL, &g)) == 0) {
+		rc = sm_map_read(g, 0, 1, 0, &t);
+		sm_close(g);
+	}
+	tu_send(out, "%d", rc);
+	return 0;
+}
+
+START_TEST(fork_child_cannot_unlock_parent)
+{
+	const char *p = tu_tmpfile(PG);
+	struct tu_child c;
+	sm_file *f;
+	sm_slice *s, *t;
+
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(sm_map_write(f, 0, 100, 0, &s), 0);
+	struct fork_arg a = { f, s, p };
+	tu_spawn(&c, forked_child, &a);
+	ck_assert_int_eq(tu_recv_int(c.from), -ESTALE); /* commit */
+	ck_assert_int_eq(tu_recv_int(c.from), -ESTALE); /* map */
+	ck_assert_int_eq(tu_recv_int(c.from), 0);       /* release */
+	ck_assert_int_eq(tu_recv_int(c.from), 0);       /* close */
+	ck_assert_int_eq(tu_recv_int(c.from), -EBUSY);  /* fresh open */
+	ck_assert_int_eq(tu_wait(&c), 0);
+	/* the parent's lock survived the child's release and exit */
+	ck_assert_int_eq(tu_probe(p, F_RDLCK, 0, 100), F_WRLCK);
+	ck_assert_int_eq(sm_map_read(f, 0, 1, 0, &t), -EBUSY);
+	ck_assert_int_eq(sm_release(s), 0);
+	ck_assert_int_eq(tu_probe(p, F_WRLCK, 0, 0), F_UNLCK);
+	sm_close(f);
+}
+END_TEST
+
+static Suite *procs_suite(void)
+{
+	Suite *s = suite_create("procs");
+	TCase *tc = tcase_create("processes");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, read_read_share_read_write_conflict);
+	tcase_add_test(tc, write_write_conflict_until_release);
+	tcase_add_test(tc, counting_seen_from_another_process);
+	tcase_add_test(tc, foreign_posix_and_ofd_lockers_conflict_both_ways);
+	tcase_add_test(tc, killed_holder_leaves_no_lock);
+	tcase_add_test(tc, commit_visible_to_another_process);
+	tcase_add_test(tc, fork_child_cannot_unlock_parent);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(procs_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

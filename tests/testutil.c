@@ -1,0 +1,193 @@
+/*
+ * testutil.c - see testutil.h.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+static char tmpdir[PATH_MAX];
+static pid_t tmpdir_owner;
+static int nfiles;
+
+static void cleanup(void)
+{
+	char path[PATH_MAX + 32];
+
+	if (!tmpdir[0] || getpid() != tmpdir_owner)
+		return;
+	for (int i = 0; i < nfiles; i++) {
+		snprintf(path, sizeof(path), "%s/f%d", tmpdir, i);
+		unlink(path);
+	}
+	rmdir(tmpdir);
+}
+
+const char *tu_tmpfile(off_t size)
+{
+	static char paths[64][PATH_MAX + 32];
+	char *p;
+	int fd;
+
+	if (!tmpdir[0] || getpid() != tmpdir_owner) {
+		const char *t = getenv("TMPDIR");
+		snprintf(tmpdir, sizeof(tmpdir), "%s/safemap-test.XXXXXX", t && *t ? t : "/tmp");
+		ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+		tmpdir_owner = getpid();
+		nfiles = 0;
+		atexit(cleanup);
+	}
+	ck_assert_int_lt(nfiles, 64);
+	p = paths[nfiles];
+	snprintf(p, sizeof(paths[0]), "%s/f%d", tmpdir, nfiles++);
+	fd = open(p, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, size), 0);
+	close(fd);
+	return p;
+}
+
+int tu_probe(const char *path, short type, off_t off, off_t len)
+{
+	struct flock fl;
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+
+	ck_assert_int_ge(fd, 0);
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = type;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = off;
+	fl.l_len = len;
+	ck_assert_int_eq(fcntl(fd, F_OFD_GETLK, &fl), 0);
+	close(fd);
+	return fl.l_type;
+}
+
+void tu_spawn(struct tu_child *c, tu_child_fn fn, void *arg)
+{
+	int down[2], up[2];
+
+	ck_assert_int_eq(pipe2(down, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(up, O_CLOEXEC), 0);
+	c->pid = fork();
+	ck_assert_int_ge(c->pid, 0);
+	if (c->pid == 0) {
+		struct rlimit no_core = { 0, 0 };
+		setrlimit(RLIMIT_CORE, &no_core); /* some children are killed on purpose */
+		close(down[1]);
+		close(up[0]);
+		_exit(fn(arg, down[0], up[1]));
+	}
+	close(down[0]);
+	close(up[1]);
+	c->to = down[1];
+	c->from = up[0];
+}
+
+void tu_send(int fd, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+	va_end(ap);
+	ck_assert(n >= 0 && (size_t)n < sizeof(buf) - 1);
+	buf[n++] = '\n';
+	ck_assert_int_eq(write(fd, buf, (size_t)n), n);
+}
+
+bool tu_recv(int fd, char *buf, size_t size)
+{
+	size_t n = 0;
+
+	while (n + 1 < size) {
+		ssize_t r = read(fd, buf + n, 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return false;
+		if (buf[n] == '\n')
+			break;
+		n++;
+	}
+	buf[n] = '\0';
+	return true;
+}
+
+int tu_recv_int(int fd)
+{
+	char buf[64];
+
+	ck_assert_msg(tu_recv(fd, buf, sizeof(buf)), "child closed its pipe");
+	return atoi(buf);
+}
+
+int tu_wait(struct tu_child *c)
+{
+	int status;
+
+	close(c->to);
+	close(c->from);
+	while (waitpid(c->pid, &status, 0) < 0)
+		ck_assert_int_eq(errno, EINTR);
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return WEXITSTATUS(status);
+}
+
+int tu_fds_on(const char *path, int *without_cloexec)
+{
+	char link[PATH_MAX], target[PATH_MAX], real[PATH_MAX];
+	struct dirent *d;
+	DIR *dir = opendir("/proc/self/fd");
+	int count = 0;
+
+	ck_assert_ptr_nonnull(dir);
+	ck_assert_ptr_nonnull(realpath(path, real));
+	*without_cloexec = 0;
+	while ((d = readdir(dir))) {
+		int fd = atoi(d->d_name);
+		ssize_t n;
+		if (d->d_name[0] == '.' || fd == dirfd(dir))
+			continue;
+		snprintf(link, sizeof(link), "/proc/self/fd/%s", d->d_name);
+		n = readlink(link, target, sizeof(target) - 1);
+		if (n < 0)
+			continue;
+		target[n] = '\0';
+		if (strcmp(target, real) != 0)
+			continue;
+		count++;
+		if (!(fcntl(fd, F_GETFD) & FD_CLOEXEC))
+			(*without_cloexec)++;
+	}
+	closedir(dir);
+	return count;
+}
+
+int tu_vma_count(void)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	int c, n = 0;
+
+	ck_assert_ptr_nonnull(f);
+	while ((c = getc(f)) != EOF)
+		n += c == '\n';
+	fclose(f);
+	return n;
+}

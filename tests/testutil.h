@@ -1,0 +1,45 @@
+/*
+ * testutil.h - helpers shared by the Check suites: temporary files, raw
+ * kernel lock probes, and child processes driven over pipes (handshakes,
+ * never sleeps).
+ */
+#ifndef SAFEMAP_TESTUTIL_H
+#define SAFEMAP_TESTUTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Create a new file of size bytes (all zero) in a private temporary
+ * directory, removed at exit; returns its path (static storage). */
+const char *tu_tmpfile(off_t size);
+
+/* Ask the kernel, through a fresh open file description, what lock would
+ * block a lock of `type` (F_RDLCK/F_WRLCK) over [off, off+len): returns
+ * F_UNLCK when the range is free for it, else the conflicting lock's type. */
+int tu_probe(const char *path, short type, off_t off, off_t len);
+
+/* A child process running fn(arg, in, out); its exit status is fn's return.
+ * The parent talks to it with tu_send/tu_recv. */
+struct tu_child {
+	pid_t pid;
+	int to;   /* parent -> child */
+	int from; /* child -> parent */
+};
+typedef int (*tu_child_fn)(void *arg, int in, int out);
+void tu_spawn(struct tu_child *c, tu_child_fn fn, void *arg);
+/* Send/receive one line (without the newline); recv returns false on EOF. */
+void tu_send(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+bool tu_recv(int fd, char *buf, size_t size);
+/* Receive one line and return it as an int (for result codes). */
+int tu_recv_int(int fd);
+/* Wait for the child; returns its exit status, or 128 + signal. */
+int tu_wait(struct tu_child *c);
+
+/* Number of open descriptors of this process that refer to path, and how
+ * many of them lack FD_CLOEXEC. */
+int tu_fds_on(const char *path, int *without_cloexec);
+/* Number of lines in /proc/self/maps (VMAs). */
+int tu_vma_count(void);
+
+#endif
