@@ -133,6 +133,8 @@ int sm_open(const char *path, int flags, const sm_options *opt, sm_file **out)
 	RB_INIT(&f->segs);
 	RB_INIT(&f->maps);
 	TAILQ_INIT(&f->idle);
+	LIST_INIT(&f->all_maps);
+	sm_fork_register(f);
 	*out = f;
 	return 0;
 }
@@ -140,10 +142,12 @@ int sm_open(const char *path, int flags, const sm_options *opt, sm_file **out)
 /* Called with no slice left and f->lock not held. */
 void sm_file_destroy(sm_file *f)
 {
+	sm_fork_unregister(f);
 	sm_map_free_all(f);
 	sm_ranges_free_all(f);
 	SM_NOCANCEL_BEGIN;
-	close(f->fd); /* drops every OFD lock of the description still held */
+	if (f->fd >= 0)
+		close(f->fd); /* drops every OFD lock of the description still held */
 	SM_NOCANCEL_END;
 	pthread_mutex_destroy(&f->lock);
 	free(f->tag);

@@ -33,6 +33,7 @@ SM_RB_GENERATE_STATIC(sm_maptree, sm_map, rb, map_cmp)
 
 static void map_destroy(struct sm_map *m)
 {
+	LIST_REMOVE(m, all);
 	munmap(m->addr, m->len);
 	free(m);
 }
@@ -60,6 +61,7 @@ static int map_new(sm_file *f, uint64_t foff, uint64_t len, bool writable, struc
 	m->len = len;
 	m->writable = writable;
 	m->refs = 1;
+	LIST_INSERT_HEAD(&f->all_maps, m, all);
 	*out = m;
 	return 0;
 }

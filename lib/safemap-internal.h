@@ -39,7 +39,8 @@
 
 /* sm_map.state: nonzero sends the inline accessors to the slow path. */
 #define SM_MAP_OK 0u
-#define SM_MAP_DEAD 1u /* a page of the window vanished (file shrank) */
+#define SM_MAP_DEAD 1u  /* a page of the window vanished (file shrank) */
+#define SM_MAP_STALE 2u /* this process is a fork child of the mapper */
 
 /* One run of bytes with the same in-process lock state (ranges.c).  Runs are
  * disjoint; a read run counts the read slices covering it, a write run
@@ -55,6 +56,7 @@ RB_HEAD(sm_segtree, sm_seg);
 
 struct sm_map {
 	RB_ENTRY(sm_map) rb;     /* in f->maps (cached windows only) */
+	LIST_ENTRY(sm_map) all;  /* in f->all_maps (every mapping) */
 	TAILQ_ENTRY(sm_map) lru; /* in f->idle while refs == 0 */
 	unsigned char *addr;
 	uint64_t foff, len; /* file offset and length of the mapping */
@@ -65,6 +67,7 @@ struct sm_map {
 };
 RB_HEAD(sm_maptree, sm_map);
 TAILQ_HEAD(sm_maplist, sm_map);
+LIST_HEAD(sm_mapall, sm_map);
 
 struct sm_file {
 	pthread_mutex_t lock; /* guards everything below but fd and flags */
@@ -77,6 +80,8 @@ struct sm_file {
 	struct sm_maptree maps;
 	struct sm_maplist idle;
 	unsigned nidle;
+	struct sm_mapall all_maps;
+	LIST_ENTRY(sm_file) registry; /* in the process's list of files (fork.c) */
 	unsigned long nslices;
 	bool closing;
 	int poison; /* first failed direct commit (negative errno), or 0 */
@@ -144,6 +149,10 @@ SM_HIDDEN int sm_map_get(sm_file *f, uint64_t off, uint64_t len, bool writable,
 			 struct sm_map **out);
 SM_HIDDEN void sm_map_put(sm_file *f, struct sm_map *m);
 SM_HIDDEN void sm_map_free_all(sm_file *f);
+
+/* --- fork.c: fork safety ------------------------------------------------- */
+SM_HIDDEN void sm_fork_register(sm_file *f);
+SM_HIDDEN void sm_fork_unregister(sm_file *f);
 
 /* --- file.c --------------------------------------------------------------- */
 SM_HIDDEN void sm_file_destroy(sm_file *f);

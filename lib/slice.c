@@ -203,7 +203,9 @@ uint64_t sm_length(const sm_slice *s)
 
 int sm_slice_error(const sm_slice *s)
 {
-	if (getpid() != s->f->pid)
+	/* The state word covers fork children made through fork(); the pid
+	 * check covers vfork, _Fork and raw clone, which skip atfork. */
+	if (s->map->state == SM_MAP_STALE || getpid() != s->f->pid)
 		return -ESTALE;
 	if (s->map->state == SM_MAP_DEAD)
 		return -ENXIO;

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,8 @@ static int peer(void *arg, int in, int out)
 		}
 		tu_send(out, "%d", rc);
 	}
+	while (n > 0)
+		sm_release(held[--n]);
 	sm_close(f);
 	return 0;
 }
@@ -282,7 +285,16 @@ static int forked_child(void *arg, int in, int out)
 	sm_file *g;
 	int rc;
 
+	uint64_t v;
+	char buf[4];
+	int bad;
+
 	(void)in;
+	/* the inherited descriptor was closed at fork */
+	tu_send(out, "%d", tu_fds_on(a->path, &bad));
+	tu_send(out, "%d", sm_get_u64(a->s, 0, &v));
+	tu_send(out, "%d", sm_read(a->s, 0, buf, 4));
+	tu_send(out, "%d", sm_put_u8(a->s, 0, 1));
 	tu_send(out, "%d", sm_commit(a->s, 0));
 	tu_send(out, "%d", sm_map_read(a->f, 200, 1, 0, &t));
 	tu_send(out, "%d", sm_release(a->s)); /* frees; must not unlock the parent */
@@ -307,6 +319,10 @@ START_TEST(fork_child_cannot_unlock_parent)
 	ck_assert_int_eq(sm_map_write(f, 0, 100, 0, &s), 0);
 	struct fork_arg a = { f, s, p };
 	tu_spawn(&c, forked_child, &a);
+	ck_assert_int_eq(tu_recv_int(c.from), 0);       /* no descriptor */
+	ck_assert_int_eq(tu_recv_int(c.from), -ESTALE); /* inline get */
+	ck_assert_int_eq(tu_recv_int(c.from), -ESTALE); /* sm_read */
+	ck_assert_int_eq(tu_recv_int(c.from), -ESTALE); /* inline put */
 	ck_assert_int_eq(tu_recv_int(c.from), -ESTALE); /* commit */
 	ck_assert_int_eq(tu_recv_int(c.from), -ESTALE); /* map */
 	ck_assert_int_eq(tu_recv_int(c.from), 0);       /* release */
@@ -319,6 +335,41 @@ START_TEST(fork_child_cannot_unlock_parent)
 	ck_assert_int_eq(sm_release(s), 0);
 	ck_assert_int_eq(tu_probe(p, F_WRLCK, 0, 0), F_UNLCK);
 	sm_close(f);
+}
+END_TEST
+
+/* An executed program inherits no safemap descriptor (all O_CLOEXEC). */
+extern char **environ;
+START_TEST(exec_inherits_no_descriptor)
+{
+	const char *p = tu_tmpfile(PG);
+	char self[4096], helper[4200];
+	sm_file *f, *g;
+	sm_slice *s;
+	ssize_t n;
+	pid_t pid;
+	int status;
+
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(sm_open(p, SM_RDONLY, NULL, &g), 0);
+	ck_assert_int_eq(sm_map_write(f, 0, 10, 0, &s), 0);
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	ck_assert_int_gt(n, 0);
+	self[n] = '\0';
+	*strrchr(self, '/') = '\0';
+	snprintf(helper, sizeof(helper), "%s/fdcheck", self);
+	/* posix_spawn (clone + exec) skips the atfork handlers that close
+	 * inherited descriptors after fork: only O_CLOEXEC protects here. */
+	char *argv[] = { helper, (char *)p, NULL };
+	ck_assert_int_eq(posix_spawn(&pid, helper, NULL, NULL, argv, environ), 0);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_eq(WEXITSTATUS(status), 0); /* 1: a descriptor leaked */
+	/* and the parent's lock is intact */
+	ck_assert_int_eq(tu_probe(p, F_RDLCK, 0, 10), F_WRLCK);
+	sm_release(s);
+	sm_close(f);
+	sm_close(g);
 }
 END_TEST
 
@@ -335,6 +386,7 @@ static Suite *procs_suite(void)
 	tcase_add_test(tc, killed_holder_leaves_no_lock);
 	tcase_add_test(tc, commit_visible_to_another_process);
 	tcase_add_test(tc, fork_child_cannot_unlock_parent);
+	tcase_add_test(tc, exec_inherits_no_descriptor);
 	suite_add_tcase(s, tc);
 	return s;
 }

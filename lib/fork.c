@@ -1,0 +1,81 @@
+/*
+ * fork.c - what a fork child may and may not do with its parent's files.
+ *
+ * A child shares its parent's open file descriptions, hence its OFD locks:
+ * an F_UNLCK in the child would drop the parent's lock, and the child's
+ * descriptor would keep the parent's locks alive after the parent exits
+ * (SPEC §3.6, §11).  So, in the child (pthread_atfork):
+ *   - every mapping's state word becomes SM_MAP_STALE, so the inline
+ *     accessors (which check that word after each access, no getpid per
+ *     access) and every other call on an inherited slice return -ESTALE;
+ *   - every inherited safemap descriptor is closed (closing one of several
+ *     descriptors of a description never unlocks it);
+ * and the lock/unlock paths compare getpid() with the opener's pid, which
+ * also covers vfork, _Fork and raw clone, which skip the atfork handlers.
+ *
+ * The prepare handler takes the registry lock and every file's lock so the
+ * child sees consistent trees; lock order is always registry, then file.
+ */
+#include <pthread.h>
+#include <unistd.h>
+
+#include "safemap-internal.h"
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static LIST_HEAD(, sm_file) registry = LIST_HEAD_INITIALIZER(registry);
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void prepare(void)
+{
+	sm_file *f;
+
+	pthread_mutex_lock(&registry_lock);
+	LIST_FOREACH(f, &registry, registry)
+		pthread_mutex_lock(&f->lock);
+}
+
+static void parent(void)
+{
+	sm_file *f;
+
+	LIST_FOREACH(f, &registry, registry)
+		pthread_mutex_unlock(&f->lock);
+	pthread_mutex_unlock(&registry_lock);
+}
+
+static void child(void)
+{
+	struct sm_map *m;
+	sm_file *f;
+
+	LIST_FOREACH(f, &registry, registry) {
+		LIST_FOREACH(m, &f->all_maps, all)
+			m->state = SM_MAP_STALE;
+		if (f->fd >= 0) {
+			close(f->fd);
+			f->fd = -1;
+		}
+		pthread_mutex_unlock(&f->lock);
+	}
+	pthread_mutex_unlock(&registry_lock);
+}
+
+static void install(void)
+{
+	pthread_atfork(prepare, parent, child);
+}
+
+void sm_fork_register(sm_file *f)
+{
+	pthread_once(&atfork_once, install);
+	pthread_mutex_lock(&registry_lock);
+	LIST_INSERT_HEAD(&registry, f, registry);
+	pthread_mutex_unlock(&registry_lock);
+}
+
+void sm_fork_unregister(sm_file *f)
+{
+	pthread_mutex_lock(&registry_lock);
+	LIST_REMOVE(f, registry);
+	pthread_mutex_unlock(&registry_lock);
+}
