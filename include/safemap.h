@@ -30,6 +30,7 @@
 #define SAFEMAP_H
 
 #include <errno.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -140,7 +141,11 @@ SM_EXPORT uint64_t sm_length(const sm_slice *s);
 /* --- accessors (see sm_read(3), sm_get_u64(3)) ----------------------------
  * off is relative to the slice.  Errors: -EINVAL (NULL or zero length),
  * -ERANGE (outside the slice), -EBADF (write through a read slice),
- * -ENXIO (the file shrank under the slice; the slice is dead). */
+ * -ESTALE (fork child), -ENXIO (a page the access touched lies wholly beyond
+ * the file's new end: another process truncated it; the slice is dead from
+ * then on), -EIO/-ENOSPC (a page the file still covers could not be read or
+ * allocated).  Bytes past end of file inside the last partial page read as
+ * zero without an error, and writes there are lost (see safemap(7)). */
 SM_EXPORT SM_WUR int sm_read(const sm_slice *s, uint64_t off, void *dst, size_t n);
 SM_EXPORT SM_WUR int sm_write(sm_slice *s, uint64_t off, const void *src, size_t n);
 SM_EXPORT SM_WUR int sm_fill(sm_slice *s, uint64_t off, int byte, size_t n);
@@ -165,6 +170,20 @@ SM__DECL_WORD(64)
  * truncation safety; writes through it must be reported with sm_mark_dirty()
  * to be committed.  Errors: -EINVAL (NULL), -ESTALE, -ENXIO. */
 SM_EXPORT SM_WUR int sm_unsafe_ptr(sm_slice *s, void **out);
+
+/* Run fn(p, n, arg) on the slice's raw bytes under the fault guard and
+ * return what fn returns, or -ENXIO if the file shrank under the slice
+ * meanwhile (-EIO/-ENOSPC if a page the file still covers could not be
+ * read or allocated).  The guard does not unwind: fn may lock and allocate,
+ * and runs to completion, reading zeros from vanished pages.  Errors:
+ * -EINVAL, -ESTALE, -ENXIO.  See sm_guarded(3). */
+SM_EXPORT int sm_guarded(sm_slice *s, int (*fn)(void *p, size_t n, void *arg), void *arg);
+
+/* For applications that install their own SIGBUS handler after safemap's
+ * (the first sm_open installs safemap's): call this first from it.  Returns
+ * 1 if the fault was on a safemap mapping and has been handled (return from
+ * your handler), else 0.  Async-signal-safe; preserves errno. */
+SM_EXPORT int sm_handle_sigbus(int sig, siginfo_t *info, void *uctx);
 
 /* Record that [off, off+len) of a write slice was changed outside the
  * accessors.  Errors: -EINVAL, -ERANGE, -EBADF (read slice). */
@@ -234,10 +253,13 @@ static inline void sm__mark(const struct sm_view *v, uint64_t off, unsigned n)
 			      v->len - off >= sizeof(uint##bits##_t))) {              \
 			uint##bits##_t x =                                            \
 				((const volatile struct sm__u##bits *)(v->base + off))->v; \
-			if (SM_LIKELY(*v->state == 0)) {                              \
+			int rc_;                                                      \
+			if (SM_LIKELY(*v->state == 0) ||                              \
+			    (rc_ = sm__access_fail(s, off, sizeof(x), 0)) == 0) {     \
 				*out = conv(bits, x);                                 \
 				return 0;                                             \
 			}                                                             \
+			return rc_;                                                   \
 		}                                                                     \
 		if (!out)                                                             \
 			return -EINVAL;                                               \
@@ -249,11 +271,14 @@ static inline void sm__mark(const struct sm_view *v, uint64_t off, unsigned n)
 		const struct sm_view *v = (const struct sm_view *)s;                  \
 		if (SM_LIKELY(s && (v->flags & SM_VIEW_WRITE) && off < v->len &&      \
 			      v->len - off >= sizeof(uint##bits##_t))) {              \
+			int rc_;                                                      \
 			((volatile struct sm__u##bits *)(v->base + off))->v = conv(bits, x); \
-			if (SM_LIKELY(*v->state == 0)) {                              \
+			if (SM_LIKELY(*v->state == 0) ||                              \
+			    (rc_ = sm__access_fail(s, off, sizeof(x), 1)) == 0) {     \
 				sm__mark(v, off, sizeof(uint##bits##_t));             \
 				return 0;                                             \
 			}                                                             \
+			return rc_;                                                   \
 		}                                                                     \
 		return sm__access_fail(s, off, sizeof(uint##bits##_t), 1);           \
 	}

@@ -13,6 +13,8 @@
 
 #include "safemap-internal.h"
 
+/* Returns the error of an access that failed a fast-path check, or 0 when
+ * the access itself was fine (a slice whose window lost a page elsewhere). */
 int sm__access_fail(const sm_slice *s, uint64_t off, uint64_t n, int write)
 {
 	int rc;
@@ -25,44 +27,49 @@ int sm__access_fail(const sm_slice *s, uint64_t off, uint64_t n, int write)
 		return -EBADF;
 	if (off >= s->len || n > s->len - off)
 		return -ERANGE;
-	/* The state word was nonzero but names no known failure. */
-	return s->map->state ? -EIO : 0;
+	return 0;
 }
 
 int sm_read(const sm_slice *s, uint64_t off, void *dst, size_t n)
 {
+	int rc;
+
 	if (!s || !dst || n == 0)
 		return -EINVAL;
 	if (off >= s->len || n > s->len - off)
 		return sm__access_fail(s, off, n, 0);
 	memcpy(dst, s->v.base + off, n);
-	if (*s->v.state)
-		return sm__access_fail(s, off, n, 0);
+	if (*s->v.state && (rc = sm__access_fail(s, off, n, 0)) < 0)
+		return rc;
 	return 0;
 }
 
 int sm_write(sm_slice *s, uint64_t off, const void *src, size_t n)
 {
+	int rc;
+
 	if (!s || !src || n == 0)
 		return -EINVAL;
 	if (!s->write || off >= s->len || n > s->len - off)
 		return sm__access_fail(s, off, n, 1);
 	memcpy(s->v.base + off, src, n);
-	if (*s->v.state)
-		return sm__access_fail(s, off, n, 1);
+	if (*s->v.state && (rc = sm__access_fail(s, off, n, 1)) < 0)
+		return rc;
 	sm_dirty_set(s, off, n);
 	return 0;
 }
 
 int sm_fill(sm_slice *s, uint64_t off, int byte, size_t n)
 {
+	int rc;
+
 	if (!s || n == 0 || byte < 0 || byte > 255)
 		return -EINVAL;
 	if (!s->write || off >= s->len || n > s->len - off)
 		return sm__access_fail(s, off, n, 1);
 	memset(s->v.base + off, byte, n);
-	if (*s->v.state)
-		return sm__access_fail(s, off, n, 1);
+	if (*s->v.state && (rc = sm__access_fail(s, off, n, 1)) < 0)
+		return rc;
 	sm_dirty_set(s, off, n);
 	return 0;
 }

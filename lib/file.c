@@ -86,6 +86,7 @@ int sm_open(const char *path, int flags, const sm_options *opt, sm_file **out)
 	int fd, rc;
 
 	sm_init_once();
+	sm_fault_install();
 	if (out)
 		*out = NULL;
 	if (!path || !out || !*path)

@@ -34,6 +34,7 @@ SM_RB_GENERATE_STATIC(sm_maptree, sm_map, rb, map_cmp)
 static void map_destroy(struct sm_map *m)
 {
 	LIST_REMOVE(m, all);
+	sm_fault_unregister(m);
 	munmap(m->addr, m->len);
 	free(m);
 }
@@ -62,6 +63,7 @@ static int map_new(sm_file *f, uint64_t foff, uint64_t len, bool writable, struc
 	m->writable = writable;
 	m->refs = 1;
 	LIST_INSERT_HEAD(&f->all_maps, m, all);
+	sm_fault_register(m);
 	*out = m;
 	return 0;
 }

@@ -41,6 +41,7 @@
 #define SM_MAP_OK 0u
 #define SM_MAP_DEAD 1u  /* a page of the window vanished (file shrank) */
 #define SM_MAP_STALE 2u /* this process is a fork child of the mapper */
+#define SM_LOST_MAX 8
 
 /* One run of bytes with the same in-process lock state (ranges.c).  Runs are
  * disjoint; a read run counts the read slices covering it, a write run
@@ -57,6 +58,7 @@ RB_HEAD(sm_segtree, sm_seg);
 struct sm_map {
 	RB_ENTRY(sm_map) rb;     /* in f->maps (cached windows only) */
 	LIST_ENTRY(sm_map) all;  /* in f->all_maps (every mapping) */
+	RB_ENTRY(sm_map) by_addr; /* in the process-wide fault registry */
 	TAILQ_ENTRY(sm_map) lru; /* in f->idle while refs == 0 */
 	unsigned char *addr;
 	uint64_t foff, len; /* file offset and length of the mapping */
@@ -64,6 +66,10 @@ struct sm_map {
 	unsigned long refs;
 	bool cached, writable;
 	volatile uint32_t state; /* SM_MAP_* */
+	/* File offsets of pages the fault handler replaced with zero pages;
+	 * nlost > SM_LOST_MAX means more than could be recorded. */
+	uint64_t lost[SM_LOST_MAX];
+	unsigned nlost;
 };
 RB_HEAD(sm_maptree, sm_map);
 TAILQ_HEAD(sm_maplist, sm_map);
@@ -96,6 +102,7 @@ struct sm_slice {
 	uint64_t dirty_origin; /* file offset of dirty bit 0 (page aligned) */
 	size_t dirty_words;
 	bool write;
+	int dead; /* negative errno once the slice lost a page; sticky */
 	struct sm_seg *spare[2]; /* nodes reserved for release (ranges.c) */
 };
 
@@ -149,6 +156,12 @@ SM_HIDDEN int sm_map_get(sm_file *f, uint64_t off, uint64_t len, bool writable,
 			 struct sm_map **out);
 SM_HIDDEN void sm_map_put(sm_file *f, struct sm_map *m);
 SM_HIDDEN void sm_map_free_all(sm_file *f);
+
+/* --- fault.c: the SIGBUS guard ------------------------------------------- */
+SM_HIDDEN void sm_fault_install(void);
+SM_HIDDEN void sm_fault_register(struct sm_map *m);
+SM_HIDDEN void sm_fault_unregister(struct sm_map *m);
+SM_HIDDEN int sm_fault_classify(const sm_slice *s);
 
 /* --- fork.c: fork safety ------------------------------------------------- */
 SM_HIDDEN void sm_fork_register(sm_file *f);

@@ -205,10 +205,18 @@ int sm_slice_error(const sm_slice *s)
 {
 	/* The state word covers fork children made through fork(); the pid
 	 * check covers vfork, _Fork and raw clone, which skip atfork. */
-	if (s->map->state == SM_MAP_STALE || getpid() != s->f->pid)
+	uint32_t state = s->map->state;
+	int rc;
+
+	if (state == SM_MAP_STALE || getpid() != s->f->pid)
 		return -ESTALE;
-	if (s->map->state == SM_MAP_DEAD)
-		return -ENXIO;
+	if ((rc = __atomic_load_n(&s->dead, __ATOMIC_RELAXED)) < 0)
+		return rc;
+	if (state == SM_MAP_DEAD && (rc = sm_fault_classify(s)) < 0) {
+		/* sticky: the slice is dead from now on (SPEC §5.3) */
+		__atomic_store_n(&((sm_slice *)s)->dead, rc, __ATOMIC_RELAXED);
+		return rc;
+	}
 	return 0;
 }
 
