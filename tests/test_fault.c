@@ -429,7 +429,7 @@ START_TEST(full_disk_is_enospc_at_map_time)
 	ck_assert_ptr_nonnull(mkdtemp(dir));
 	/* A private mount namespace: the small tmpfs vanishes with this test
 	 * process.  Needs root (CI runs as root); otherwise skip, saying why. */
-	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	if (unshare(CLONE_NEWNS) < 0 || mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0 ||
 	    mount("tmpfs", dir, "tmpfs", 0, "size=256k") < 0) {
 		printf("SKIP full_disk_is_enospc_at_map_time: cannot mount a small tmpfs (%s)\n",
 		       strerror(errno));
