@@ -63,7 +63,7 @@ typedef struct sm_slice sm_slice;
 
 /* sm_map_read() / sm_map_write() flags */
 #define SM_DIRECT 0x0000   /* shared mapping (the default) */
-#define SM_BUFFERED 0x0010 /* private copy written at commit (not yet available) */
+#define SM_BUFFERED 0x0010 /* private copy, written to the file only at commit */
 #define SM_WAIT 0x0020     /* wait for a conflicting lock (not yet available) */
 #define SM_EXTEND 0x0040   /* write slice may grow the file */
 #define SM_POPULATE 0x0080 /* pre-fault the pages of the slice */
@@ -110,6 +110,12 @@ struct sm_view {
 SM_EXPORT SM_WUR int sm_open(const char *path, int flags, const sm_options *opt,
 			     sm_file **out);
 
+/* The same API over a buffer already in memory (len bytes at buf, which
+ * must outlive the sm_file): in-process range locks only, commit is a
+ * successful no-op, truncation cannot happen.  flags: SM_RDONLY or SM_RDWR.
+ * Errors: -EINVAL, -ERANGE, -ENOMEM.  See sm_open(3). */
+SM_EXPORT SM_WUR int sm_open_memory(void *buf, size_t len, int flags, sm_file **out);
+
 /* Close a file.  With live slices the real close is deferred until the last
  * one is released; the slices stay usable.  Errors: -EINVAL (NULL), -EBUSY
  * (already closed).  See sm_open(3). */
@@ -122,8 +128,10 @@ SM_EXPORT int sm_close(sm_file *f);
  * overflows or lies beyond end of file without SM_EXTEND), -EBUSY (a
  * conflicting lock is held by another process, another sm_file or, for
  * writes, any overlapping slice of this sm_file), -EBADF (write slice on a
- * read-only file), -ENOTSUP (SM_BUFFERED, SM_WAIT), -ENOSPC (blocks could
- * not be reserved), -ENOMEM, -ENOLCK.  See sm_map_read(3). */
+ * read-only file), -ENOTSUP (SM_WAIT; SM_BUFFERED on a memory file),
+ * -ENOSPC (blocks could
+ * not be reserved), -ENOMEM, -ENOLCK.  SM_BUFFERED (write slices) makes a
+ * private copy that reaches the file only at sm_commit.  See sm_map_read(3). */
 SM_EXPORT SM_WUR int sm_map_read(sm_file *f, uint64_t off, uint64_t len, int flags,
 				 sm_slice **out);
 SM_EXPORT SM_WUR int sm_map_write(sm_file *f, uint64_t off, uint64_t len, int flags,
@@ -133,6 +141,20 @@ SM_EXPORT SM_WUR int sm_map_write(sm_file *f, uint64_t off, uint64_t len, int fl
  * slice stay in the page cache.  Returns 0, -EINVAL (NULL), or a negative
  * errno from unlocking; the slice is freed in every case. */
 SM_EXPORT int sm_release(sm_slice *s);
+
+/* A zero-copy view of [off, off+len) of s (off relative to s), sharing its
+ * mapping or private copy, dirty state and lock; it keeps them alive after
+ * s is released and may be handed to another thread.  Errors: -EINVAL,
+ * -ERANGE, -ESTALE, -ENXIO, -ENOMEM.  See sm_sub(3). */
+SM_EXPORT SM_WUR int sm_sub(sm_slice *s, uint64_t off, uint64_t len, sm_slice **out);
+
+/* Turn a write slice into a read slice atomically (one F_OFD_SETLK converts
+ * the kernel lock: no other writer can slip in).  Errors: -EINVAL (NULL or a
+ * sub-slice), -EBADF (not a write slice), -EBUSY (a buffered slice with
+ * uncommitted changes, or live writable sub-slices), -ESTALE, -ENXIO.  A
+ * direct slice's uncommitted changes stay in the page cache uncommitted:
+ * commit first.  See sm_sub(3). */
+SM_EXPORT SM_WUR int sm_downgrade(sm_slice *s);
 
 /* The slice's file offset and length (0 for NULL). */
 SM_EXPORT uint64_t sm_offset(const sm_slice *s);
@@ -199,6 +221,23 @@ SM_EXPORT int sm_mark_dirty(sm_slice *s, uint64_t off, uint64_t len);
  * since Linux reports a write-back error once and then marks pages clean. */
 SM_EXPORT SM_WUR int sm_commit(sm_slice *s, int flags);
 
+/* Commit many slices: every slice's dirty pages are written first, then
+ * each distinct file is flushed once (fdatasync).  Returns 0 or the first
+ * error; slices whose file was flushed are clean, the others still dirty
+ * (ask sm_dirty_pages()).  A slice may appear once (-EINVAL otherwise).
+ * Errors: as sm_commit.  See sm_commit(3). */
+SM_EXPORT SM_WUR int sm_commit_many(sm_slice **v, size_t n, int flags);
+
+/* Drop the uncommitted changes of a buffered slice (its dirty pages are
+ * read again from the file).  Errors: -EINVAL, -EBADF (read slice),
+ * -ENOTSUP (direct slice: its writes are already in the page cache),
+ * -ESTALE, and a pread error.  See sm_commit(3). */
+SM_EXPORT int sm_abort(sm_slice *s);
+
+/* Number of dirty (uncommitted) pages in the slice's range, 0 when clean.
+ * Errors: -EINVAL. */
+SM_EXPORT int sm_dirty_pages(const sm_slice *s);
+
 /* --- errors ------------------------------------------------------------ */
 
 /* A static, human-readable explanation of a code returned by safemap
@@ -244,6 +283,15 @@ static inline void sm__mark(const struct sm_view *v, uint64_t off, unsigned n)
 	}
 }
 
+/* A fast-path check failed before the access: always an error, which the
+ * compiler can see (so callers get no maybe-uninitialized warnings). */
+static inline int sm__inline_fail(const sm_slice *s, uint64_t off, unsigned n, int write,
+				  int have_out)
+{
+	int rc = have_out ? sm__access_fail(s, off, n, write) : -EINVAL;
+	return rc < 0 ? rc : -ERANGE;
+}
+
 #define SM__INLINE_WORD(bits, name, conv)                                             \
 	static inline int sm__inline_get_u##bits##name(const sm_slice *s, uint64_t off, \
 						       uint##bits##_t *out)          \
@@ -255,15 +303,13 @@ static inline void sm__mark(const struct sm_view *v, uint64_t off, unsigned n)
 				((const volatile struct sm__u##bits *)(v->base + off))->v; \
 			int rc_;                                                      \
 			if (SM_LIKELY(*v->state == 0) ||                              \
-			    (rc_ = sm__access_fail(s, off, sizeof(x), 0)) == 0) {     \
+			    (rc_ = sm__access_fail(s, off, sizeof(x), 0)) >= 0) {     \
 				*out = conv(bits, x);                                 \
 				return 0;                                             \
 			}                                                             \
 			return rc_;                                                   \
 		}                                                                     \
-		if (!out)                                                             \
-			return -EINVAL;                                               \
-		return sm__access_fail(s, off, sizeof(uint##bits##_t), 0);            \
+		return sm__inline_fail(s, off, sizeof(uint##bits##_t), 0, out != 0);  \
 	}                                                                             \
 	static inline int sm__inline_put_u##bits##name(sm_slice *s, uint64_t off,     \
 						       uint##bits##_t x)             \
@@ -274,13 +320,13 @@ static inline void sm__mark(const struct sm_view *v, uint64_t off, unsigned n)
 			int rc_;                                                      \
 			((volatile struct sm__u##bits *)(v->base + off))->v = conv(bits, x); \
 			if (SM_LIKELY(*v->state == 0) ||                              \
-			    (rc_ = sm__access_fail(s, off, sizeof(x), 1)) == 0) {     \
+			    (rc_ = sm__access_fail(s, off, sizeof(x), 1)) >= 0) {     \
 				sm__mark(v, off, sizeof(uint##bits##_t));             \
 				return 0;                                             \
 			}                                                             \
 			return rc_;                                                   \
 		}                                                                     \
-		return sm__access_fail(s, off, sizeof(uint##bits##_t), 1);           \
+		return sm__inline_fail(s, off, sizeof(uint##bits##_t), 1, 1);        \
 	}
 
 #define SM__INLINE_ALL(bits)                  \

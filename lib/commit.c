@@ -1,99 +1,299 @@
 /*
- * commit.c - making write slices durable.
+ * commit.c - making write slices durable, or dropping their changes.
  *
  * Direct slices write into the shared mapping; the accessors set bits in a
  * page bitmap, and commit msyncs only the runs of dirty pages, so its cost
- * follows the dirty bytes, not the slice size (SPEC §6.2).  Bits are
- * cleared only after their run was flushed, so a failed commit leaves the
- * slice dirty.  A failed direct commit poisons the sm_file (SPEC §6.4):
- * after a write-back EIO Linux marks the pages clean and a second msync
- * returns 0 with the data gone, so retrying would lie.
+ * follows the dirty bytes, not the slice size (SPEC §6.2).  Buffered slices
+ * write into a private copy; commit pwrites the dirty runs and fdatasyncs
+ * (SPEC §6.3).  Bits are cleared only once their pages are durable, so a
+ * failed commit leaves the slice dirty and a buffered retry really rewrites
+ * the data.  A failed direct commit poisons the sm_file (SPEC §6.4): after a
+ * write-back EIO Linux marks the pages clean and a second msync returns 0
+ * with the data gone, so retrying would lie.
+ *
+ * SM_ASYNC starts write-back (sync_file_range for direct runs, the pwrite
+ * alone for buffered ones) and leaves the bits set: the next SM_SYNC commit
+ * completes and confirms it.
  *
  * The file size is checked first: msync over pages a truncation removed
- * succeeds silently, so a slice now past end of file is -ENXIO.
+ * succeeds silently and pwrite would resurrect a deliberately truncated
+ * file, so a slice now past end of file is -ENXIO.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
+#include <unistd.h>
 
 #include "safemap-internal.h"
 
-/* Flush (or start flushing) dirty pages [p0, p1) of s. */
-static int flush_run(sm_slice *s, uint64_t p0, uint64_t p1, int flags)
-{
-	uint64_t foff = s->dirty_origin + (p0 << sm_page_shift);
-	uint64_t n = (p1 - p0) << sm_page_shift;
+#define COMMIT_FLAGS SM_ASYNC
 
+/* File range of dirty pages [p0, p1) of s, clipped to the slice. */
+static void run_range(const sm_slice *s, uint64_t p0, uint64_t p1, uint64_t *off, uint64_t *len)
+{
+	uint64_t a = s->h->dirty_origin + (p0 << sm_page_shift);
+	uint64_t b = s->h->dirty_origin + (p1 << sm_page_shift);
+
+	if (a < s->off)
+		a = s->off;
+	if (b > s->off + s->len)
+		b = s->off + s->len;
+	*off = a;
+	*len = b - a;
+}
+
+static int write_run(const sm_slice *s, uint64_t p0, uint64_t p1, int flags)
+{
+	struct sm_hold *h = s->h;
+	uint64_t off, len;
+
+	if (h->buffered) {
+		const unsigned char *src;
+		run_range(s, p0, p1, &off, &len);
+		src = h->map->addr + (off - h->map->foff);
+		while (len > 0) {
+			ssize_t n = sm_sys.pwrite(h->f->fd, src, (size_t)len, (off_t)off);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0)
+				return -errno;
+			if (n == 0)
+				return -EIO;
+			src += n;
+			off += (uint64_t)n;
+			len -= (uint64_t)n;
+		}
+		return 0;
+	}
+	off = h->dirty_origin + (p0 << sm_page_shift);
+	len = (p1 - p0) << sm_page_shift;
 	if (flags & SM_ASYNC) {
-		if (sm_sys.sync_file_range(s->f->fd, (off_t)foff, (off_t)n,
-					   SYNC_FILE_RANGE_WRITE) < 0)
+		if (sm_sys.sync_file_range(h->f->fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE) < 0)
 			return -errno;
 		return 0;
 	}
-	if (sm_sys.msync(s->map->addr + (foff - s->map->foff), (size_t)n, MS_SYNC) < 0)
+	if (sm_sys.msync(h->map->addr + (off - h->map->foff), (size_t)len, MS_SYNC) < 0)
 		return -errno;
 	return 0;
 }
 
-static void clear_run(sm_slice *s, uint64_t p0, uint64_t p1)
+static void clear_pages(const sm_slice *s, uint64_t p0, uint64_t p1)
 {
 	for (uint64_t p = p0; p < p1; p++)
-		__atomic_fetch_and(&s->v.dirty[p >> 6], ~((uint64_t)1 << (p & 63)),
-				   __ATOMIC_RELAXED);
+		__atomic_fetch_and(&s->h->dirty[p >> 6], ~((uint64_t)1 << (p & 63)), __ATOMIC_RELAXED);
 }
 
-static int commit_direct(sm_slice *s, int flags)
+/* Write every dirty run of s (flags as for sm_commit; with clear, clear
+ * each run once written: direct SM_SYNC, where msync is the flush).
+ * *wrote says whether anything was written. */
+static int write_dirty(const sm_slice *s, int flags, bool clear, bool *wrote)
 {
-	uint64_t npages = (uint64_t)s->dirty_words * 64;
-	uint64_t p = 0;
+	uint64_t p, p0, p1;
+	const uint64_t *d = s->h->dirty;
+	int rc;
 
-	while (p < npages) {
-		uint64_t w = s->v.dirty[p >> 6] >> (p & 63);
-		uint64_t p1;
-		int rc;
-
+	sm_slice_pages(s, &p0, &p1);
+	for (p = p0; p < p1;) {
+		uint64_t w = __atomic_load_n(&d[p >> 6], __ATOMIC_RELAXED) >> (p & 63), q;
 		if (!w) {
 			p = ((p >> 6) + 1) << 6; /* skip a clean word */
 			continue;
 		}
 		p += (uint64_t)__builtin_ctzll(w);
-		for (p1 = p + 1; p1 < npages && (s->v.dirty[p1 >> 6] >> (p1 & 63) & 1); p1++)
+		if (p >= p1)
+			break;
+		for (q = p + 1; q < p1 && (__atomic_load_n(&d[q >> 6], __ATOMIC_RELAXED) >> (q & 63) & 1); q++)
 			;
-		if ((rc = flush_run(s, p, p1, flags)) < 0)
+		if ((rc = write_run(s, p, q, flags)) < 0)
 			return rc;
-		if (!(flags & SM_ASYNC))
-			clear_run(s, p, p1);
-		p = p1;
+		*wrote = true;
+		if (clear)
+			clear_pages(s, p, q);
+		p = q;
 	}
 	return 0;
 }
 
-int sm_commit(sm_slice *s, int flags)
+static void poison(sm_file *f, int rc)
 {
-	struct stat st;
+	int expected = 0;
+
+	__atomic_compare_exchange_n(&f->poison, &expected, rc, false, __ATOMIC_RELEASE,
+				    __ATOMIC_RELAXED);
+}
+
+/* Checks shared by sm_commit and sm_commit_many. */
+static int commit_check(const sm_slice *s)
+{
+	uint64_t size;
 	int rc;
 
-	if (!s || (flags & ~SM_ASYNC))
+	if (!s)
 		return -EINVAL;
 	if ((rc = sm_slice_error(s)) < 0)
 		return rc;
 	if (!s->write)
 		return -EBADF;
-	if ((rc = __atomic_load_n(&s->f->poison, __ATOMIC_ACQUIRE)) < 0)
+	if (!s->h->buffered && (rc = __atomic_load_n(&s->f->poison, __ATOMIC_ACQUIRE)) < 0)
 		return rc;
+	if (s->f->memory)
+		return 0;
+	if ((rc = sm_file_size(s->f, &size)) < 0)
+		return rc;
+	if (size < s->off + s->len)
+		return -ENXIO;
+	return 0;
+}
 
-	SM_NOCANCEL_BEGIN;
-	if (fstat(s->f->fd, &st) < 0) {
-		rc = -errno;
-	} else if ((uint64_t)st.st_size < s->off + s->len) {
-		rc = -ENXIO;
-	} else if ((rc = commit_direct(s, flags)) < 0 && !(flags & SM_ASYNC)) {
-		int expected = 0;
-		__atomic_compare_exchange_n(&s->f->poison, &expected, rc, false,
-					    __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+static int commit_one(sm_slice *s, int flags)
+{
+	bool wrote = false, direct_sync = !s->h->buffered && !(flags & SM_ASYNC);
+	uint64_t p0, p1;
+	int rc;
+
+	if ((rc = commit_check(s)) < 0)
+		return rc;
+	if (s->f->memory) {
+		sm_slice_pages(s, &p0, &p1);
+		clear_pages(s, p0, p1); /* the caller's buffer is the storage */
+		return 0;
 	}
-	SM_NOCANCEL_END;
+	rc = write_dirty(s, flags, direct_sync, &wrote);
+	if (rc == 0 && s->h->buffered && wrote && !(flags & SM_ASYNC)) {
+		if (sm_sys.fdatasync(s->f->fd) < 0)
+			rc = -errno;
+		else {
+			sm_slice_pages(s, &p0, &p1);
+			clear_pages(s, p0, p1);
+		}
+	}
+	if (rc < 0 && direct_sync)
+		poison(s->f, rc);
+	return rc;
+}
+
+int sm_commit(sm_slice *s, int flags)
+{
+	int rc, cs;
+
+	if (!s || (flags & ~COMMIT_FLAGS))
+		return -EINVAL;
+	cs = sm_nocancel();
+	rc = commit_one(s, flags);
+	sm_cancel_restore(cs);
+	return rc;
+}
+
+/* All slices' dirty runs are written (direct ones with write-back started,
+ * buffered ones pwritten), then each distinct file is flushed once; the
+ * slices of a file whose flush succeeded become clean.  On error the first
+ * error is returned and sm_dirty_pages() tells which slices are still
+ * dirty. */
+static int commit_many(sm_slice **v, size_t n, int flags)
+{
+	int first = 0, rc;
+
+	for (size_t i = 0; i < n; i++) {
+		bool wrote = false;
+		if ((rc = commit_check(v[i])) < 0 ||
+		    (!v[i]->f->memory &&
+		     (rc = write_dirty(v[i], v[i]->h->buffered ? flags : SM_ASYNC, false, &wrote)) < 0)) {
+			if (!first)
+				first = rc;
+			if (rc != -ENXIO && rc != -ESTALE && !v[i]->h->buffered && !(flags & SM_ASYNC))
+				poison(v[i]->f, rc);
+			v[i]->h->need_sync = false;
+			continue;
+		}
+		v[i]->h->need_sync = true; /* written: its file needs a flush */
+	}
+	if (flags & SM_ASYNC)
+		return first;
+	for (size_t i = 0; i < n; i++) {
+		sm_file *f = v[i]->f;
+		bool seen = false, direct = false;
+		if (!v[i]->h->need_sync)
+			continue;
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = v[j]->f == f && v[j]->h->need_sync;
+		if (seen)
+			continue; /* flushed with an earlier slice of the same file */
+		rc = f->memory ? 0 : (sm_sys.fdatasync(f->fd) < 0 ? -errno : 0);
+		for (size_t j = i; j < n; j++) {
+			uint64_t p0, p1;
+			if (v[j]->f != f || !v[j]->h->need_sync)
+				continue;
+			direct |= !v[j]->h->buffered;
+			if (rc == 0) {
+				sm_slice_pages(v[j], &p0, &p1);
+				clear_pages(v[j], p0, p1);
+			}
+		}
+		if (rc < 0) {
+			if (!first)
+				first = rc;
+			if (direct)
+				poison(f, rc);
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		v[i]->h->need_sync = false;
+	return first;
+}
+
+int sm_commit_many(sm_slice **v, size_t n, int flags)
+{
+	int rc, cs;
+
+	if (!v || n == 0 || (flags & ~COMMIT_FLAGS))
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		if (!v[i])
+			return -EINVAL;
+		if (!v[i]->write)
+			return -EBADF;
+		for (size_t j = 0; j < i; j++)
+			if (v[j]->h == v[i]->h)
+				return -EINVAL; /* the same slice (or sub-slices of one) twice */
+	}
+	cs = sm_nocancel();
+	rc = commit_many(v, n, flags);
+	sm_cancel_restore(cs);
+	return rc;
+}
+
+int sm_abort(sm_slice *s)
+{
+	uint64_t p0, p1, off, len;
+	int rc, cs;
+
+	if (!s)
+		return -EINVAL;
+	if ((rc = sm_slice_error(s)) < 0)
+		return rc;
+	if (!s->write)
+		return -EBADF;
+	if (!s->h->buffered)
+		return -ENOTSUP; /* direct changes are already in the page cache */
+	cs = sm_nocancel();
+	sm_slice_pages(s, &p0, &p1);
+	for (uint64_t p = p0; p < p1 && rc == 0; p++) {
+		if (!(__atomic_load_n(&s->h->dirty[p >> 6], __ATOMIC_RELAXED) >> (p & 63) & 1))
+			continue;
+		run_range(s, p, p + 1, &off, &len);
+		unsigned char *dst = s->h->map->addr + (off - s->h->map->foff);
+		ssize_t n = pread(s->f->fd, dst, (size_t)len, (off_t)off);
+		if (n < 0) {
+			rc = -errno;
+			break;
+		}
+		if ((uint64_t)n < len)
+			memset(dst + n, 0, (size_t)(len - (uint64_t)n)); /* past end of file */
+		clear_pages(s, p, p + 1);
+	}
+	sm_cancel_restore(cs);
 	return rc;
 }

@@ -140,6 +140,52 @@ int sm_open(const char *path, int flags, const sm_options *opt, sm_file **out)
 	return 0;
 }
 
+int sm_open_memory(void *buf, size_t len, int flags, sm_file **out)
+{
+	struct sm_map *m;
+	sm_file *f;
+
+	sm_init_once();
+	if (out)
+		*out = NULL;
+	if (!buf || !out || len == 0)
+		return -EINVAL;
+	if (flags != SM_RDONLY && flags != SM_RDWR)
+		return -EINVAL;
+	if ((uint64_t)len > (uint64_t)INT64_MAX)
+		return -ERANGE;
+	f = calloc(1, sizeof(*f));
+	m = calloc(1, sizeof(*m));
+	if (!f || !m) {
+		free(f);
+		free(m);
+		return -ENOMEM;
+	}
+	/* The caller's buffer is the one "window": never unmapped, never in
+	 * the fault registry (it cannot be truncated), but marked stale in a
+	 * fork child like any mapping. */
+	m->addr = buf;
+	m->len = len;
+	m->writable = flags == SM_RDWR;
+	m->anon = m->borrowed = true;
+	pthread_mutex_init(&f->lock, NULL);
+	f->fd = -1;
+	f->flags = flags;
+	f->pid = getpid();
+	f->memory = true;
+	f->mem = buf;
+	f->mem_len = len;
+	f->mem_map = m;
+	RB_INIT(&f->segs);
+	RB_INIT(&f->maps);
+	TAILQ_INIT(&f->idle);
+	LIST_INIT(&f->all_maps);
+	LIST_INSERT_HEAD(&f->all_maps, m, all);
+	sm_fork_register(f);
+	*out = f;
+	return 0;
+}
+
 /* Called with no slice left and f->lock not held. */
 void sm_file_destroy(sm_file *f)
 {

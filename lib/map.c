@@ -34,8 +34,10 @@ SM_RB_GENERATE_STATIC(sm_maptree, sm_map, rb, map_cmp)
 static void map_destroy(struct sm_map *m)
 {
 	LIST_REMOVE(m, all);
-	sm_fault_unregister(m);
-	munmap(m->addr, m->len);
+	if (!m->anon)
+		sm_fault_unregister(m);
+	if (!m->borrowed)
+		munmap(m->addr, m->len);
 	free(m);
 }
 
@@ -80,6 +82,34 @@ static void map_uncache(sm_file *f, struct sm_map *m)
 	}
 }
 
+/* A private anonymous copy for a buffered slice: never faults on truncation
+ * (not in the fault registry), but marked stale in a fork child like any
+ * mapping. */
+int sm_map_anon(sm_file *f, uint64_t foff, uint64_t len, struct sm_map **out)
+{
+	struct sm_map *m;
+	void *p;
+
+	if (len > SIZE_MAX)
+		return -ERANGE;
+	if (!(m = calloc(1, sizeof(*m))))
+		return -ENOMEM;
+	p = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED) {
+		free(m);
+		return -ENOMEM;
+	}
+	m->addr = p;
+	m->foff = foff;
+	m->len = len;
+	m->writable = true;
+	m->anon = true;
+	m->refs = 1;
+	LIST_INSERT_HEAD(&f->all_maps, m, all);
+	*out = m;
+	return 0;
+}
+
 int sm_map_get(sm_file *f, uint64_t off, uint64_t len, bool writable, struct sm_map **out)
 {
 	uint64_t pmask = sm_page_size - 1;
@@ -89,6 +119,11 @@ int sm_map_get(sm_file *f, uint64_t off, uint64_t len, bool writable, struct sm_
 	struct sm_map key, *m;
 	int rc;
 
+	if (f->memory) {
+		f->mem_map->refs++;
+		*out = f->mem_map;
+		return 0;
+	}
 	if (pend > k * SM_WINDOW_STEP + SM_WINDOW_SPAN)
 		return map_new(f, pstart, pend - pstart, writable, out);
 
@@ -117,7 +152,7 @@ int sm_map_get(sm_file *f, uint64_t off, uint64_t len, bool writable, struct sm_
 
 void sm_map_put(sm_file *f, struct sm_map *m)
 {
-	if (--m->refs > 0)
+	if (--m->refs > 0 || m->borrowed)
 		return;
 	if (!m->cached) {
 		map_destroy(m);
@@ -143,4 +178,7 @@ void sm_map_free_all(sm_file *f)
 	}
 	TAILQ_INIT(&f->idle);
 	f->nidle = 0;
+	if (f->mem_map)
+		map_destroy(f->mem_map);
+	f->mem_map = NULL;
 }

@@ -122,7 +122,7 @@ static struct sm_seg *seg_split(sm_file *f, struct sm_seg *n, uint64_t x, struct
 	return r;
 }
 
-static int acquire_write(sm_file *f, sm_slice *s, uint64_t a, uint64_t b)
+static int acquire_write(sm_file *f, struct sm_hold *s, uint64_t a, uint64_t b)
 {
 	struct sm_seg *n = first_after(f, a), *list;
 	int rc;
@@ -131,7 +131,7 @@ static int acquire_write(sm_file *f, sm_slice *s, uint64_t a, uint64_t b)
 		return -EBUSY; /* never let the kernel upgrade our own read lock */
 	if ((rc = seg_alloc_list(f, 1, &list)) < 0)
 		return rc;
-	if ((rc = sm_ofd_lock(f->fd, true, a, b - a)) < 0) {
+	if (!f->memory && (rc = sm_ofd_lock(f->fd, true, a, b - a)) < 0) {
 		list_free(f, list);
 		return rc;
 	}
@@ -140,7 +140,7 @@ static int acquire_write(sm_file *f, sm_slice *s, uint64_t a, uint64_t b)
 	return 0;
 }
 
-static int acquire_read(sm_file *f, sm_slice *s, uint64_t a, uint64_t b)
+static int acquire_read(sm_file *f, struct sm_hold *s, uint64_t a, uint64_t b)
 {
 	struct sm_seg *n, *list;
 	size_t gaps = 0;
@@ -158,7 +158,7 @@ static int acquire_read(sm_file *f, sm_slice *s, uint64_t a, uint64_t b)
 	/* gaps new runs + 2 splits now, and 2 spares for the release. */
 	if ((rc = seg_alloc_list(f, gaps + 4, &list)) < 0)
 		return rc;
-	if ((rc = sm_ofd_lock(f->fd, false, a, b - a)) < 0) {
+	if (!f->memory && (rc = sm_ofd_lock(f->fd, false, a, b - a)) < 0) {
 		list_free(f, list);
 		return rc;
 	}
@@ -189,7 +189,7 @@ static int acquire_read(sm_file *f, sm_slice *s, uint64_t a, uint64_t b)
 	return 0;
 }
 
-int sm_ranges_acquire(sm_file *f, sm_slice *s)
+int sm_ranges_acquire(sm_file *f, struct sm_hold *s)
 {
 	uint64_t a = s->off, b = s->off + s->len;
 
@@ -218,12 +218,12 @@ static void merge_at(sm_file *f, uint64_t x)
  * unlocks. */
 static int unlock_if_owner(sm_file *f, uint64_t off, uint64_t len)
 {
-	if (getpid() != f->pid)
+	if (f->memory || getpid() != f->pid)
 		return 0;
 	return sm_ofd_unlock(f->fd, off, len);
 }
 
-static int release_read(sm_file *f, sm_slice *s, uint64_t a, uint64_t b)
+static int release_read(sm_file *f, struct sm_hold *s, uint64_t a, uint64_t b)
 {
 	struct sm_seg *list = NULL, *n, *next;
 	uint64_t run_start = 0, run_end = 0;
@@ -281,11 +281,39 @@ static int release_write(sm_file *f, uint64_t a, uint64_t b)
 	return unlock_if_owner(f, a, b - a);
 }
 
-int sm_ranges_release(sm_file *f, sm_slice *s)
+int sm_ranges_release(sm_file *f, struct sm_hold *s)
 {
 	uint64_t a = s->off, b = s->off + s->len;
 
 	return s->write ? release_write(f, a, b) : release_read(f, s, a, b);
+}
+
+int sm_ranges_downgrade(sm_file *f, struct sm_hold *h)
+{
+	struct sm_seg key = { .start = h->off };
+	struct sm_seg *n = RB_FIND(sm_segtree, &f->segs, &key), *list;
+	int rc;
+
+	if (!n || !n->write)
+		return -EINVAL;
+	/* spares for the read run's release, before anything changes */
+	if ((rc = seg_alloc_list(f, 2, &list)) < 0)
+		return rc;
+	/* One F_OFD_SETLK converts the write lock to a read lock atomically:
+	 * no moment where another writer could slip in. */
+	if (!f->memory && getpid() == f->pid &&
+	    (rc = sm_ofd_lock(f->fd, false, h->off, h->len)) < 0) {
+		list_free(f, list);
+		return rc;
+	}
+	n->write = false;
+	n->count = 1;
+	h->spare[0] = list_take(&list);
+	h->spare[1] = list_take(&list);
+	h->write = false;
+	merge_at(f, h->off);
+	merge_at(f, h->off + h->len);
+	return 0;
 }
 
 void sm_ranges_free_all(sm_file *f)

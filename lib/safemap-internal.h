@@ -65,6 +65,8 @@ struct sm_map {
 	uint64_t key;       /* window index << 1 | writable */
 	unsigned long refs;
 	bool cached, writable;
+	bool anon;     /* private copy or caller's buffer: not in the fault registry */
+	bool borrowed; /* the caller's buffer (sm_open_memory): never unmapped */
 	volatile uint32_t state; /* SM_MAP_* */
 	/* File offsets of pages the fault handler replaced with zero pages;
 	 * nlost > SM_LOST_MAX means more than could be recorded. */
@@ -92,20 +94,41 @@ struct sm_file {
 	bool closing;
 	int poison; /* first failed direct commit (negative errno), or 0 */
 	char *tag;
+	/* sm_open_memory: the caller's buffer, no descriptor, no kernel locks */
+	bool memory;
+	unsigned char *mem;
+	uint64_t mem_len;
+	struct sm_map *mem_map;
+};
+
+/* What a slice and its sub-slices share: the lock, the mapping (a window,
+ * or the private copy of a buffered slice) and the dirty-page bitmap.
+ * Freed, and the range unlocked, when the last slice using it is released. */
+struct sm_hold {
+	sm_file *f;
+	struct sm_map *map;
+	uint64_t off, len;     /* the locked range */
+	uint64_t dirty_origin; /* file offset of dirty bit 0 (page aligned) */
+	size_t dirty_words;
+	uint64_t *dirty;       /* page bitmap (write holds) */
+	bool write;            /* lock mode */
+	bool buffered;         /* map is a private copy, written at commit */
+	bool need_sync;        /* sm_commit_many: written, awaiting its file's flush */
+	unsigned long refs;    /* slices using this hold; guarded by f->lock */
+	unsigned long wsubs;   /* live writable sub-slices; guarded by f->lock */
+	struct sm_seg *spare[2]; /* nodes reserved for release (ranges.c) */
 };
 
 struct sm_slice {
 	struct sm_view v; /* first: the inline accessors cast to it */
-	sm_file *f;
-	struct sm_map *map;
-	uint64_t off, len;
-	uint64_t dirty_origin; /* file offset of dirty bit 0 (page aligned) */
-	size_t dirty_words;
-	bool write;
+	struct sm_hold *h;
+	sm_file *f;          /* == h->f */
+	struct sm_map *map;  /* == h->map */
+	uint64_t off, len;   /* this view's file range */
+	bool write;          /* writable view (false after sm_downgrade) */
+	bool sub;            /* made by sm_sub */
 	int dead; /* negative errno once the slice lost a page; sticky */
-	struct sm_seg *spare[2]; /* nodes reserved for release (ranges.c) */
 };
-
 /* --- sys.c: the syscall seam (fault injection in tests) --------------- */
 struct sm_sys {
 	int (*msync)(void *addr, size_t len, int flags);
@@ -147,8 +170,10 @@ SM_HIDDEN int sm_ofd_lock(int fd, bool write, uint64_t off, uint64_t len);
 SM_HIDDEN int sm_ofd_unlock(int fd, uint64_t off, uint64_t len);
 
 /* --- ranges.c: in-process lock counting (caller holds f->lock) ----------- */
-SM_HIDDEN int sm_ranges_acquire(sm_file *f, sm_slice *s);
-SM_HIDDEN int sm_ranges_release(sm_file *f, sm_slice *s);
+SM_HIDDEN int sm_ranges_acquire(sm_file *f, struct sm_hold *h);
+SM_HIDDEN int sm_ranges_release(sm_file *f, struct sm_hold *h);
+/* Convert h's write run to a read run and the kernel lock with it. */
+SM_HIDDEN int sm_ranges_downgrade(sm_file *f, struct sm_hold *h);
 SM_HIDDEN void sm_ranges_free_all(sm_file *f);
 
 /* --- map.c: mapping cache (caller holds f->lock) -------------------------- */
@@ -156,6 +181,8 @@ SM_HIDDEN int sm_map_get(sm_file *f, uint64_t off, uint64_t len, bool writable,
 			 struct sm_map **out);
 SM_HIDDEN void sm_map_put(sm_file *f, struct sm_map *m);
 SM_HIDDEN void sm_map_free_all(sm_file *f);
+/* An anonymous private mapping of len bytes (buffered slices). */
+SM_HIDDEN int sm_map_anon(sm_file *f, uint64_t foff, uint64_t len, struct sm_map **out);
 
 /* --- fault.c: the SIGBUS guard ------------------------------------------- */
 SM_HIDDEN void sm_fault_install(void);
@@ -173,5 +200,8 @@ SM_HIDDEN void sm_file_destroy(sm_file *f);
 /* --- slice.c ---------------------------------------------------------------- */
 SM_HIDDEN int sm_slice_error(const sm_slice *s);
 SM_HIDDEN void sm_dirty_set(sm_slice *s, uint64_t off, uint64_t len);
+SM_HIDDEN int sm_file_size(sm_file *f, uint64_t *size);
+/* Pages [*p0, *p1) of h's bitmap covering slice s. */
+SM_HIDDEN void sm_slice_pages(const sm_slice *s, uint64_t *p0, uint64_t *p1);
 
 #endif /* SAFEMAP_INTERNAL_H */

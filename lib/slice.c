@@ -1,17 +1,23 @@
 /*
- * slice.c - creating and releasing slices.
+ * slice.c - creating, sharing, downgrading and releasing slices.
  *
  * Order of a map: validate arguments, check the file size (a read slice
  * must lie inside the file), take the in-process range and the kernel lock
- * (ranges.c), take a window from the mapping cache (map.c), then for write
- * slices reserve the blocks with fallocate so a full disk is -ENOSPC here
- * instead of SIGBUS at the first store (SPEC §5.4).  Every step undoes the
- * previous ones on failure.
+ * (ranges.c), take a window from the mapping cache (map.c) or, for
+ * SM_BUFFERED, make a private copy, then for write slices reserve the
+ * blocks with fallocate so a full disk is -ENOSPC here instead of SIGBUS at
+ * the first store (SPEC §5.4).  Every step undoes the previous ones on
+ * failure.
+ *
+ * The lock, mapping and dirty bitmap live in a refcounted sm_hold shared by
+ * a slice and its sub-slices (sm_sub), so a sub-slice keeps the parent's
+ * lock and mapping alive after the parent is released.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,30 +26,48 @@
 
 #define MAP_FLAGS (SM_BUFFERED | SM_WAIT | SM_EXTEND | SM_POPULATE)
 
-static int file_size(sm_file *f, uint64_t *size)
+int sm_file_size(sm_file *f, uint64_t *size)
 {
 	struct stat st;
 
+	if (f->memory) {
+		*size = f->mem_len;
+		return 0;
+	}
 	if (fstat(f->fd, &st) < 0)
 		return -errno;
 	*size = (uint64_t)st.st_size;
 	return 0;
 }
 
-/* Undo sm_ranges_acquire + sm_map_get; f->lock not held. */
-static int slice_teardown(sm_slice *s)
+/* The last slice of h is gone: unlock, unmap, free.  Caller holds f->lock. */
+static int hold_free(struct sm_hold *h)
+{
+	sm_file *f = h->f;
+	int rc = sm_ranges_release(f, h);
+
+	sm_map_put(f, h->map);
+	f->nslices--;
+	free(h->dirty);
+	free(h);
+	return rc;
+}
+
+/* Drop slice s (and its hold if it was the last user); f->lock not held. */
+static int slice_free(sm_slice *s)
 {
 	sm_file *f = s->f;
+	struct sm_hold *h = s->h;
 	bool destroy;
-	int rc;
+	int rc = 0;
 
 	pthread_mutex_lock(&f->lock);
-	rc = sm_ranges_release(f, s);
-	sm_map_put(f, s->map);
-	f->nslices--;
+	if (s->sub && s->write)
+		h->wsubs--;
+	if (--h->refs == 0)
+		rc = hold_free(h);
 	destroy = f->closing && f->nslices == 0;
 	pthread_mutex_unlock(&f->lock);
-	free(s->v.dirty);
 	free(s);
 	if (destroy)
 		sm_file_destroy(f);
@@ -51,13 +75,15 @@ static int slice_teardown(sm_slice *s)
 }
 
 /* Reserve the write slice's blocks (and grow the file for SM_EXTEND). */
-static int reserve(sm_slice *s, int flags)
+static int reserve(struct sm_hold *h, int flags)
 {
-	sm_file *f = s->f;
+	sm_file *f = h->f;
 	uint64_t size;
 	int rc;
 
-	if (sm_sys.fallocate(f->fd, 0, (off_t)s->off, (off_t)s->len) == 0)
+	if (f->memory)
+		return 0;
+	if (sm_sys.fallocate(f->fd, 0, (off_t)h->off, (off_t)h->len) == 0)
 		return 0;
 	rc = -errno;
 	if (rc != -EOPNOTSUPP)
@@ -65,10 +91,33 @@ static int reserve(sm_slice *s, int flags)
 	/* No reservation on this filesystem: map anyway (documented risk). */
 	if (!(flags & SM_EXTEND))
 		return 0;
-	if ((rc = file_size(f, &size)) < 0)
+	if ((rc = sm_file_size(f, &size)) < 0)
 		return rc;
-	if (size < s->off + s->len && sm_sys.ftruncate(f->fd, (off_t)(s->off + s->len)) < 0)
+	if (size < h->off + h->len && sm_sys.ftruncate(f->fd, (off_t)(h->off + h->len)) < 0)
 		return -errno;
+	return 0;
+}
+
+/* Fill a buffered slice's private copy from the file (zeros past EOF). */
+static int load_copy(struct sm_hold *h, uint64_t off, uint64_t len)
+{
+	unsigned char *dst = h->map->addr + (off - h->map->foff);
+
+	while (len > 0) {
+		ssize_t n = pread(h->f->fd, dst, len > (1u << 30) ? (1u << 30) : (size_t)len,
+				  (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0) {
+			memset(dst, 0, (size_t)len);
+			break;
+		}
+		dst += n;
+		off += (uint64_t)n;
+		len -= (uint64_t)n;
+	}
 	return 0;
 }
 
@@ -84,64 +133,91 @@ static void populate(sm_slice *s)
 		madvise((void *)a, b - a, MADV_WILLNEED);
 }
 
+static void view_init(sm_slice *s)
+{
+	struct sm_hold *h = s->h;
+
+	s->v.base = h->map->addr + (s->off - h->map->foff);
+	s->v.len = s->len;
+	s->v.state = &h->map->state;
+	s->v.dirty = h->dirty;
+	s->v.dirty_off = s->off - h->dirty_origin;
+	s->v.flags = s->write ? SM_VIEW_WRITE : 0;
+	s->v.page_shift = sm_page_shift;
+}
+
 static int do_map(sm_file *f, uint64_t off, uint64_t len, int flags, bool write, sm_slice **out)
 {
 	uint64_t size, pmask = sm_page_size - 1;
+	bool buffered = write && (flags & SM_BUFFERED);
+	struct sm_hold *h;
 	sm_slice *s;
 	int rc;
 
-	if ((rc = file_size(f, &size)) < 0)
+	if ((rc = sm_file_size(f, &size)) < 0)
 		return rc;
-	if (off + len > size && !(write && (flags & SM_EXTEND)))
+	if (off + len > size && !(write && (flags & SM_EXTEND) && !f->memory))
 		return -ERANGE;
 
-	if (!(s = calloc(1, sizeof(*s))))
-		return -ENOMEM;
-	s->f = f;
-	s->off = off;
-	s->len = len;
-	s->write = write;
+	s = calloc(1, sizeof(*s));
+	h = calloc(1, sizeof(*h));
+	if (!s || !h)
+		goto nomem;
+	h->f = f;
+	h->off = off;
+	h->len = len;
+	h->write = write;
+	h->buffered = buffered;
+	h->refs = 1;
 	if (write) {
 		uint64_t pages = ((off & pmask) + len + pmask) >> sm_page_shift;
-		s->dirty_origin = off & ~pmask;
-		s->dirty_words = (size_t)((pages + 63) / 64);
-		if (!(s->v.dirty = calloc(s->dirty_words, sizeof(uint64_t)))) {
-			free(s);
-			return -ENOMEM;
-		}
+		h->dirty_origin = off & ~pmask;
+		h->dirty_words = (size_t)((pages + 63) / 64);
+		if (!(h->dirty = calloc(h->dirty_words, sizeof(uint64_t))))
+			goto nomem;
 	}
 
 	pthread_mutex_lock(&f->lock);
 	if (f->closing) {
 		rc = -EBADF;
-	} else if ((rc = sm_ranges_acquire(f, s)) == 0) {
-		if ((rc = sm_map_get(f, off, len, write, &s->map)) < 0)
-			sm_ranges_release(f, s);
+	} else if ((rc = sm_ranges_acquire(f, h)) == 0) {
+		rc = buffered ? sm_map_anon(f, off, len, &h->map) : sm_map_get(f, off, len, write, &h->map);
+		if (rc < 0)
+			sm_ranges_release(f, h);
 		else
 			f->nslices++;
 	}
 	pthread_mutex_unlock(&f->lock);
 	if (rc < 0) {
-		free(s->v.dirty);
+		free(h->dirty);
+		free(h);
 		free(s);
 		return rc;
 	}
 
-	s->v.base = s->map->addr + (off - s->map->foff);
-	s->v.len = len;
-	s->v.state = &s->map->state;
-	s->v.dirty_off = off & pmask;
-	s->v.flags = write ? SM_VIEW_WRITE : 0;
-	s->v.page_shift = sm_page_shift;
+	s->h = h;
+	s->f = f;
+	s->map = h->map;
+	s->off = off;
+	s->len = len;
+	s->write = write;
+	view_init(s);
 
-	if (write && (rc = reserve(s, flags)) < 0) {
-		slice_teardown(s);
+	if ((write && (rc = reserve(h, flags)) < 0) || (buffered && (rc = load_copy(h, off, len)) < 0)) {
+		slice_free(s);
 		return rc;
 	}
 	if (flags & SM_POPULATE)
 		populate(s);
 	*out = s;
 	return 0;
+
+nomem:
+	if (h)
+		free(h->dirty);
+	free(h);
+	free(s);
+	return -ENOMEM;
 }
 
 static int map_slice(sm_file *f, uint64_t off, uint64_t len, int flags, bool write,
@@ -153,11 +229,11 @@ static int map_slice(sm_file *f, uint64_t off, uint64_t len, int flags, bool wri
 		*out = NULL;
 	if (!f || !out || (flags & ~MAP_FLAGS))
 		return -EINVAL;
-	if (!write && (flags & SM_EXTEND))
+	if (!write && (flags & (SM_EXTEND | SM_BUFFERED)))
 		return -EINVAL;
 	if ((rc = sm_check_range(off, len)) < 0)
 		return rc;
-	if (flags & (SM_BUFFERED | SM_WAIT))
+	if ((flags & SM_WAIT) || (f->memory && (flags & SM_BUFFERED)))
 		return -ENOTSUP;
 	if (write && f->flags != SM_RDWR)
 		return -EBADF;
@@ -179,15 +255,79 @@ int sm_map_write(sm_file *f, uint64_t off, uint64_t len, int flags, sm_slice **o
 	return map_slice(f, off, len, flags, true, out);
 }
 
+int sm_sub(sm_slice *s, uint64_t off, uint64_t len, sm_slice **out)
+{
+	sm_slice *t;
+	int rc;
+
+	if (out)
+		*out = NULL;
+	if (!s || !out || len == 0)
+		return -EINVAL;
+	if (off >= s->len || len > s->len - off)
+		return -ERANGE;
+	if ((rc = sm_slice_error(s)) < 0)
+		return rc;
+	if (!(t = calloc(1, sizeof(*t))))
+		return -ENOMEM;
+	*t = *s;
+	t->off = s->off + off;
+	t->len = len;
+	t->sub = true;
+	t->dead = 0;
+	view_init(t);
+	pthread_mutex_lock(&s->f->lock);
+	s->h->refs++;
+	if (t->write)
+		s->h->wsubs++;
+	pthread_mutex_unlock(&s->f->lock);
+	*out = t;
+	return 0;
+}
+
+static bool any_dirty(const sm_slice *s)
+{
+	uint64_t p0, p1;
+
+	sm_slice_pages(s, &p0, &p1);
+	for (uint64_t p = p0; p < p1; p++)
+		if (__atomic_load_n(&s->h->dirty[p >> 6], __ATOMIC_RELAXED) >> (p & 63) & 1)
+			return true;
+	return false;
+}
+
+int sm_downgrade(sm_slice *s)
+{
+	int rc, cs;
+
+	if (!s || s->sub)
+		return -EINVAL;
+	if ((rc = sm_slice_error(s)) < 0)
+		return rc;
+	if (!s->write)
+		return -EBADF;
+	cs = sm_nocancel();
+	pthread_mutex_lock(&s->f->lock);
+	if (s->h->wsubs > 0 || (s->h->buffered && any_dirty(s)))
+		rc = -EBUSY; /* commit or abort first; release writable subs */
+	else if ((rc = sm_ranges_downgrade(s->f, s->h)) == 0) {
+		s->write = false;
+		s->v.flags &= ~SM_VIEW_WRITE;
+	}
+	pthread_mutex_unlock(&s->f->lock);
+	sm_cancel_restore(cs);
+	return rc;
+}
+
 int sm_release(sm_slice *s)
 {
-	int rc;
+	int rc, cs;
 
 	if (!s)
 		return -EINVAL;
-	SM_NOCANCEL_BEGIN;
-	rc = slice_teardown(s);
-	SM_NOCANCEL_END;
+	cs = sm_nocancel();
+	rc = slice_free(s);
+	sm_cancel_restore(cs);
 	return rc;
 }
 
@@ -234,6 +374,12 @@ int sm_unsafe_ptr(sm_slice *s, void **out)
 	return 0;
 }
 
+void sm_slice_pages(const sm_slice *s, uint64_t *p0, uint64_t *p1)
+{
+	*p0 = (s->off - s->h->dirty_origin) >> sm_page_shift;
+	*p1 = ((s->off + s->len - 1 - s->h->dirty_origin) >> sm_page_shift) + 1;
+}
+
 void sm_dirty_set(sm_slice *s, uint64_t off, uint64_t len)
 {
 	uint64_t first = (s->v.dirty_off + off) >> sm_page_shift;
@@ -261,4 +407,18 @@ int sm_mark_dirty(sm_slice *s, uint64_t off, uint64_t len)
 		return -ERANGE;
 	sm_dirty_set(s, off, len);
 	return 0;
+}
+
+int sm_dirty_pages(const sm_slice *s)
+{
+	uint64_t p0, p1, n = 0;
+
+	if (!s)
+		return -EINVAL;
+	if (!s->h->dirty)
+		return 0;
+	sm_slice_pages(s, &p0, &p1);
+	for (uint64_t p = p0; p < p1; p++)
+		n += __atomic_load_n(&s->h->dirty[p >> 6], __ATOMIC_RELAXED) >> (p & 63) & 1;
+	return n > INT32_MAX ? INT32_MAX : (int)n;
 }
