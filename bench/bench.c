@@ -177,6 +177,7 @@ static pid_t hold_in_child(int n, int *stop_fd)
 		die("pipe", 0);
 	if ((pid = fork()) == 0) {
 		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		close(stop[1]); /* so the parent's close is our EOF */
 		for (int i = 0; i < n; i++)
 			if (raw_lock(fd, F_RDLCK, (uint64_t)i * 64, 32) < 0)
 				_exit(1);
