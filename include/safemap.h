@@ -79,10 +79,36 @@ typedef struct sm_slice sm_slice;
  */
 typedef struct sm_options {
 	uint32_t size;  /* sizeof(sm_options), or 0 */
-	uint32_t flags; /* reserved, must be 0 */
-	const char *tag; /* caller's label for its locks (shown by inspection tools) */
-	uint64_t reserved[6]; /* must be 0 */
+	uint32_t flags; /* SM_OPT_* */
+	const char *tag; /* caller's label for its locks (shown by sm_holders, lockctl) */
+	const char *table_dir; /* put lock tables here (named DEV-INO.smlock); NULL:
+				* $SAFEMAP_TABLE_DIR, else PATH.smlock beside the file */
+	uint64_t reserved[5]; /* must be 0 */
 } sm_options;
+
+/* sm_options.flags */
+#define SM_OPT_TABLE_REQUIRED 0x1u /* fail sm_open if the lock table is unusable */
+#define SM_OPT_NO_TABLE 0x2u       /* do not use a lock table (kernel locks only) */
+#define SM_OPT_REFUSE_NETFS 0x4u   /* sm_open fails with -EREMOTE on NFS/SMB/Ceph/FUSE */
+
+/* One holder of a region, from the lock table (sm_holders). */
+#define SM_MODE_READ 1
+#define SM_MODE_WRITE 2
+#define SM_HELD 1
+#define SM_WAITING 2
+#define SM_STALE 3 /* its process is gone; the kernel lock went with it */
+typedef struct sm_holder {
+	uint32_t size;       /* sizeof(sm_holder) */
+	int32_t pid, tid;    /* for display: pids are reused and differ across namespaces */
+	uint64_t start_time; /* holder process start time, clock ticks since boot */
+	uint64_t pidns;      /* inode of its pid namespace */
+	char comm[16];       /* program name */
+	char tag[32];        /* the holder's sm_options.tag */
+	int mode;            /* SM_MODE_READ / SM_MODE_WRITE */
+	int state;           /* SM_HELD / SM_WAITING / SM_STALE */
+	uint64_t off, len;
+	uint64_t since;      /* acquired at, ns since the epoch (CLOCK_REALTIME) */
+} sm_holder;
 
 /*
  * Public view of a slice, for the inline word accessors only.  Every sm_slice
@@ -237,6 +263,15 @@ SM_EXPORT int sm_abort(sm_slice *s);
 /* Number of dirty (uncommitted) pages in the slice's range, 0 when clean.
  * Errors: -EINVAL. */
 SM_EXPORT int sm_dirty_pages(const sm_slice *s);
+
+/* --- holders ------------------------------------------------------------ */
+
+/* Who holds regions overlapping [off, off+len): fills up to cap entries of
+ * out and returns how many holders overlap (which may exceed cap), like
+ * snprintf.  Includes this process's own slices.  Errors: -EINVAL, -ERANGE,
+ * -ENOTSUP (no lock table: memory file, SM_OPT_NO_TABLE), or why the table
+ * could not be opened.  See sm_holders(3). */
+SM_EXPORT int sm_holders(sm_file *f, uint64_t off, uint64_t len, sm_holder *out, size_t cap);
 
 /* --- errors ------------------------------------------------------------ */
 

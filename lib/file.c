@@ -68,7 +68,7 @@ static int check_options(const sm_options *opt, sm_options *o)
 		n = sizeof(*o);
 	}
 	memcpy(o, opt, n);
-	if (o->flags)
+	if (o->flags & ~(SM_OPT_TABLE_REQUIRED | SM_OPT_NO_TABLE | SM_OPT_REFUSE_NETFS))
 		return -EINVAL;
 	for (size_t i = 0; i < sizeof(o->reserved) / sizeof(o->reserved[0]); i++)
 		if (o->reserved[i])
@@ -135,6 +135,18 @@ int sm_open(const char *path, int flags, const sm_options *opt, sm_file **out)
 	RB_INIT(&f->maps);
 	TAILQ_INIT(&f->idle);
 	LIST_INIT(&f->all_maps);
+	{
+		int cs = sm_nocancel();
+		rc = sm_table_open(f, path, &st, &o);
+		sm_cancel_restore(cs);
+	}
+	if (rc < 0) {
+		close(fd);
+		pthread_mutex_destroy(&f->lock);
+		free(f->tag);
+		free(f);
+		return rc;
+	}
 	sm_fork_register(f);
 	*out = f;
 	return 0;
@@ -190,6 +202,7 @@ int sm_open_memory(void *buf, size_t len, int flags, sm_file **out)
 void sm_file_destroy(sm_file *f)
 {
 	sm_fork_unregister(f);
+	sm_table_close(f);
 	sm_map_free_all(f);
 	sm_ranges_free_all(f);
 	SM_NOCANCEL_BEGIN;

@@ -55,6 +55,12 @@ static void child(void)
 			close(f->fd);
 			f->fd = -1;
 		}
+		/* the table descriptor carries the parent's liveness lock: the
+		 * child must not keep the parent's entries alive */
+		if (f->table && f->table->fd >= 0) {
+			close(f->table->fd);
+			f->table->fd = -1;
+		}
 		pthread_mutex_unlock(&f->lock);
 	}
 	pthread_mutex_unlock(&registry_lock);

@@ -16,12 +16,14 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <bsd/sys/queue.h>
 #include <bsd/sys/tree.h>
 
 #include "safemap.h"
+#include "table.h"
 
 #define SM_HIDDEN __attribute__((visibility("hidden")))
 
@@ -77,6 +79,20 @@ RB_HEAD(sm_maptree, sm_map);
 TAILQ_HEAD(sm_maplist, sm_map);
 LIST_HEAD(sm_mapall, sm_map);
 
+/* An attached lock table (table.c). */
+struct smt_table {
+	int fd;
+	void *base;
+	size_t size;
+	struct smt_header hdr; /* validated copy */
+	struct smt_slot *slots;
+	uint32_t nslots;
+	uint32_t owner;   /* our liveness byte, when owner_held */
+	bool owner_held;
+	uint32_t hint;    /* next slot to try */
+	struct sm_map *guard; /* registers the mapping with the SIGBUS guard */
+};
+
 struct sm_file {
 	pthread_mutex_t lock; /* guards everything below but fd and flags */
 	int fd;
@@ -99,6 +115,9 @@ struct sm_file {
 	unsigned char *mem;
 	uint64_t mem_len;
 	struct sm_map *mem_map;
+	struct smt_table *table; /* NULL: no table (memory file, option, or error) */
+	int table_err;           /* why there is no table */
+	bool netfs;              /* on a network filesystem: the table sees this host only */
 };
 
 /* What a slice and its sub-slices share: the lock, the mapping (a window,
@@ -116,6 +135,7 @@ struct sm_hold {
 	bool need_sync;        /* sm_commit_many: written, awaiting its file's flush */
 	unsigned long refs;    /* slices using this hold; guarded by f->lock */
 	unsigned long wsubs;   /* live writable sub-slices; guarded by f->lock */
+	int32_t slot;          /* lock table slot, or -1 */
 	struct sm_seg *spare[2]; /* nodes reserved for release (ranges.c) */
 };
 
@@ -189,6 +209,23 @@ SM_HIDDEN void sm_fault_install(void);
 SM_HIDDEN void sm_fault_register(struct sm_map *m);
 SM_HIDDEN void sm_fault_unregister(struct sm_map *m);
 SM_HIDDEN int sm_fault_classify(const sm_slice *s);
+
+/* --- table.c: the shared lock table -------------------------------------- */
+SM_HIDDEN int sm_table_open(sm_file *f, const char *data_path, const struct stat *st,
+			    const sm_options *o);
+SM_HIDDEN void sm_table_close(sm_file *f);
+SM_HIDDEN int sm_table_add(sm_file *f, struct sm_hold *h);
+SM_HIDDEN void sm_table_remove(sm_file *f, struct sm_hold *h);
+SM_HIDDEN void sm_table_downgrade(sm_file *f, struct sm_hold *h);
+/* for lockctl and tests (the private build links these) */
+int smt_path(const char *data_path, const struct stat *st, const char *dir, char *out, size_t size);
+int smt_check_header(const struct smt_header *h, uint64_t file_size);
+int smt_attach_path(const char *path, bool writable, struct smt_table *t);
+void smt_detach(struct smt_table *t);
+int smt_snapshot(const struct smt_table *t, uint32_t i, struct smt_slot *out);
+uint32_t smt_scan_limit(const struct smt_table *t);
+bool smt_owner_alive(const struct smt_table *t, uint32_t owner);
+int smt_reap(struct smt_table *t, bool dry);
 
 /* --- fork.c: fork safety ------------------------------------------------- */
 SM_HIDDEN void sm_fork_register(sm_file *f);

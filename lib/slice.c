@@ -44,7 +44,10 @@ int sm_file_size(sm_file *f, uint64_t *size)
 static int hold_free(struct sm_hold *h)
 {
 	sm_file *f = h->f;
-	int rc = sm_ranges_release(f, h);
+	int rc;
+
+	sm_table_remove(f, h);
+	rc = sm_ranges_release(f, h);
 
 	sm_map_put(f, h->map);
 	f->nslices--;
@@ -169,6 +172,7 @@ static int do_map(sm_file *f, uint64_t off, uint64_t len, int flags, bool write,
 	h->write = write;
 	h->buffered = buffered;
 	h->refs = 1;
+	h->slot = -1;
 	if (write) {
 		uint64_t pages = ((off & pmask) + len + pmask) >> sm_page_shift;
 		h->dirty_origin = off & ~pmask;
@@ -181,7 +185,12 @@ static int do_map(sm_file *f, uint64_t off, uint64_t len, int flags, bool write,
 	if (f->closing) {
 		rc = -EBADF;
 	} else if ((rc = sm_ranges_acquire(f, h)) == 0) {
-		rc = buffered ? sm_map_anon(f, off, len, &h->map) : sm_map_get(f, off, len, write, &h->map);
+		if ((rc = sm_table_add(f, h)) == 0) {
+			rc = buffered ? sm_map_anon(f, off, len, &h->map)
+				      : sm_map_get(f, off, len, write, &h->map);
+			if (rc < 0)
+				sm_table_remove(f, h);
+		}
 		if (rc < 0)
 			sm_ranges_release(f, h);
 		else
@@ -311,6 +320,7 @@ int sm_downgrade(sm_slice *s)
 	if (s->h->wsubs > 0 || (s->h->buffered && any_dirty(s)))
 		rc = -EBUSY; /* commit or abort first; release writable subs */
 	else if ((rc = sm_ranges_downgrade(s->f, s->h)) == 0) {
+		sm_table_downgrade(s->f, s->h);
 		s->write = false;
 		s->v.flags &= ~SM_VIEW_WRITE;
 	}

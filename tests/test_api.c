@@ -63,7 +63,7 @@ START_TEST(open_bad_arguments)
 	ck_assert_int_eq(sm_open(p, SM_RDWR | 0x1000, NULL, &f), -EINVAL);
 
 	memset(&o, 0, sizeof(o));
-	o.flags = 1;
+	o.flags = 0x100; /* unknown */
 	ck_assert_int_eq(sm_open(p, SM_RDWR, &o, &f), -EINVAL);
 	memset(&o, 0, sizeof(o));
 	o.reserved[3] = 1;

@@ -430,7 +430,7 @@ START_TEST(full_disk_is_enospc_at_map_time)
 	/* A private mount namespace: the small tmpfs vanishes with this test
 	 * process.  Needs root (CI runs as root); otherwise skip, saying why. */
 	if (unshare(CLONE_NEWNS) < 0 || mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0 ||
-	    mount("tmpfs", dir, "tmpfs", 0, "size=256k") < 0) {
+	    mount("tmpfs", dir, "tmpfs", 0, "size=1m") < 0) {
 		printf("SKIP full_disk_is_enospc_at_map_time: cannot mount a small tmpfs (%s)\n",
 		       strerror(errno));
 		rmdir(dir);
@@ -439,11 +439,11 @@ START_TEST(full_disk_is_enospc_at_map_time)
 	snprintf(path, sizeof(path), "%s/data", dir);
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(ftruncate(fd, 1 << 20), 0); /* sparse: 1 MiB on 256 KiB */
+	ck_assert_int_eq(ftruncate(fd, 4 << 20), 0); /* sparse: 4 MiB on 1 MiB */
 	close(fd);
 	ck_assert_int_eq(sm_open(path, SM_RDWR, NULL, &f), 0);
-	ck_assert_int_eq(sm_map_write(f, 0, 1 << 20, 0, &w), -ENOSPC);
-	ck_assert_int_eq(sm_map_write(f, 1 << 20, 1 << 20, SM_EXTEND, &w), -ENOSPC);
+	ck_assert_int_eq(sm_map_write(f, 0, 4 << 20, 0, &w), -ENOSPC);
+	ck_assert_int_eq(sm_map_write(f, 4 << 20, 4 << 20, SM_EXTEND, &w), -ENOSPC);
 	/* nothing stays locked; a slice that fits works */
 	ck_assert_int_eq(tu_probe(path, F_WRLCK, 0, 0), F_UNLCK);
 	ck_assert_int_eq(sm_map_write(f, 0, 64 * 1024, 0, &w), 0);

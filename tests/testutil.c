@@ -32,6 +32,8 @@ static void cleanup(void)
 	for (int i = 0; i < nfiles; i++) {
 		snprintf(path, sizeof(path), "%s/f%d", tmpdir, i);
 		unlink(path);
+		snprintf(path, sizeof(path), "%s/f%d.smlock", tmpdir, i);
+		unlink(path);
 	}
 	rmdir(tmpdir);
 }

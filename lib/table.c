@@ -1,0 +1,579 @@
+/*
+ * table.c - the shared lock table: who holds which region (SPEC §4).
+ *
+ * The kernel lock is the authority for exclusion; the table is a registry
+ * for inspection (sm_holders, lockctl).  It is a small file beside the data
+ * file (PATH.smlock, or DIR/DEV-INO.smlock with SAFEMAP_TABLE_DIR or the
+ * table_dir option), mapped shared by every opener.  Format: lib/table.h and
+ * doc/safemap-table.5.
+ *
+ * - Creation is race-free: the first opener builds the table in a private
+ *   temporary file and link()s it into place; a loser of the race unlinks
+ *   its copy and opens the winner's.  A table left by a deleted or replaced
+ *   data file (other device, inode or birth time) is rebuilt the same way
+ *   with rename().
+ * - Updates are lock-free: a slot is claimed with one compare-and-swap that
+ *   also records its owner; its fields change under an odd sequence number.
+ *   Readers never block writers: they copy a slot and retry if its sequence
+ *   number moved.  One slot write per acquire, no system call.
+ * - Liveness without trusting pids (SPEC §4.3): each open of the table (an
+ *   owner) holds an OFD write lock on a byte of its own far beyond the end
+ *   of the table; a slot whose owner byte is unlocked, asked with
+ *   F_OFD_GETLK through another open file description, is stale.  Openers
+ *   reap stale slots lazily, lockctl on demand.
+ * - The table is untrusted input: every field read is validated, reads run
+ *   under the SIGBUS guard (the mapping is registered like a window), and a
+ *   table that cannot be used leaves exclusion to the kernel locks.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "safemap-internal.h"
+
+/* ---- paths and identity ------------------------------------------------ */
+
+int smt_path(const char *data_path, const struct stat *st, const char *dir, char *out, size_t size)
+{
+	int n;
+
+	if (!dir || !*dir)
+		dir = secure_getenv("SAFEMAP_TABLE_DIR");
+	if (dir && *dir)
+		n = snprintf(out, size, "%s/%llx-%llx.smlock", dir, (unsigned long long)st->st_dev,
+			     (unsigned long long)st->st_ino);
+	else
+		n = snprintf(out, size, "%s.smlock", data_path);
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+static void data_identity(int fd, const struct stat *st, struct smt_header *h)
+{
+	struct statx sx;
+
+	h->data_dev = (uint64_t)st->st_dev;
+	h->data_ino = (uint64_t)st->st_ino;
+	h->data_btime_sec = 0;
+	h->data_btime_nsec = 0;
+	if (statx(fd, "", AT_EMPTY_PATH, STATX_BTIME, &sx) == 0 && (sx.stx_mask & STATX_BTIME)) {
+		h->data_btime_sec = sx.stx_btime.tv_sec;
+		h->data_btime_nsec = sx.stx_btime.tv_nsec;
+	}
+}
+
+/* ---- validation (every byte of a table is untrusted) ------------------- */
+
+int smt_check_header(const struct smt_header *h, uint64_t file_size)
+{
+	if (memcmp(h->magic, SMT_MAGIC, sizeof(h->magic)) != 0)
+		return -EPROTO;
+	if (h->version != SMT_VERSION || h->header_size != SMT_HEADER_SIZE ||
+	    h->slot_size != SMT_SLOT_SIZE || h->live_base != SMT_LIVE_BASE)
+		return -EPROTO;
+	if (h->nslots == 0 || h->nslots > SMT_MAX_SLOTS)
+		return -EPROTO;
+	if (file_size < (uint64_t)SMT_HEADER_SIZE + (uint64_t)h->nslots * SMT_SLOT_SIZE)
+		return -EPROTO;
+	return 0;
+}
+
+/* Copy slot i consistently into *out.  Returns 1 for a slot in use (fields
+ * validated), 0 for a free slot, -EAGAIN if it is being changed (or was
+ * left half-changed by an owner that died: *out->state says whose),
+ * -EPROTO for a slot with invalid fields. */
+int smt_snapshot(const struct smt_table *t, uint32_t i, struct smt_slot *out)
+{
+	const struct smt_slot *s = &t->slots[i];
+
+	for (int tries = 0; tries < 64; tries++) {
+		uint32_t s1 = __atomic_load_n(&s->seq, __ATOMIC_ACQUIRE), s2;
+		const volatile unsigned char *src = (const volatile unsigned char *)s;
+		unsigned char *dst = (unsigned char *)out;
+		for (size_t k = 0; k < sizeof(*out); k++)
+			dst[k] = src[k];
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		s2 = __atomic_load_n(&s->seq, __ATOMIC_RELAXED);
+		if (t->guard->state != SM_MAP_OK)
+			return -EIO; /* the table file shrank under us */
+		if (s1 != s2 || (s1 & 1))
+			continue;
+		if (SMT_STATE(out->state) == SMT_FREE)
+			return 0;
+		if (SMT_STATE(out->state) == SMT_CLAIMING)
+			return -EAGAIN;
+		if (SMT_STATE(out->state) > SMT_CLAIMING || SMT_OWNER(out->state) >= SMT_MAX_OWNERS ||
+		    (out->mode != SMT_MODE_READ && out->mode != SMT_MODE_WRITE) || out->len == 0 ||
+		    out->off > (uint64_t)INT64_MAX || out->len > (uint64_t)INT64_MAX - out->off)
+			return -EPROTO;
+		out->comm[sizeof(out->comm) - 1] = '\0';
+		out->tag[sizeof(out->tag) - 1] = '\0';
+		return 1;
+	}
+	out->state = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
+	return -EAGAIN;
+}
+
+/* How many slots a scan must visit. */
+uint32_t smt_scan_limit(const struct smt_table *t)
+{
+	const struct smt_header *h = t->base;
+	uint32_t n = __atomic_load_n(&h->high_water, __ATOMIC_ACQUIRE);
+
+	if (t->guard->state != SM_MAP_OK)
+		return 0;
+	return n < t->nslots ? n : t->nslots; /* untrusted: clamp */
+}
+
+bool smt_owner_alive(const struct smt_table *t, uint32_t owner)
+{
+	struct flock fl;
+
+	if (t->owner_held && owner == t->owner)
+		return true;
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_WRLCK;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = (off_t)(SMT_LIVE_BASE + owner);
+	fl.l_len = 1;
+	if (fcntl(t->fd, F_OFD_GETLK, &fl) < 0)
+		return true; /* cannot tell: never call a live holder stale */
+	return fl.l_type != F_UNLCK;
+}
+
+/* ---- attach / detach ------------------------------------------------------ */
+
+static int build(const char *tmp, int data_fd, const struct stat *st, uint64_t generation)
+{
+	struct smt_header h;
+	uint64_t size = (uint64_t)SMT_HEADER_SIZE + (uint64_t)SMT_NSLOTS * SMT_SLOT_SIZE;
+	int fd, rc = 0;
+
+	/* Permissions derived from the data file: whoever may write it may
+	 * register holders; the table never grants more than the data file. */
+	fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, st->st_mode & 0666);
+	if (fd < 0)
+		return -errno;
+	if (geteuid() == 0)
+		(void)!fchown(fd, st->st_uid, st->st_gid);
+	memset(&h, 0, sizeof(h));
+	memcpy(h.magic, SMT_MAGIC, sizeof(h.magic));
+	h.version = SMT_VERSION;
+	h.header_size = SMT_HEADER_SIZE;
+	h.slot_size = SMT_SLOT_SIZE;
+	h.nslots = SMT_NSLOTS;
+	h.generation = generation;
+	h.live_base = SMT_LIVE_BASE;
+	data_identity(data_fd, st, &h);
+	if (ftruncate(fd, (off_t)size) < 0 || pwrite(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h))
+		rc = errno ? -errno : -EIO;
+	close(fd);
+	if (rc < 0)
+		unlink(tmp);
+	return rc;
+}
+
+/* Make a new table at path: link (create) or rename (replace) it into
+ * place, so no opener ever sees a half-built one. */
+static int publish(const char *path, int data_fd, const struct stat *st, uint64_t generation,
+		   bool replace)
+{
+	char tmp[PATH_MAX];
+	int rc;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.%d.%lx.tmp", path, (int)getpid(),
+		     (unsigned long)random()) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	if ((rc = build(tmp, data_fd, st, generation)) < 0)
+		return rc;
+	if (replace)
+		rc = rename(tmp, path) < 0 ? -errno : 0;
+	else
+		rc = link(tmp, path) < 0 && errno != EEXIST ? -errno : 0;
+	unlink(tmp);
+	return rc;
+}
+
+static int map_table(struct smt_table *t, int prot)
+{
+	struct stat st;
+	void *p;
+
+	if (fstat(t->fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EPROTO;
+	if (pread(t->fd, &t->hdr, sizeof(t->hdr), 0) != (ssize_t)sizeof(t->hdr))
+		return -EPROTO;
+	if (smt_check_header(&t->hdr, (uint64_t)st.st_size) < 0)
+		return -EPROTO;
+	t->nslots = t->hdr.nslots;
+	t->size = (size_t)SMT_HEADER_SIZE + (size_t)t->nslots * SMT_SLOT_SIZE;
+	p = mmap(NULL, t->size, prot, MAP_SHARED, t->fd, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	if (!(t->guard = calloc(1, sizeof(*t->guard)))) {
+		munmap(p, t->size);
+		return -ENOMEM;
+	}
+	t->guard->addr = p;
+	t->guard->len = t->size;
+	t->guard->writable = prot & PROT_WRITE;
+	sm_fault_install();
+	sm_fault_register(t->guard);
+	t->base = p;
+	t->slots = (struct smt_slot *)((unsigned char *)p + SMT_HEADER_SIZE);
+	return 0;
+}
+
+int smt_attach_path(const char *path, bool writable, struct smt_table *t)
+{
+	int rc;
+
+	memset(t, 0, sizeof(*t));
+	t->fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC);
+	if (t->fd < 0)
+		return -errno;
+	if ((rc = map_table(t, PROT_READ | (writable ? PROT_WRITE : 0))) < 0) {
+		close(t->fd);
+		t->fd = -1;
+	}
+	return rc;
+}
+
+void smt_detach(struct smt_table *t)
+{
+	if (t->guard) {
+		sm_fault_unregister(t->guard);
+		munmap(t->base, t->size);
+		free(t->guard);
+		t->guard = NULL;
+	}
+	if (t->fd >= 0)
+		close(t->fd); /* drops the owner's liveness lock */
+	t->fd = -1;
+}
+
+/* Claim a liveness byte of our own: the first one nobody holds. */
+static int claim_owner(struct smt_table *t)
+{
+	for (uint32_t k = 0; k < SMT_MAX_OWNERS; k++) {
+		int rc = sm_ofd_lock(t->fd, true, SMT_LIVE_BASE + k, 1);
+		if (rc == 0) {
+			t->owner = k;
+			t->owner_held = true;
+			return 0;
+		}
+		if (rc != -EBUSY)
+			return rc;
+	}
+	return -ENOLCK;
+}
+
+/* Free the slots of dead owners.  Returns how many were (or, dry, would
+ * be) freed. */
+int smt_reap(struct smt_table *t, bool dry)
+{
+	uint8_t *known = calloc(SMT_MAX_OWNERS, 1); /* 0 unknown, 1 alive, 2 dead */
+	int n = 0;
+
+	if (!known)
+		return -ENOMEM;
+	for (uint32_t i = 0, lim = smt_scan_limit(t); i < lim; i++) {
+		struct smt_slot s;
+		int rc = smt_snapshot(t, i, &s);
+		uint32_t owner;
+		if (rc == 0 || rc == -EIO)
+			continue;
+		if (rc == -EPROTO) {
+			s.state = __atomic_load_n(&t->slots[i].state, __ATOMIC_RELAXED);
+			if (SMT_OWNER(s.state) >= SMT_MAX_OWNERS)
+				continue;
+		}
+		owner = SMT_OWNER(s.state);
+		if (!known[owner])
+			known[owner] = smt_owner_alive(t, owner) ? 1 : 2;
+		if (known[owner] == 1)
+			continue;
+		n++;
+		if (dry)
+			continue;
+		/* The owner is dead, so nobody else writes this slot: make the
+		 * sequence even and free it. */
+		uint32_t seq = __atomic_load_n(&t->slots[i].seq, __ATOMIC_RELAXED);
+		__atomic_store_n(&t->slots[i].seq, (seq | 1) + 1, __ATOMIC_RELEASE);
+		__atomic_compare_exchange_n(&t->slots[i].state, &s.state, SMT_FREE, false,
+					    __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+	}
+	free(known);
+	return n;
+}
+
+/* ---- the library's side -------------------------------------------------- */
+
+static struct {
+	pthread_once_t once;
+	uint64_t start_time, pidns;
+	char comm[16];
+} self = { .once = PTHREAD_ONCE_INIT };
+
+static void read_self(void)
+{
+	char buf[1024], *p;
+	struct stat st;
+	FILE *f;
+
+	/* field 22 of /proc/self/stat, after the parenthesised comm */
+	if ((f = fopen("/proc/self/stat", "re"))) {
+		if (fgets(buf, sizeof(buf), f) && (p = strrchr(buf, ')'))) {
+			unsigned long long v = 0;
+			if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+				   &v) == 1)
+				self.start_time = v;
+		}
+		fclose(f);
+	}
+	if (stat("/proc/self/ns/pid", &st) == 0)
+		self.pidns = (uint64_t)st.st_ino;
+	prctl(PR_GET_NAME, self.comm, 0, 0, 0);
+	self.comm[sizeof(self.comm) - 1] = '\0';
+}
+
+/* Network filesystems forward OFD locks to the server, but this table only
+ * sees this host (SPEC §4.6). */
+static bool is_netfs(int fd)
+{
+	struct statfs sfs;
+
+	if (fstatfs(fd, &sfs) < 0)
+		return false;
+	switch ((unsigned long)sfs.f_type) {
+	case 0x6969UL:     /* NFS */
+	case 0x517BUL:     /* SMB */
+	case 0xFF534D42UL: /* CIFS */
+	case 0xFE534D42UL: /* SMB2 */
+	case 0x00C36400UL: /* Ceph */
+	case 0x65735546UL: /* FUSE */
+	case 0x47504653UL: /* GPFS */
+		return true;
+	default:
+		return false;
+	}
+}
+
+int sm_table_open(sm_file *f, const char *data_path, const struct stat *st, const sm_options *o)
+{
+	struct smt_table *t;
+	char path[PATH_MAX];
+	int rc = 0;
+
+	f->netfs = is_netfs(f->fd);
+	if (f->netfs && (o->flags & SM_OPT_REFUSE_NETFS))
+		return -EREMOTE;
+	if (o->flags & SM_OPT_NO_TABLE)
+		return 0;
+	if ((rc = smt_path(data_path, st, o->table_dir, path, sizeof(path))) < 0)
+		return rc;
+	if (!(t = calloc(1, sizeof(*t))))
+		return -ENOMEM;
+	pthread_once(&self.once, read_self);
+
+	for (int attempt = 0; attempt < 4; attempt++) {
+		struct stat ts;
+		rc = smt_attach_path(path, true, t);
+		if (rc == -ENOENT) {
+			if ((rc = publish(path, f->fd, st, 1, false)) < 0)
+				break;
+			continue;
+		}
+		if (rc == -EPROTO) {
+			/* not a table we can read: rebuild it (generation unknown) */
+			if ((rc = publish(path, f->fd, st, 1, true)) < 0)
+				break;
+			continue;
+		}
+		if (rc < 0)
+			break;
+		/* accept only a table owned by the data file's owner, us, or root */
+		if (fstat(t->fd, &ts) < 0 || (ts.st_uid != st->st_uid && ts.st_uid != geteuid() && ts.st_uid != 0)) {
+			smt_detach(t);
+			rc = -EPERM;
+			break;
+		}
+		struct smt_header want;
+		data_identity(f->fd, st, &want);
+		if (t->hdr.data_dev != want.data_dev || t->hdr.data_ino != want.data_ino ||
+		    t->hdr.data_btime_sec != want.data_btime_sec ||
+		    t->hdr.data_btime_nsec != want.data_btime_nsec) {
+			/* left over from a deleted or replaced data file */
+			uint64_t gen = t->hdr.generation + 1;
+			smt_detach(t);
+			if ((rc = publish(path, f->fd, st, gen, true)) < 0)
+				break;
+			rc = -EAGAIN;
+			continue;
+		}
+		break;
+	}
+	if (rc == 0 && (rc = claim_owner(t)) == 0) {
+		smt_reap(t, false); /* lazily, by every opener */
+		f->table = t;
+		return 0;
+	}
+	if (t->fd >= 0 && t->guard)
+		smt_detach(t);
+	free(t);
+	f->table_err = rc;
+	/* exclusion still holds through the kernel locks (SPEC §4.5) */
+	return (o->flags & SM_OPT_TABLE_REQUIRED) ? rc : 0;
+}
+
+void sm_table_close(sm_file *f)
+{
+	if (!f->table)
+		return;
+	smt_detach(f->table);
+	free(f->table);
+	f->table = NULL;
+}
+
+static void fill(struct smt_slot *s, const struct sm_hold *h, const char *tag)
+{
+	struct timespec ts;
+
+	s->mode = h->write ? SMT_MODE_WRITE : SMT_MODE_READ;
+	s->off = h->off;
+	s->len = h->len;
+	s->pid = (int32_t)getpid();
+	s->tid = (int32_t)gettid();
+	s->start_time = self.start_time;
+	s->pidns = self.pidns;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	s->since_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	memcpy(s->comm, self.comm, sizeof(s->comm));
+	memset(s->tag, 0, sizeof(s->tag));
+	if (tag)
+		strncpy(s->tag, tag, sizeof(s->tag) - 1);
+}
+
+/* Register h; caller holds f->lock.  A full table is -ENOLCK. */
+int sm_table_add(sm_file *f, struct sm_hold *h)
+{
+	struct smt_table *t = f->table;
+
+	h->slot = -1;
+	if (!t)
+		return 0;
+	for (uint32_t n = 0; n < t->nslots; n++) {
+		uint32_t i = (t->hint + n) % t->nslots, expected = SMT_FREE;
+		struct smt_slot *s = &t->slots[i];
+		if (__atomic_load_n(&s->state, __ATOMIC_RELAXED) != SMT_FREE)
+			continue;
+		if (!__atomic_compare_exchange_n(&s->state, &expected, t->owner << 8 | SMT_CLAIMING, false,
+						 __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+			continue;
+		__atomic_fetch_add(&s->seq, 1, __ATOMIC_ACQ_REL); /* odd: changing */
+		fill(s, h, f->tag);
+		__atomic_store_n(&s->state, t->owner << 8 | SMT_HELD, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&s->seq, 1, __ATOMIC_RELEASE); /* even: stable */
+		struct smt_header *hdr = t->base;
+		uint32_t hw = __atomic_load_n(&hdr->high_water, __ATOMIC_RELAXED);
+		while (hw < i + 1 && !__atomic_compare_exchange_n(&hdr->high_water, &hw, i + 1, true,
+								   __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+			;
+		if (t->guard->state != SM_MAP_OK)
+			return 0; /* the table file shrank: we wrote into a zero page */
+		t->hint = i + 1;
+		h->slot = (int32_t)i;
+		return 0;
+	}
+	return -ENOLCK;
+}
+
+void sm_table_remove(sm_file *f, struct sm_hold *h)
+{
+	struct smt_table *t = f->table;
+	struct smt_slot *s;
+
+	if (!t || h->slot < 0 || getpid() != f->pid)
+		return; /* a fork child never clears its parent's entries */
+	s = &t->slots[h->slot];
+	__atomic_fetch_add(&s->seq, 1, __ATOMIC_ACQ_REL);
+	__atomic_store_n(&s->state, SMT_FREE, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&s->seq, 1, __ATOMIC_RELEASE);
+	if ((uint32_t)h->slot < t->hint)
+		t->hint = (uint32_t)h->slot;
+	h->slot = -1;
+}
+
+void sm_table_downgrade(sm_file *f, struct sm_hold *h)
+{
+	struct smt_table *t = f->table;
+	struct smt_slot *s;
+
+	if (!t || h->slot < 0)
+		return;
+	s = &t->slots[h->slot];
+	__atomic_fetch_add(&s->seq, 1, __ATOMIC_ACQ_REL);
+	s->mode = SMT_MODE_READ;
+	__atomic_fetch_add(&s->seq, 1, __ATOMIC_RELEASE);
+}
+
+static void to_holder(const struct smt_slot *s, int state, sm_holder *h)
+{
+	memset(h, 0, sizeof(*h));
+	h->size = sizeof(*h);
+	h->pid = s->pid;
+	h->tid = s->tid;
+	h->start_time = s->start_time;
+	h->pidns = s->pidns;
+	memcpy(h->comm, s->comm, sizeof(h->comm));
+	memcpy(h->tag, s->tag, sizeof(h->tag));
+	h->mode = s->mode == SMT_MODE_WRITE ? SM_MODE_WRITE : SM_MODE_READ;
+	h->off = s->off;
+	h->len = s->len;
+	h->since = s->since_ns;
+	h->state = state;
+}
+
+int sm_holders(sm_file *f, uint64_t off, uint64_t len, sm_holder *out, size_t cap)
+{
+	struct smt_table *t;
+	size_t n = 0;
+	int rc, cs;
+
+	if (!f || (cap && !out))
+		return -EINVAL;
+	if ((rc = sm_check_range(off, len)) < 0)
+		return rc;
+	if (!(t = f->table))
+		return f->memory ? -ENOTSUP : (f->table_err ? f->table_err : -ENOTSUP);
+	cs = sm_nocancel();
+	for (uint32_t i = 0, lim = smt_scan_limit(t); i < lim; i++) {
+		struct smt_slot s;
+		int state;
+		rc = smt_snapshot(t, i, &s);
+		if (rc <= 0)
+			continue; /* free, changing, or invalid: hidden, never fatal */
+		if (s.off >= off + len || off >= s.off + s.len)
+			continue;
+		if (!smt_owner_alive(t, SMT_OWNER(s.state)))
+			state = SM_STALE;
+		else
+			state = SMT_STATE(s.state) == SMT_WAITING ? SM_WAITING : SM_HELD;
+		if (n < cap)
+			to_holder(&s, state, &out[n]);
+		n++;
+	}
+	sm_cancel_restore(cs);
+	return n > INT32_MAX ? INT32_MAX : (int)n;
+}

@@ -1,0 +1,77 @@
+/*
+ * table.h - the on-disk format of the shared lock table (documented in
+ * doc/safemap-table.5).  Fixed layout: little-endian, 64-bit fields at
+ * natural alignment, no platform types; a table file is the same on every
+ * 64-bit Linux build.
+ */
+#ifndef SAFEMAP_TABLE_H
+#define SAFEMAP_TABLE_H
+
+#include <stdint.h>
+
+#define SMT_MAGIC "SMLOCKT\0"   /* 8 bytes */
+#define SMT_VERSION 1u
+#define SMT_HEADER_SIZE 4096u
+#define SMT_SLOT_SIZE 128u
+#define SMT_NSLOTS 16384u       /* capacity of a new table */
+#define SMT_MAX_SLOTS (1u << 20)
+#define SMT_MAX_OWNERS 65536u
+/* Owner k's liveness byte: an OFD write lock on byte SMT_LIVE_BASE + k of
+ * the table file, held for as long as the owner has the table open. */
+#define SMT_LIVE_BASE ((uint64_t)1 << 40)
+
+/* slot states */
+#define SMT_FREE 0u
+#define SMT_HELD 1u
+#define SMT_WAITING 2u
+#define SMT_CLAIMING 3u /* being filled in by its owner */
+
+#define SMT_STATE(w) ((w) & 0xffu)
+#define SMT_OWNER(w) ((w) >> 8)
+
+#define SMT_MODE_READ 1u
+#define SMT_MODE_WRITE 2u
+
+struct smt_header {
+	char magic[8];
+	uint32_t version;
+	uint32_t header_size;
+	uint32_t slot_size;
+	uint32_t nslots;
+	uint64_t generation;  /* bumped whenever the table is rebuilt */
+	uint64_t data_dev;    /* identity of the data file (statx) */
+	uint64_t data_ino;
+	int64_t data_btime_sec; /* birth time, 0 when the filesystem has none */
+	uint32_t data_btime_nsec;
+	uint32_t flags;
+	uint64_t live_base;   /* SMT_LIVE_BASE */
+	uint32_t high_water;  /* slots [high_water, nslots) have never been used:
+			       * scans stop there (and never touch those pages) */
+	uint32_t reserved0;
+	uint8_t reserved[4016];
+};
+
+/* One holder.  A slot is claimed with one compare-and-swap of `state`
+ * from 0 to (owner << 8 | SMT_CLAIMING), so the owner of a used slot is
+ * always known, even if it died mid-update.  Writers: seq odd while the
+ * other fields change, even when stable; readers copy the slot and retry if
+ * seq changed or was odd. */
+struct smt_slot {
+	uint32_t seq;
+	uint32_t state;      /* bits 0-7: SMT_FREE/HELD/WAITING/CLAIMING; 8-31: owner */
+	uint32_t reserved0;
+	uint32_t mode;       /* SMT_MODE_READ / WRITE */
+	uint64_t off, len;   /* the locked range */
+	int32_t pid, tid;    /* for display only: pids are reused and namespaced */
+	uint64_t start_time; /* process start time, clock ticks since boot */
+	uint64_t pidns;      /* inode of the holder's pid namespace */
+	uint64_t since_ns;   /* CLOCK_REALTIME when acquired */
+	char comm[16];
+	char tag[32];
+	uint8_t reserved[16];
+};
+
+_Static_assert(sizeof(struct smt_header) == SMT_HEADER_SIZE, "table header layout");
+_Static_assert(sizeof(struct smt_slot) == SMT_SLOT_SIZE, "table slot layout");
+
+#endif
