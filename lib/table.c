@@ -264,11 +264,17 @@ void smt_detach(struct smt_table *t)
 }
 
 /* Claim a liveness byte of our own: the first one nobody holds. */
+static void free_slots_of(struct smt_table *t, uint32_t owner);
+
 static int claim_owner(struct smt_table *t)
 {
 	for (uint32_t k = 0; k < SMT_MAX_OWNERS; k++) {
 		int rc = sm_ofd_lock(t->fd, true, SMT_LIVE_BASE + k, 1);
 		if (rc == 0) {
+			/* We hold byte k exclusively now, so any slot still naming
+			 * owner k was left by a dead predecessor: free it before
+			 * our liveness would make it look alive. */
+			free_slots_of(t, k);
 			t->owner = k;
 			t->owner_held = true;
 			return 0;
@@ -277,6 +283,26 @@ static int claim_owner(struct smt_table *t)
 			return rc;
 	}
 	return -ENOLCK;
+}
+
+static void free_slot(struct smt_table *t, uint32_t i, uint32_t state)
+{
+	/* Nobody else writes a dead owner's slot: make the sequence even
+	 * and free it. */
+	uint32_t seq = __atomic_load_n(&t->slots[i].seq, __ATOMIC_RELAXED);
+
+	__atomic_store_n(&t->slots[i].seq, (seq | 1) + 1, __ATOMIC_RELEASE);
+	__atomic_compare_exchange_n(&t->slots[i].state, &state, SMT_FREE, false, __ATOMIC_RELEASE,
+				    __ATOMIC_RELAXED);
+}
+
+static void free_slots_of(struct smt_table *t, uint32_t owner)
+{
+	for (uint32_t i = 0, lim = smt_scan_limit(t); i < lim; i++) {
+		uint32_t st = __atomic_load_n(&t->slots[i].state, __ATOMIC_RELAXED);
+		if (SMT_STATE(st) != SMT_FREE && SMT_OWNER(st) == owner)
+			free_slot(t, i, st);
+	}
 }
 
 /* Free the slots of dead owners.  Returns how many were (or, dry, would
@@ -305,14 +331,8 @@ int smt_reap(struct smt_table *t, bool dry)
 		if (known[owner] == 1)
 			continue;
 		n++;
-		if (dry)
-			continue;
-		/* The owner is dead, so nobody else writes this slot: make the
-		 * sequence even and free it. */
-		uint32_t seq = __atomic_load_n(&t->slots[i].seq, __ATOMIC_RELAXED);
-		__atomic_store_n(&t->slots[i].seq, (seq | 1) + 1, __ATOMIC_RELEASE);
-		__atomic_compare_exchange_n(&t->slots[i].state, &s.state, SMT_FREE, false,
-					    __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+		if (!dry)
+			free_slot(t, i, s.state);
 	}
 	free(known);
 	return n;

@@ -1,0 +1,489 @@
+/*
+ * test_table.c - the shared lock table with real processes: holders named
+ * after -EBUSY, stale entries after SIGKILL (also mid-update) and their
+ * reaping, a first-open race, a full table, corrupted and hostile tables,
+ * tables owned by someone else, SAFEMAP_TABLE_DIR, replaced data files.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "safemap-internal.h"
+#include "testutil.h"
+
+#define PG 4096
+
+static char table_of(const char *p, char *out, size_t n)
+{
+	snprintf(out, n, "%s.smlock", p);
+	return 0;
+}
+
+/* A child that maps [off, off+len) (w or r) with a tag, reports, and holds
+ * until its pipe closes. */
+struct holder_arg {
+	const char *path;
+	uint64_t off, len;
+	bool write;
+	const char *tag;
+};
+
+static int holder(void *arg, int in, int out)
+{
+	struct holder_arg *a = arg;
+	sm_options o = { .size = sizeof(o), .tag = a->tag };
+	sm_file *f;
+	sm_slice *s;
+	char buf[8];
+	int rc = sm_open(a->path, SM_RDWR, &o, &f);
+
+	if (rc == 0)
+		rc = a->write ? sm_map_write(f, a->off, a->len, 0, &s) : sm_map_read(f, a->off, a->len, 0, &s);
+	tu_send(out, "%d", rc);
+	tu_recv(in, buf, sizeof(buf));
+	return 0;
+}
+
+START_TEST(holder_named_after_ebusy)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	struct holder_arg a = { p, 100, 50, true, "compactor-7" };
+	struct tu_child c;
+	sm_holder h[4];
+	sm_file *f;
+	sm_slice *s;
+
+	tu_spawn(&c, holder, &a);
+	ck_assert_int_eq(tu_recv_int(c.from), 0);
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(sm_map_read(f, 120, 10, 0, &s), -EBUSY);
+	ck_assert_int_eq(sm_holders(f, 120, 10, h, 4), 1);
+	ck_assert_int_eq(h[0].pid, c.pid);
+	ck_assert_str_eq(h[0].tag, "compactor-7");
+	ck_assert_str_eq(h[0].comm, "test_table");
+	ck_assert_int_eq(h[0].mode, SM_MODE_WRITE);
+	ck_assert_int_eq(h[0].state, SM_HELD);
+	ck_assert_uint_eq(h[0].off, 100);
+	ck_assert_uint_eq(h[0].len, 50);
+	ck_assert_uint_gt(h[0].since, 0);
+	ck_assert_uint_gt(h[0].start_time, 0);
+	/* our own slices are listed too; counts beyond cap, like snprintf */
+	ck_assert_int_eq(sm_map_read(f, 0, 10, 0, &s), 0);
+	ck_assert_int_eq(sm_holders(f, 0, 4 * PG, h, 1), 2);
+	ck_assert_int_eq(sm_holders(f, 0, 4 * PG, NULL, 0), 2);
+	ck_assert_int_eq(sm_holders(f, 200, 10, h, 4), 0);
+	ck_assert_int_eq(sm_holders(f, 0, 0, h, 4), -EINVAL);
+	ck_assert_int_eq(sm_holders(f, 0, 1, NULL, 4), -EINVAL);
+	ck_assert_int_eq(sm_holders(NULL, 0, 1, h, 4), -EINVAL);
+	sm_release(s);
+	ck_assert_int_eq(tu_wait(&c), 0);
+	/* the holder exited: its slot was freed on release or is stale */
+	int n = sm_holders(f, 0, 4 * PG, h, 4);
+	ck_assert_int_ge(n, 0);
+	for (int i = 0; i < n && i < 4; i++)
+		ck_assert_int_eq(h[i].state, SM_STALE);
+	sm_close(f);
+}
+END_TEST
+
+START_TEST(killed_holder_is_stale_then_reaped)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	struct holder_arg a = { p, 0, 10, true, "victim" };
+	struct tu_child c;
+	sm_holder h[2];
+	sm_file *f, *g;
+	sm_slice *s;
+
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	tu_spawn(&c, holder, &a);
+	ck_assert_int_eq(tu_recv_int(c.from), 0);
+	ck_assert_int_eq(sm_holders(f, 0, 10, h, 2), 1);
+	ck_assert_int_eq(h[0].state, SM_HELD);
+	kill(c.pid, SIGKILL);
+	ck_assert_int_eq(tu_wait(&c), 128 + SIGKILL);
+	/* the kernel lock went with the process; the entry is stale */
+	ck_assert_int_eq(sm_map_write(f, 0, 10, 0, &s), 0);
+	ck_assert_int_eq(sm_holders(f, 0, 10, h, 2), 2);
+	ck_assert(h[0].state == SM_STALE || h[1].state == SM_STALE);
+	sm_release(s);
+	/* a new opener reaps it */
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &g), 0);
+	ck_assert_int_eq(sm_holders(f, 0, 10, h, 2), 0);
+	sm_close(g);
+	sm_close(f);
+}
+END_TEST
+
+/* Killed in the middle of a slot update (sequence odd, state CLAIMING). */
+static int die_mid_update(void *arg, int in, int out)
+{
+	const char *p = arg;
+	sm_file *f;
+	sm_slice *s;
+
+	(void)in;
+	if (sm_open(p, SM_RDWR, NULL, &f) < 0 || sm_map_read(f, 0, 10, 0, &s) < 0)
+		return 1;
+	struct smt_slot *slot = &f->table->slots[s->h->slot];
+	__atomic_fetch_add(&slot->seq, 1, __ATOMIC_SEQ_CST); /* odd: mid-update */
+	slot->off = 77777;                                    /* half-written */
+	tu_send(out, "ready");
+	raise(SIGKILL);
+	return 2;
+}
+
+START_TEST(killed_while_updating_the_table)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	struct tu_child c;
+	char buf[16];
+	sm_holder h[4];
+	sm_file *f, *g;
+	sm_slice *s;
+
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	tu_spawn(&c, die_mid_update, (void *)p);
+	ck_assert(tu_recv(c.from, buf, sizeof(buf)));
+	ck_assert_int_eq(tu_wait(&c), 128 + SIGKILL);
+	/* readers skip the half-written slot; nothing hangs or crashes */
+	ck_assert_int_eq(sm_holders(f, 0, 1 << 20, h, 4), 0);
+	ck_assert_int_eq(sm_map_write(f, 0, 10, 0, &s), 0);
+	ck_assert_int_eq(sm_holders(f, 0, 10, h, 4), 1);
+	sm_release(s);
+	/* an opener reaps the dead owner's slot; the table stays usable */
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &g), 0);
+	struct smt_table *t = g->table;
+	ck_assert_ptr_nonnull(t);
+	for (uint32_t i = 0; i < smt_scan_limit(t); i++) {
+		struct smt_slot sl;
+		ck_assert_int_ne(smt_snapshot(t, i, &sl), -EAGAIN);
+	}
+	sm_close(g);
+	sm_close(f);
+}
+END_TEST
+
+/* Eight processes open a new file at once: one table, all holders in it. */
+static int racer(void *arg, int in, int out)
+{
+	const char *p = arg;
+	char buf[16];
+	sm_file *f;
+	sm_slice *s;
+	int id, rc;
+
+	ck_assert(tu_recv(in, buf, sizeof(buf)));
+	id = atoi(buf);
+	ck_assert(tu_recv(in, buf, sizeof(buf))); /* go */
+	rc = sm_open(p, SM_RDWR, &(sm_options){ .flags = SM_OPT_TABLE_REQUIRED }, &f);
+	if (rc == 0)
+		rc = sm_map_read(f, (uint64_t)id * 100, 10, 0, &s);
+	tu_send(out, "%d", rc);
+	tu_recv(in, buf, sizeof(buf));
+	return 0;
+}
+
+START_TEST(first_open_race)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	struct tu_child c[8];
+	sm_holder h[16];
+	sm_file *f;
+
+	for (int i = 0; i < 8; i++) {
+		tu_spawn(&c[i], racer, (void *)p);
+		tu_send(c[i].to, "%d", i);
+	}
+	for (int i = 0; i < 8; i++)
+		tu_send(c[i].to, "go");
+	for (int i = 0; i < 8; i++)
+		ck_assert_int_eq(tu_recv_int(c[i].from), 0);
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(sm_holders(f, 0, 1000, h, 16), 8);
+	/* every child inherited the others' pipes: release them by message,
+	 * not by EOF */
+	for (int i = 0; i < 8; i++)
+		tu_send(c[i].to, "bye");
+	for (int i = 0; i < 8; i++)
+		ck_assert_int_eq(tu_wait(&c[i]), 0);
+	sm_close(f);
+}
+END_TEST
+
+START_TEST(full_table_is_enolck)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	char tp[4200];
+	sm_file *f, *g;
+	sm_slice *s[5], *x;
+	uint32_t four = 4;
+	int fd;
+
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	sm_close(f);
+	table_of(p, tp, sizeof(tp));
+	fd = open(tp, O_RDWR | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, &four, 4, offsetof(struct smt_header, nslots)), 4);
+	close(fd);
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &g), 0);
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(sm_map_read(g, (uint64_t)i * 10, 5, 0, &s[i]), 0);
+	ck_assert_int_eq(sm_map_read(g, 100, 5, 0, &x), -ENOLCK);
+	/* and the refused slice left no kernel lock */
+	ck_assert_int_eq(tu_probe(p, F_WRLCK, 100, 5), F_UNLCK);
+	sm_release(s[2]);
+	ck_assert_int_eq(sm_map_read(g, 100, 5, 0, &s[2]), 0);
+	for (int i = 0; i < 4; i++)
+		sm_release(s[i]);
+	sm_close(g);
+}
+END_TEST
+
+/* Random, truncated and wrong-version tables: opening rebuilds or ignores
+ * them, nothing crashes, and exclusion holds through the kernel locks. */
+START_TEST(corrupted_tables)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	unsigned seed = 99;
+	char tp[4200];
+	static unsigned char junk[SMT_HEADER_SIZE + 64 * SMT_SLOT_SIZE];
+
+	table_of(p, tp, sizeof(tp));
+	for (int round = 0; round < 150; round++) {
+		sm_file *f, *g;
+		sm_slice *s, *x;
+		sm_holder h[4];
+		size_t n = (size_t)(rand_r(&seed) % (int)sizeof(junk));
+		for (size_t i = 0; i < n; i++)
+			junk[i] = (unsigned char)rand_r(&seed);
+		if (round % 3 == 1 && n >= sizeof(struct smt_header)) {
+			/* a plausible header with hostile fields */
+			struct smt_header *hd = (struct smt_header *)junk;
+			memcpy(hd->magic, SMT_MAGIC, 8);
+			hd->version = round % 2 ? SMT_VERSION : 7;
+			hd->header_size = SMT_HEADER_SIZE;
+			hd->slot_size = SMT_SLOT_SIZE;
+			hd->live_base = SMT_LIVE_BASE;
+		}
+		int fd = open(tp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_eq(write(fd, junk, n), (ssize_t)n);
+		close(fd);
+		ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+		ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &g), 0);
+		ck_assert_int_eq(sm_map_write(f, 0, 10, 0, &s), 0);
+		ck_assert_int_eq(sm_map_read(g, 5, 1, 0, &x), -EBUSY);
+		ck_assert_int_ge(sm_holders(g, 0, 10, h, 4), 0);
+		sm_release(s);
+		sm_close(f);
+		sm_close(g);
+	}
+}
+END_TEST
+
+START_TEST(table_truncated_under_live_file)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	char tp[4200];
+	sm_holder h[4];
+	sm_file *f;
+	sm_slice *s, *t;
+
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(sm_map_read(f, 0, 10, 0, &s), 0);
+	table_of(p, tp, sizeof(tp));
+	ck_assert_int_eq(truncate(tp, 0), 0); /* hostile: no SIGBUS death */
+	ck_assert_int_ge(sm_holders(f, 0, 10, h, 4), 0);
+	ck_assert_int_eq(sm_map_read(f, 20, 10, 0, &t), 0);
+	ck_assert_int_eq(sm_release(t), 0);
+	ck_assert_int_eq(sm_release(s), 0);
+	sm_close(f);
+}
+END_TEST
+
+START_TEST(table_owned_by_another_user)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	sm_options req = { .size = sizeof(req), .flags = SM_OPT_TABLE_REQUIRED };
+	char tp[4200];
+	sm_holder h[2];
+	sm_file *f;
+	sm_slice *s;
+
+	if (geteuid() != 0) {
+		printf("SKIP table_owned_by_another_user: needs root to chown\n");
+		return;
+	}
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	sm_close(f);
+	table_of(p, tp, sizeof(tp));
+	ck_assert_int_eq(chown(tp, 65534, 65534), 0);
+	/* refused as a table, but the file still opens and excludes */
+	ck_assert_int_eq(sm_open(p, SM_RDWR, &req, &f), -EPERM);
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(sm_holders(f, 0, 1, h, 2), -EPERM);
+	ck_assert_int_eq(sm_map_write(f, 0, 10, 0, &s), 0);
+	ck_assert_int_eq(tu_probe(p, F_RDLCK, 0, 10), F_WRLCK);
+	sm_release(s);
+	sm_close(f);
+}
+END_TEST
+
+/* An unprivileged process that may read but not write the data file (CI
+ * runs as root, which ignores permissions: drop to nobody). */
+static int unprivileged(void *arg, int in, int out)
+{
+	const char *p = arg;
+	sm_file *f;
+	sm_slice *s;
+	sm_holder h[2];
+	int rc;
+
+	(void)in;
+	if (setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0)
+		return 3;
+	tu_send(out, "%d", sm_open(p, SM_RDWR, NULL, &f)); /* -EACCES */
+	rc = sm_open(p, SM_RDONLY, NULL, &f);
+	tu_send(out, "%d", rc);
+	if (rc == 0) {
+		tu_send(out, "%d", sm_map_read(f, 0, 10, 0, &s));
+		tu_send(out, "%d", sm_holders(f, 0, 10, h, 2) < 0 ? -1 : 0);
+		sm_release(s);
+		sm_close(f);
+	}
+	return 0;
+}
+
+START_TEST(unprivileged_reader)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	struct tu_child c;
+	sm_file *f;
+
+	if (geteuid() != 0) {
+		printf("SKIP unprivileged_reader: needs root to drop privileges\n");
+		return;
+	}
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0); /* table made by root */
+	ck_assert_int_eq(chmod(p, 0644), 0);
+	char dir[4200];
+	snprintf(dir, sizeof(dir), "%s", p);
+	*strrchr(dir, '/') = '\0';
+	ck_assert_int_eq(chmod(dir, 0755), 0);
+	tu_spawn(&c, unprivileged, (void *)p);
+	ck_assert_int_eq(tu_recv_int(c.from), -EACCES);
+	ck_assert_int_eq(tu_recv_int(c.from), 0);
+	ck_assert_int_eq(tu_recv_int(c.from), 0);
+	ck_assert_int_eq(tu_recv_int(c.from), -1); /* no usable table for it */
+	ck_assert_int_eq(tu_wait(&c), 0);
+	sm_close(f);
+}
+END_TEST
+
+START_TEST(table_dir_and_replaced_file)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	char dir[4200], tp[4400];
+	struct stat st;
+	struct smt_header hd;
+	sm_file *f;
+	int fd;
+
+	snprintf(dir, sizeof(dir), "%s.tables", p);
+	ck_assert_int_eq(mkdir(dir, 0755), 0);
+	setenv("SAFEMAP_TABLE_DIR", dir, 1);
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	ck_assert_ptr_nonnull(f->table);
+	sm_close(f);
+	ck_assert_int_eq(stat(p, &st), 0);
+	snprintf(tp, sizeof(tp), "%s/%llx-%llx.smlock", dir, (unsigned long long)st.st_dev,
+		 (unsigned long long)st.st_ino);
+	ck_assert_int_eq(access(tp, F_OK), 0);
+	unsetenv("SAFEMAP_TABLE_DIR");
+	unlink(tp);
+	rmdir(dir);
+
+	/* replace the data file: the old sidecar table is detected and rebuilt */
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	sm_close(f);
+	snprintf(tp, sizeof(tp), "%s.smlock", p);
+	fd = open(tp, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_eq(pread(fd, &hd, sizeof(hd), 0), (ssize_t)sizeof(hd));
+	close(fd);
+	uint64_t gen = hd.generation;
+	char moved[4400];
+	snprintf(moved, sizeof(moved), "%s.old", p);
+	ck_assert_int_eq(rename(p, moved), 0); /* keep the inode busy */
+	fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	ck_assert_int_eq(ftruncate(fd, PG), 0);
+	close(fd);
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	sm_close(f);
+	fd = open(tp, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_eq(pread(fd, &hd, sizeof(hd), 0), (ssize_t)sizeof(hd));
+	close(fd);
+	ck_assert_uint_eq(hd.generation, gen + 1);
+	ck_assert_int_eq(stat(p, &st), 0);
+	ck_assert_uint_eq(hd.data_ino, (uint64_t)st.st_ino);
+	unlink(moved);
+}
+END_TEST
+
+START_TEST(options_and_memory_files)
+{
+	const char *p = tu_tmpfile(PG);
+	sm_options none = { .size = sizeof(none), .flags = SM_OPT_NO_TABLE };
+	static char buf[64];
+	sm_holder h[1];
+	sm_file *f;
+
+	ck_assert_int_eq(sm_open(p, SM_RDWR, &none, &f), 0);
+	ck_assert_int_eq(sm_holders(f, 0, 1, h, 1), -ENOTSUP);
+	sm_close(f);
+	ck_assert_int_eq(sm_open_memory(buf, sizeof(buf), SM_RDWR, &f), 0);
+	ck_assert_int_eq(sm_holders(f, 0, 1, h, 1), -ENOTSUP);
+	sm_close(f);
+}
+END_TEST
+
+static Suite *table_suite(void)
+{
+	Suite *s = suite_create("table");
+	TCase *tc = tcase_create("table");
+
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, holder_named_after_ebusy);
+	tcase_add_test(tc, killed_holder_is_stale_then_reaped);
+	tcase_add_test(tc, killed_while_updating_the_table);
+	tcase_add_test(tc, first_open_race);
+	tcase_add_test(tc, full_table_is_enolck);
+	tcase_add_test(tc, corrupted_tables);
+	tcase_add_test(tc, table_truncated_under_live_file);
+	tcase_add_test(tc, table_owned_by_another_user);
+	tcase_add_test(tc, unprivileged_reader);
+	tcase_add_test(tc, table_dir_and_replaced_file);
+	tcase_add_test(tc, options_and_memory_files);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(table_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
