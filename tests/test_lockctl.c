@@ -1,0 +1,247 @@
+/*
+ * test_lockctl.c - lockctl against real holders: golden output of
+ * `lockctl list --raw --noheadings -o ...`, JSON, check's exit codes and
+ * holder names, hold, reap after SIGKILL, info, and bad input (one line,
+ * status 2).
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "safemap.h"
+#include "testutil.h"
+
+#define PG 4096
+
+static char lockctl[PATH_MAX + 32];
+#define ARGS_MAX (3 * PATH_MAX + 512)
+
+static void find_lockctl(void)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	ck_assert_int_gt(n, 0);
+	self[n] = '\0';
+	*strrchr(self, '/') = '\0'; /* tests/ (or tests/.libs) */
+	if (strcmp(strrchr(self, '/'), "/.libs") == 0)
+		*strrchr(self, '/') = '\0';
+	snprintf(lockctl, sizeof(lockctl), "%s/../tools/lockctl", self);
+	ck_assert_msg(access(lockctl, X_OK) == 0, "no %s", lockctl);
+}
+
+/* Run lockctl with args; returns its exit status, output in out. */
+static int run(char *out, size_t n, const char *args)
+{
+	char cmd[ARGS_MAX + PATH_MAX + 64];
+	size_t len = 0;
+	FILE *p;
+	int st;
+
+	snprintf(cmd, sizeof(cmd), "%s %s 2>&1", lockctl, args);
+	p = popen(cmd, "r");
+	ck_assert_ptr_nonnull(p);
+	while (len + 1 < n && fgets(out + len, (int)(n - len), p))
+		len += strlen(out + len);
+	out[len] = '\0';
+	st = pclose(p);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+struct holder_arg {
+	const char *path;
+	uint64_t off, len;
+	bool write;
+	const char *tag;
+};
+
+static int holder(void *arg, int in, int out)
+{
+	struct holder_arg *a = arg;
+	sm_options o = { .size = sizeof(o), .tag = a->tag };
+	sm_file *f;
+	sm_slice *s;
+	char buf[8];
+	int rc = sm_open(a->path, SM_RDWR, &o, &f);
+
+	if (rc == 0)
+		rc = a->write ? sm_map_write(f, a->off, a->len, 0, &s) : sm_map_read(f, a->off, a->len, 0, &s);
+	tu_send(out, "%d", rc);
+	tu_recv(in, buf, sizeof(buf));
+	return 0;
+}
+
+/* A program that does not use safemap: a classic POSIX write lock. */
+static int posix_locker(void *arg, int in, int out)
+{
+	const char *p = arg;
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 3000, .l_len = 100 };
+	int fd = open(p, O_RDWR | O_CLOEXEC);
+	char buf[8];
+
+	tu_send(out, "%d", fd >= 0 && fcntl(fd, F_SETLK, &fl) == 0 ? 0 : -errno);
+	tu_recv(in, buf, sizeof(buf));
+	return 0;
+}
+
+START_TEST(list_golden_output)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	struct holder_arg w = { p, 100, 50, true, "writer-1" }, r = { p, 0, 10, false, "reader" };
+	struct tu_child a, b, c;
+	char out[8192], args[ARGS_MAX];
+
+	find_lockctl();
+	tu_spawn(&a, holder, &w);
+	ck_assert_int_eq(tu_recv_int(a.from), 0);
+	tu_spawn(&b, holder, &r);
+	ck_assert_int_eq(tu_recv_int(b.from), 0);
+	tu_spawn(&c, posix_locker, (void *)p);
+	ck_assert_int_eq(tu_recv_int(c.from), 0);
+
+	snprintf(args, sizeof(args), "list --raw --noheadings -o START,END,SIZE,MODE,STATE,TAG,TYPE --bytes %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_str_eq(out, "100 149 50 WRITE held writer-1 SAFEMAP\n"
+			      "0 9 10 READ held reader SAFEMAP\n"
+			      "3000 3099 100 WRITE held  POSIX\n");
+	/* PID and COMMAND name the holders */
+	snprintf(args, sizeof(args), "list -r -n -o PID,COMMAND,TAG %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	char want[256];
+	snprintf(want, sizeof(want), "%d test_lockctl writer-1\n%d test_lockctl reader\n%d test_lockctl \n",
+		 (int)a.pid, (int)b.pid, (int)c.pid);
+	ck_assert_str_eq(out, want);
+	/* JSON */
+	snprintf(args, sizeof(args), "list -J -o START,TAG %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_ptr_nonnull(strstr(out, "\"locks\": ["));
+	ck_assert_ptr_nonnull(strstr(out, "\"start\": 100,"));
+	ck_assert_ptr_nonnull(strstr(out, "\"tag\": \"writer-1\""));
+
+	/* check: exit 1 and who; exit 0 when free */
+	snprintf(args, sizeof(args), "check %s 120 5 r", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	ck_assert_ptr_nonnull(strstr(out, "tag \"writer-1\""));
+	snprintf(args, sizeof(args), "check %s 5 1 r", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	snprintf(args, sizeof(args), "check %s 5 1 w", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	snprintf(args, sizeof(args), "check %s 3050 1 r", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	ck_assert_ptr_nonnull(strstr(out, "does not use safemap"));
+
+	/* kill the writer: stale, then reaped */
+	kill(a.pid, SIGKILL);
+	ck_assert_int_eq(tu_wait(&a), 128 + SIGKILL);
+	snprintf(args, sizeof(args), "list -r -n -o START,STATE,TYPE %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_str_eq(out, "100 stale SAFEMAP\n0 held SAFEMAP\n3000 held POSIX\n");
+	snprintf(args, sizeof(args), "reap --dry-run %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_str_eq(out, "would reap 1 stale entry\n");
+	snprintf(args, sizeof(args), "reap %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_str_eq(out, "reaped 1 stale entry\n");
+	snprintf(args, sizeof(args), "list -r -n -o START,STATE %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_str_eq(out, "0 held\n3000 held\n");
+	snprintf(args, sizeof(args), "info %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_ptr_nonnull(strstr(out, "1 held, 0 stale"));
+	ck_assert_ptr_nonnull(strstr(out, "(consistent)"));
+
+	tu_send(b.to, "bye");
+	tu_send(c.to, "bye");
+	ck_assert_int_eq(tu_wait(&b), 0);
+	ck_assert_int_eq(tu_wait(&c), 0);
+}
+END_TEST
+
+START_TEST(hold_runs_a_command)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	char out[4096], args[ARGS_MAX];
+
+	find_lockctl();
+	/* the command sees the region held (by lockctl) and its own exit
+	 * status comes back */
+	snprintf(args, sizeof(args), "hold %s 0 100 w --tag batch -- sh -c '%s list -r -n -o START,TAG %s; exit 7'",
+		 p, lockctl, p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 7);
+	ck_assert_str_eq(out, "0 batch\n");
+	/* released afterwards */
+	snprintf(args, sizeof(args), "check %s 0 100 w", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	/* conflict: exit 1, holder named */
+	snprintf(args, sizeof(args), "hold %s 0 100 w -t outer -- %s hold %s 50 1 r -- true", p, lockctl, p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	ck_assert_ptr_nonnull(strstr(out, "outer"));
+}
+END_TEST
+
+START_TEST(bad_input_one_line_status_2)
+{
+	const char *p = tu_tmpfile(PG);
+	const char *bad[] = {
+		"",
+		"bogus",
+		"list",
+		"list -o NOPE %s",
+		"list -J -r %s",
+		"check %s x 1 r",
+		"check %s 0 0 r",
+		"check %s 0 1 q",
+		"check %s 0 1",
+		"hold %s 0 1 w",
+		"hold %s 0 1 w true",
+		"reap",
+		"info",
+		"--bogus",
+	};
+	char out[4096], args[ARGS_MAX];
+
+	find_lockctl();
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(args, sizeof(args), bad[i], p);
+		ck_assert_msg(run(out, sizeof(out), args) == 2, "'%s' did not exit 2: %s", args, out);
+		ck_assert_msg(strchr(out, '\n') == out + strlen(out) - 1, "'%s': not one line: %s", args, out);
+	}
+	ck_assert_int_eq(run(out, sizeof(out), "--help"), 0);
+	ck_assert_ptr_nonnull(strstr(out, "Exit status"));
+	ck_assert_int_eq(run(out, sizeof(out), "-H"), 0);
+	ck_assert_ptr_nonnull(strstr(out, "STATE"));
+	ck_assert_int_eq(run(out, sizeof(out), "list /nonexistent/file"), 3);
+}
+END_TEST
+
+static Suite *lockctl_suite(void)
+{
+	Suite *s = suite_create("lockctl");
+	TCase *tc = tcase_create("lockctl");
+
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, list_golden_output);
+	tcase_add_test(tc, hold_runs_a_command);
+	tcase_add_test(tc, bad_input_one_line_status_2);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(lockctl_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
