@@ -1,0 +1,332 @@
+/*
+ * test_conformance.c - the conformance suite: real processes (the peer
+ * program, exec'd) cooperate, conflict, crash and truncate, driven line by
+ * line over pipes; every step is a request and its answer, nothing sleeps.
+ * SPEC §9.  The peer protocol is in tests/conformance/README.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#define PG 4096
+
+struct peer {
+	pid_t pid;
+	FILE *in, *out;
+	char line[1024];
+};
+
+static char peer_bin[PATH_MAX + 64];
+
+static void start(struct peer *p, const char *path, const char *mode, const char *tag)
+{
+	int down[2], up[2];
+
+	if (!peer_bin[0]) {
+		char self[PATH_MAX];
+		ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+		ck_assert_int_gt(n, 0);
+		self[n] = '\0';
+		*strrchr(self, '/') = '\0';
+		if (strcmp(strrchr(self, '/'), "/.libs") == 0)
+			*strrchr(self, '/') = '\0';
+		snprintf(peer_bin, sizeof(peer_bin), "%s/peer", self);
+	}
+	ck_assert_int_eq(pipe2(down, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(up, O_CLOEXEC), 0);
+	p->pid = fork();
+	ck_assert_int_ge(p->pid, 0);
+	if (p->pid == 0) {
+		dup2(down[0], 0);
+		dup2(up[1], 1);
+		execl(peer_bin, peer_bin, (char *)NULL);
+		_exit(127);
+	}
+	close(down[0]);
+	close(up[1]);
+	p->in = fdopen(down[1], "w");
+	p->out = fdopen(up[0], "r");
+	ck_assert_ptr_nonnull(p->in);
+	ck_assert_ptr_nonnull(p->out);
+	char cmd[PATH_MAX + 64];
+	snprintf(cmd, sizeof(cmd), "open %s %s %s", path, mode, tag ? tag : "");
+	fprintf(p->in, "%s\n", cmd);
+	fflush(p->in);
+	ck_assert_ptr_nonnull(fgets(p->line, sizeof(p->line), p->out));
+	ck_assert_str_eq(p->line, "ok\n");
+}
+
+/* Send one command; return the answer without its newline. */
+static const char *cmd(struct peer *p, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vfprintf(p->in, fmt, ap);
+	va_end(ap);
+	fputc('\n', p->in);
+	fflush(p->in);
+	ck_assert_msg(fgets(p->line, sizeof(p->line), p->out) != NULL, "peer %d died", (int)p->pid);
+	p->line[strcspn(p->line, "\n")] = '\0';
+	return p->line;
+}
+
+static int finish(struct peer *p)
+{
+	int st;
+
+	fclose(p->in);
+	fclose(p->out);
+	ck_assert_int_eq(waitpid(p->pid, &st, 0), p->pid);
+	return WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st);
+}
+
+/* A peer that crashes on purpose: send, expect no answer, reap. */
+static int crash(struct peer *p, const char *how)
+{
+	fprintf(p->in, "crash %s\n", how);
+	fflush(p->in);
+	ck_assert_ptr_null(fgets(p->line, sizeof(p->line), p->out));
+	return finish(p);
+}
+
+#define OK(p, ...) ck_assert_str_eq(cmd(p, __VA_ARGS__), "ok")
+#define SAYS(want, p, ...) ck_assert_str_eq(cmd(p, __VA_ARGS__), want)
+
+START_TEST(sharing_and_conflicts_among_eight)
+{
+	const char *f = tu_tmpfile(PG);
+	struct peer p[8];
+
+	for (int i = 0; i < 8; i++)
+		start(&p[i], f, "rw", NULL);
+	for (int i = 0; i < 7; i++)
+		SAYS("ok 0", &p[i], "map r 0 100");
+	SAYS("err -16", &p[7], "map w 50 1");
+	SAYS("err -16", &p[7], "map w 99 1");
+	SAYS("ok 0", &p[7], "map w 100 10"); /* byte ranges, not pages */
+	SAYS("err -16", &p[0], "map r 105 1");
+	SAYS("err -16", &p[1], "map w 109 100");
+	OK(&p[7], "release 0");
+	SAYS("ok 1", &p[1], "map w 100 10");
+	for (int i = 0; i < 8; i++)
+		ck_assert_int_eq(finish(&p[i]), 0);
+}
+END_TEST
+
+START_TEST(in_process_counting_seen_by_others)
+{
+	const char *f = tu_tmpfile(PG);
+	struct peer a, b;
+
+	start(&a, f, "rw", NULL);
+	start(&b, f, "rw", NULL);
+	SAYS("ok 0", &a, "map r 0 100");
+	SAYS("ok 1", &a, "map r 50 100");
+	SAYS("err -16", &a, "map w 60 1"); /* never an upgrade of its own read */
+	OK(&a, "release 0");
+	OK(&b, "ofd w 0 50");
+	OK(&b, "ofd u 0 50");
+	SAYS("err -16", &b, "ofd w 50 1");
+	SAYS("err -16", &b, "posix w 149 1");
+	OK(&b, "posix w 150 1");
+	OK(&a, "release 1");
+	OK(&b, "ofd w 0 150");
+	ck_assert_int_eq(finish(&a), 0);
+	ck_assert_int_eq(finish(&b), 0);
+}
+END_TEST
+
+START_TEST(holder_killed_at_each_step)
+{
+	const char *f = tu_tmpfile(PG);
+	struct peer a, b, c;
+
+	start(&b, f, "rw", NULL);
+	/* killed while holding, before any write */
+	start(&a, f, "rw", "victim");
+	SAYS("ok 0", &a, "map w 0 64");
+	char want[64];
+	snprintf(want, sizeof(want), "ok 1 %d:w:held:victim", (int)a.pid);
+	SAYS(want, &b, "holders 0 64");
+	ck_assert_int_eq(crash(&a, "kill"), 128 + SIGKILL);
+	SAYS("ok 0", &b, "map w 0 64"); /* the kernel lock went with it */
+	OK(&b, "release 0");
+	snprintf(want, sizeof(want), "ok 1 %d:w:stale:victim", (int)a.pid);
+	SAYS(want, &b, "holders 0 64");
+	start(&c, f, "rw", NULL); /* an opener reaps */
+	SAYS("ok 0", &b, "holders 0 64");
+
+	/* killed after writing, before commit; after commit; via abort() */
+	start(&a, f, "rw", NULL);
+	SAYS("ok 0", &a, "map w 0 64");
+	OK(&a, "put 0 0 11");
+	ck_assert_int_eq(crash(&a, "kill"), 128 + SIGKILL);
+	SAYS("ok 0", &b, "map w 0 64");
+	OK(&b, "release 0");
+	start(&a, f, "rw", NULL);
+	SAYS("ok 0", &a, "map w 0 64 buffered");
+	OK(&a, "put 0 8 22");
+	OK(&a, "commit 0");
+	ck_assert_int_eq(crash(&a, "abort"), 128 + SIGABRT);
+	SAYS("ok 22", &b, "pread 8");
+	SAYS("ok 0", &b, "map w 0 64");
+
+	/* killed in the middle of a table update: the table stays usable */
+	start(&a, f, "rw", NULL);
+	SAYS("ok 0", &a, "map r 100 10");
+	ck_assert_int_eq(crash(&a, "midupdate"), 128 + SIGKILL);
+	SAYS("ok 1", &b, "map w 100 10");
+	snprintf(want, sizeof(want), "ok 1 %d:w:held:-", (int)b.pid); /* the dead slot hidden */
+	SAYS(want, &c, "holders 100 10");
+	ck_assert_int_eq(finish(&b), 0);
+	ck_assert_int_eq(finish(&c), 0);
+}
+END_TEST
+
+START_TEST(truncation_while_others_read_and_write)
+{
+	const char *f = tu_tmpfile(4 * PG);
+	struct peer a, b, c;
+
+	start(&a, f, "rw", NULL);
+	start(&b, f, "rw", NULL);
+	start(&c, f, "rw", NULL);
+	SAYS("ok 0", &a, "map r 0 8192");
+	SAYS("ok 0", &b, "map w 8192 8192");
+	OK(&b, "put 0 4096 5");
+	SAYS("ok 0", &a, "get 0 4096");
+	OK(&c, "truncate 0");
+	SAYS("err -6", &a, "get 0 4096");     /* -ENXIO, no SIGBUS death */
+	SAYS("err -6", &a, "get 0 0");        /* dead from then on */
+	SAYS("err -6", &b, "put 0 0 1");
+	SAYS("err -6", &b, "commit 0");
+	OK(&a, "release 0");
+	OK(&b, "release 0");
+	SAYS("err -34", &a, "map r 0 1");     /* the file is empty now */
+	ck_assert_int_eq(finish(&a), 0);      /* alive to the end */
+	ck_assert_int_eq(finish(&b), 0);
+	ck_assert_int_eq(finish(&c), 0);
+}
+END_TEST
+
+START_TEST(commit_visibility_to_pread)
+{
+	const char *f = tu_tmpfile(PG);
+	struct peer a, b;
+
+	start(&a, f, "rw", NULL);
+	start(&b, f, "rw", NULL);
+	SAYS("ok 0", &a, "map w 0 4096 buffered");
+	OK(&a, "put 0 8 42");
+	SAYS("ok 0", &b, "pread 8");   /* nothing before the commit */
+	OK(&a, "commit 0");
+	SAYS("ok 42", &b, "pread 8");
+	OK(&a, "put 0 8 43");
+	OK(&a, "abort 0");
+	SAYS("ok 42", &a, "get 0 8"); /* the copy holds the committed value again */
+	SAYS("ok 42", &b, "pread 8");
+	OK(&a, "release 0");
+	SAYS("ok 0", &a, "map w 0 64"); /* direct: shared page cache */
+	OK(&a, "put 0 16 7");
+	SAYS("ok 7", &b, "pread 16");
+	OK(&a, "commit 0");
+	SAYS("err -95", &a, "abort 0"); /* -ENOTSUP */
+	ck_assert_int_eq(finish(&a), 0);
+	ck_assert_int_eq(finish(&b), 0);
+}
+END_TEST
+
+START_TEST(plain_fcntl_lockers_interoperate)
+{
+	const char *f = tu_tmpfile(PG);
+	struct peer a, b;
+
+	start(&a, f, "rw", NULL);
+	start(&b, f, "rw", NULL);
+	OK(&a, "posix w 100 100");
+	SAYS("err -16", &b, "map r 150 10");
+	SAYS("ok 0", &b, "map w 0 100");
+	SAYS("err -16", &a, "posix r 99 1");
+	SAYS("err -16", &a, "ofd r 99 1");
+	OK(&a, "ofd r 300 10");
+	SAYS("err -16", &b, "map w 305 1");
+	SAYS("ok 1", &b, "map r 305 1");
+	ck_assert_int_eq(finish(&a), 0);
+	ck_assert_int_eq(finish(&b), 0);
+}
+END_TEST
+
+START_TEST(fork_children_never_unlock)
+{
+	const char *f = tu_tmpfile(PG);
+	struct peer a, b;
+
+	start(&a, f, "rw", NULL);
+	start(&b, f, "rw", NULL);
+	SAYS("ok 0", &a, "map w 0 10");
+	SAYS("ok -116 -116 0", &a, "fork 0"); /* -ESTALE, release frees */
+	SAYS("err -16", &b, "map r 0 1");     /* the parent's lock is intact */
+	OK(&a, "downgrade 0");
+	SAYS("ok 0", &b, "map r 0 1");
+	SAYS("err -16", &b, "map w 5 1");
+	ck_assert_int_eq(finish(&a), 0);
+	ck_assert_int_eq(finish(&b), 0);
+}
+END_TEST
+
+START_TEST(bad_input_is_an_error_not_a_crash)
+{
+	const char *f = tu_tmpfile(PG);
+	struct peer a;
+
+	start(&a, f, "rw", NULL);
+	SAYS("err -22", &a, "map r 0 0");                  /* zero length */
+	SAYS("err -34", &a, "map r 9223372036854775807 2"); /* overflow */
+	SAYS("err -34", &a, "map r 4096 1");               /* beyond EOF */
+	SAYS("err -34", &a, "map w 4000 200");
+	SAYS("ok 0", &a, "map r 0 10");
+	SAYS("err -9", &a, "put 0 0 1");                   /* read slice */
+	SAYS("err -9", &a, "commit 0");
+	SAYS("err -34", &a, "get 0 3");                    /* past the slice */
+	SAYS("err -22", &a, "get 63 0");                   /* no such slice */
+	SAYS("err -22", &a, "release 63");
+	SAYS("err -22", &a, "frobnicate");
+	ck_assert_int_eq(finish(&a), 0);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("conformance");
+	TCase *tc = tcase_create("peers");
+	SRunner *sr;
+	int failed;
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, sharing_and_conflicts_among_eight);
+	tcase_add_test(tc, in_process_counting_seen_by_others);
+	tcase_add_test(tc, holder_killed_at_each_step);
+	tcase_add_test(tc, truncation_while_others_read_and_write);
+	tcase_add_test(tc, commit_visibility_to_pread);
+	tcase_add_test(tc, plain_fcntl_lockers_interoperate);
+	tcase_add_test(tc, fork_children_never_unlock);
+	tcase_add_test(tc, bad_input_is_an_error_not_a_crash);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
