@@ -221,6 +221,7 @@ SM_HIDDEN void sm_table_downgrade(sm_file *f, struct sm_hold *h);
 int smt_path(const char *data_path, const struct stat *st, const char *dir, char *out, size_t size);
 int smt_check_header(const struct smt_header *h, uint64_t file_size);
 int smt_attach_path(const char *path, bool writable, struct smt_table *t);
+int smt_attach_fd(int fd, bool writable, struct smt_table *t);
 void smt_detach(struct smt_table *t);
 int smt_snapshot(const struct smt_table *t, uint32_t i, struct smt_slot *out);
 uint32_t smt_scan_limit(const struct smt_table *t);

@@ -235,19 +235,31 @@ static int map_table(struct smt_table *t, int prot)
 	return 0;
 }
 
-int smt_attach_path(const char *path, bool writable, struct smt_table *t)
+/* Attach the table open on fd (taken over: closed by smt_detach or on
+ * failure). */
+int smt_attach_fd(int fd, bool writable, struct smt_table *t)
 {
 	int rc;
 
 	memset(t, 0, sizeof(*t));
-	t->fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC);
-	if (t->fd < 0)
-		return -errno;
+	t->fd = fd;
 	if ((rc = map_table(t, PROT_READ | (writable ? PROT_WRITE : 0))) < 0) {
 		close(t->fd);
 		t->fd = -1;
 	}
 	return rc;
+}
+
+int smt_attach_path(const char *path, bool writable, struct smt_table *t)
+{
+	int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd < 0) {
+		memset(t, 0, sizeof(*t));
+		t->fd = -1;
+		return -errno;
+	}
+	return smt_attach_fd(fd, writable, t);
 }
 
 void smt_detach(struct smt_table *t)
@@ -320,12 +332,11 @@ int smt_reap(struct smt_table *t, bool dry)
 		uint32_t owner;
 		if (rc == 0 || rc == -EIO)
 			continue;
-		if (rc == -EPROTO) {
+		if (rc == -EPROTO)
 			s.state = __atomic_load_n(&t->slots[i].state, __ATOMIC_RELAXED);
-			if (SMT_OWNER(s.state) >= SMT_MAX_OWNERS)
-				continue;
-		}
 		owner = SMT_OWNER(s.state);
+		if (owner >= SMT_MAX_OWNERS)
+			continue; /* untrusted: never an index out of bounds */
 		if (!known[owner])
 			known[owner] = smt_owner_alive(t, owner) ? 1 : 2;
 		if (known[owner] == 1)

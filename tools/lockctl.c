@@ -197,8 +197,8 @@ struct klock {
 	uint64_t start, len; /* len 0: to EOF */
 };
 
-/* Kernel locks on the file (dev, ino).  Returns how many, up to max. */
-static size_t kernel_locks(dev_t dev, ino_t ino, struct klock *out, size_t max)
+/* One pass over /proc/locks: the kernel locks on (dev, ino). */
+static size_t read_locks(dev_t dev, ino_t ino, struct klock *out, size_t max)
 {
 	FILE *f = fopen("/proc/locks", "re");
 	char line[512];
@@ -220,6 +220,7 @@ static size_t kernel_locks(dev_t dev, ino_t ino, struct klock *out, size_t max)
 		if (makedev(maj, min) != dev || (ino_t)ino_ != ino)
 			continue;
 		struct klock *k = &out[n++];
+		memset(k, 0, sizeof(*k));
 		strlcpy(k->type, type, sizeof(k->type));
 		k->write = strcmp(mode, "WRITE") == 0;
 		k->pid = pid;
@@ -227,6 +228,26 @@ static size_t kernel_locks(dev_t dev, ino_t ino, struct klock *out, size_t max)
 		k->len = strcmp(end, "EOF") == 0 ? 0 : strtoull(end, NULL, 10) - start + 1;
 	}
 	fclose(f);
+	return n;
+}
+
+/* Kernel locks on the file (dev, ino).  /proc/locks is produced a page at
+ * a time: locks taken or dropped elsewhere between two reads shift it, so a
+ * line can appear twice or not at all.  Read it until two passes agree. */
+static size_t kernel_locks(dev_t dev, ino_t ino, struct klock *out, size_t max)
+{
+	static struct klock again[4096];
+	size_t n = read_locks(dev, ino, out, max);
+
+	if (max > sizeof(again) / sizeof(again[0]))
+		max = sizeof(again) / sizeof(again[0]);
+	for (int tries = 0; tries < 20; tries++) {
+		size_t m = read_locks(dev, ino, again, max);
+		if (m == n && memcmp(again, out, n * sizeof(*out)) == 0)
+			break;
+		memcpy(out, again, m * sizeof(*out));
+		n = m;
+	}
 	return n;
 }
 
