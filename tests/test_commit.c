@@ -517,11 +517,5 @@ static Suite *commit_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(commit_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tu_run(commit_suite());
 }

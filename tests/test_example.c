@@ -19,16 +19,7 @@ static char tool[PATH_MAX + 64];
 
 static void find_tool(void)
 {
-	char self[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-
-	ck_assert_int_gt(n, 0);
-	self[n] = '\0';
-	*strrchr(self, '/') = '\0';
-	if (strcmp(strrchr(self, '/'), "/.libs") == 0)
-		*strrchr(self, '/') = '\0';
-	snprintf(tool, sizeof(tool), "%s/../examples/pagestore", self);
-	ck_assert_msg(access(tool, X_OK) == 0, "no %s", tool);
+	tu_sibling("../examples/pagestore", tool, sizeof(tool));
 }
 
 static FILE *start(const char *args)
@@ -89,15 +80,9 @@ int main(void)
 {
 	Suite *s = suite_create("example");
 	TCase *tc = tcase_create("pagestore");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, compactors_and_scanners_at_once);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tu_run(s);
 }

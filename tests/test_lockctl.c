@@ -26,16 +26,7 @@ static char lockctl[PATH_MAX + 32];
 
 static void find_lockctl(void)
 {
-	char self[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-
-	ck_assert_int_gt(n, 0);
-	self[n] = '\0';
-	*strrchr(self, '/') = '\0'; /* tests/ (or tests/.libs) */
-	if (strcmp(strrchr(self, '/'), "/.libs") == 0)
-		*strrchr(self, '/') = '\0';
-	snprintf(lockctl, sizeof(lockctl), "%s/../tools/lockctl", self);
-	ck_assert_msg(access(lockctl, X_OK) == 0, "no %s", lockctl);
+	tu_sibling("../tools/lockctl", lockctl, sizeof(lockctl));
 }
 
 /* Run lockctl with args; returns its exit status, output in out. */
@@ -56,34 +47,6 @@ static int run(char *out, size_t n, const char *args)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-struct holder_arg {
-	const char *path;
-	uint64_t off, len;
-	bool write;
-	const char *tag;
-};
-
-static int holder(void *arg, int in, int out)
-{
-	struct holder_arg *a = arg;
-	sm_options o = { .size = sizeof(o), .tag = a->tag };
-	sm_file *f;
-	sm_slice *s;
-	char buf[8];
-	int rc = sm_open(a->path, SM_RDWR, &o, &f);
-
-	if (rc == 0 &&
-	    (rc = a->write ? sm_map_write(f, a->off, a->len, 0, &s) : sm_map_read(f, a->off, a->len, 0, &s)) < 0)
-		sm_close(f);
-	tu_send(out, "%d", rc);
-	tu_recv(in, buf, sizeof(buf));
-	if (rc == 0) {
-		sm_release(s);
-		sm_close(f);
-	}
-	return 0;
-}
-
 /* A program that does not use safemap: a classic POSIX write lock. */
 static int posix_locker(void *arg, int in, int out)
 {
@@ -100,14 +63,14 @@ static int posix_locker(void *arg, int in, int out)
 START_TEST(list_golden_output)
 {
 	const char *p = tu_tmpfile(4 * PG);
-	struct holder_arg w = { p, 100, 50, true, "writer-1" }, r = { p, 0, 10, false, "reader" };
+	struct tu_holder_arg w = { p, 100, 50, true, "writer-1" }, r = { p, 0, 10, false, "reader" };
 	struct tu_child a, b, c;
 	char out[8192], args[ARGS_MAX];
 
 	find_lockctl();
-	tu_spawn(&a, holder, &w);
+	tu_spawn(&a, tu_holder, &w);
 	ck_assert_int_eq(tu_recv_int(a.from), 0);
-	tu_spawn(&b, holder, &r);
+	tu_spawn(&b, tu_holder, &r);
 	ck_assert_int_eq(tu_recv_int(b.from), 0);
 	tu_spawn(&c, posix_locker, (void *)p);
 	ck_assert_int_eq(tu_recv_int(c.from), 0);
@@ -120,12 +83,8 @@ START_TEST(list_golden_output)
 	/* PID and COMMAND name the holders */
 	snprintf(args, sizeof(args), "list -r -n -o PID,COMMAND,TAG %s", p);
 	ck_assert_int_eq(run(out, sizeof(out), args), 0);
-	char want[256], comm[32] = "";
-	FILE *cf = fopen("/proc/self/comm", "re"); /* "memcheck-amd64-" under valgrind */
-	ck_assert_ptr_nonnull(cf);
-	ck_assert_ptr_nonnull(fgets(comm, sizeof(comm), cf));
-	fclose(cf);
-	comm[strcspn(comm, "\n")] = '\0';
+	char want[256], comm[32];
+	tu_comm(comm, sizeof(comm)); /* "memcheck-amd64-" under valgrind */
 	snprintf(want, sizeof(want), "%d %s writer-1\n%d %s reader\n%d %s \n", (int)a.pid, comm,
 		 (int)b.pid, comm, (int)c.pid, comm);
 	ck_assert_str_eq(out, want);
@@ -247,11 +206,5 @@ static Suite *lockctl_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(lockctl_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tu_run(lockctl_suite());
 }

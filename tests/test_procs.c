@@ -343,21 +343,16 @@ extern char **environ;
 START_TEST(exec_inherits_no_descriptor)
 {
 	const char *p = tu_tmpfile(PG);
-	char self[4096], helper[4200];
+	char helper[4200];
 	sm_file *f, *g;
 	sm_slice *s;
-	ssize_t n;
 	pid_t pid;
 	int status;
 
 	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
 	ck_assert_int_eq(sm_open(p, SM_RDONLY, NULL, &g), 0);
 	ck_assert_int_eq(sm_map_write(f, 0, 10, 0, &s), 0);
-	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	ck_assert_int_gt(n, 0);
-	self[n] = '\0';
-	*strrchr(self, '/') = '\0';
-	snprintf(helper, sizeof(helper), "%s/fdcheck", self);
+	tu_sibling("fdcheck", helper, sizeof(helper));
 	/* posix_spawn (clone + exec) skips the atfork handlers that close
 	 * inherited descriptors after fork: only O_CLOEXEC protects here. */
 	char *argv[] = { helper, (char *)p, NULL };
@@ -393,11 +388,5 @@ static Suite *procs_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(procs_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tu_run(procs_suite());
 }

@@ -29,56 +29,24 @@ static char table_of(const char *p, char *out, size_t n)
 
 /* A child that maps [off, off+len) (w or r) with a tag, reports, and holds
  * until its pipe closes. */
-struct holder_arg {
-	const char *path;
-	uint64_t off, len;
-	bool write;
-	const char *tag;
-};
-
-static int holder(void *arg, int in, int out)
-{
-	struct holder_arg *a = arg;
-	sm_options o = { .size = sizeof(o), .tag = a->tag };
-	sm_file *f;
-	sm_slice *s;
-	char buf[8];
-	int rc = sm_open(a->path, SM_RDWR, &o, &f);
-
-	if (rc == 0 &&
-	    (rc = a->write ? sm_map_write(f, a->off, a->len, 0, &s) : sm_map_read(f, a->off, a->len, 0, &s)) < 0)
-		sm_close(f);
-	tu_send(out, "%d", rc);
-	tu_recv(in, buf, sizeof(buf));
-	if (rc == 0) {
-		sm_release(s);
-		sm_close(f);
-	}
-	return 0;
-}
-
 START_TEST(holder_named_after_ebusy)
 {
 	const char *p = tu_tmpfile(4 * PG);
-	struct holder_arg a = { p, 100, 50, true, "compactor-7" };
+	struct tu_holder_arg a = { p, 100, 50, true, "compactor-7" };
 	struct tu_child c;
 	sm_holder h[4];
 	sm_file *f;
 	sm_slice *s;
 
-	tu_spawn(&c, holder, &a);
+	tu_spawn(&c, tu_holder, &a);
 	ck_assert_int_eq(tu_recv_int(c.from), 0);
 	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
 	ck_assert_int_eq(sm_map_read(f, 120, 10, 0, &s), -EBUSY);
 	ck_assert_int_eq(sm_holders(f, 120, 10, h, 4), 1);
 	ck_assert_int_eq(h[0].pid, c.pid);
 	ck_assert_str_eq(h[0].tag, "compactor-7");
-	char comm[32] = "";
-	FILE *cf = fopen("/proc/self/comm", "re"); /* "memcheck-amd64-" under valgrind */
-	ck_assert_ptr_nonnull(cf);
-	ck_assert_ptr_nonnull(fgets(comm, sizeof(comm), cf));
-	fclose(cf);
-	comm[strcspn(comm, "\n")] = '\0';
+	char comm[32];
+	tu_comm(comm, sizeof(comm)); /* "memcheck-amd64-" under valgrind */
 	ck_assert_str_eq(h[0].comm, comm);
 	ck_assert_int_eq(h[0].mode, SM_MODE_WRITE);
 	ck_assert_int_eq(h[0].state, SM_HELD);
@@ -108,14 +76,14 @@ END_TEST
 START_TEST(killed_holder_is_stale_then_reaped)
 {
 	const char *p = tu_tmpfile(4 * PG);
-	struct holder_arg a = { p, 0, 10, true, "victim" };
+	struct tu_holder_arg a = { p, 0, 10, true, "victim" };
 	struct tu_child c;
 	sm_holder h[2];
 	sm_file *f, *g;
 	sm_slice *s;
 
 	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
-	tu_spawn(&c, holder, &a);
+	tu_spawn(&c, tu_holder, &a);
 	ck_assert_int_eq(tu_recv_int(c.from), 0);
 	ck_assert_int_eq(sm_holders(f, 0, 10, h, 2), 1);
 	ck_assert_int_eq(h[0].state, SM_HELD);
@@ -494,11 +462,5 @@ static Suite *table_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(table_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tu_run(table_suite());
 }

@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "safemap.h"
 #include "testutil.h"
 
 static char tmpdir[PATH_MAX];
@@ -192,4 +193,60 @@ int tu_vma_count(void)
 		n += c == '\n';
 	fclose(f);
 	return n;
+}
+
+int tu_holder(void *arg, int in, int out)
+{
+	struct tu_holder_arg *a = arg;
+	sm_options o = { .size = sizeof(o), .tag = a->tag };
+	sm_file *f;
+	sm_slice *s;
+	char buf[8];
+	int rc = sm_open(a->path, SM_RDWR, &o, &f);
+
+	if (rc == 0 &&
+	    (rc = a->write ? sm_map_write(f, a->off, a->len, 0, &s) : sm_map_read(f, a->off, a->len, 0, &s)) < 0)
+		sm_close(f);
+	tu_send(out, "%d", rc);
+	tu_recv(in, buf, sizeof(buf));
+	if (rc == 0) {
+		sm_release(s);
+		sm_close(f);
+	}
+	return 0;
+}
+
+void tu_sibling(const char *rel, char *out, size_t size)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	ck_assert_int_gt(n, 0);
+	self[n] = '\0';
+	*strrchr(self, '/') = '\0';
+	if (strcmp(strrchr(self, '/'), "/.libs") == 0) /* a libtool-wrapped test */
+		*strrchr(self, '/') = '\0';
+	ck_assert_int_lt(snprintf(out, size, "%s/%s", self, rel), (int)size);
+	ck_assert_msg(access(out, X_OK) == 0, "no %s", out);
+}
+
+void tu_comm(char *out, size_t size)
+{
+	FILE *f = fopen("/proc/self/comm", "re");
+
+	ck_assert_ptr_nonnull(f);
+	ck_assert_ptr_nonnull(fgets(out, (int)size, f));
+	fclose(f);
+	out[strcspn(out, "\n")] = '\0';
+}
+
+int tu_run(Suite *s)
+{
+	SRunner *sr = srunner_create(s);
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include <check.h>
+
 /* Create a new file of size bytes (all zero) in a private temporary
  * directory, removed at exit; returns its path (static storage). */
 const char *tu_tmpfile(off_t size);
@@ -41,5 +43,27 @@ int tu_wait(struct tu_child *c);
 int tu_fds_on(const char *path, int *without_cloexec);
 /* Number of lines in /proc/self/maps (VMAs). */
 int tu_vma_count(void);
+
+/* A child (for tu_spawn) that opens path with tag, maps [off, off+len)
+ * for reading or writing, sends the result code, holds until it receives a
+ * line (or EOF), then releases and exits 0. */
+struct tu_holder_arg {
+	const char *path;
+	unsigned long long off, len;
+	bool write;
+	const char *tag;
+};
+int tu_holder(void *arg, int in, int out);
+
+/* The path of a program built beside the test programs, e.g.
+ * "../tools/lockctl" or "peer" (relative to the test binary's directory). */
+void tu_sibling(const char *rel, char *out, size_t size);
+
+/* This process's program name as the kernel reports it (/proc/self/comm):
+ * "memcheck-amd64-" under valgrind. */
+void tu_comm(char *out, size_t size);
+
+/* Run a suite in Check's fork mode; returns the exit status for main. */
+int tu_run(Suite *s);
 
 #endif

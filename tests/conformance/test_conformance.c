@@ -33,16 +33,8 @@ static void start(struct peer *p, const char *path, const char *mode, const char
 {
 	int down[2], up[2];
 
-	if (!peer_bin[0]) {
-		char self[PATH_MAX];
-		ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-		ck_assert_int_gt(n, 0);
-		self[n] = '\0';
-		*strrchr(self, '/') = '\0';
-		if (strcmp(strrchr(self, '/'), "/.libs") == 0)
-			*strrchr(self, '/') = '\0';
-		snprintf(peer_bin, sizeof(peer_bin), "%s/peer", self);
-	}
+	if (!peer_bin[0])
+		tu_sibling("peer", peer_bin, sizeof(peer_bin));
 	ck_assert_int_eq(pipe2(down, O_CLOEXEC), 0);
 	ck_assert_int_eq(pipe2(up, O_CLOEXEC), 0);
 	p->pid = fork();
@@ -311,8 +303,6 @@ int main(void)
 {
 	Suite *s = suite_create("conformance");
 	TCase *tc = tcase_create("peers");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, sharing_and_conflicts_among_eight);
@@ -324,9 +314,5 @@ int main(void)
 	tcase_add_test(tc, fork_children_never_unlock);
 	tcase_add_test(tc, bad_input_is_an_error_not_a_crash);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return tu_run(s);
 }
