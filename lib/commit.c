@@ -125,18 +125,26 @@ static void poison(sm_file *f, int rc)
 				    __ATOMIC_RELAXED);
 }
 
-/* Checks shared by sm_commit and sm_commit_many. */
-static int commit_check(const sm_slice *s)
+/* A usable write slice? */
+static int check_writable(const sm_slice *s)
 {
-	uint64_t size;
 	int rc;
 
 	if (!s)
 		return -EINVAL;
 	if ((rc = sm_slice_error(s)) < 0)
 		return rc;
-	if (!s->write)
-		return -EBADF;
+	return s->write ? 0 : -EBADF;
+}
+
+/* Checks shared by sm_commit and sm_commit_many. */
+static int commit_check(const sm_slice *s)
+{
+	uint64_t size;
+	int rc;
+
+	if ((rc = check_writable(s)) < 0)
+		return rc;
 	if (!s->h->buffered && (rc = __atomic_load_n(&s->f->poison, __ATOMIC_ACQUIRE)) < 0)
 		return rc;
 	if (s->f->memory)
@@ -270,12 +278,8 @@ int sm_abort(sm_slice *s)
 	uint64_t p0, p1, off, len;
 	int rc, cs;
 
-	if (!s)
-		return -EINVAL;
-	if ((rc = sm_slice_error(s)) < 0)
+	if ((rc = check_writable(s)) < 0)
 		return rc;
-	if (!s->write)
-		return -EBADF;
 	if (!s->h->buffered)
 		return -ENOTSUP; /* direct changes are already in the page cache */
 	cs = sm_nocancel();

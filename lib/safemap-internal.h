@@ -227,6 +227,8 @@ int smt_snapshot(const struct smt_table *t, uint32_t i, struct smt_slot *out);
 uint32_t smt_scan_limit(const struct smt_table *t);
 bool smt_owner_alive(const struct smt_table *t, uint32_t owner);
 int smt_reap(struct smt_table *t, bool dry);
+/* statfs f_type of a network filesystem (NFS, SMB, Ceph, FUSE, GPFS)? */
+bool smt_netfs_type(unsigned long f_type);
 
 /* --- fork.c: fork safety ------------------------------------------------- */
 SM_HIDDEN void sm_fork_register(sm_file *f);

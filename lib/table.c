@@ -381,13 +381,9 @@ static void read_self(void)
 
 /* Network filesystems forward OFD locks to the server, but this table only
  * sees this host (SPEC §4.6). */
-static bool is_netfs(int fd)
+bool smt_netfs_type(unsigned long f_type)
 {
-	struct statfs sfs;
-
-	if (fstatfs(fd, &sfs) < 0)
-		return false;
-	switch ((unsigned long)sfs.f_type) {
+	switch (f_type) {
 	case 0x6969UL:     /* NFS */
 	case 0x517BUL:     /* SMB */
 	case 0xFF534D42UL: /* CIFS */
@@ -399,6 +395,13 @@ static bool is_netfs(int fd)
 	default:
 		return false;
 	}
+}
+
+static bool is_netfs(int fd)
+{
+	struct statfs sfs;
+
+	return fstatfs(fd, &sfs) == 0 && smt_netfs_type((unsigned long)sfs.f_type);
 }
 
 int sm_table_open(sm_file *f, const char *data_path, const struct stat *st, const sm_options *o)

@@ -288,13 +288,8 @@ static int open_table(const char *path, bool writable, struct stat *st, struct s
 static void netfs_note(const char *path)
 {
 	struct statfs sfs;
-	unsigned long ty;
 
-	if (statfs(path, &sfs) < 0)
-		return;
-	ty = (unsigned long)sfs.f_type;
-	if (ty == 0x6969UL || ty == 0x517BUL || ty == 0xFF534D42UL || ty == 0xFE534D42UL ||
-	    ty == 0x00C36400UL || ty == 0x65735546UL)
+	if (statfs(path, &sfs) == 0 && smt_netfs_type((unsigned long)sfs.f_type))
 		fprintf(stderr,
 			"%s: note: %s is on a network filesystem: its table shows holders on this host only\n",
 			prog, path);
