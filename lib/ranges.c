@@ -216,14 +216,14 @@ static void merge_at(sm_file *f, uint64_t x)
 /* A child after fork shares the parent's open file description: an unlock
  * there would drop the parent's locks (SPEC §3.6), so only the opener
  * unlocks. */
-static int unlock_if_owner(sm_file *f, uint64_t off, uint64_t len)
+static int unlock_if_owner(sm_file *f, bool owner, uint64_t off, uint64_t len)
 {
-	if (f->memory || getpid() != f->pid)
+	if (f->memory || !owner)
 		return 0;
 	return sm_ofd_unlock(f->fd, off, len);
 }
 
-static int release_read(sm_file *f, struct sm_hold *s, uint64_t a, uint64_t b)
+static int release_read(sm_file *f, struct sm_hold *s, bool owner, uint64_t a, uint64_t b)
 {
 	struct sm_seg *list = NULL, *n, *next;
 	uint64_t run_start = 0, run_end = 0;
@@ -252,7 +252,7 @@ static int release_read(sm_file *f, struct sm_hold *s, uint64_t a, uint64_t b)
 		if (in_run && run_end == n->start) {
 			run_end = n->end;
 		} else {
-			if (in_run && (r = unlock_if_owner(f, run_start, run_end - run_start)) < 0 && !rc)
+			if (in_run && (r = unlock_if_owner(f, owner, run_start, run_end - run_start)) < 0 && !rc)
 				rc = r;
 			run_start = n->start;
 			run_end = n->end;
@@ -261,7 +261,7 @@ static int release_read(sm_file *f, struct sm_hold *s, uint64_t a, uint64_t b)
 		RB_REMOVE(sm_segtree, &f->segs, n);
 		seg_free(f, n);
 	}
-	if (in_run && (r = unlock_if_owner(f, run_start, run_end - run_start)) < 0 && !rc)
+	if (in_run && (r = unlock_if_owner(f, owner, run_start, run_end - run_start)) < 0 && !rc)
 		rc = r;
 	merge_at(f, a);
 	merge_at(f, b);
@@ -269,7 +269,7 @@ static int release_read(sm_file *f, struct sm_hold *s, uint64_t a, uint64_t b)
 	return rc;
 }
 
-static int release_write(sm_file *f, uint64_t a, uint64_t b)
+static int release_write(sm_file *f, bool owner, uint64_t a, uint64_t b)
 {
 	struct sm_seg key = { .start = a };
 	struct sm_seg *n = RB_FIND(sm_segtree, &f->segs, &key);
@@ -278,14 +278,14 @@ static int release_write(sm_file *f, uint64_t a, uint64_t b)
 		RB_REMOVE(sm_segtree, &f->segs, n);
 		seg_free(f, n);
 	}
-	return unlock_if_owner(f, a, b - a);
+	return unlock_if_owner(f, owner, a, b - a);
 }
 
-int sm_ranges_release(sm_file *f, struct sm_hold *s)
+int sm_ranges_release(sm_file *f, struct sm_hold *s, bool owner)
 {
 	uint64_t a = s->off, b = s->off + s->len;
 
-	return s->write ? release_write(f, a, b) : release_read(f, s, a, b);
+	return s->write ? release_write(f, owner, a, b) : release_read(f, s, owner, a, b);
 }
 
 int sm_ranges_downgrade(sm_file *f, struct sm_hold *h)

@@ -191,7 +191,7 @@ SM_HIDDEN int sm_ofd_unlock(int fd, uint64_t off, uint64_t len);
 
 /* --- ranges.c: in-process lock counting (caller holds f->lock) ----------- */
 SM_HIDDEN int sm_ranges_acquire(sm_file *f, struct sm_hold *h);
-SM_HIDDEN int sm_ranges_release(sm_file *f, struct sm_hold *h);
+SM_HIDDEN int sm_ranges_release(sm_file *f, struct sm_hold *h, bool owner);
 /* Convert h's write run to a read run and the kernel lock with it. */
 SM_HIDDEN int sm_ranges_downgrade(sm_file *f, struct sm_hold *h);
 SM_HIDDEN void sm_ranges_free_all(sm_file *f);
@@ -215,7 +215,9 @@ SM_HIDDEN int sm_table_open(sm_file *f, const char *data_path, const struct stat
 			    const sm_options *o);
 SM_HIDDEN void sm_table_close(sm_file *f);
 SM_HIDDEN int sm_table_add(sm_file *f, struct sm_hold *h);
-SM_HIDDEN void sm_table_remove(sm_file *f, struct sm_hold *h);
+/* owner: this process opened f (a fork child must not touch the parent's
+ * entries or locks) */
+SM_HIDDEN void sm_table_remove(sm_file *f, struct sm_hold *h, bool owner);
 SM_HIDDEN void sm_table_downgrade(sm_file *f, struct sm_hold *h);
 /* for lockctl and tests (the private build links these) */
 int smt_path(const char *data_path, const struct stat *st, const char *dir, char *out, size_t size);

@@ -44,10 +44,13 @@ int sm_file_size(sm_file *f, uint64_t *size)
 static int hold_free(struct sm_hold *h)
 {
 	sm_file *f = h->f;
+	/* A pid comparison, not only the atfork state: vfork, _Fork and raw
+	 * clone children skip atfork handlers (SPEC §3.6). */
+	bool owner = getpid() == f->pid;
 	int rc;
 
-	sm_table_remove(f, h);
-	rc = sm_ranges_release(f, h);
+	sm_table_remove(f, h, owner);
+	rc = sm_ranges_release(f, h, owner);
 
 	sm_map_put(f, h->map);
 	f->nslices--;
@@ -189,10 +192,10 @@ static int do_map(sm_file *f, uint64_t off, uint64_t len, int flags, bool write,
 			rc = buffered ? sm_map_anon(f, off, len, &h->map)
 				      : sm_map_get(f, off, len, write, &h->map);
 			if (rc < 0)
-				sm_table_remove(f, h);
+				sm_table_remove(f, h, true);
 		}
 		if (rc < 0)
-			sm_ranges_release(f, h);
+			sm_ranges_release(f, h, true);
 		else
 			f->nslices++;
 	}

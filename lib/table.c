@@ -487,8 +487,13 @@ static void fill(struct smt_slot *s, const struct sm_hold *h, const char *tag)
 	s->mode = h->write ? SMT_MODE_WRITE : SMT_MODE_READ;
 	s->off = h->off;
 	s->len = h->len;
-	s->pid = (int32_t)getpid();
-	s->tid = (int32_t)gettid();
+	/* Only the opener registers (a fork child gets -ESTALE before), so
+	 * f->pid is ours; the thread id is cached per thread. */
+	static __thread pid_t tid;
+	if (!tid)
+		tid = gettid();
+	s->pid = (int32_t)h->f->pid;
+	s->tid = (int32_t)tid;
 	s->start_time = self.start_time;
 	s->pidns = self.pidns;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -533,12 +538,12 @@ int sm_table_add(sm_file *f, struct sm_hold *h)
 	return -ENOLCK;
 }
 
-void sm_table_remove(sm_file *f, struct sm_hold *h)
+void sm_table_remove(sm_file *f, struct sm_hold *h, bool owner)
 {
 	struct smt_table *t = f->table;
 	struct smt_slot *s;
 
-	if (!t || h->slot < 0 || getpid() != f->pid)
+	if (!t || h->slot < 0 || !owner)
 		return; /* a fork child never clears its parent's entries */
 	s = &t->slots[h->slot];
 	__atomic_fetch_add(&s->seq, 1, __ATOMIC_ACQ_REL);
