@@ -335,6 +335,13 @@ static int unprivileged(void *arg, int in, int out)
 	(void)in;
 	if (setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0)
 		return 3;
+	/* Where nobody cannot even reach the file (a parent directory that
+	 * is not ours, such as a chroot's 0700 root), there is nothing to test. */
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	tu_send(out, "%d", fd < 0 ? -errno : 0);
+	if (fd < 0)
+		return 0;
+	close(fd);
 	tu_send(out, "%d", sm_open(p, SM_RDWR, NULL, &f)); /* -EACCES */
 	rc = sm_open(p, SM_RDONLY, NULL, &f);
 	tu_send(out, "%d", rc);
@@ -364,6 +371,13 @@ START_TEST(unprivileged_reader)
 	*strrchr(dir, '/') = '\0';
 	ck_assert_int_eq(chmod(dir, 0755), 0);
 	tu_spawn(&c, unprivileged, (void *)p);
+	int reach = tu_recv_int(c.from);
+	if (reach < 0) {
+		printf("SKIP unprivileged_reader: uid 65534 cannot open %s (%s)\n", p, strerror(-reach));
+		ck_assert_int_eq(tu_wait(&c), 0);
+		sm_close(f);
+		return;
+	}
 	ck_assert_int_eq(tu_recv_int(c.from), -EACCES);
 	ck_assert_int_eq(tu_recv_int(c.from), 0);
 	ck_assert_int_eq(tu_recv_int(c.from), 0);
