@@ -358,6 +358,7 @@ static void figure_5(void)
 	report("latency", "us/op", sm, raw, reps, "<= 1.2x", 0);
 
 	/* buffered: one dirty page of a 64 MiB private copy vs pwrite + fdatasync */
+	sm_release(s);
 	sm_slice *b;
 	char page[PG];
 	memset(page, 7, sizeof(page));
@@ -385,7 +386,6 @@ static void figure_5(void)
 	sm_release(b);
 	munmap((void *)map, big);
 	close(fd);
-	sm_release(s);
 	sm_close(f);
 	unlink(path);
 }
