@@ -372,7 +372,7 @@ static void figure_5(void)
 			if ((rc = sm_put_u64(b, pg * PG, (uint64_t)i)) < 0 || (rc = sm_commit(b, 0)) < 0)
 				die("buffered commit", rc);
 			double t1 = now();
-			if (pwrite(fd, page, PG, (off_t)(pg ^ 1) * PG) != PG || fdatasync(fd) < 0)
+			if (pwrite(fd, page, PG, (off_t)(big - (64ull << 20) + (pg ^ 1) * PG)) != PG || fdatasync(fd) < 0)
 				die("pwrite", 0);
 			double t2 = now();
 			tsm += t1 - t0;

@@ -80,10 +80,19 @@ static int write_run(const sm_slice *s, uint64_t p0, uint64_t p1, int flags)
 	return 0;
 }
 
+/* Clear dirty bits [p0, p1) a word at a time, touching only dirty words:
+ * cost follows the slice's bitmap words, not its pages. */
 static void clear_pages(const sm_slice *s, uint64_t p0, uint64_t p1)
 {
-	for (uint64_t p = p0; p < p1; p++)
-		__atomic_fetch_and(&s->h->dirty[p >> 6], ~((uint64_t)1 << (p & 63)), __ATOMIC_RELAXED);
+	uint64_t *d = s->h->dirty;
+
+	while (p0 < p1) {
+		uint64_t w = p0 >> 6, mask = sm_word_mask(p0, p1 - 1);
+
+		if (__atomic_load_n(&d[w], __ATOMIC_RELAXED) & mask)
+			__atomic_fetch_and(&d[w], ~mask, __ATOMIC_RELAXED);
+		p0 = (w + 1) << 6;
+	}
 }
 
 /* Write every dirty run of s (flags as for sm_commit; with clear, clear

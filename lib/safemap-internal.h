@@ -168,6 +168,14 @@ SM_HIDDEN void sm_init_once(void);
 /* Check off/len against SPEC §2: nonzero, off + len <= INT64_MAX. */
 SM_HIDDEN int sm_check_range(uint64_t off, uint64_t len);
 
+/* Bits of bitmap word p >> 6 covering pages p .. min(last, end of word). */
+static inline uint64_t sm_word_mask(uint64_t p, uint64_t last)
+{
+	uint64_t lo = p & 63, hi = (last >> 6) == (p >> 6) ? (last & 63) : 63;
+
+	return (hi == 63 ? ~(uint64_t)0 : (((uint64_t)1 << (hi + 1)) - 1)) & ~(((uint64_t)1 << lo) - 1);
+}
+
 /* Disable thread cancellation around blocking syscalls (SPEC §2). */
 #define SM_NOCANCEL_BEGIN                                                     \
 	int sm__oldcs_;                                                       \

@@ -399,10 +399,7 @@ void sm_dirty_set(sm_slice *s, uint64_t off, uint64_t len)
 	uint64_t last = (s->v.dirty_off + off + len - 1) >> sm_page_shift;
 
 	while (first <= last) {
-		uint64_t w = first >> 6, lo = first & 63;
-		uint64_t hi = (last >> 6) == w ? (last & 63) : 63;
-		uint64_t mask = (hi == 63 ? ~(uint64_t)0 : (((uint64_t)1 << (hi + 1)) - 1)) &
-				~(((uint64_t)1 << lo) - 1);
+		uint64_t w = first >> 6, mask = sm_word_mask(first, last);
 
 		if ((__atomic_load_n(&s->v.dirty[w], __ATOMIC_RELAXED) & mask) != mask)
 			__atomic_fetch_or(&s->v.dirty[w], mask, __ATOMIC_RELAXED);
