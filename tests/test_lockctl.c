@@ -65,7 +65,7 @@ START_TEST(list_golden_output)
 	const char *p = tu_tmpfile(4 * PG);
 	struct tu_holder_arg w = { p, 100, 50, true, "writer-1" }, r = { p, 0, 10, false, "reader" };
 	struct tu_child a, b, c;
-	char out[8192], args[ARGS_MAX];
+	char out[65536], args[ARGS_MAX];
 
 	find_lockctl();
 	tu_spawn(&a, tu_holder, &w);
@@ -88,6 +88,13 @@ START_TEST(list_golden_output)
 	snprintf(want, sizeof(want), "%d %s writer-1\n%d %s reader\n%d %s \n", (int)a.pid, comm,
 		 (int)b.pid, comm, (int)c.pid, comm);
 	ck_assert_str_eq(out, want);
+	/* without PATH: every locked file, found through /proc/PID/fd */
+	ck_assert_int_eq(run(out, sizeof(out), "list -r -n -o PATH,START,TAG,TYPE"), 0);
+	snprintf(want, sizeof(want), "%s 100 writer-1 SAFEMAP\n", p);
+	ck_assert_msg(strstr(out, want) != NULL, "no '%s' in: %s", want, out);
+	snprintf(want, sizeof(want), "%s 3000  POSIX\n", p);
+	ck_assert_msg(strstr(out, want) != NULL, "no '%s' in: %s", want, out);
+	ck_assert_ptr_null(strstr(out, ".smlock")); /* tables are not data */
 	/* JSON */
 	snprintf(args, sizeof(args), "list -J -o START,TAG %s", p);
 	ck_assert_int_eq(run(out, sizeof(out), args), 0);
@@ -162,7 +169,6 @@ START_TEST(bad_input_one_line_status_2)
 	const char *bad[] = {
 		"",
 		"bogus",
-		"list",
 		"list -o NOPE %s",
 		"list -J -r %s",
 		"check %s x 1 r",

@@ -13,6 +13,7 @@
  * command's status.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -395,13 +396,121 @@ static bool parse_mode(const char *s)
 	usage_error("mode must be r or w, not '%s'", s);
 }
 
+/* Every file the kernel holds locks on, as lslocks does: paths are found
+ * through /proc/PID/fd (OFD locks report pid -1, so every process's
+ * descriptors are searched); a file with no path found is shown as
+ * DEV:INODE with the kernel's rows only. */
+struct lockedfile {
+	dev_t dev;
+	ino_t ino;
+	char *path;
+};
+
+static size_t locked_files(struct lockedfile *v, size_t max)
+{
+	FILE *f = fopen("/proc/locks", "re");
+	char line[512];
+	size_t n = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f) && n < max) {
+		unsigned maj, min;
+		unsigned long long ino;
+		char *p = strchr(line, ':');
+		bool seen = false;
+		if (!p || strstr(line, "->") ||
+		    sscanf(p + 1, "%*s %*s %*s %*d %x:%x:%llu", &maj, &min, &ino) != 3)
+			continue;
+		for (size_t i = 0; i < n && !seen; i++)
+			seen = v[i].dev == makedev(maj, min) && v[i].ino == (ino_t)ino;
+		if (!seen)
+			v[n++] = (struct lockedfile){ makedev(maj, min), (ino_t)ino, NULL };
+	}
+	fclose(f);
+	return n;
+}
+
+static void find_paths(struct lockedfile *v, size_t n)
+{
+	DIR *proc = opendir("/proc");
+	struct dirent *pd;
+
+	while (proc && (pd = readdir(proc))) {
+		char dir[300];
+		DIR *fds;
+		struct dirent *fd;
+		if (pd->d_name[0] < '0' || pd->d_name[0] > '9')
+			continue;
+		snprintf(dir, sizeof(dir), "/proc/%s/fd", pd->d_name);
+		if (!(fds = opendir(dir)))
+			continue;
+		while ((fd = readdir(fds))) {
+			char link[600], target[PATH_MAX];
+			struct stat st;
+			ssize_t len;
+			snprintf(link, sizeof(link), "%s/%s", dir, fd->d_name);
+			if (stat(link, &st) < 0 || !S_ISREG(st.st_mode))
+				continue;
+			for (size_t i = 0; i < n; i++) {
+				if (v[i].path || v[i].dev != st.st_dev || v[i].ino != st.st_ino)
+					continue;
+				if ((len = readlink(link, target, sizeof(target) - 1)) > 0) {
+					target[len] = '\0';
+					if (target[0] == '/' && !strstr(target, " (deleted)"))
+						v[i].path = strdup(target);
+				}
+			}
+		}
+		closedir(fds);
+	}
+	if (proc)
+		closedir(proc);
+}
+
+static int list_all(struct libscols_table *tb)
+{
+	static struct lockedfile v[1024];
+	static struct klock kl[4096];
+	size_t n = locked_files(v, sizeof(v) / sizeof(v[0]));
+	int rc = 0;
+
+	find_paths(v, n);
+	for (size_t i = 0; i < n; i++) {
+		/* safemap's own liveness bytes make a lock table look locked:
+		 * a file whose locks all lie there is a table, not data */
+		size_t nk = kernel_locks(v[i].dev, v[i].ino, kl, sizeof(kl) / sizeof(kl[0])), live = 0;
+		for (size_t k = 0; k < nk; k++)
+			live += kl[k].start >= SMT_LIVE_BASE;
+		if (nk && live == nk) {
+			free(v[i].path);
+			continue;
+		}
+		if (v[i].path) {
+			rc |= list_file(tb, v[i].path);
+			free(v[i].path);
+			continue;
+		}
+		char name[64], comm[32];
+		snprintf(name, sizeof(name), "%u:%u:%llu", major(v[i].dev), minor(v[i].dev),
+			 (unsigned long long)v[i].ino);
+		for (size_t k = 0; k < nk; k++) {
+			comm_of(kl[k].pid, comm, sizeof(comm));
+			struct row r = { name, kl[k].type, kl[k].write ? "WRITE" : "READ", "held", comm, "",
+					 kl[k].start, kl[k].len, 0, kl[k].pid, 0 };
+			add_row(tb, &r);
+		}
+	}
+	return rc;
+}
+
 static int cmd_list(int argc, char **argv)
 {
 	struct libscols_table *tb = new_table();
 	int rc = 0;
 
 	if (argc == 0)
-		usage_error("list needs at least one PATH");
+		rc = list_all(tb);
 	for (int i = 0; i < argc; i++)
 		rc |= list_file(tb, argv[i]);
 	scols_print_table(tb);
@@ -598,14 +707,15 @@ static int cmd_info(int argc, char **argv)
 static void help(void)
 {
 	printf("Usage:\n"
-	       " %1$s list [options] PATH...\n"
+	       " %1$s list [options] [PATH...]\n"
 	       " %1$s check PATH OFF LEN r|w\n"
 	       " %1$s hold PATH OFF LEN r|w [--tag TAG] -- COMMAND [ARG...]\n"
 	       " %1$s reap [--dry-run] PATH\n"
 	       " %1$s info PATH\n"
 	       "\nInspect and hold regions of files shared through safemap.\n"
 	       "\nCommands:\n"
-	       " list      regions held in PATH: safemap's table joined with the kernel's locks\n"
+	       " list      regions held in each PATH (without PATH: in every locked file):\n"
+	       "           safemap's table joined with the kernel's locks\n"
 	       " check     is [OFF, OFF+LEN) free for a read (r) or write (w) lock? who holds it?\n"
 	       " hold      hold the region while COMMAND runs (like flock(1))\n"
 	       " reap      remove table entries whose holder is gone\n"
