@@ -220,13 +220,19 @@ static size_t read_locks(dev_t dev, ino_t ino, struct klock *out, size_t max)
 			continue;
 		if (makedev(maj, min) != dev || (ino_t)ino_ != ino)
 			continue;
-		struct klock *k = &out[n++];
+		struct klock *k = &out[n];
 		memset(k, 0, sizeof(*k));
 		strlcpy(k->type, type, sizeof(k->type));
 		k->write = strcmp(mode, "WRITE") == 0;
 		k->pid = pid;
 		k->start = start;
 		k->len = strcmp(end, "EOF") == 0 ? 0 : strtoull(end, NULL, 10) - start + 1;
+		/* a line read twice across a shift (see below) is one lock; two
+		 * identical OFD locks of one range and mode show as one row */
+		bool dup = false;
+		for (size_t i = 0; i < n && !dup; i++)
+			dup = memcmp(&out[i], k, sizeof(*k)) == 0;
+		n += !dup;
 	}
 	fclose(f);
 	return n;
@@ -323,7 +329,9 @@ static bool covered(const struct klock *k, const struct smt_slot *slots, const b
 	return pos >= end;
 }
 
-static int list_file(struct libscols_table *tb, const char *path)
+/* quiet: a file found by scanning (it may vanish or be rewritten while we
+ * look): no message, and a table we cannot read leaves the kernel's rows. */
+static int list_file(struct libscols_table *tb, const char *path, bool quiet)
 {
 	static struct klock kl[4096];
 	struct smt_table t;
@@ -335,13 +343,16 @@ static int list_file(struct libscols_table *tb, const char *path)
 	int rc;
 
 	rc = open_table(path, false, &st, &t, tpath, sizeof(tpath));
-	if (rc == -ENOENT && stat(path, &st) == 0)
-		rc = 0, t.fd = -1; /* no table: the kernel's locks only */
+	if ((rc == -ENOENT || (quiet && rc < 0)) && stat(path, &st) == 0)
+		rc = 0, t.fd = -1; /* no (usable) table: the kernel's locks only */
+	else if (rc < 0 && quiet)
+		return 0;
 	else if (rc < 0) {
 		fprintf(stderr, "%s: %s: %s\n", prog, path, rc == -EPROTO ? "invalid lock table" : strerror(-rc));
 		return EXIT_ERROR;
 	}
-	netfs_note(path);
+	if (!quiet)
+		netfs_note(path);
 	if (t.fd >= 0) {
 		uint32_t lim = smt_scan_limit(&t);
 		slots = calloc(lim ? lim : 1, sizeof(*slots));
@@ -487,7 +498,7 @@ static int list_all(struct libscols_table *tb)
 			continue;
 		}
 		if (v[i].path) {
-			rc |= list_file(tb, v[i].path);
+			rc |= list_file(tb, v[i].path, true);
 			free(v[i].path);
 			continue;
 		}
@@ -512,7 +523,7 @@ static int cmd_list(int argc, char **argv)
 	if (argc == 0)
 		rc = list_all(tb);
 	for (int i = 0; i < argc; i++)
-		rc |= list_file(tb, argv[i]);
+		rc |= list_file(tb, argv[i], false);
 	scols_print_table(tb);
 	scols_unref_table(tb);
 	return rc ? EXIT_ERROR : 0;
