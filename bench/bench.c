@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench.c - SPEC §8 figures, each measured against the raw-syscall
  * baseline in the same run: the two are interleaved, repeated, and the
@@ -9,7 +10,6 @@
  * Times on a shared virtual machine are noisy; `make bench-callgrind`
  * counts instructions per operation for figures 1, 2 and 4 with valgrind.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * pagestore.c - a tiny page-oriented store with a compactor, on safemap.
  *

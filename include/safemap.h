@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * safemap.h - map regions of shared files safely.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * commit.c - making write slices durable, or dropping their changes.
  *
@@ -19,7 +20,6 @@
  * succeeds silently and pwrite would resurrect a deliberately truncated
  * file, so a slice now past end of file is -ENXIO.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * error.c - sm_strerror: what each code means in safemap's terms.
  *
@@ -6,7 +7,6 @@
  * strerror's table (through strerrordesc_np, which is thread-safe and
  * returns static text).
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fault.c - the SIGBUS guard: truncation never kills the process.
  *
@@ -26,7 +27,6 @@
  * sent with kill, BUS_MCEERR_* hardware memory errors) go to the handler
  * installed before safemap's, or to the default action.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * file.c - opening and closing shared files.
  *
@@ -7,7 +8,6 @@
  * sm_release does the real close (SPEC §3.7), so a slice never outlives the
  * descriptor its lock and mapping depend on.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fork.c - what a fork child may and may not do with its parent's files.
  *

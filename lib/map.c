@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * map.c - the per-file mapping cache.
  *
@@ -17,7 +18,6 @@
  * Mapping past end of file is allowed; only touching such pages faults, and
  * the accessors never touch bytes outside their slice.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/mman.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * ofd.c - kernel byte-range locks.
  *
@@ -8,7 +9,6 @@
  * crashed holder never leaves a lock behind.  They merge and split silently
  * within one description, which is why ranges.c counts slices itself.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * ranges.c - in-process range counting (SPEC §3.2).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * safemap-internal.h - the one private header of libsafemap.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * slice.c - creating, sharing, downgrading and releasing slices.
  *
@@ -13,7 +14,6 @@
  * a slice and its sub-slices (sm_sub), so a sub-slice keeps the parent's
  * lock and mapping alive after the parent is released.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * sys.c - the one syscall seam.
  *
@@ -6,7 +7,6 @@
  * through this table.  The private test build replaces entries to inject
  * EIO and ENOSPC; nothing else in the library calls these directly.
  */
-#define _GNU_SOURCE
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>

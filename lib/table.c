@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * table.c - the shared lock table: who holds which region (SPEC §4).
  *
@@ -25,7 +26,6 @@
  *   under the SIGBUS guard (the mapping is registered like a window), and a
  *   table that cannot be used leaves exclusion to the kernel locks.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>

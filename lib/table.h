@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * table.h - the on-disk format of the shared lock table (documented in
  * doc/safemap-table.5).  Fixed layout: little-endian, 64-bit fields at

@@ -1,8 +1,8 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fdcheck PATH - exit 0 if this process has no descriptor open on PATH,
  * 1 if it inherited one (test_procs execs it to check O_CLOEXEC).
  */
-#define _GNU_SOURCE
 #include <dirent.h>
 #include <limits.h>
 #include <stdio.h>

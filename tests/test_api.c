@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_api.c - unit tests of the public API in one process: arguments and
  * error codes, accessors, dirty tracking and commit (through the syscall
@@ -5,7 +6,6 @@
  * F_OFD_GETLK probes from another open file description, the mapping cache,
  * deferred close, and threads.
  */
-#define _GNU_SOURCE
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>

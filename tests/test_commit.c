@@ -1,10 +1,10 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_commit.c - commit modes and views: buffered slices (observed by
  * another process with pread), abort, async and batched commit, fault
  * injection through the syscall seam (EIO, ENOSPC from pwrite, fdatasync),
  * sub-slices handed to other threads, downgrade, memory files, SM_POPULATE.
  */
-#define _GNU_SOURCE
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -1,10 +1,10 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_example.c - runs examples/pagestore: several compactors and
  * scanners at once on one file; the live records (count and key checksum)
  * are the same before and after, every scan saw a consistent snapshot, and
  * the compactors freed pages.
  */
-#define _GNU_SOURCE
 #include <check.h>
 #include <limits.h>
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_fault.c - truncation never crashes, foreign SIGBUS still reaches its
  * handler, full disks are errors.
@@ -7,7 +8,6 @@
  * wholly beyond the new end of file, the slice stays dead, release works
  * and the process keeps running.
  */
-#define _GNU_SOURCE
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>

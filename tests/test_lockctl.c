@@ -1,10 +1,10 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_lockctl.c - lockctl against real holders: golden output of
  * `lockctl list --raw --noheadings -o ...`, JSON, check's exit codes and
  * holder names, hold, reap after SIGKILL, info, and bad input (one line,
  * status 2).
  */
-#define _GNU_SOURCE
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>

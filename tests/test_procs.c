@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_procs.c - multi-process tests with real files and real kernel
  * locks: sharing and conflicts across processes, the in-process counting
@@ -6,7 +7,6 @@
  * process's pread, and fork children.  Every step is a handshake over a
  * pipe; nothing sleeps.
  */
-#define _GNU_SOURCE
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_stress.c - processes x threads on random ranges of one file, with
  * exact invariants (SPEC §9):
@@ -14,7 +15,6 @@
  * SAFEMAP_STRESS_SECONDS sets the duration (default 20; check-valgrind
  * uses less).  The operation counts are printed.
  */
-#define _GNU_SOURCE
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>

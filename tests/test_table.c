@@ -1,10 +1,10 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_table.c - the shared lock table with real processes: holders named
  * after -EBUSY, stale entries after SIGKILL (also mid-update) and their
  * reaping, a first-open race, a full table, corrupted and hostile tables,
  * tables owned by someone else, SAFEMAP_TABLE_DIR, replaced data files.
  */
-#define _GNU_SOURCE
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -1,7 +1,7 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * testutil.c - see testutil.h.
  */
-#define _GNU_SOURCE
 #include <check.h>
 #include <dirent.h>
 #include <errno.h>

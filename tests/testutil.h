@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * testutil.h - helpers shared by the Check suites: temporary files, raw
  * kernel lock probes, and child processes driven over pipes (handshakes,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * lockctl - inspect and hold safemap regions (SPEC §7).
  *
@@ -12,7 +13,6 @@
  * 3 the file or its table could not be read; hold exits with the
  * command's status.
  */
-#define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * peer - a safemap process driven over a pipe, for the conformance suite.
  *
@@ -7,7 +8,6 @@
  * tests/conformance/README; another implementation of the safemap
  * protocol can be held to the suite by providing a peer that speaks it.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>

@@ -1,10 +1,10 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_conformance.c - the conformance suite: real processes (the peer
  * program, exec'd) cooperate, conflict, crash and truncate, driven line by
  * line over pipes; every step is a request and its answer, nothing sleeps.
  * SPEC §9.  The peer protocol is in tests/conformance/README.
  */
-#define _GNU_SOURCE
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>

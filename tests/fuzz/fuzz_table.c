@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_table.c - libFuzzer target for the lock table parser: every byte of
  * a table is untrusted (SPEC §4.4).  The input becomes a table file (a
@@ -5,7 +6,6 @@
  * classified and a dry reap run.  Nothing may crash, hang or read out of
  * bounds.  Built by `make fuzz` when configure finds clang.
  */
-#define _GNU_SOURCE
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
