@@ -33,6 +33,17 @@ static const struct {
 	       "poisoned until reopened" },
 	{ ENOSPC, "no space left on the device to reserve or write the region" },
 	{ ENOMEM, "out of memory or address space" },
+	{ EPROTO, "the lock table is not a valid safemap table (corrupted, foreign or "
+		  "another version)" },
+	{ EREMOTE, "the file is on a network filesystem and SM_OPT_REFUSE_NETFS was given" },
+	{ EPERM, "the lock table is owned by another user than the data file's owner, "
+		 "the caller or root; it was not trusted" },
+	{ EACCES, "permission denied on the data file or its lock table" },
+	{ EISDIR, "the path is a directory, not a regular file" },
+	{ ENOENT, "no such file (give SM_CREATE to create it)" },
+	{ ENAMETOOLONG, "the path of the file or of its lock table is too long" },
+	{ EAGAIN, "the lock table kept changing while it was opened; try again" },
+	{ EEXIST, "the name already exists" },
 };
 
 const char *sm_strerror(int err)
