@@ -42,12 +42,10 @@ extern "C" {
 #if defined(__GNUC__)
 #  define SM_EXPORT __attribute__((visibility("default")))
 #  define SM_WUR __attribute__((warn_unused_result))
-#  define SM_NONNULL(...) __attribute__((nonnull(__VA_ARGS__)))
 #  define SM_LIKELY(x) __builtin_expect(!!(x), 1)
 #else
 #  define SM_EXPORT
 #  define SM_WUR
-#  define SM_NONNULL(...)
 #  define SM_LIKELY(x) (x)
 #endif
 
@@ -144,8 +142,8 @@ SM_EXPORT SM_WUR int sm_open(const char *path, int flags, const sm_options *opt,
 SM_EXPORT SM_WUR int sm_open_memory(void *buf, size_t len, int flags, sm_file **out);
 
 /* Close a file.  With live slices the real close is deferred until the last
- * one is released; the slices stay usable.  Errors: -EINVAL (NULL), -EBUSY
- * (already closed).  See sm_open(3). */
+ * one is released; the slices stay usable.  Errors: -EINVAL (NULL), -EBADF
+ * (already closing: a second sm_close while slices are live).  See sm_open(3). */
 SM_EXPORT int sm_close(sm_file *f);
 
 /* --- slices ------------------------------------------------------------ */
