@@ -446,10 +446,8 @@ static void worker(int id, int nproc, int overlap, int raw, double secs, int out
 				}
 				if (rc < 0)
 					_exit(2);
-				if (write)
-					(void)sm_put_u8(s, 0, 1);
-				else
-					(void)sm_get_u8(s, 0, &b);
+				if ((write ? sm_put_u8(s, 0, 1) : sm_get_u8(s, 0, &b)) < 0)
+					_exit(3);
 				sm_release(s);
 			}
 			ops++;

@@ -66,12 +66,14 @@ static int cmd_init(const char *path, uint64_t pages)
 		die("map", rc);
 	/* the first half of the pages hold records, two thirds deleted */
 	for (uint64_t p = 0; p < pages / 2; p++) {
-		sm_put_u32_le(s, p * PAGE, MAGIC);
-		sm_put_u32_le(s, p * PAGE + 4, PER_PAGE);
+		if ((rc = sm_put_u32_le(s, p * PAGE, MAGIC)) < 0 ||
+		    (rc = sm_put_u32_le(s, p * PAGE + 4, PER_PAGE)) < 0)
+			die("write header", rc);
 		for (uint64_t r = 0; r < PER_PAGE; r++, key++) {
 			uint64_t at = p * PAGE + HDR + r * REC;
-			sm_put_u64_le(s, at, key % 3 == 0 ? key : DELETED);
-			sm_put_u64_le(s, at + 8, key * 7);
+			if ((rc = sm_put_u64_le(s, at, key % 3 == 0 ? key : DELETED)) < 0 ||
+			    (rc = sm_put_u64_le(s, at + 8, key * 7)) < 0)
+				die("write record", rc);
 		}
 	}
 	if ((rc = sm_commit(s, SM_SYNC)) < 0)
@@ -130,13 +132,14 @@ static int compact_once(sm_file *f, uint64_t pages)
 				if (sm_get_u64_le(src[i], HDR + r * REC, &k) < 0 || k == DELETED ||
 				    sm_get_u64_le(src[i], HDR + r * REC + 8, &v) < 0)
 					continue;
-				sm_put_u64_le(dst, HDR + out * REC, k);
-				sm_put_u64_le(dst, HDR + out * REC + 8, v);
+				if ((rc = sm_put_u64_le(dst, HDR + out * REC, k)) < 0 ||
+				    (rc = sm_put_u64_le(dst, HDR + out * REC + 8, v)) < 0)
+					die("copy record", rc);
 				out++;
 			}
 		}
-		sm_put_u32_le(dst, 0, MAGIC);
-		sm_put_u32_le(dst, 4, out);
+		if ((rc = sm_put_u32_le(dst, 0, MAGIC)) < 0 || (rc = sm_put_u32_le(dst, 4, out)) < 0)
+			die("write new header", rc);
 		/* the new page becomes visible only now, whole */
 		if ((rc = sm_commit(dst, SM_SYNC)) < 0)
 			die("commit new page", rc);

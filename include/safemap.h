@@ -10,6 +10,9 @@
  *  - every function returns 0 (or a count) on success and a negative errno
  *    value on failure; sm_strerror() explains each code;
  *  - nothing aborts and nothing prints;
+ *  - every call whose failure means bytes were not read, written, marked or
+ *    made durable (or a handle was not made) warns when its result is
+ *    ignored (SM_WUR); sm_close, sm_release and the pure getters do not;
  *  - a zero length is -EINVAL, off + len beyond INT64_MAX is -ERANGE,
  *    an access outside a slice is -ERANGE, a write through a read slice or a
  *    read-only file is -EBADF.
@@ -204,9 +207,9 @@ SM_EXPORT SM_WUR int sm_fill(sm_slice *s, uint64_t off, int byte, size_t n);
 						 uint##bits##_t *out);             \
 	SM_EXPORT SM_WUR int sm_get_u##bits##_be(const sm_slice *s, uint64_t off,  \
 						 uint##bits##_t *out);             \
-	SM_EXPORT int sm_put_u##bits(sm_slice *s, uint64_t off, uint##bits##_t v); \
-	SM_EXPORT int sm_put_u##bits##_le(sm_slice *s, uint64_t off, uint##bits##_t v); \
-	SM_EXPORT int sm_put_u##bits##_be(sm_slice *s, uint64_t off, uint##bits##_t v);
+	SM_EXPORT SM_WUR int sm_put_u##bits(sm_slice *s, uint64_t off, uint##bits##_t v); \
+	SM_EXPORT SM_WUR int sm_put_u##bits##_le(sm_slice *s, uint64_t off, uint##bits##_t v); \
+	SM_EXPORT SM_WUR int sm_put_u##bits##_be(sm_slice *s, uint64_t off, uint##bits##_t v);
 SM__DECL_WORD(8)
 SM__DECL_WORD(16)
 SM__DECL_WORD(32)
@@ -224,7 +227,7 @@ SM_EXPORT SM_WUR int sm_unsafe_ptr(sm_slice *s, void **out);
  * read or allocated).  The guard does not unwind: fn may lock and allocate,
  * and runs to completion, reading zeros from vanished pages.  Errors:
  * -EINVAL, -ESTALE, -ENXIO.  See sm_guarded(3). */
-SM_EXPORT int sm_guarded(sm_slice *s, int (*fn)(void *p, size_t n, void *arg), void *arg);
+SM_EXPORT SM_WUR int sm_guarded(sm_slice *s, int (*fn)(void *p, size_t n, void *arg), void *arg);
 
 /* For applications that install their own SIGBUS handler after safemap's
  * (the first sm_open installs safemap's): call this first from it.  Returns
@@ -234,7 +237,7 @@ SM_EXPORT int sm_handle_sigbus(int sig, siginfo_t *info, void *uctx);
 
 /* Record that [off, off+len) of a write slice was changed outside the
  * accessors.  Errors: -EINVAL, -ERANGE, -EBADF (read slice). */
-SM_EXPORT int sm_mark_dirty(sm_slice *s, uint64_t off, uint64_t len);
+SM_EXPORT SM_WUR int sm_mark_dirty(sm_slice *s, uint64_t off, uint64_t len);
 
 /* --- commit (see sm_commit(3)) -------------------------------------------- */
 
@@ -257,7 +260,7 @@ SM_EXPORT SM_WUR int sm_commit_many(sm_slice **v, size_t n, int flags);
  * read again from the file).  Errors: -EINVAL, -EBADF (read slice),
  * -ENOTSUP (direct slice: its writes are already in the page cache),
  * -ESTALE, and a pread error.  See sm_commit(3). */
-SM_EXPORT int sm_abort(sm_slice *s);
+SM_EXPORT SM_WUR int sm_abort(sm_slice *s);
 
 /* Number of dirty (uncommitted) pages in the slice's range, 0 when clean.
  * Errors: -EINVAL. */
@@ -327,7 +330,7 @@ static inline int sm__inline_fail(const sm_slice *s, uint64_t off, unsigned n, i
 }
 
 #define SM__INLINE_WORD(bits, name, conv)                                             \
-	static inline int sm__inline_get_u##bits##name(const sm_slice *s, uint64_t off, \
+	SM_WUR static inline int sm__inline_get_u##bits##name(const sm_slice *s, uint64_t off, \
 						       uint##bits##_t *out)          \
 	{                                                                             \
 		const struct sm_view *v = (const struct sm_view *)s;                  \
@@ -345,7 +348,7 @@ static inline int sm__inline_fail(const sm_slice *s, uint64_t off, unsigned n, i
 		}                                                                     \
 		return sm__inline_fail(s, off, sizeof(uint##bits##_t), 0, out != 0);  \
 	}                                                                             \
-	static inline int sm__inline_put_u##bits##name(sm_slice *s, uint64_t off,     \
+	SM_WUR static inline int sm__inline_put_u##bits##name(sm_slice *s, uint64_t off,     \
 						       uint##bits##_t x)             \
 	{                                                                             \
 		const struct sm_view *v = (const struct sm_view *)s;                  \
