@@ -858,7 +858,7 @@ START_TEST(strerror_explains_every_code)
 	ck_assert_str_eq(sm_strerror(0), "success");
 	ck_assert_ptr_nonnull(sm_strerror(INT_MIN));
 	ck_assert_ptr_nonnull(sm_strerror(-99999));
-	ck_assert_str_eq(sm_strerror(-EACCES), strerror(EACCES));
+	ck_assert_str_eq(sm_strerror(-EMFILE), strerror(EMFILE)); /* not safemap's own */
 }
 END_TEST
 
