@@ -6,9 +6,10 @@
  * page bitmap, and commit msyncs only the runs of dirty pages, so its cost
  * follows the dirty bytes, not the slice size (SPEC §6.2).  Buffered slices
  * write into a private copy; commit pwrites the dirty runs and fdatasyncs
- * (SPEC §6.3).  Bits are cleared only once their pages are durable, so a
- * failed commit leaves the slice dirty and a buffered retry really rewrites
- * the data.  A failed direct commit poisons the sm_file (SPEC §6.4): after a
+ * (SPEC §6.3).  A commit moves the bits it writes in flight first (so a
+ * write made meanwhile through another view stays dirty) and forgets them
+ * only once their pages are durable, so a failed commit leaves the slice
+ * dirty and a buffered retry really rewrites the data.  A failed direct commit poisons the sm_file (SPEC §6.4): after a
  * write-back EIO Linux marks the pages clean and a second msync returns 0
  * with the data gone, so retrying would lie.
  *
@@ -89,34 +90,53 @@ static int write_run(const struct sm_hold *h, uint64_t p0, uint64_t p1, int flag
 	return 0;
 }
 
-/* Mark the pages of s clean (after its file's flush). */
-static void clear_view(const sm_slice *s)
+/* Write the runs of pages in [p0, p1) set in map. */
+static int write_runs(const struct sm_hold *h, const uint64_t *map, uint64_t p0, uint64_t p1,
+		      int flags, bool *wrote)
+{
+	uint64_t p, q;
+	int rc;
+
+	for (p = sm_bits_find(map, p0, p1, true); p < p1; p = sm_bits_find(map, q, p1, true)) {
+		q = sm_bits_find(map, p + 1, p1, false);
+		if ((rc = write_run(h, p, q, flags)) < 0)
+			return rc;
+		*wrote = true;
+	}
+	return 0;
+}
+
+/* Write every dirty page s touches (run_flags for write_run).  With take
+ * (a commit that flushes), the pages go in flight first and the caller
+ * settles them after the flush; without (SM_ASYNC) they stay dirty.
+ * *wrote says whether anything was written. */
+static int write_view(const sm_slice *s, int run_flags, bool take, bool *wrote)
+{
+	struct sm_hold *h = s->h;
+	uint64_t p0, p1;
+
+	sm_slice_pages(s, &p0, &p1);
+	if (take)
+		sm_dirty_take(h, p0, p1);
+	return write_runs(h, take ? h->flight : h->dirty, p0, p1, run_flags, wrote);
+}
+
+/* Put the dirty pages of s in flight. */
+static void take_view(const sm_slice *s)
 {
 	uint64_t p0, p1;
 
 	sm_slice_pages(s, &p0, &p1);
-	sm_dirty_clear(s->h, p0, p1);
+	sm_dirty_take(s->h, p0, p1);
 }
 
-/* Write every run of dirty pages s touches (flags as for sm_commit; with
- * clear, clear each run once written: direct SM_SYNC, where msync is the
- * flush).  *wrote says whether anything was written. */
-static int write_dirty(const sm_slice *s, int flags, bool clear, bool *wrote)
+/* The pages of s in flight are committed (done), or dirty again. */
+static void settle_view(const sm_slice *s, bool done)
 {
-	struct sm_hold *h = s->h;
-	uint64_t p, q, p0, p1;
-	int rc;
+	uint64_t p0, p1;
 
 	sm_slice_pages(s, &p0, &p1);
-	for (p = sm_dirty_next(h, p0, p1); p < p1; p = sm_dirty_next(h, q, p1)) {
-		q = sm_dirty_run_end(h, p + 1, p1);
-		if ((rc = write_run(h, p, q, flags)) < 0)
-			return rc;
-		*wrote = true;
-		if (clear)
-			sm_dirty_clear(h, p, q);
-	}
-	return 0;
+	sm_dirty_settle(s->h, p0, p1, done);
 }
 
 static void poison(sm_file *f, int rc)
@@ -163,23 +183,23 @@ static int commit_check(const sm_slice *s)
 
 static int commit_one(sm_slice *s, int flags)
 {
-	bool wrote = false, direct_sync = !s->h->buffered && !(flags & SM_ASYNC);
+	bool wrote = false, sync = !(flags & SM_ASYNC);
 	int rc;
 
 	if ((rc = commit_check(s)) < 0)
 		return rc;
 	if (s->f->memory) {
-		clear_view(s); /* the caller's buffer is the storage */
+		uint64_t p0, p1;
+		sm_slice_pages(s, &p0, &p1);
+		sm_dirty_clear(s->h, p0, p1); /* the caller's buffer is the storage */
 		return 0;
 	}
-	rc = write_dirty(s, flags, direct_sync, &wrote);
-	if (rc == 0 && s->h->buffered && wrote && !(flags & SM_ASYNC)) {
-		if (sm_sys.fdatasync(s->f->fd) < 0)
-			rc = -errno;
-		else
-			clear_view(s);
-	}
-	if (rc < 0 && direct_sync)
+	rc = write_view(s, flags, sync, &wrote);
+	if (rc == 0 && s->h->buffered && wrote && sync && sm_sys.fdatasync(s->f->fd) < 0)
+		rc = -errno;
+	if (sync)
+		settle_view(s, rc == 0);
+	if (rc < 0 && sync && !s->h->buffered)
 		poison(s->f, rc);
 	return rc;
 }
@@ -206,13 +226,19 @@ static int commit_many(sm_slice **v, size_t n, int flags)
 	int first = 0, rc;
 
 	for (size_t i = 0; i < n; i++) {
-		bool wrote = false;
-		if ((rc = commit_check(v[i])) < 0 ||
-		    (!v[i]->f->memory &&
-		     (rc = write_dirty(v[i], v[i]->h->buffered ? flags : SM_ASYNC, false, &wrote)) < 0)) {
+		bool wrote = false, sync = !(flags & SM_ASYNC);
+		if ((rc = commit_check(v[i])) == 0 && v[i]->f->memory) {
+			if (sync)
+				take_view(v[i]); /* the caller's buffer is the storage */
+		} else if (rc == 0 &&
+			   (rc = write_view(v[i], v[i]->h->buffered ? flags : SM_ASYNC, sync, &wrote)) < 0) {
+			if (sync)
+				settle_view(v[i], false);
+		}
+		if (rc < 0) {
 			if (!first)
 				first = rc;
-			if (rc != -ENXIO && rc != -ESTALE && !v[i]->h->buffered && !(flags & SM_ASYNC))
+			if (rc != -ENXIO && rc != -ESTALE && !v[i]->h->buffered && sync)
 				poison(v[i]->f, rc);
 			v[i]->h->need_sync = false;
 			continue;
@@ -235,8 +261,7 @@ static int commit_many(sm_slice **v, size_t n, int flags)
 			if (v[j]->f != f || !v[j]->h->need_sync)
 				continue;
 			direct |= !v[j]->h->buffered;
-			if (rc == 0)
-				clear_view(v[j]);
+			settle_view(v[j], rc == 0);
 		}
 		if (rc < 0) {
 			if (!first)
@@ -293,9 +318,9 @@ int sm_abort(sm_slice *s)
 		return -ENOTSUP; /* direct changes are already in the page cache */
 	cs = sm_nocancel();
 	sm_slice_pages(s, &p0, &p1);
-	for (p = sm_dirty_next(h, p0, p1); p < p1; p = sm_dirty_next(h, q, p1)) {
+	for (p = sm_bits_find(h->dirty, p0, p1, true); p < p1; p = sm_bits_find(h->dirty, q, p1, true)) {
 		uint64_t c0 = p, c1;
-		q = c1 = sm_dirty_run_end(h, p + 1, p1);
+		q = c1 = sm_bits_find(h->dirty, p + 1, p1, false);
 		/* the view's bytes of the run come back from the file... */
 		page_range(h, p, q, &a, &b);
 		if (a < s->off)

@@ -131,6 +131,7 @@ struct sm_hold {
 	uint64_t dirty_origin; /* file offset of dirty bit 0 (page aligned) */
 	size_t dirty_words;
 	uint64_t *dirty;       /* page bitmap (write holds) */
+	uint64_t *flight;      /* pages a commit is writing (same allocation) */
 	bool write;            /* lock mode */
 	bool buffered;         /* map is a private copy, written at commit */
 	bool need_sync;        /* sm_commit_many: written, awaiting its file's flush */
@@ -257,17 +258,22 @@ SM_HIDDEN int sm_file_size(sm_file *f, uint64_t *size);
 /* Fill file bytes [off, off+len) of a buffered hold's copy from the file. */
 SM_HIDDEN int sm_hold_load(struct sm_hold *h, uint64_t off, uint64_t len);
 /* The dirty-page bitmap of a write hold: pages are bit indexes from
- * h->dirty_origin; every view of the hold shares it. */
+ * h->dirty_origin; every view of the hold shares it.  A commit moves the
+ * bits it writes to h->flight first, so a write made meanwhile stays dirty. */
 /* Pages [*p0, *p1) of h's bitmap covering slice s. */
 SM_HIDDEN void sm_slice_pages(const sm_slice *s, uint64_t *p0, uint64_t *p1);
 /* Mark the pages of s's bytes [off, off+len) dirty. */
 SM_HIDDEN void sm_dirty_set(sm_slice *s, uint64_t off, uint64_t len);
 SM_HIDDEN void sm_dirty_clear(struct sm_hold *h, uint64_t p0, uint64_t p1);
-/* The first dirty page in [p, end), or end. */
-SM_HIDDEN uint64_t sm_dirty_next(const struct sm_hold *h, uint64_t p, uint64_t end);
-/* The first clean page in [p, end), or end: with sm_dirty_next, the runs. */
-SM_HIDDEN uint64_t sm_dirty_run_end(const struct sm_hold *h, uint64_t p, uint64_t end);
-/* Has s a dirty page? */
+/* Move the dirty bits of pages [p0, p1) in flight (a commit starts). */
+SM_HIDDEN void sm_dirty_take(struct sm_hold *h, uint64_t p0, uint64_t p1);
+/* A commit of pages [p0, p1) ended: forget the pages in flight, or (failed)
+ * make them dirty again. */
+SM_HIDDEN void sm_dirty_settle(struct sm_hold *h, uint64_t p0, uint64_t p1, bool done);
+/* The first page in [p, end) whose bit in map is set (set) or clear
+ * (!set), or end: with set, then !set, the runs. */
+SM_HIDDEN uint64_t sm_bits_find(const uint64_t *map, uint64_t p, uint64_t end, bool set);
+/* Has s a page dirty or in flight? */
 SM_HIDDEN bool sm_dirty_any(const sm_slice *s);
 
 #endif /* SAFEMAP_INTERNAL_H */

@@ -271,8 +271,9 @@ static int do_map(sm_file *f, uint64_t off, uint64_t len, int flags, bool write,
 		uint64_t pages = ((off & pmask) + len + pmask) >> sm_page_shift;
 		h->dirty_origin = off & ~pmask;
 		h->dirty_words = (size_t)((pages + 63) / 64);
-		if (!(h->dirty = calloc(h->dirty_words, sizeof(uint64_t))))
+		if (!(h->dirty = calloc(2 * h->dirty_words, sizeof(uint64_t))))
 			goto fail;
+		h->flight = h->dirty + h->dirty_words;
 	}
 
 	pthread_mutex_lock(&f->lock);
@@ -466,47 +467,49 @@ void sm_slice_pages(const sm_slice *s, uint64_t *p0, uint64_t *p1)
  * One bit per page of a write hold, bit 0 for the page at h->dirty_origin,
  * shared by all views of the hold: the page is the unit of dirtiness
  * (sm_sub(3)).  The inline accessors of safemap.h set bits too (through
- * sm_view.dirty), so every access is a relaxed atomic; a bit is set or
- * cleared whole words at a time, reading first so a clean word or a
- * dirty one is not written again. */
+ * sm_view.dirty), so every access is a relaxed atomic, a word at a time,
+ * reading first so a word that needs no change is not written.
+ *
+ * A commit first moves the bits it will write to h->flight (take), then
+ * writes and flushes those pages, then forgets them or, on failure, makes
+ * them dirty again (settle).  Clearing after the write instead would mark
+ * clean a write made meanwhile through another view, in another thread
+ * (a sub-slice handed to a worker): the bit is already set then, so the
+ * write does not set it again, and the commit's clear would lose it. */
 
 /* Set the bits of pages [p0, p1) when some is missing. */
-static void dirty_set_pages(uint64_t *d, uint64_t p0, uint64_t p1)
+static void bits_set(uint64_t *map, uint64_t p0, uint64_t p1)
 {
 	while (p0 < p1) {
 		uint64_t w = p0 >> 6, mask = sm_word_mask(p0, p1 - 1);
 
-		if ((__atomic_load_n(&d[w], __ATOMIC_RELAXED) & mask) != mask)
-			__atomic_fetch_or(&d[w], mask, __ATOMIC_RELAXED);
+		if ((__atomic_load_n(&map[w], __ATOMIC_RELAXED) & mask) != mask)
+			__atomic_fetch_or(&map[w], mask, __ATOMIC_RELAXED);
 		p0 = (w + 1) << 6;
 	}
 }
 
-void sm_dirty_set(sm_slice *s, uint64_t off, uint64_t len)
-{
-	dirty_set_pages(s->v.dirty, (s->v.dirty_off + off) >> sm_page_shift,
-			((s->v.dirty_off + off + len - 1) >> sm_page_shift) + 1);
-}
-
-void sm_dirty_clear(struct sm_hold *h, uint64_t p0, uint64_t p1)
+/* Clear the bits of pages [p0, p1) of map; or them into to (if any). */
+static void bits_move(uint64_t *map, uint64_t *to, uint64_t p0, uint64_t p1)
 {
 	while (p0 < p1) {
-		uint64_t w = p0 >> 6, mask = sm_word_mask(p0, p1 - 1);
+		uint64_t w = p0 >> 6, mask = sm_word_mask(p0, p1 - 1), got;
 
-		if (__atomic_load_n(&h->dirty[w], __ATOMIC_RELAXED) & mask)
-			__atomic_fetch_and(&h->dirty[w], ~mask, __ATOMIC_RELAXED);
+		if (__atomic_load_n(&map[w], __ATOMIC_RELAXED) & mask) {
+			got = __atomic_fetch_and(&map[w], ~mask, __ATOMIC_ACQ_REL) & mask;
+			if (to && got)
+				__atomic_fetch_or(&to[w], got, __ATOMIC_RELAXED);
+		}
 		p0 = (w + 1) << 6;
 	}
 }
 
-/* The first page in [p, end) whose bit is `dirty`, or end; whole words at
- * a time, so the cost follows the bitmap words, not the pages. */
-static uint64_t dirty_find(const struct sm_hold *h, uint64_t p, uint64_t end, bool dirty)
+uint64_t sm_bits_find(const uint64_t *map, uint64_t p, uint64_t end, bool set)
 {
 	while (p < end) {
-		uint64_t w = __atomic_load_n(&h->dirty[p >> 6], __ATOMIC_RELAXED);
+		uint64_t w = __atomic_load_n(&map[p >> 6], __ATOMIC_RELAXED);
 
-		w = (dirty ? w : ~w) >> (p & 63);
+		w = (set ? w : ~w) >> (p & 63);
 		if (w) {
 			p += (uint64_t)__builtin_ctzll(w);
 			return p < end ? p : end;
@@ -516,14 +519,25 @@ static uint64_t dirty_find(const struct sm_hold *h, uint64_t p, uint64_t end, bo
 	return end;
 }
 
-uint64_t sm_dirty_next(const struct sm_hold *h, uint64_t p, uint64_t end)
+void sm_dirty_set(sm_slice *s, uint64_t off, uint64_t len)
 {
-	return dirty_find(h, p, end, true);
+	bits_set(s->v.dirty, (s->v.dirty_off + off) >> sm_page_shift,
+		 ((s->v.dirty_off + off + len - 1) >> sm_page_shift) + 1);
 }
 
-uint64_t sm_dirty_run_end(const struct sm_hold *h, uint64_t p, uint64_t end)
+void sm_dirty_clear(struct sm_hold *h, uint64_t p0, uint64_t p1)
 {
-	return dirty_find(h, p, end, false);
+	bits_move(h->dirty, NULL, p0, p1);
+}
+
+void sm_dirty_take(struct sm_hold *h, uint64_t p0, uint64_t p1)
+{
+	bits_move(h->dirty, h->flight, p0, p1);
+}
+
+void sm_dirty_settle(struct sm_hold *h, uint64_t p0, uint64_t p1, bool done)
+{
+	bits_move(h->flight, done ? NULL : h->dirty, p0, p1);
 }
 
 bool sm_dirty_any(const sm_slice *s)
@@ -531,9 +545,11 @@ bool sm_dirty_any(const sm_slice *s)
 	uint64_t p0, p1;
 
 	sm_slice_pages(s, &p0, &p1);
-	return sm_dirty_next(s->h, p0, p1) < p1;
+	return sm_bits_find(s->h->dirty, p0, p1, true) < p1 ||
+	       sm_bits_find(s->h->flight, p0, p1, true) < p1;
 }
 
+/* Pages dirty or in flight: not yet known to be committed. */
 int sm_dirty_pages(const sm_slice *s)
 {
 	uint64_t p0, p1, n = 0;
@@ -545,8 +561,10 @@ int sm_dirty_pages(const sm_slice *s)
 	sm_slice_pages(s, &p0, &p1);
 	while (p0 < p1) {
 		uint64_t w = p0 >> 6, mask = sm_word_mask(p0, p1 - 1);
+		uint64_t bits = __atomic_load_n(&s->h->dirty[w], __ATOMIC_RELAXED) |
+				__atomic_load_n(&s->h->flight[w], __ATOMIC_RELAXED);
 
-		n += (uint64_t)__builtin_popcountll(__atomic_load_n(&s->h->dirty[w], __ATOMIC_RELAXED) & mask);
+		n += (uint64_t)__builtin_popcountll(bits & mask);
 		p0 = (w + 1) << 6;
 	}
 	return n > INT32_MAX ? INT32_MAX : (int)n;

@@ -556,6 +556,66 @@ START_TEST(abort_retries_eintr_and_short_reads)
 }
 END_TEST
 
+/* A sub-slice handed to another thread may commit while the parent is
+ * written in the same page (SPEC §2 asks one thread per slice, and these
+ * are two slices).  The commit writes the whole page; a parent write that
+ * lands after the pwrite must stay dirty, not be marked clean by the end
+ * of the commit, or the parent's next commit skips it. */
+struct pwriter {
+	sm_slice *w;
+	uint64_t n, last;
+	volatile int done;
+	int rc;
+};
+
+static void *parent_writer(void *p)
+{
+	struct pwriter *a = p;
+
+	for (a->last = 1; a->last <= a->n; a->last++)
+		if ((a->rc = sm_put_u64(a->w, 8, a->last)) < 0)
+			break;
+	a->last--;
+	__atomic_store_n(&a->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+START_TEST(sub_commit_races_parent_writes)
+{
+	const char *p = tu_tmpfile(2 * PG);
+	sm_file *f = open_rw(p);
+	struct tu_child c;
+
+	tu_spawn(&c, reader_child, (void *)p);
+	for (int round = 0; round < 8; round++) {
+		struct pwriter a;
+		sm_slice *w, *sub;
+		pthread_t t;
+		int commits = 0;
+
+		ck_assert_int_eq(sm_map_write(f, 0, 2 * PG, SM_BUFFERED, &w), 0);
+		ck_assert_int_eq(sm_sub(w, 100, 100, &sub), 0);
+		a = (struct pwriter){ .w = w, .n = 200000 };
+		ck_assert_int_eq(pthread_create(&t, NULL, parent_writer, &a), 0);
+		while (!__atomic_load_n(&a.done, __ATOMIC_ACQUIRE)) {
+			ck_assert_int_eq(sm_put_u8(sub, 0, (uint8_t)commits), 0);
+			ck_assert_int_eq(sm_commit(sub, 0), 0);
+			commits++;
+		}
+		ck_assert_int_eq(pthread_join(t, NULL), 0);
+		ck_assert_int_eq(a.rc, 0);
+		ck_assert_int_eq(sm_commit(w, 0), 0);
+		ck_assert_msg(peek(&c, 8) == a.last, "round %d (%d commits): file has %llu, last write %llu",
+			      round, commits, (unsigned long long)peek(&c, 8),
+			      (unsigned long long)a.last);
+		sm_release(sub);
+		sm_release(w);
+	}
+	ck_assert_int_eq(tu_wait(&c), 0);
+	sm_close(f);
+}
+END_TEST
+
 /* ---- sub-slices vs downgrade -------------------------------------------- */
 
 /* sm_sub must read the parent's mode under f->lock, the lock sm_downgrade
@@ -717,6 +777,10 @@ START_TEST(memory_file_same_api)
 	ck_assert_int_eq(sm_map_read(m, 110, 10, 0, &r), 0);
 	ck_assert_int_eq(sm_commit(w, 0), 0); /* a no-op success */
 	ck_assert_int_eq(sm_dirty_pages(w), 0);
+	ck_assert_int_eq(sm_put_u8(w, 50, 1), 0);
+	ck_assert_int_eq(sm_dirty_pages(w), 1);
+	ck_assert_int_eq(sm_commit_many(&w, 1, 0), 0);
+	ck_assert_int_eq(sm_dirty_pages(w), 0);
 	ck_assert_int_eq(sm_map_read(m, 3 * PG - 1, 2, 0, &x), -ERANGE);
 	ck_assert_int_eq(sm_map_write(m, 3 * PG, 1, SM_EXTEND, &x), -ERANGE);
 	ck_assert_int_eq(sm_map_write(m, 0, 1, SM_BUFFERED, &x), -ENOTSUP);
@@ -781,6 +845,7 @@ static Suite *commit_suite(void)
 	tcase_add_test(tc, sub_outlives_parent_and_crosses_threads);
 	tcase_add_test(tc, downgrade_write_to_read);
 	tcase_add_test(tc, sub_during_downgrade_is_read_only);
+	tcase_add_test(tc, sub_commit_races_parent_writes);
 	tcase_add_test(tc, memory_file_same_api);
 	tcase_add_test(tc, populate_prefaults);
 	suite_add_tcase(s, tc);
