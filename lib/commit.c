@@ -9,9 +9,10 @@
  * (SPEC §6.3).  A commit moves the bits it writes in flight first (so a
  * write made meanwhile through another view stays dirty) and forgets them
  * only once their pages are durable, so a failed commit leaves the slice
- * dirty and a buffered retry really rewrites the data.  A failed direct commit poisons the sm_file (SPEC §6.4): after a
- * write-back EIO Linux marks the pages clean and a second msync returns 0
- * with the data gone, so retrying would lie.
+ * dirty and a buffered retry really rewrites the data.  A failed direct
+ * commit poisons the sm_file (SPEC §6.4): after a write-back EIO Linux
+ * marks the pages clean and a second msync returns 0 with the data gone,
+ * so retrying would lie.
  *
  * SM_ASYNC starts write-back (sync_file_range for direct runs, the pwrite
  * alone for buffered ones) and leaves the bits set: the next SM_SYNC commit
@@ -318,7 +319,8 @@ int sm_abort(sm_slice *s)
 		return -ENOTSUP; /* direct changes are already in the page cache */
 	cs = sm_nocancel();
 	sm_slice_pages(s, &p0, &p1);
-	for (p = sm_bits_find(h->dirty, p0, p1, true); p < p1; p = sm_bits_find(h->dirty, q, p1, true)) {
+	for (p = sm_bits_find(h->dirty, p0, p1, true); p < p1;
+	     p = sm_bits_find(h->dirty, q, p1, true)) {
 		uint64_t c0 = p, c1;
 		q = c1 = sm_bits_find(h->dirty, p + 1, p1, false);
 		/* the view's bytes of the run come back from the file... */
