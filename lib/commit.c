@@ -6,19 +6,30 @@
  * page bitmap, and commit msyncs only the runs of dirty pages, so its cost
  * follows the dirty bytes, not the slice size (SPEC §6.2).  Buffered slices
  * write into a private copy; commit pwrites the dirty runs and fdatasyncs
- * (SPEC §6.3).  Bits are cleared only once their pages are durable, so a
- * failed commit leaves the slice dirty and a buffered retry really rewrites
- * the data.  A failed direct commit poisons the sm_file (SPEC §6.4): after a
- * write-back EIO Linux marks the pages clean and a second msync returns 0
- * with the data gone, so retrying would lie.
+ * (SPEC §6.3).  A commit moves the bits it writes in flight first (so a
+ * write made meanwhile through another view stays dirty) and forgets them
+ * only once their pages are durable, so a failed commit leaves the slice
+ * dirty and a buffered retry really rewrites the data.  A failed direct
+ * commit poisons the sm_file (SPEC §6.4): after a write-back EIO Linux
+ * marks the pages clean and a second msync returns 0 with the data gone,
+ * so retrying would lie.
  *
  * SM_ASYNC starts write-back (sync_file_range for direct runs, the pwrite
  * alone for buffered ones) and leaves the bits set: the next SM_SYNC commit
  * completes and confirms it.
  *
+ * The page is the unit of dirtiness shared by a slice and its sub-slices
+ * (one bitmap per hold).  So a commit writes whole dirty pages, clipped
+ * only to the hold's locked range, never to the view's: writing just the
+ * view's bytes and clearing the page's bit would mark clean, and lose, a
+ * change another view made in the same page.  An abort restores the
+ * view's own bytes but cleans only the pages the view covers wholly; a
+ * page it shares with bytes outside it stays dirty, since those bytes may
+ * hold another view's change.
+ *
  * The file size is checked first: msync over pages a truncation removed
  * succeeds silently and pwrite would resurrect a deliberately truncated
- * file, so a slice now past end of file is -ENXIO.
+ * file, so a slice whose pages now reach past end of file is -ENXIO.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -31,30 +42,30 @@
 
 #define COMMIT_FLAGS SM_ASYNC
 
-/* File range of dirty pages [p0, p1) of s, clipped to the slice. */
-static void run_range(const sm_slice *s, uint64_t p0, uint64_t p1, uint64_t *off, uint64_t *len)
+/* File range [*a, *b) of pages [p0, p1) of hold h, clipped to the hold's
+ * locked range (a buffered copy holds nothing else). */
+static void page_range(const struct sm_hold *h, uint64_t p0, uint64_t p1, uint64_t *a,
+		       uint64_t *b)
 {
-	uint64_t a = s->h->dirty_origin + (p0 << sm_page_shift);
-	uint64_t b = s->h->dirty_origin + (p1 << sm_page_shift);
-
-	if (a < s->off)
-		a = s->off;
-	if (b > s->off + s->len)
-		b = s->off + s->len;
-	*off = a;
-	*len = b - a;
+	*a = h->dirty_origin + (p0 << sm_page_shift);
+	*b = h->dirty_origin + (p1 << sm_page_shift);
+	if (*a < h->off)
+		*a = h->off;
+	if (*b > h->off + h->len)
+		*b = h->off + h->len;
 }
 
-static int write_run(const sm_slice *s, uint64_t p0, uint64_t p1, int flags)
+/* Write dirty pages [p0, p1) of h: pwrite from a buffered copy, or start
+ * write-back (SM_ASYNC) or msync of a direct mapping. */
+static int write_run(const struct sm_hold *h, uint64_t p0, uint64_t p1, int flags)
 {
-	struct sm_hold *h = s->h;
-	uint64_t off, len;
+	uint64_t off, end, len;
 
 	if (h->buffered) {
 		const unsigned char *src;
-		run_range(s, p0, p1, &off, &len);
+		page_range(h, p0, p1, &off, &end);
 		src = h->map->addr + (off - h->map->foff);
-		while (len > 0) {
+		for (len = end - off; len > 0;) {
 			ssize_t n = sm_sys.pwrite(h->f->fd, src, (size_t)len, (off_t)off);
 			if (n < 0 && errno == EINTR)
 				continue;
@@ -80,50 +91,53 @@ static int write_run(const sm_slice *s, uint64_t p0, uint64_t p1, int flags)
 	return 0;
 }
 
-/* Clear dirty bits [p0, p1) a word at a time, touching only dirty words:
- * cost follows the slice's bitmap words, not its pages. */
-static void clear_pages(const sm_slice *s, uint64_t p0, uint64_t p1)
+/* Write the runs of pages in [p0, p1) set in map. */
+static int write_runs(const struct sm_hold *h, const uint64_t *map, uint64_t p0, uint64_t p1,
+		      int flags, bool *wrote)
 {
-	uint64_t *d = s->h->dirty;
-
-	while (p0 < p1) {
-		uint64_t w = p0 >> 6, mask = sm_word_mask(p0, p1 - 1);
-
-		if (__atomic_load_n(&d[w], __ATOMIC_RELAXED) & mask)
-			__atomic_fetch_and(&d[w], ~mask, __ATOMIC_RELAXED);
-		p0 = (w + 1) << 6;
-	}
-}
-
-/* Write every dirty run of s (flags as for sm_commit; with clear, clear
- * each run once written: direct SM_SYNC, where msync is the flush).
- * *wrote says whether anything was written. */
-static int write_dirty(const sm_slice *s, int flags, bool clear, bool *wrote)
-{
-	uint64_t p, p0, p1;
-	const uint64_t *d = s->h->dirty;
+	uint64_t p, q;
 	int rc;
 
-	sm_slice_pages(s, &p0, &p1);
-	for (p = p0; p < p1;) {
-		uint64_t w = __atomic_load_n(&d[p >> 6], __ATOMIC_RELAXED) >> (p & 63), q;
-		if (!w) {
-			p = ((p >> 6) + 1) << 6; /* skip a clean word */
-			continue;
-		}
-		p += (uint64_t)__builtin_ctzll(w);
-		if (p >= p1)
-			break;
-		for (q = p + 1; q < p1 && (__atomic_load_n(&d[q >> 6], __ATOMIC_RELAXED) >> (q & 63) & 1); q++)
-			;
-		if ((rc = write_run(s, p, q, flags)) < 0)
+	for (p = sm_bits_find(map, p0, p1, true); p < p1; p = sm_bits_find(map, q, p1, true)) {
+		q = sm_bits_find(map, p + 1, p1, false);
+		if ((rc = write_run(h, p, q, flags)) < 0)
 			return rc;
 		*wrote = true;
-		if (clear)
-			clear_pages(s, p, q);
-		p = q;
 	}
 	return 0;
+}
+
+/* Write every dirty page s touches (run_flags for write_run).  With take
+ * (a commit that flushes), the pages go in flight first and the caller
+ * settles them after the flush; without (SM_ASYNC) they stay dirty.
+ * *wrote says whether anything was written. */
+static int write_view(const sm_slice *s, int run_flags, bool take, bool *wrote)
+{
+	struct sm_hold *h = s->h;
+	uint64_t p0, p1;
+
+	sm_slice_pages(s, &p0, &p1);
+	if (take)
+		sm_dirty_take(h, p0, p1);
+	return write_runs(h, take ? h->flight : h->dirty, p0, p1, run_flags, wrote);
+}
+
+/* Put the dirty pages of s in flight. */
+static void take_view(const sm_slice *s)
+{
+	uint64_t p0, p1;
+
+	sm_slice_pages(s, &p0, &p1);
+	sm_dirty_take(s->h, p0, p1);
+}
+
+/* The pages of s in flight are committed (done), or dirty again. */
+static void settle_view(const sm_slice *s, bool done)
+{
+	uint64_t p0, p1;
+
+	sm_slice_pages(s, &p0, &p1);
+	sm_dirty_settle(s->h, p0, p1, done);
 }
 
 static void poison(sm_file *f, int rc)
@@ -149,7 +163,7 @@ static int check_writable(const sm_slice *s)
 /* Checks shared by sm_commit and sm_commit_many. */
 static int commit_check(const sm_slice *s)
 {
-	uint64_t size;
+	uint64_t size, p0, p1, a, b;
 	int rc;
 
 	if ((rc = check_writable(s)) < 0)
@@ -160,34 +174,33 @@ static int commit_check(const sm_slice *s)
 		return 0;
 	if ((rc = sm_file_size(s->f, &size)) < 0)
 		return rc;
-	if (size < s->off + s->len)
+	/* whole pages are written: a sub-slice's may reach past its end */
+	sm_slice_pages(s, &p0, &p1);
+	page_range(s->h, p0, p1, &a, &b);
+	if (size < b)
 		return -ENXIO;
 	return 0;
 }
 
 static int commit_one(sm_slice *s, int flags)
 {
-	bool wrote = false, direct_sync = !s->h->buffered && !(flags & SM_ASYNC);
-	uint64_t p0, p1;
+	bool wrote = false, sync = !(flags & SM_ASYNC);
 	int rc;
 
 	if ((rc = commit_check(s)) < 0)
 		return rc;
 	if (s->f->memory) {
+		uint64_t p0, p1;
 		sm_slice_pages(s, &p0, &p1);
-		clear_pages(s, p0, p1); /* the caller's buffer is the storage */
+		sm_dirty_clear(s->h, p0, p1); /* the caller's buffer is the storage */
 		return 0;
 	}
-	rc = write_dirty(s, flags, direct_sync, &wrote);
-	if (rc == 0 && s->h->buffered && wrote && !(flags & SM_ASYNC)) {
-		if (sm_sys.fdatasync(s->f->fd) < 0)
-			rc = -errno;
-		else {
-			sm_slice_pages(s, &p0, &p1);
-			clear_pages(s, p0, p1);
-		}
-	}
-	if (rc < 0 && direct_sync)
+	rc = write_view(s, flags, sync, &wrote);
+	if (rc == 0 && s->h->buffered && wrote && sync && sm_sys.fdatasync(s->f->fd) < 0)
+		rc = -errno;
+	if (sync)
+		settle_view(s, rc == 0);
+	if (rc < 0 && sync && !s->h->buffered)
 		poison(s->f, rc);
 	return rc;
 }
@@ -214,13 +227,19 @@ static int commit_many(sm_slice **v, size_t n, int flags)
 	int first = 0, rc;
 
 	for (size_t i = 0; i < n; i++) {
-		bool wrote = false;
-		if ((rc = commit_check(v[i])) < 0 ||
-		    (!v[i]->f->memory &&
-		     (rc = write_dirty(v[i], v[i]->h->buffered ? flags : SM_ASYNC, false, &wrote)) < 0)) {
+		bool wrote = false, sync = !(flags & SM_ASYNC);
+		if ((rc = commit_check(v[i])) == 0 && v[i]->f->memory) {
+			if (sync)
+				take_view(v[i]); /* the caller's buffer is the storage */
+		} else if (rc == 0 &&
+			   (rc = write_view(v[i], v[i]->h->buffered ? flags : SM_ASYNC, sync, &wrote)) < 0) {
+			if (sync)
+				settle_view(v[i], false);
+		}
+		if (rc < 0) {
 			if (!first)
 				first = rc;
-			if (rc != -ENXIO && rc != -ESTALE && !v[i]->h->buffered && !(flags & SM_ASYNC))
+			if (rc != -ENXIO && rc != -ESTALE && !v[i]->h->buffered && sync)
 				poison(v[i]->f, rc);
 			v[i]->h->need_sync = false;
 			continue;
@@ -240,14 +259,10 @@ static int commit_many(sm_slice **v, size_t n, int flags)
 			continue; /* flushed with an earlier slice of the same file */
 		rc = f->memory ? 0 : (sm_sys.fdatasync(f->fd) < 0 ? -errno : 0);
 		for (size_t j = i; j < n; j++) {
-			uint64_t p0, p1;
 			if (v[j]->f != f || !v[j]->h->need_sync)
 				continue;
 			direct |= !v[j]->h->buffered;
-			if (rc == 0) {
-				sm_slice_pages(v[j], &p0, &p1);
-				clear_pages(v[j], p0, p1);
-			}
+			settle_view(v[j], rc == 0);
 		}
 		if (rc < 0) {
 			if (!first)
@@ -282,30 +297,48 @@ int sm_commit_many(sm_slice **v, size_t n, int flags)
 	return rc;
 }
 
+/* Is every byte of page p of s's hold inside s? */
+static bool page_within(const sm_slice *s, uint64_t p)
+{
+	uint64_t a, b;
+
+	page_range(s->h, p, p + 1, &a, &b);
+	return a >= s->off && b <= s->off + s->len;
+}
+
 int sm_abort(sm_slice *s)
 {
-	uint64_t p0, p1, off, len;
+	struct sm_hold *h;
+	uint64_t p, q, p0, p1, a, b;
 	int rc, cs;
 
 	if ((rc = check_writable(s)) < 0)
 		return rc;
-	if (!s->h->buffered)
+	h = s->h;
+	if (!h->buffered)
 		return -ENOTSUP; /* direct changes are already in the page cache */
 	cs = sm_nocancel();
 	sm_slice_pages(s, &p0, &p1);
-	for (uint64_t p = p0; p < p1 && rc == 0; p++) {
-		if (!(__atomic_load_n(&s->h->dirty[p >> 6], __ATOMIC_RELAXED) >> (p & 63) & 1))
-			continue;
-		run_range(s, p, p + 1, &off, &len);
-		unsigned char *dst = s->h->map->addr + (off - s->h->map->foff);
-		ssize_t n = pread(s->f->fd, dst, (size_t)len, (off_t)off);
-		if (n < 0) {
-			rc = -errno;
+	for (p = sm_bits_find(h->dirty, p0, p1, true); p < p1;
+	     p = sm_bits_find(h->dirty, q, p1, true)) {
+		uint64_t c0 = p, c1;
+		q = c1 = sm_bits_find(h->dirty, p + 1, p1, false);
+		/* the view's bytes of the run come back from the file... */
+		page_range(h, p, q, &a, &b);
+		if (a < s->off)
+			a = s->off;
+		if (b > s->off + s->len)
+			b = s->off + s->len;
+		if ((rc = sm_hold_load(h, a, b - a)) < 0)
 			break;
-		}
-		if ((uint64_t)n < len)
-			memset(dst + n, 0, (size_t)(len - (uint64_t)n)); /* past end of file */
-		clear_pages(s, p, p + 1);
+		/* ...but a page with bytes outside the view stays dirty: they
+		 * may hold another view's change.  Only the view's first and
+		 * last pages can be such. */
+		if (c0 == p0 && !page_within(s, p0))
+			c0++;
+		if (c1 == p1 && c1 > c0 && !page_within(s, p1 - 1))
+			c1--;
+		sm_dirty_clear(h, c0, c1);
 	}
 	sm_cancel_restore(cs);
 	return rc;

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * map.c - the per-file mapping cache.
+ * map.c - the per-file mapping cache (the windows, sm_window_*).
  *
  * mmap + munmap cost ~3 µs whatever the size, plus a page fault on first
  * touch, and each mapping is a VMA counted against vm.max_map_count
@@ -85,7 +85,7 @@ static void map_uncache(sm_file *f, struct sm_map *m)
 /* A private anonymous copy for a buffered slice: never faults on truncation
  * (not in the fault registry), but marked stale in a fork child like any
  * mapping. */
-int sm_map_anon(sm_file *f, uint64_t foff, uint64_t len, struct sm_map **out)
+int sm_window_anon(sm_file *f, uint64_t foff, uint64_t len, struct sm_map **out)
 {
 	struct sm_map *m;
 	void *p;
@@ -110,7 +110,7 @@ int sm_map_anon(sm_file *f, uint64_t foff, uint64_t len, struct sm_map **out)
 	return 0;
 }
 
-int sm_map_get(sm_file *f, uint64_t off, uint64_t len, bool writable, struct sm_map **out)
+int sm_window_get(sm_file *f, uint64_t off, uint64_t len, bool writable, struct sm_map **out)
 {
 	uint64_t pmask = sm_page_size - 1;
 	uint64_t pstart = off & ~pmask;
@@ -150,7 +150,7 @@ int sm_map_get(sm_file *f, uint64_t off, uint64_t len, bool writable, struct sm_
 	return 0;
 }
 
-void sm_map_put(sm_file *f, struct sm_map *m)
+void sm_window_put(sm_file *f, struct sm_map *m)
 {
 	if (--m->refs > 0 || m->borrowed)
 		return;

@@ -317,6 +317,17 @@ int sm_ranges_downgrade(sm_file *f, struct sm_hold *h)
 	return 0;
 }
 
+bool sm_ranges_alone_from(sm_file *f, const struct sm_hold *h, uint64_t from)
+{
+	struct sm_seg *n;
+
+	/* a run inside h's range is h's own: a write run is one slice's */
+	for (n = first_after(f, from); n; n = RB_NEXT(sm_segtree, &f->segs, n))
+		if (n->start < h->off || n->end > h->off + h->len)
+			return false;
+	return true;
+}
+
 void sm_ranges_free_all(sm_file *f)
 {
 	struct sm_seg *n, *next;

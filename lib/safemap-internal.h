@@ -131,6 +131,7 @@ struct sm_hold {
 	uint64_t dirty_origin; /* file offset of dirty bit 0 (page aligned) */
 	size_t dirty_words;
 	uint64_t *dirty;       /* page bitmap (write holds) */
+	uint64_t *flight;      /* pages a commit is writing (same allocation) */
 	bool write;            /* lock mode */
 	bool buffered;         /* map is a private copy, written at commit */
 	bool need_sync;        /* sm_commit_many: written, awaiting its file's flush */
@@ -203,15 +204,18 @@ SM_HIDDEN int sm_ranges_acquire(sm_file *f, struct sm_hold *h);
 SM_HIDDEN int sm_ranges_release(sm_file *f, struct sm_hold *h, bool owner);
 /* Convert h's write run to a read run and the kernel lock with it. */
 SM_HIDDEN int sm_ranges_downgrade(sm_file *f, struct sm_hold *h);
+/* Does no slice of f but the write hold h cover a byte at or after from?
+ * (The kernel cannot say: f's own locks never conflict with each other.) */
+SM_HIDDEN bool sm_ranges_alone_from(sm_file *f, const struct sm_hold *h, uint64_t from);
 SM_HIDDEN void sm_ranges_free_all(sm_file *f);
 
-/* --- map.c: mapping cache (caller holds f->lock) -------------------------- */
-SM_HIDDEN int sm_map_get(sm_file *f, uint64_t off, uint64_t len, bool writable,
-			 struct sm_map **out);
-SM_HIDDEN void sm_map_put(sm_file *f, struct sm_map *m);
+/* --- map.c: the window cache (caller holds f->lock) ----------------------- */
+SM_HIDDEN int sm_window_get(sm_file *f, uint64_t off, uint64_t len, bool writable,
+			    struct sm_map **out);
+SM_HIDDEN void sm_window_put(sm_file *f, struct sm_map *m);
 SM_HIDDEN void sm_map_free_all(sm_file *f);
 /* An anonymous private mapping of len bytes (buffered slices). */
-SM_HIDDEN int sm_map_anon(sm_file *f, uint64_t foff, uint64_t len, struct sm_map **out);
+SM_HIDDEN int sm_window_anon(sm_file *f, uint64_t foff, uint64_t len, struct sm_map **out);
 
 /* --- fault.c: the SIGBUS guard ------------------------------------------- */
 SM_HIDDEN void sm_fault_install(void);
@@ -250,9 +254,26 @@ SM_HIDDEN void sm_file_destroy(sm_file *f);
 
 /* --- slice.c ---------------------------------------------------------------- */
 SM_HIDDEN int sm_slice_error(const sm_slice *s);
-SM_HIDDEN void sm_dirty_set(sm_slice *s, uint64_t off, uint64_t len);
 SM_HIDDEN int sm_file_size(sm_file *f, uint64_t *size);
+/* Fill file bytes [off, off+len) of a buffered hold's copy from the file. */
+SM_HIDDEN int sm_hold_load(struct sm_hold *h, uint64_t off, uint64_t len);
+/* The dirty-page bitmap of a write hold: pages are bit indexes from
+ * h->dirty_origin; every view of the hold shares it.  A commit moves the
+ * bits it writes to h->flight first, so a write made meanwhile stays dirty. */
 /* Pages [*p0, *p1) of h's bitmap covering slice s. */
 SM_HIDDEN void sm_slice_pages(const sm_slice *s, uint64_t *p0, uint64_t *p1);
+/* Mark the pages of s's bytes [off, off+len) dirty. */
+SM_HIDDEN void sm_dirty_set(sm_slice *s, uint64_t off, uint64_t len);
+SM_HIDDEN void sm_dirty_clear(struct sm_hold *h, uint64_t p0, uint64_t p1);
+/* Move the dirty bits of pages [p0, p1) in flight (a commit starts). */
+SM_HIDDEN void sm_dirty_take(struct sm_hold *h, uint64_t p0, uint64_t p1);
+/* A commit of pages [p0, p1) ended: forget the pages in flight, or (failed)
+ * make them dirty again. */
+SM_HIDDEN void sm_dirty_settle(struct sm_hold *h, uint64_t p0, uint64_t p1, bool done);
+/* The first page in [p, end) whose bit in map is set (set) or clear
+ * (!set), or end: with set, then !set, the runs. */
+SM_HIDDEN uint64_t sm_bits_find(const uint64_t *map, uint64_t p, uint64_t end, bool set);
+/* Has s a page dirty or in flight? */
+SM_HIDDEN bool sm_dirty_any(const sm_slice *s);
 
 #endif /* SAFEMAP_INTERNAL_H */

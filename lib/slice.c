@@ -5,10 +5,12 @@
  * Order of a map: validate arguments, check the file size (a read slice
  * must lie inside the file), take the in-process range and the kernel lock
  * (ranges.c), take a window from the mapping cache (map.c) or, for
- * SM_BUFFERED, make a private copy, then for write slices reserve the
- * blocks with fallocate so a full disk is -ENOSPC here instead of SIGBUS at
- * the first store (SPEC §5.4).  Every step undoes the previous ones on
- * failure.
+ * SM_BUFFERED, make and fill a private copy, then for write slices reserve
+ * the blocks with fallocate so a full disk is -ENOSPC here instead of
+ * SIGBUS at the first store (SPEC §5.4), and last grow the file for
+ * SM_EXTEND.  Every step undoes the previous ones on failure; growth comes
+ * last because it is the one step that cannot be undone safely (see
+ * reserve()).
  *
  * The lock, mapping and dirty bitmap live in a refcounted sm_hold shared by
  * a slice and its sub-slices (sm_sub), so a sub-slice keeps the parent's
@@ -52,7 +54,7 @@ static int hold_free(struct sm_hold *h)
 	sm_table_remove(f, h, owner);
 	rc = sm_ranges_release(f, h, owner);
 
-	sm_map_put(f, h->map);
+	sm_window_put(f, h->map);
 	f->nslices--;
 	free(h->dirty);
 	free(h);
@@ -80,32 +82,98 @@ static int slice_free(sm_slice *s)
 	return rc;
 }
 
-/* Reserve the write slice's blocks (and grow the file for SM_EXTEND). */
+/* Give back the blocks reserved for h past old_size, the file's size once
+ * h was locked, after a failed map.  Those bytes were past end of file
+ * then and h's lock has kept every cooperating writer out of them since,
+ * so they hold zeros whoever grew the file meanwhile: punching them loses
+ * nothing (it frees the blocks on XFS, btrfs, tmpfs).  ext4 ignores a punch
+ * past end of file and frees blocks preallocated there only on a truncate,
+ * even to the same size; that truncate would cut the bytes of anyone who
+ * grew the file between our fstat and it.  A cooperating writer grows the
+ * file only into bytes it has locked, so take a write lock over
+ * [old_size, end of all) first (it never conflicts with h's own lock, and
+ * ranges.c vouches for f's other slices, which the kernel cannot see): no
+ * one can grow the file while we hold it.  If someone holds any of it the
+ * blocks stay reserved past end of file; the size is right either way.
+ * Best effort throughout. */
+static void unreserve(struct sm_hold *h, uint64_t old_size)
+{
+	sm_file *f = h->f;
+	uint64_t a = h->off > old_size ? h->off : old_size, end = h->off + h->len, size;
+
+	if (a >= end)
+		return; /* nothing was past end of file */
+	sm_sys.fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)a,
+			 (off_t)(end - a));
+	pthread_mutex_lock(&f->lock);
+	if (sm_ranges_alone_from(f, h, old_size) && sm_ofd_lock(f->fd, true, old_size, 0) == 0) {
+		if (sm_file_size(f, &size) == 0 && size < end)
+			sm_sys.ftruncate(f->fd, (off_t)size);
+		/* give back the tail, keeping h's own range locked */
+		if (old_size < h->off)
+			sm_ofd_unlock(f->fd, old_size, h->off - old_size);
+		sm_ofd_unlock(f->fd, end, 0);
+	}
+	pthread_mutex_unlock(&f->lock);
+}
+
+/* Grow the file to at least end by writing the zero byte at end - 1 (in
+ * h's locked range, past the old end of file, so zero already): unlike
+ * ftruncate, a pwrite never shrinks a file another process grew past end
+ * meanwhile, and a failed one-byte pwrite leaves the size alone. */
+static int grow(sm_file *f, uint64_t end)
+{
+	static const unsigned char zero;
+	ssize_t n;
+
+	while ((n = sm_sys.pwrite(f->fd, &zero, 1, (off_t)(end - 1))) < 0 && errno == EINTR)
+		;
+	if (n < 0)
+		return -errno;
+	return n == 1 ? 0 : -EIO;
+}
+
+/* Reserve the write slice's blocks, then grow the file for SM_EXTEND.
+ *
+ * A failed SM_EXTEND map must leave the file's size as it found it.
+ * Shrinking it back afterwards is not safe: between our fstat and our
+ * ftruncate another process may grow the file for a slice of its own
+ * (past our range, or between the old end and our offset), and the
+ * ftruncate would cut its bytes.  So nothing here ever shrinks the file:
+ * the blocks are reserved with FALLOC_FL_KEEP_SIZE (fallocate mode 0 on
+ * ext4 grows i_size over whatever it allocated before ENOSPC), a failure
+ * gives back the reservation past the old end (unreserve), and the file
+ * grows only as the very last step, which either succeeds or changes
+ * nothing. */
 static int reserve(struct sm_hold *h, int flags)
 {
 	sm_file *f = h->f;
-	uint64_t size;
+	uint64_t size, end = h->off + h->len;
+	bool reserved = true;
 	int rc;
 
 	if (f->memory)
 		return 0;
-	if (sm_sys.fallocate(f->fd, 0, (off_t)h->off, (off_t)h->len) == 0)
-		return 0;
-	rc = -errno;
-	if (rc != -EOPNOTSUPP)
-		return rc;
-	/* No reservation on this filesystem: map anyway (documented risk). */
-	if (!(flags & SM_EXTEND))
-		return 0;
 	if ((rc = sm_file_size(f, &size)) < 0)
 		return rc;
-	if (size < h->off + h->len && sm_sys.ftruncate(f->fd, (off_t)(h->off + h->len)) < 0)
-		return -errno;
-	return 0;
+	if (sm_sys.fallocate(f->fd, FALLOC_FL_KEEP_SIZE, (off_t)h->off, (off_t)h->len) < 0) {
+		rc = -errno;
+		if (rc != -EOPNOTSUPP) {
+			unreserve(h, size);
+			return rc;
+		}
+		reserved = false; /* this filesystem cannot: map anyway (documented risk) */
+	}
+	if (!(flags & SM_EXTEND) || size >= end)
+		return 0;
+	if ((rc = grow(f, end)) < 0 && reserved)
+		unreserve(h, size);
+	return rc;
 }
 
-/* Fill a buffered slice's private copy from the file (zeros past EOF). */
-static int load_copy(struct sm_hold *h, uint64_t off, uint64_t len)
+/* Fill file bytes [off, off+len) of a buffered hold's private copy from
+ * the file (zeros past end of file), retrying EINTR and short reads. */
+int sm_hold_load(struct sm_hold *h, uint64_t off, uint64_t len)
 {
 	unsigned char *dst = h->map->addr + (off - h->map->foff);
 
@@ -152,12 +220,36 @@ static void view_init(sm_slice *s)
 	s->v.page_shift = sm_page_shift;
 }
 
+/* Lock h's range, register it in the table and give it a mapping (a
+ * window, or a private copy for a buffered hold); undoes itself on
+ * failure.  Caller holds f->lock. */
+static int hold_attach(sm_file *f, struct sm_hold *h)
+{
+	int rc;
+
+	if (f->closing)
+		return -EBADF;
+	if ((rc = sm_ranges_acquire(f, h)) < 0)
+		return rc;
+	if ((rc = sm_table_add(f, h)) == 0) {
+		rc = h->buffered ? sm_window_anon(f, h->off, h->len, &h->map)
+				 : sm_window_get(f, h->off, h->len, h->write, &h->map);
+		if (rc < 0)
+			sm_table_remove(f, h, true);
+	}
+	if (rc < 0) {
+		sm_ranges_release(f, h, true);
+		return rc;
+	}
+	f->nslices++;
+	return 0;
+}
+
 static int do_map(sm_file *f, uint64_t off, uint64_t len, int flags, bool write, sm_slice **out)
 {
 	uint64_t size, pmask = sm_page_size - 1;
-	bool buffered = write && (flags & SM_BUFFERED);
-	struct sm_hold *h;
-	sm_slice *s;
+	struct sm_hold *h = NULL;
+	sm_slice *s = NULL;
 	int rc;
 
 	if ((rc = sm_file_size(f, &size)) < 0)
@@ -165,48 +257,30 @@ static int do_map(sm_file *f, uint64_t off, uint64_t len, int flags, bool write,
 	if (off + len > size && !(write && (flags & SM_EXTEND) && !f->memory))
 		return -ERANGE;
 
-	s = calloc(1, sizeof(*s));
-	h = calloc(1, sizeof(*h));
-	if (!s || !h)
-		goto nomem;
+	rc = -ENOMEM;
+	if (!(s = calloc(1, sizeof(*s))) || !(h = calloc(1, sizeof(*h))))
+		goto fail;
 	h->f = f;
 	h->off = off;
 	h->len = len;
 	h->write = write;
-	h->buffered = buffered;
+	h->buffered = write && (flags & SM_BUFFERED);
 	h->refs = 1;
 	h->slot = -1;
 	if (write) {
 		uint64_t pages = ((off & pmask) + len + pmask) >> sm_page_shift;
 		h->dirty_origin = off & ~pmask;
 		h->dirty_words = (size_t)((pages + 63) / 64);
-		if (!(h->dirty = calloc(h->dirty_words, sizeof(uint64_t))))
-			goto nomem;
+		if (!(h->dirty = calloc(2 * h->dirty_words, sizeof(uint64_t))))
+			goto fail;
+		h->flight = h->dirty + h->dirty_words;
 	}
 
 	pthread_mutex_lock(&f->lock);
-	if (f->closing) {
-		rc = -EBADF;
-	} else if ((rc = sm_ranges_acquire(f, h)) == 0) {
-		if ((rc = sm_table_add(f, h)) == 0) {
-			rc = buffered ? sm_map_anon(f, off, len, &h->map)
-				      : sm_map_get(f, off, len, write, &h->map);
-			if (rc < 0)
-				sm_table_remove(f, h, true);
-		}
-		if (rc < 0)
-			sm_ranges_release(f, h, true);
-		else
-			f->nslices++;
-	}
+	rc = hold_attach(f, h);
 	pthread_mutex_unlock(&f->lock);
-	if (rc < 0) {
-		free(h->dirty);
-		free(h);
-		free(s);
-		return rc;
-	}
-
+	if (rc < 0)
+		goto fail;
 	s->h = h;
 	s->f = f;
 	s->map = h->map;
@@ -215,21 +289,25 @@ static int do_map(sm_file *f, uint64_t off, uint64_t len, int flags, bool write,
 	s->write = write;
 	view_init(s);
 
-	if ((write && (rc = reserve(h, flags)) < 0) || (buffered && (rc = load_copy(h, off, len)) < 0)) {
-		slice_free(s);
-		return rc;
-	}
+	/* reserve (and grow) last: see reserve() */
+	if ((h->buffered && (rc = sm_hold_load(h, off, len)) < 0) ||
+	    (write && (rc = reserve(h, flags)) < 0))
+		goto fail;
 	if (flags & SM_POPULATE)
 		populate(s);
 	*out = s;
 	return 0;
 
-nomem:
+fail:
+	if (s && s->h) {
+		slice_free(s); /* unlocks, unmaps and frees h as well */
+		return rc;
+	}
 	if (h)
 		free(h->dirty);
 	free(h);
 	free(s);
-	return -ENOMEM;
+	return rc;
 }
 
 static int map_slice(sm_file *f, uint64_t off, uint64_t len, int flags, bool write,
@@ -282,30 +360,22 @@ int sm_sub(sm_slice *s, uint64_t off, uint64_t len, sm_slice **out)
 		return rc;
 	if (!(t = calloc(1, sizeof(*t))))
 		return -ENOMEM;
+	/* Copy s under f->lock: sm_downgrade changes s->write under it, and a
+	 * mode read before the lock could hand out a writable sub-slice of a
+	 * slice downgraded meanwhile (then under a read lock). */
+	pthread_mutex_lock(&s->f->lock);
 	*t = *s;
 	t->off = s->off + off;
 	t->len = len;
 	t->sub = true;
 	t->dead = 0;
 	view_init(t);
-	pthread_mutex_lock(&s->f->lock);
 	s->h->refs++;
 	if (t->write)
 		s->h->wsubs++;
 	pthread_mutex_unlock(&s->f->lock);
 	*out = t;
 	return 0;
-}
-
-static bool any_dirty(const sm_slice *s)
-{
-	uint64_t p0, p1;
-
-	sm_slice_pages(s, &p0, &p1);
-	for (uint64_t p = p0; p < p1; p++)
-		if (__atomic_load_n(&s->h->dirty[p >> 6], __ATOMIC_RELAXED) >> (p & 63) & 1)
-			return true;
-	return false;
 }
 
 int sm_downgrade(sm_slice *s)
@@ -320,7 +390,7 @@ int sm_downgrade(sm_slice *s)
 		return -EBADF;
 	cs = sm_nocancel();
 	pthread_mutex_lock(&s->f->lock);
-	if (s->h->wsubs > 0 || (s->h->buffered && any_dirty(s)))
+	if (s->h->wsubs > 0 || (s->h->buffered && sm_dirty_any(s)))
 		rc = -EBUSY; /* commit or abort first; release writable subs */
 	else if ((rc = sm_ranges_downgrade(s->f, s->h)) == 0) {
 		sm_table_downgrade(s->f, s->h);
@@ -393,18 +463,111 @@ void sm_slice_pages(const sm_slice *s, uint64_t *p0, uint64_t *p1)
 	*p1 = ((s->off + s->len - 1 - s->h->dirty_origin) >> sm_page_shift) + 1;
 }
 
+/* --- the dirty-page bitmap --------------------------------------------------
+ * One bit per page of a write hold, bit 0 for the page at h->dirty_origin,
+ * shared by all views of the hold: the page is the unit of dirtiness
+ * (sm_sub(3)).  The inline accessors of safemap.h set bits too (through
+ * sm_view.dirty), so every access is a relaxed atomic, a word at a time,
+ * reading first so a word that needs no change is not written.
+ *
+ * A commit first moves the bits it will write to h->flight (take), then
+ * writes and flushes those pages, then forgets them or, on failure, makes
+ * them dirty again (settle).  Clearing after the write instead would mark
+ * clean a write made meanwhile through another view, in another thread
+ * (a sub-slice handed to a worker): the bit is already set then, so the
+ * write does not set it again, and the commit's clear would lose it. */
+
+/* Set the bits of pages [p0, p1) when some is missing. */
+static void bits_set(uint64_t *map, uint64_t p0, uint64_t p1)
+{
+	while (p0 < p1) {
+		uint64_t w = p0 >> 6, mask = sm_word_mask(p0, p1 - 1);
+
+		if ((__atomic_load_n(&map[w], __ATOMIC_RELAXED) & mask) != mask)
+			__atomic_fetch_or(&map[w], mask, __ATOMIC_RELAXED);
+		p0 = (w + 1) << 6;
+	}
+}
+
+/* Clear the bits of pages [p0, p1) of map; or them into to (if any). */
+static void bits_move(uint64_t *map, uint64_t *to, uint64_t p0, uint64_t p1)
+{
+	while (p0 < p1) {
+		uint64_t w = p0 >> 6, mask = sm_word_mask(p0, p1 - 1), got;
+
+		if (__atomic_load_n(&map[w], __ATOMIC_RELAXED) & mask) {
+			got = __atomic_fetch_and(&map[w], ~mask, __ATOMIC_ACQ_REL) & mask;
+			if (to && got)
+				__atomic_fetch_or(&to[w], got, __ATOMIC_RELAXED);
+		}
+		p0 = (w + 1) << 6;
+	}
+}
+
+uint64_t sm_bits_find(const uint64_t *map, uint64_t p, uint64_t end, bool set)
+{
+	while (p < end) {
+		uint64_t w = __atomic_load_n(&map[p >> 6], __ATOMIC_RELAXED);
+
+		w = (set ? w : ~w) >> (p & 63);
+		if (w) {
+			p += (uint64_t)__builtin_ctzll(w);
+			return p < end ? p : end;
+		}
+		p = ((p >> 6) + 1) << 6;
+	}
+	return end;
+}
+
 void sm_dirty_set(sm_slice *s, uint64_t off, uint64_t len)
 {
-	uint64_t first = (s->v.dirty_off + off) >> sm_page_shift;
-	uint64_t last = (s->v.dirty_off + off + len - 1) >> sm_page_shift;
+	bits_set(s->v.dirty, (s->v.dirty_off + off) >> sm_page_shift,
+		 ((s->v.dirty_off + off + len - 1) >> sm_page_shift) + 1);
+}
 
-	while (first <= last) {
-		uint64_t w = first >> 6, mask = sm_word_mask(first, last);
+void sm_dirty_clear(struct sm_hold *h, uint64_t p0, uint64_t p1)
+{
+	bits_move(h->dirty, NULL, p0, p1);
+}
 
-		if ((__atomic_load_n(&s->v.dirty[w], __ATOMIC_RELAXED) & mask) != mask)
-			__atomic_fetch_or(&s->v.dirty[w], mask, __ATOMIC_RELAXED);
-		first = (w + 1) << 6;
+void sm_dirty_take(struct sm_hold *h, uint64_t p0, uint64_t p1)
+{
+	bits_move(h->dirty, h->flight, p0, p1);
+}
+
+void sm_dirty_settle(struct sm_hold *h, uint64_t p0, uint64_t p1, bool done)
+{
+	bits_move(h->flight, done ? NULL : h->dirty, p0, p1);
+}
+
+bool sm_dirty_any(const sm_slice *s)
+{
+	uint64_t p0, p1;
+
+	sm_slice_pages(s, &p0, &p1);
+	return sm_bits_find(s->h->dirty, p0, p1, true) < p1 ||
+	       sm_bits_find(s->h->flight, p0, p1, true) < p1;
+}
+
+/* Pages dirty or in flight: not yet known to be committed. */
+int sm_dirty_pages(const sm_slice *s)
+{
+	uint64_t p0, p1, n = 0;
+
+	if (!s)
+		return -EINVAL;
+	if (!s->h->dirty)
+		return 0;
+	sm_slice_pages(s, &p0, &p1);
+	while (p0 < p1) {
+		uint64_t w = p0 >> 6, mask = sm_word_mask(p0, p1 - 1);
+		uint64_t bits = __atomic_load_n(&s->h->dirty[w], __ATOMIC_RELAXED) |
+				__atomic_load_n(&s->h->flight[w], __ATOMIC_RELAXED);
+
+		n += (uint64_t)__builtin_popcountll(bits & mask);
+		p0 = (w + 1) << 6;
 	}
+	return n > INT32_MAX ? INT32_MAX : (int)n;
 }
 
 int sm_mark_dirty(sm_slice *s, uint64_t off, uint64_t len)
@@ -417,18 +580,4 @@ int sm_mark_dirty(sm_slice *s, uint64_t off, uint64_t len)
 		return -ERANGE;
 	sm_dirty_set(s, off, len);
 	return 0;
-}
-
-int sm_dirty_pages(const sm_slice *s)
-{
-	uint64_t p0, p1, n = 0;
-
-	if (!s)
-		return -EINVAL;
-	if (!s->h->dirty)
-		return 0;
-	sm_slice_pages(s, &p0, &p1);
-	for (uint64_t p = p0; p < p1; p++)
-		n += __atomic_load_n(&s->h->dirty[p >> 6], __ATOMIC_RELAXED) >> (p & 63) & 1;
-	return n > INT32_MAX ? INT32_MAX : (int)n;
 }

@@ -598,6 +598,100 @@ START_TEST(map_write_reserves_blocks)
 }
 END_TEST
 
+/* An SM_EXTEND map that fails must leave the file's size (and its blocks)
+ * as it found them.  ext4 on a full disk fails fallocate with ENOSPC after
+ * allocating part of the range, and mode 0 has then already grown i_size
+ * over that part: the fake below does the same (half the range, then
+ * ENOSPC).  Hole punching and growth steps pass through. */
+static struct {
+	int calls;
+	bool grow_meanwhile; /* another process grows the file during the call */
+	const char *path;
+} extend;
+
+static int half_then_enospc(int fd, int mode, off_t off, off_t len)
+{
+	extend.calls++;
+	if (mode & FALLOC_FL_PUNCH_HOLE)
+		return fallocate(fd, mode, off, len);
+	if (fallocate(fd, mode, off, len / 2) < 0)
+		return -1;
+	if (extend.grow_meanwhile)
+		ck_assert_int_eq(truncate(extend.path, off + len + 16 * PG), 0);
+	errno = ENOSPC;
+	return -1;
+}
+
+static ssize_t pwrite_enospc(int fd, const void *b, size_t n, off_t off)
+{
+	errno = ENOSPC;
+	return -1;
+}
+
+static uint64_t file_blocks(const char *path)
+{
+	struct stat st;
+	ck_assert_int_eq(stat(path, &st), 0);
+	return (uint64_t)st.st_blocks;
+}
+
+START_TEST(failed_extend_leaves_file_size)
+{
+	const char *p = tu_tmpfile(2 * PG);
+	sm_file *f = open_rw(p);
+	sm_slice *w = (sm_slice *)1;
+	uint64_t blocks = file_blocks(p);
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 100 * PG, .l_len = 1 };
+	int fd;
+
+	/* the reservation runs out of space half way */
+	extend = (typeof(extend)){ .path = p };
+	sm_sys.fallocate = half_then_enospc;
+	ck_assert_int_eq(sm_map_write(f, 2 * PG, 64 * PG, SM_EXTEND, &w), -ENOSPC);
+	ck_assert_ptr_null(w);
+	ck_assert_uint_eq(file_size(p), 2 * PG);
+	ck_assert_uint_eq(file_blocks(p), blocks); /* the partial reservation is given back */
+	ck_assert_int_eq(tu_probe(p, F_WRLCK, 0, 0), F_UNLCK);
+	ck_assert_int_eq(sm_map_write(f, PG, 64 * PG, SM_EXTEND | SM_BUFFERED, &w), -ENOSPC);
+	ck_assert_uint_eq(file_size(p), 2 * PG);
+
+	/* a failure after the reservation (the growth itself) as well */
+	sm_sys_reset();
+	blocks = file_blocks(p);
+	sm_sys.pwrite = pwrite_enospc;
+	ck_assert_int_eq(sm_map_write(f, 2 * PG, 64 * PG, SM_EXTEND, &w), -ENOSPC);
+	ck_assert_uint_eq(file_size(p), 2 * PG);
+	ck_assert_uint_eq(file_blocks(p), blocks);
+	ck_assert_int_eq(tu_probe(p, F_WRLCK, 0, 0), F_UNLCK);
+
+	/* someone else holds bytes past the end (and may be growing the
+	 * file): the size stays, nothing is truncated, their lock stays */
+	sm_sys_reset();
+	sm_sys.fallocate = half_then_enospc;
+	fd = open(p, O_RDWR | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fcntl(fd, F_OFD_SETLK, &fl), 0);
+	ck_assert_int_eq(sm_map_write(f, 2 * PG, 64 * PG, SM_EXTEND, &w), -ENOSPC);
+	ck_assert_uint_eq(file_size(p), 2 * PG);
+	ck_assert_int_eq(tu_probe(p, F_WRLCK, 100 * PG, 1), F_WRLCK);
+	ck_assert_int_eq(tu_probe(p, F_WRLCK, 0, 100 * PG), F_UNLCK);
+	close(fd);
+
+	/* someone grew the file past our range meanwhile: never shrink it */
+	extend.grow_meanwhile = true;
+	ck_assert_int_eq(sm_map_write(f, 2 * PG, 64 * PG, SM_EXTEND, &w), -ENOSPC);
+	ck_assert_uint_eq(file_size(p), 82 * PG);
+	sm_sys_reset();
+	ck_assert_int_eq(tu_probe(p, F_WRLCK, 0, 0), F_UNLCK);
+
+	/* and a map that succeeds grows the file as asked */
+	ck_assert_int_eq(sm_map_write(f, 100 * PG, 10, SM_EXTEND, &w), 0);
+	ck_assert_uint_eq(file_size(p), 100 * PG + 10);
+	sm_release(w);
+	ck_assert_int_eq(sm_close(f), 0);
+}
+END_TEST
+
 /* ---- in-process range counting (SPEC §3.2) --------------------------- */
 
 START_TEST(overlapping_reads_share_bytes)
@@ -881,6 +975,7 @@ static Suite *api_suite(void)
 	tcase_add_test(tc, map_bad_arguments);
 	tcase_add_test(tc, extend_grows_the_file);
 	tcase_add_test(tc, map_write_reserves_blocks);
+	tcase_add_test(tc, failed_extend_leaves_file_size);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("access");
