@@ -201,14 +201,20 @@ int sm_open_memory(void *buf, size_t len, int flags, sm_file **out)
 /* Called with no slice left and f->lock not held. */
 void sm_file_destroy(sm_file *f)
 {
-	sm_fork_unregister(f);
+	/* As in sm_open: f stays known to the atfork child handler, and
+	 * locked, until its descriptors are closed, so a fork from another
+	 * thread never gives a child one it cannot close. */
+	SM_NOCANCEL_BEGIN;
+	pthread_mutex_lock(&f->lock);
 	sm_table_close(f);
 	sm_map_free_all(f);
 	sm_ranges_free_all(f);
-	SM_NOCANCEL_BEGIN;
 	if (f->fd >= 0)
 		close(f->fd); /* drops every OFD lock of the description still held */
+	f->fd = -1;
+	pthread_mutex_unlock(&f->lock);
 	SM_NOCANCEL_END;
+	sm_fork_unregister(f);
 	pthread_mutex_destroy(&f->lock);
 	free(f->tag);
 	free(f);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -431,30 +432,42 @@ START_TEST(fork_while_fault_registry_busy)
 END_TEST
 
 /* A fork while another thread is inside sm_open, between its open() of the
- * data file and the end of the table set-up: the child must not keep any
- * descriptor of that file (it would keep the parent's locks alive).  The
- * opener is stopped inside sm_open at its fstatfs (the data descriptor is
- * open then) by the interposer below, and let go only from a pthread_atfork
- * prepare handler, i.e. once the main thread is inside fork(). */
-static volatile int fstatfs_armed, prepare_armed;
-static int to_main[2], to_opener[2];
+ * data file and the end of the table set-up, or inside sm_close, between
+ * leaving the fork registry and closing its descriptors: the child must
+ * not keep any descriptor of that file (it would keep the parent's locks
+ * alive).  That thread is stopped inside the library by an interposed libc
+ * call (sm_open's fstatfs, when the data descriptor is open; sm_close's
+ * first munmap, the table's) and let go only from a pthread_atfork prepare
+ * handler, i.e. once the main thread is inside fork(). */
+static volatile int stop_in_fstatfs, stop_in_munmap, prepare_armed;
+static int to_main[2], to_stopped[2];
 
-int fstatfs(int fd, struct statfs *buf)
+static void stop_here(volatile int *armed)
 {
 	char c = 'x';
 
-	if (__atomic_exchange_n(&fstatfs_armed, 0, __ATOMIC_SEQ_CST)) {
-		if (write(to_main[1], &c, 1) != 1 || read(to_opener[0], &c, 1) != 1)
-			abort();
-	}
+	if (__atomic_exchange_n(armed, 0, __ATOMIC_SEQ_CST) &&
+	    (write(to_main[1], &c, 1) != 1 || read(to_stopped[0], &c, 1) != 1))
+		abort();
+}
+
+int fstatfs(int fd, struct statfs *buf)
+{
+	stop_here(&stop_in_fstatfs);
 	return (int)syscall(SYS_fstatfs, fd, buf);
 }
 
-static void let_opener_go(void)
+int munmap(void *addr, size_t len)
+{
+	stop_here(&stop_in_munmap);
+	return (int)syscall(SYS_munmap, addr, len);
+}
+
+static void let_stopped_go(void)
 {
 	char c = 'g';
 
-	if (__atomic_exchange_n(&prepare_armed, 0, __ATOMIC_SEQ_CST) && write(to_opener[1], &c, 1) != 1)
+	if (__atomic_exchange_n(&prepare_armed, 0, __ATOMIC_SEQ_CST) && write(to_stopped[1], &c, 1) != 1)
 		abort();
 }
 
@@ -468,60 +481,69 @@ static void *opener(void *arg)
 {
 	struct opener_arg *a = arg;
 
-	a->rc = sm_open(a->path, SM_RDWR, NULL, &a->f);
+	a->rc = a->f ? sm_close(a->f) : sm_open(a->path, SM_RDWR, NULL, &a->f);
 	return NULL;
 }
 
-START_TEST(fork_during_open_leaves_child_no_descriptor)
+/* Run op (sm_open if a->f is NULL, else sm_close) in a thread stopped at
+ * *armed, fork meanwhile, and return how many descriptors of the data file
+ * and of its table the child had. */
+static void fork_during(struct opener_arg *a, volatile int *armed, int n[2])
 {
-	const char *p = tu_tmpfile(PG), *q = tu_tmpfile(PG);
-	struct opener_arg a = { .path = p };
 	char table[4200], c;
 	int results[2], bad, status;
 	pthread_t t;
-	sm_file *f;
 	pid_t pid;
 
-	snprintf(table, sizeof(table), "%s.smlock", p);
-	/* safemap's atfork handlers first, so ours (registered later) run
-	 * before them in the prepare phase */
-	ck_assert_int_eq(sm_open(q, SM_RDWR, NULL, &f), 0);
-	ck_assert_int_eq(sm_close(f), 0);
-	ck_assert_int_eq(pthread_atfork(let_opener_go, NULL, NULL), 0);
-	ck_assert_int_eq(pipe2(to_main, O_CLOEXEC), 0);
-	ck_assert_int_eq(pipe2(to_opener, O_CLOEXEC), 0);
+	snprintf(table, sizeof(table), "%s.smlock", a->path);
 	ck_assert_int_eq(pipe2(results, O_CLOEXEC), 0);
-
-	__atomic_store_n(&fstatfs_armed, 1, __ATOMIC_SEQ_CST);
-	ck_assert_int_eq(pthread_create(&t, NULL, opener, &a), 0);
-	ck_assert_int_eq(read(to_main[0], &c, 1), 1); /* the opener is inside sm_open */
+	__atomic_store_n(armed, 1, __ATOMIC_SEQ_CST);
+	ck_assert_int_eq(pthread_create(&t, NULL, opener, a), 0);
+	ck_assert_int_eq(read(to_main[0], &c, 1), 1); /* stopped inside the library */
 	__atomic_store_n(&prepare_armed, 1, __ATOMIC_SEQ_CST);
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
-		int n[2] = { tu_fds_on(p, &bad), tu_fds_on(table, &bad) };
-		_exit(write(results[1], n, sizeof(n)) == (ssize_t)sizeof(n) ? 0 : 1);
+		int m[2] = { tu_fds_on(a->path, &bad), tu_fds_on(table, &bad) };
+		_exit(write(results[1], m, sizeof(m)) == (ssize_t)sizeof(m) ? 0 : 1);
 	}
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	ck_assert_int_eq(pthread_join(t, NULL), 0);
-	ck_assert_int_eq(a.rc, 0);
-	{
-		int n[2];
-		ck_assert_int_eq(read(results[0], n, sizeof(n)), (ssize_t)sizeof(n));
-		ck_assert_msg(n[0] == 0, "the child kept %d data descriptor(s)", n[0]);
-		ck_assert_msg(n[1] == 0, "the child kept %d table descriptor(s)", n[1]);
-	}
-	/* and the parent's file works */
-	{
-		sm_slice *s;
-		ck_assert_int_eq(sm_map_write(a.f, 0, 10, 0, &s), 0);
-		ck_assert_int_eq(tu_probe(p, F_RDLCK, 0, 10), F_WRLCK);
-		sm_release(s);
-	}
-	sm_close(a.f);
+	ck_assert_int_eq(a->rc, 0);
+	ck_assert_int_eq(read(results[0], n, 2 * sizeof(int)), (ssize_t)(2 * sizeof(int)));
 	close(results[0]);
 	close(results[1]);
+}
+
+START_TEST(fork_during_open_or_close_leaves_child_no_descriptor)
+{
+	const char *p = tu_tmpfile(PG), *q = tu_tmpfile(PG);
+	struct opener_arg a = { .path = p };
+	sm_slice *s;
+	sm_file *f;
+	int n[2];
+
+	/* safemap's atfork handlers first, so ours (registered later) run
+	 * before them in the prepare phase */
+	ck_assert_int_eq(sm_open(q, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(sm_close(f), 0);
+	ck_assert_int_eq(pthread_atfork(let_stopped_go, NULL, NULL), 0);
+	ck_assert_int_eq(pipe2(to_main, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(to_stopped, O_CLOEXEC), 0);
+
+	fork_during(&a, &stop_in_fstatfs, n); /* sm_open */
+	ck_assert_msg(n[0] == 0, "open: the child kept %d data descriptor(s)", n[0]);
+	ck_assert_msg(n[1] == 0, "open: the child kept %d table descriptor(s)", n[1]);
+	/* the parent's file works */
+	ck_assert_int_eq(sm_map_write(a.f, 0, 10, 0, &s), 0);
+	ck_assert_int_eq(tu_probe(p, F_RDLCK, 0, 10), F_WRLCK);
+	ck_assert_int_eq(sm_release(s), 0);
+
+	fork_during(&a, &stop_in_munmap, n); /* sm_close */
+	ck_assert_msg(n[0] == 0, "close: the child kept %d data descriptor(s)", n[0]);
+	ck_assert_msg(n[1] == 0, "close: the child kept %d table descriptor(s)", n[1]);
+	ck_assert_int_eq(tu_probe(p, F_WRLCK, 0, 0), F_UNLCK);
 }
 END_TEST
 
@@ -584,7 +606,7 @@ static Suite *procs_suite(void)
 	tc = tcase_create("fork_from_another_thread");
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, fork_while_fault_registry_busy);
-	tcase_add_test(tc, fork_during_open_leaves_child_no_descriptor);
+	tcase_add_test(tc, fork_during_open_or_close_leaves_child_no_descriptor);
 	tcase_add_test(tc, fault_in_atfork_handler_after_safemap_prepare);
 	suite_add_tcase(s, tc);
 	return s;
