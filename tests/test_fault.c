@@ -532,7 +532,8 @@ static int nodefer_child(void *arg, int in, int out)
 	sigaction(SIGBUS, &sa, NULL);
 	sigemptyset(&usr1);
 	sigaddset(&usr1, SIGUSR1);
-	for (int i = 0; i < 3; i++) {
+	/* volatile: live across sigsetjmp */
+	for (volatile int i = 0; i < 3; i++) {
 		pthread_sigmask(SIG_UNBLOCK, &usr1, NULL);
 		tu_send(out, "%d", own_fault(arg)); /* safemap installed, still guards */
 		if (sigsetjmp(child_jump, 0) == 0)
@@ -584,7 +585,7 @@ static int plain_child(void *arg, int in, int out)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGBUS, &sa, NULL);
 	tu_send(out, "%d", own_fault(arg));
-	for (int i = 0; i < 2; i++) {
+	for (volatile int i = 0; i < 2; i++) {
 		if (sigsetjmp(child_jump, 1) == 0)
 			(void)child_page[0];
 		tu_send(out, "%d %d %d", (int)calls, (int)bus_blocked, (int)seen_sig);
