@@ -7,7 +7,8 @@
  * are the same code for callers that cannot inline (other languages,
  * function pointers, SM_NO_INLINE).  The state word is checked after the
  * access: a nonzero state (a vanished page, see fault handling) sends the
- * call to sm__access_fail, which returns the precise error.
+ * call to sm__access_fail, which returns the precise error.  sm_guarded, the
+ * raw-pointer access under the same guard, lives here too.
  */
 #include <errno.h>
 #include <string.h>
@@ -73,6 +74,23 @@ int sm_fill(sm_slice *s, uint64_t off, int byte, size_t n)
 		return rc;
 	sm_dirty_set(s, off, n);
 	return 0;
+}
+
+/* Raw bytes under the guard: the fault handler never unwinds (fault.c), so
+ * fn runs to its end and the damage, if any, is read from the state word
+ * like after any access. */
+int sm_guarded(sm_slice *s, int (*fn)(void *p, size_t n, void *arg), void *arg)
+{
+	int rc, err;
+
+	if (!s || !fn)
+		return -EINVAL;
+	if ((rc = sm_slice_error(s)) < 0)
+		return rc;
+	rc = fn(s->v.base, (size_t)s->len, arg);
+	if (*s->v.state && (err = sm_slice_error(s)) < 0)
+		return err;
+	return rc;
 }
 
 #define SM__EXPORT_WORD(bits, name)                                                   \

@@ -108,9 +108,24 @@ int sm_open(const char *path, int flags, const sm_options *opt, sm_file **out)
 		return -ENOMEM;
 	}
 
+	pthread_mutex_init(&f->lock, NULL);
+	f->fd = -1;
+	f->flags = mode;
+	f->pid = getpid();
+	RB_INIT(&f->segs);
+	RB_INIT(&f->maps);
+	TAILQ_INIT(&f->idle);
+	LIST_INIT(&f->all_maps);
+	/* Known to the atfork child handler before any descriptor exists, and
+	 * locked until every descriptor is stored in f: a fork from another
+	 * thread waits for the opens (prepare takes every file's lock), so no
+	 * child keeps a descriptor the handler cannot close, which would keep
+	 * our locks alive after we exit (SPEC §3.6). */
+	sm_fork_register(f);
 	SM_NOCANCEL_BEGIN;
+	pthread_mutex_lock(&f->lock);
 	/* O_NONBLOCK: opening a FIFO must fail below, not block forever. */
-	fd = open(path, oflags, 0666);
+	fd = f->fd = open(path, oflags, 0666);
 	rc = fd < 0 ? -errno : 0;
 	if (!rc && fstat(fd, &st) < 0)
 		rc = -errno;
@@ -118,36 +133,21 @@ int sm_open(const char *path, int flags, const sm_options *opt, sm_file **out)
 		rc = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
 	if (!rc && fcntl(fd, F_SETFL, 0) < 0)
 		rc = -errno;
-	if (rc < 0 && fd >= 0)
+	if (!rc)
+		rc = sm_table_open(f, path, &st, &o);
+	if (rc < 0 && fd >= 0) {
 		close(fd);
+		f->fd = -1;
+	}
+	pthread_mutex_unlock(&f->lock);
 	SM_NOCANCEL_END;
 	if (rc < 0) {
-		free(f->tag);
-		free(f);
-		return rc;
-	}
-
-	pthread_mutex_init(&f->lock, NULL);
-	f->fd = fd;
-	f->flags = mode;
-	f->pid = getpid();
-	RB_INIT(&f->segs);
-	RB_INIT(&f->maps);
-	TAILQ_INIT(&f->idle);
-	LIST_INIT(&f->all_maps);
-	{
-		int cs = sm_nocancel();
-		rc = sm_table_open(f, path, &st, &o);
-		sm_cancel_restore(cs);
-	}
-	if (rc < 0) {
-		close(fd);
+		sm_fork_unregister(f);
 		pthread_mutex_destroy(&f->lock);
 		free(f->tag);
 		free(f);
 		return rc;
 	}
-	sm_fork_register(f);
 	*out = f;
 	return 0;
 }
@@ -201,14 +201,20 @@ int sm_open_memory(void *buf, size_t len, int flags, sm_file **out)
 /* Called with no slice left and f->lock not held. */
 void sm_file_destroy(sm_file *f)
 {
-	sm_fork_unregister(f);
-	sm_table_close(f);
-	sm_map_free_all(f);
-	sm_ranges_free_all(f);
+	/* As in sm_open: f stays known to the atfork child handler, and
+	 * locked, until its descriptors are closed, so a fork from another
+	 * thread never gives a child one it cannot close. */
 	SM_NOCANCEL_BEGIN;
+	pthread_mutex_lock(&f->lock);
+	sm_table_close(f);
+	sm_window_free_all(f);
+	sm_ranges_free_all(f);
 	if (f->fd >= 0)
 		close(f->fd); /* drops every OFD lock of the description still held */
+	f->fd = -1;
+	pthread_mutex_unlock(&f->lock);
 	SM_NOCANCEL_END;
+	sm_fork_unregister(f);
 	pthread_mutex_destroy(&f->lock);
 	free(f->tag);
 	free(f);

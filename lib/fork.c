@@ -14,8 +14,13 @@
  * and the lock/unlock paths compare getpid() with the opener's pid, which
  * also covers vfork, _Fork and raw clone, which skip the atfork handlers.
  *
- * The prepare handler takes the registry lock and every file's lock so the
- * child sees consistent trees; lock order is always registry, then file.
+ * The prepare handler takes the registry lock, every file's lock, then the
+ * fault registry's spinlock (fault.c), so the child sees consistent trees
+ * and inherits no lock held by a thread it does not have; lock order is
+ * always registry, then file, then the fault spinlock.  sm_open registers a
+ * file before it opens any descriptor and holds the file's lock until all
+ * are stored (file.c), so a fork from another thread either precedes the
+ * opens or sees every descriptor they made.
  */
 #include <pthread.h>
 #include <unistd.h>
@@ -33,12 +38,14 @@ static void prepare(void)
 	pthread_mutex_lock(&registry_lock);
 	LIST_FOREACH(f, &registry, registry)
 		pthread_mutex_lock(&f->lock);
+	sm_fault_atfork_prepare();
 }
 
 static void parent(void)
 {
 	sm_file *f;
 
+	sm_fault_atfork_release();
 	LIST_FOREACH(f, &registry, registry)
 		pthread_mutex_unlock(&f->lock);
 	pthread_mutex_unlock(&registry_lock);
@@ -49,6 +56,7 @@ static void child(void)
 	struct sm_map *m;
 	sm_file *f;
 
+	sm_fault_atfork_release(); /* taken by this thread, the only one here */
 	LIST_FOREACH(f, &registry, registry) {
 		LIST_FOREACH(m, &f->all_maps, all)
 			m->state = SM_MAP_STALE;

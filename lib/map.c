@@ -168,7 +168,7 @@ void sm_window_put(sm_file *f, struct sm_map *m)
 		map_uncache(f, TAILQ_FIRST(&f->idle));
 }
 
-void sm_map_free_all(sm_file *f)
+void sm_window_free_all(sm_file *f)
 {
 	struct sm_map *m, *next;
 

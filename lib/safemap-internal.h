@@ -44,7 +44,6 @@
 #define SM_MAP_OK 0u
 #define SM_MAP_DEAD 1u  /* a page of the window vanished (file shrank) */
 #define SM_MAP_STALE 2u /* this process is a fork child of the mapper */
-#define SM_LOST_MAX 8
 
 /* One run of bytes with the same in-process lock state (ranges.c).  Runs are
  * disjoint; a read run counts the read slices covering it, a write run
@@ -71,10 +70,13 @@ struct sm_map {
 	bool anon;     /* private copy or caller's buffer: not in the fault registry */
 	bool borrowed; /* the caller's buffer (sm_open_memory): never unmapped */
 	volatile uint32_t state; /* SM_MAP_* */
-	/* File offsets of pages the fault handler replaced with zero pages;
-	 * nlost > SM_LOST_MAX means more than could be recorded. */
-	uint64_t lost[SM_LOST_MAX];
-	unsigned nlost;
+	/* Pages the fault handler replaced with zero pages (fault.c), as
+	 * known at fault time: the lowest file offset of one that lay beyond
+	 * end of file (UINT64_MAX: none), and the span of those the file
+	 * still covered (lost_io_lo > lost_io_hi: none).  fd: the mapped
+	 * file, for the handler's fstat (-1: unknown). */
+	uint64_t lost_eof, lost_io_lo, lost_io_hi;
+	int fd;
 };
 RB_HEAD(sm_maptree, sm_map);
 TAILQ_HEAD(sm_maplist, sm_map);
@@ -213,7 +215,7 @@ SM_HIDDEN void sm_ranges_free_all(sm_file *f);
 SM_HIDDEN int sm_window_get(sm_file *f, uint64_t off, uint64_t len, bool writable,
 			    struct sm_map **out);
 SM_HIDDEN void sm_window_put(sm_file *f, struct sm_map *m);
-SM_HIDDEN void sm_map_free_all(sm_file *f);
+SM_HIDDEN void sm_window_free_all(sm_file *f);
 /* An anonymous private mapping of len bytes (buffered slices). */
 SM_HIDDEN int sm_window_anon(sm_file *f, uint64_t foff, uint64_t len, struct sm_map **out);
 
@@ -221,7 +223,13 @@ SM_HIDDEN int sm_window_anon(sm_file *f, uint64_t foff, uint64_t len, struct sm_
 SM_HIDDEN void sm_fault_install(void);
 SM_HIDDEN void sm_fault_register(struct sm_map *m);
 SM_HIDDEN void sm_fault_unregister(struct sm_map *m);
-SM_HIDDEN int sm_fault_classify(const sm_slice *s);
+/* The file behind registered window m (caller holds its file's lock). */
+SM_HIDDEN void sm_fault_bind(struct sm_map *m, int fd);
+/* The error of file range [off, off+len) of window m, 0 if it lost nothing. */
+SM_HIDDEN int sm_fault_classify(const struct sm_map *m, uint64_t off, uint64_t len);
+/* fork.c's atfork handlers: prepare takes the registry lock, last. */
+SM_HIDDEN void sm_fault_atfork_prepare(void);
+SM_HIDDEN void sm_fault_atfork_release(void);
 
 /* --- table.c: the shared lock table -------------------------------------- */
 SM_HIDDEN int sm_table_open(sm_file *f, const char *data_path, const struct stat *st,

@@ -236,6 +236,8 @@ static int hold_attach(sm_file *f, struct sm_hold *h)
 				 : sm_window_get(f, h->off, h->len, h->write, &h->map);
 		if (rc < 0)
 			sm_table_remove(f, h, true);
+		else
+			sm_fault_bind(h->map, f->fd); /* for the fault handler */
 	}
 	if (rc < 0) {
 		sm_ranges_release(f, h, true);
@@ -435,7 +437,7 @@ int sm_slice_error(const sm_slice *s)
 		return -ESTALE;
 	if ((rc = __atomic_load_n(&s->dead, __ATOMIC_RELAXED)) < 0)
 		return rc;
-	if (state == SM_MAP_DEAD && (rc = sm_fault_classify(s)) < 0) {
+	if (state == SM_MAP_DEAD && (rc = sm_fault_classify(s->map, s->off, s->len)) < 0) {
 		/* sticky: the slice is dead from now on (SPEC §5.3) */
 		__atomic_store_n(&((sm_slice *)s)->dead, rc, __ATOMIC_RELAXED);
 		return rc;

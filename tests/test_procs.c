@@ -10,14 +10,19 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "safemap-internal.h" /* sm_fault_register: to hold the registry lock */
 #include "safemap.h"
 #include "testutil.h"
 
@@ -368,6 +373,220 @@ START_TEST(exec_inherits_no_descriptor)
 }
 END_TEST
 
+/* ---- fork from another thread (issue 13: 6, 8) ----------------------- */
+
+/* A fork child of a process whose other thread held the fault registry's
+ * lock at the moment of fork inherits it locked: its first sm_open (which
+ * registers the table mapping) must not hang.  One thread registers and
+ * unregisters a mapping in a loop, holding that lock most of the time;
+ * the main thread forks children that sm_open. */
+static volatile int churn_stop;
+
+static void *registry_churn(void *arg)
+{
+	struct sm_map *m = arg;
+
+	while (!__atomic_load_n(&churn_stop, __ATOMIC_RELAXED)) {
+		sm_fault_register(m);
+		sm_fault_unregister(m);
+		/* leave the lock free now and then, or a waiter may starve */
+		for (volatile int i = 0; i < 100; i++)
+			;
+	}
+	return NULL;
+}
+
+START_TEST(fork_while_fault_registry_busy)
+{
+	static unsigned char never_touched[PG];
+	struct sm_map fake = { .addr = never_touched, .len = PG };
+	const char *p = tu_tmpfile(PG);
+	pthread_t t;
+	sm_file *f;
+	int status, failed = 0;
+
+	/* installs the guard and the atfork handlers, creates the table */
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(sm_close(f), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, registry_churn, &fake), 0);
+	for (int i = 0; i < 200 && !failed; i++) {
+		pid_t pid = fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0) {
+			sm_file *g;
+			/* a hang is the failure: end it (not Check's inherited
+			 * SIGALRM handler, which would kill the whole test) */
+			signal(SIGALRM, SIG_DFL);
+			alarm(20);
+			if (sm_open(p, SM_RDWR, NULL, &g) < 0 || sm_close(g) < 0)
+				_exit(1);
+			_exit(0);
+		}
+		ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+		failed = !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+	}
+	__atomic_store_n(&churn_stop, 1, __ATOMIC_RELAXED);
+	ck_assert_int_eq(pthread_join(t, NULL), 0);
+	ck_assert_msg(!failed, "a fork child hung or failed in sm_open (status 0x%x)", status);
+}
+END_TEST
+
+/* A fork while another thread is inside sm_open, between its open() of the
+ * data file and the end of the table set-up, or inside sm_close, between
+ * leaving the fork registry and closing its descriptors: the child must
+ * not keep any descriptor of that file (it would keep the parent's locks
+ * alive).  That thread is stopped inside the library by an interposed libc
+ * call (sm_open's fstatfs, when the data descriptor is open; sm_close's
+ * first munmap, the table's) and let go only from a pthread_atfork prepare
+ * handler, i.e. once the main thread is inside fork(). */
+static volatile int stop_in_fstatfs, stop_in_munmap, prepare_armed;
+static int to_main[2], to_stopped[2];
+
+static void stop_here(volatile int *armed)
+{
+	char c = 'x';
+
+	if (__atomic_exchange_n(armed, 0, __ATOMIC_SEQ_CST) &&
+	    (write(to_main[1], &c, 1) != 1 || read(to_stopped[0], &c, 1) != 1))
+		abort();
+}
+
+int fstatfs(int fd, struct statfs *buf)
+{
+	stop_here(&stop_in_fstatfs);
+	return (int)syscall(SYS_fstatfs, fd, buf);
+}
+
+int munmap(void *addr, size_t len)
+{
+	stop_here(&stop_in_munmap);
+	return (int)syscall(SYS_munmap, addr, len);
+}
+
+static void let_stopped_go(void)
+{
+	char c = 'g';
+
+	if (__atomic_exchange_n(&prepare_armed, 0, __ATOMIC_SEQ_CST) && write(to_stopped[1], &c, 1) != 1)
+		abort();
+}
+
+struct opener_arg {
+	const char *path;
+	sm_file *f;
+	int rc;
+};
+
+static void *opener(void *arg)
+{
+	struct opener_arg *a = arg;
+
+	a->rc = a->f ? sm_close(a->f) : sm_open(a->path, SM_RDWR, NULL, &a->f);
+	return NULL;
+}
+
+/* Run op (sm_open if a->f is NULL, else sm_close) in a thread stopped at
+ * *armed, fork meanwhile, and return how many descriptors of the data file
+ * and of its table the child had. */
+static void fork_during(struct opener_arg *a, volatile int *armed, int n[2])
+{
+	char table[4200], c;
+	int results[2], bad, status;
+	pthread_t t;
+	pid_t pid;
+
+	snprintf(table, sizeof(table), "%s.smlock", a->path);
+	ck_assert_int_eq(pipe2(results, O_CLOEXEC), 0);
+	__atomic_store_n(armed, 1, __ATOMIC_SEQ_CST);
+	ck_assert_int_eq(pthread_create(&t, NULL, opener, a), 0);
+	ck_assert_int_eq(read(to_main[0], &c, 1), 1); /* stopped inside the library */
+	__atomic_store_n(&prepare_armed, 1, __ATOMIC_SEQ_CST);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int m[2] = { tu_fds_on(a->path, &bad), tu_fds_on(table, &bad) };
+		_exit(write(results[1], m, sizeof(m)) == (ssize_t)sizeof(m) ? 0 : 1);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	ck_assert_int_eq(pthread_join(t, NULL), 0);
+	ck_assert_int_eq(a->rc, 0);
+	ck_assert_int_eq(read(results[0], n, 2 * sizeof(int)), (ssize_t)(2 * sizeof(int)));
+	close(results[0]);
+	close(results[1]);
+}
+
+START_TEST(fork_during_open_or_close_leaves_child_no_descriptor)
+{
+	const char *p = tu_tmpfile(PG), *q = tu_tmpfile(PG);
+	struct opener_arg a = { .path = p };
+	sm_slice *s;
+	sm_file *f;
+	int n[2];
+
+	/* safemap's atfork handlers first, so ours (registered later) run
+	 * before them in the prepare phase */
+	ck_assert_int_eq(sm_open(q, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(sm_close(f), 0);
+	ck_assert_int_eq(pthread_atfork(let_stopped_go, NULL, NULL), 0);
+	ck_assert_int_eq(pipe2(to_main, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(to_stopped, O_CLOEXEC), 0);
+
+	fork_during(&a, &stop_in_fstatfs, n); /* sm_open */
+	ck_assert_msg(n[0] == 0, "open: the child kept %d data descriptor(s)", n[0]);
+	ck_assert_msg(n[1] == 0, "open: the child kept %d table descriptor(s)", n[1]);
+	/* the parent's file works */
+	ck_assert_int_eq(sm_map_write(a.f, 0, 10, 0, &s), 0);
+	ck_assert_int_eq(tu_probe(p, F_RDLCK, 0, 10), F_WRLCK);
+	ck_assert_int_eq(sm_release(s), 0);
+
+	fork_during(&a, &stop_in_munmap, n); /* sm_close */
+	ck_assert_msg(n[0] == 0, "close: the child kept %d data descriptor(s)", n[0]);
+	ck_assert_msg(n[1] == 0, "close: the child kept %d table descriptor(s)", n[1]);
+	ck_assert_int_eq(tu_probe(p, F_WRLCK, 0, 0), F_UNLCK);
+}
+END_TEST
+
+/* A fault while this thread holds the fault registry's lock: safemap's
+ * atfork prepare handler takes it, and an atfork handler registered before
+ * safemap's (so run after it) may touch a slice.  The fault must still be
+ * handled, not deadlock on the lock. */
+static sm_slice *prepare_slice;
+static int prepare_rc = 1;
+
+static void touch_in_prepare(void)
+{
+	uint64_t v;
+
+	if (prepare_slice)
+		prepare_rc = sm_get_u64(prepare_slice, 3 * PG, &v);
+}
+
+START_TEST(fault_in_atfork_handler_after_safemap_prepare)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	int status;
+	sm_file *f;
+	pid_t pid;
+
+	/* registered before safemap's (the first sm_open), so it runs after */
+	ck_assert_int_eq(pthread_atfork(touch_in_prepare, NULL, NULL), 0);
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(sm_map_read(f, 0, 4 * PG, 0, &prepare_slice), 0);
+	ck_assert_int_eq(truncate(p, PG), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(prepare_rc == -ENXIO ? 0 : 1);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	ck_assert_int_eq(prepare_rc, -ENXIO);
+	ck_assert_int_eq(sm_release(prepare_slice), 0);
+	prepare_slice = NULL;
+	sm_close(f);
+}
+END_TEST
+
 static Suite *procs_suite(void)
 {
 	Suite *s = suite_create("procs");
@@ -382,6 +601,13 @@ static Suite *procs_suite(void)
 	tcase_add_test(tc, commit_visible_to_another_process);
 	tcase_add_test(tc, fork_child_cannot_unlock_parent);
 	tcase_add_test(tc, exec_inherits_no_descriptor);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("fork_from_another_thread");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, fork_while_fault_registry_busy);
+	tcase_add_test(tc, fork_during_open_or_close_leaves_child_no_descriptor);
+	tcase_add_test(tc, fault_in_atfork_handler_after_safemap_prepare);
 	suite_add_tcase(s, tc);
 	return s;
 }
