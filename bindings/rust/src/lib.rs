@@ -163,7 +163,7 @@
 //!
 //! No slice outlives its [`File`]:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0597
 //! # fn f(path: &std::path::Path) -> std::io::Result<()> {
 //! let slice;
 //! {
@@ -177,7 +177,7 @@
 //! No `&mut` aliasing: two writing cursors over one write slice, or a write
 //! while bytes borrowed from the slice are alive, do not compile:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0499
 //! # fn f(file: &safemap::File) -> std::io::Result<()> {
 //! let mut w = file.map_write(0, 16)?;
 //! let mut a = w.cursor();
@@ -187,7 +187,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! ```compile_fail
+//! ```compile_fail,E0502
 //! # fn f(file: &safemap::File) -> std::io::Result<()> {
 //! let mut w = file.map_write(0, 16)?;
 //! let bytes: &[u8] = unsafe { w.as_bytes() };
@@ -198,7 +198,7 @@
 //!
 //! A write slice cannot be committed after it is released:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0382
 //! # fn f(file: &safemap::File) -> std::io::Result<()> {
 //! let mut w = file.map_write(0, 16)?;
 //! w.put_u8(0, 1)?;
@@ -210,7 +210,7 @@
 //! A borrowed slice cannot be sent to a thread that may outlive the file
 //! (use [`File::map_read_owned`] or scoped threads):
 //!
-//! ```compile_fail
+//! ```compile_fail,E0597
 //! # fn f(file: safemap::File) -> std::io::Result<()> {
 //! let r = file.map_read(0, 8)?;
 //! std::thread::spawn(move || r.get_u8(0)); // `file` does not live long enough
@@ -1279,5 +1279,62 @@ pub mod __private {
         let mut x = 0u64;
         check(unsafe { ffi::sm_get_u64_le(s.raw.0.as_ptr(), off, &mut x) })?;
         Ok(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_kinds() {
+        let e = error(-ffi::EBUSY);
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(e.raw_os_error(), None);
+        assert_eq!(error_code(&e), Some(-ffi::EBUSY));
+        assert!(holders_of(&e).is_empty());
+        let e = error(-ffi::ENXIO);
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(error_code(&e), Some(-ffi::ENXIO));
+        assert!(format!("{:?}", e).contains("-6"));
+        let e = error(-ffi::ERANGE);
+        assert_eq!(e.raw_os_error(), Some(ffi::ERANGE));
+        assert_eq!(error_code(&e), Some(-ffi::ERANGE));
+        assert_eq!(error_code(&io::Error::new(io::ErrorKind::Other, "x")), None);
+        assert!(!strerror(-ffi::ENXIO).is_empty());
+    }
+
+    #[test]
+    fn seeking() {
+        assert_eq!(seek_to(5, 10, SeekFrom::Start(100)).unwrap(), 100);
+        assert_eq!(seek_to(5, 10, SeekFrom::End(-3)).unwrap(), 7);
+        assert_eq!(seek_to(5, 10, SeekFrom::Current(2)).unwrap(), 7);
+        assert_eq!(seek_to(5, 10, SeekFrom::Current(-5)).unwrap(), 0);
+        assert!(seek_to(5, 10, SeekFrom::Current(-6)).is_err());
+        assert!(seek_to(u64::MAX, 10, SeekFrom::Current(1)).is_err());
+    }
+
+    #[test]
+    fn map_flags() {
+        let f = MapFlags::new().buffered(true).extend(true).populate(true);
+        assert_eq!(f.0, ffi::SM_BUFFERED | ffi::SM_EXTEND | ffi::SM_POPULATE);
+        assert_eq!(f.extend(false).0, ffi::SM_BUFFERED | ffi::SM_POPULATE);
+    }
+
+    #[test]
+    fn unaligned_words_load_and_store() {
+        let mut buf = [0u8; 24];
+        for off in 0..8 {
+            unsafe {
+                let p = buf.as_mut_ptr().add(off);
+                <u64 as Word>::store(p, 0x1122_3344_5566_7788);
+                assert_eq!(<u64 as Word>::load(p), 0x1122_3344_5566_7788);
+                <u32 as Word>::store(p.add(8), 0xdead_beef);
+                assert_eq!(<u32 as Word>::load(p.add(8)), 0xdead_beef);
+                <u16 as Word>::store(p.add(12), 0xabcd);
+                assert_eq!(<u16 as Word>::load(p.add(12)), 0xabcd);
+            }
+            assert_eq!(&buf[off..off + 8], &0x1122_3344_5566_7788u64.to_ne_bytes());
+        }
     }
 }
