@@ -571,7 +571,7 @@ impl FileInner {
             };
             return Err(error_in(rc, conflict));
         }
-        Ok(Raw(NonNull::new(s).ok_or_else(|| error(-ffi::ENOMEM))?))
+        Ok(Raw::new(NonNull::new(s).ok_or_else(|| error(-ffi::ENOMEM))?))
     }
 }
 
@@ -673,8 +673,17 @@ impl File {
 // ---------------------------------------------------------------------------
 // Slices
 
-/// One C slice; released on drop.
-struct Raw(NonNull<ffi::sm_slice>);
+/// One C slice; released on drop.  The view's base, length and state
+/// pointer are constant for the slice's life (version 1 of struct sm_view):
+/// they are copied here once, so that the compiler can keep them in
+/// registers across a loop of accesses (the volatile accesses in between
+/// would otherwise force a reload of each field, every time).
+struct Raw {
+    s: NonNull<ffi::sm_slice>,
+    base: *mut u8,
+    len: u64,
+    state: *const u32,
+}
 
 // SAFETY: SPEC §2: concurrent reads through one slice are allowed; writes,
 // commit and release need one thread at a time, which `&mut` (and ownership,
@@ -685,19 +694,98 @@ unsafe impl Sync for Raw {}
 impl Drop for Raw {
     fn drop(&mut self) {
         // SAFETY: released once; a release error is reported by `release`.
-        unsafe { ffi::sm_release(self.0.as_ptr()) };
+        unsafe { ffi::sm_release(self.s.as_ptr()) };
     }
 }
 
 /// A machine word the accessors read and write.
 trait Word: Copy {
     const N: usize;
-    /// A volatile load: one access at natural alignment (single-copy
-    /// atomic there), any alignment accepted.
+    /// A volatile load: one access whatever the alignment (single-copy
+    /// atomic at natural alignment), as the C header's packed volatile
+    /// access compiles to.
     unsafe fn load(p: *const u8) -> Self;
+    /// A volatile store, likewise.
     unsafe fn store(p: *mut u8, v: Self);
 }
 
+// A byte: any address is aligned.
+impl Word for u8 {
+    const N: usize = 1;
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> u8 {
+        ptr::read_volatile(p)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut u8, v: u8) {
+        ptr::write_volatile(p, v)
+    }
+}
+
+// Wider words: x86-64 and AArch64 load and store any alignment with one instruction.
+// An `asm!` block is opaque to the optimiser (never merged, split, cached
+// or removed), which is what volatile means here; `ptr::read_volatile`
+// would need an aligned pointer, and over a byte array it compiles to one
+// access per byte.
+#[cfg(target_arch = "x86_64")]
+macro_rules! word {
+    ($t:ty, $reg:literal, $mov:literal) => {
+        impl Word for $t {
+            const N: usize = std::mem::size_of::<$t>();
+            #[inline(always)]
+            unsafe fn load(p: *const u8) -> $t {
+                let x: $t;
+                std::arch::asm!(concat!($mov, " {x", $reg, "}, [{p}]"), p = in(reg) p, x = lateout(reg) x,
+                                options(nostack, preserves_flags, readonly));
+                x
+            }
+            #[inline(always)]
+            unsafe fn store(p: *mut u8, v: $t) {
+                std::arch::asm!(concat!("mov [{p}], {x", $reg, "}"), p = in(reg) p, x = in(reg) v,
+                                options(nostack, preserves_flags));
+            }
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+mod words {
+    use super::Word;
+    word!(u16, ":x", "mov");
+    word!(u32, ":e", "mov");
+    word!(u64, ":r", "mov");
+}
+
+#[cfg(target_arch = "aarch64")]
+macro_rules! word {
+    ($t:ty, $reg:literal, $ld:literal, $st:literal) => {
+        impl Word for $t {
+            const N: usize = std::mem::size_of::<$t>();
+            #[inline(always)]
+            unsafe fn load(p: *const u8) -> $t {
+                let x: u64;
+                std::arch::asm!(concat!($ld, " {x", $reg, "}, [{p}]"), p = in(reg) p, x = lateout(reg) x,
+                                options(nostack, preserves_flags, readonly));
+                x as $t
+            }
+            #[inline(always)]
+            unsafe fn store(p: *mut u8, v: $t) {
+                std::arch::asm!(concat!($st, " {x", $reg, "}, [{p}]"), p = in(reg) p, x = in(reg) v as u64,
+                                options(nostack, preserves_flags));
+            }
+        }
+    };
+}
+#[cfg(target_arch = "aarch64")]
+mod words {
+    use super::Word;
+    word!(u16, ":w", "ldrh", "strh");
+    word!(u32, ":w", "ldr", "str");
+    word!(u64, "", "ldr", "str");
+}
+
+// Elsewhere: a volatile access of the word type when aligned, else one
+// volatile access per byte.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 macro_rules! word {
     ($t:ty) => {
         impl Word for $t {
@@ -721,40 +809,49 @@ macro_rules! word {
         }
     };
 }
-word!(u8);
-word!(u16);
-word!(u32);
-word!(u64);
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+mod words {
+    use super::Word;
+    use std::ptr;
+    word!(u16);
+    word!(u32);
+    word!(u64);
+}
 
 impl Raw {
+    fn new(s: NonNull<ffi::sm_slice>) -> Raw {
+        let v = s.as_ptr() as *const ffi::sm_view;
+        // SAFETY: every sm_slice begins with struct sm_view.
+        unsafe { Raw { s, base: (*v).base, len: (*v).len, state: (*v).state } }
+    }
+
     #[inline(always)]
     fn view(&self) -> *const ffi::sm_view {
-        self.0.as_ptr() as *const ffi::sm_view
+        self.s.as_ptr() as *const ffi::sm_view
     }
 
     #[inline(always)]
     fn len(&self) -> u64 {
-        // SAFETY: every sm_slice begins with struct sm_view; len is constant.
-        unsafe { (*self.view()).len }
+        self.len
     }
 
     fn offset(&self) -> u64 {
-        unsafe { ffi::sm_offset(self.0.as_ptr()) }
+        unsafe { ffi::sm_offset(self.s.as_ptr()) }
     }
 
     /// The C inline fast path: bounds check, one volatile load, one load of
     /// the state word; the library computes the error when a check fails.
     #[inline(always)]
     fn get<T: Word>(&self, off: u64) -> io::Result<T> {
-        let v = self.view();
-        // SAFETY: the view is valid while the slice lives; the access lies
-        // inside [base, base+len), which stays mapped until release (a page
-        // lost to truncation is replaced by a zero page by the SIGBUS guard).
+        // SAFETY: the access lies inside [base, base+len), which stays
+        // mapped until the slice is released (a page lost to truncation is
+        // replaced by a zero page by the SIGBUS guard); the state word lives
+        // as long as the mapping.
         unsafe {
-            let len = (*v).len;
+            let len = self.len;
             if off < len && len - off >= T::N as u64 {
-                let x = T::load((*v).base.add(off as usize));
-                if ptr::read_volatile((*v).state) == 0 {
+                let x = T::load(self.base.add(off as usize));
+                if ptr::read_volatile(self.state) == 0 {
                     return Ok(x);
                 }
                 return self.slow(off, T::N, 0).map(|()| x);
@@ -769,10 +866,10 @@ impl Raw {
         // SAFETY: as in get; a write slice's view has a dirty bitmap covering
         // its pages, updated atomically as the C inline path does.
         unsafe {
-            let len = (*v).len;
+            let len = self.len;
             if (*v).flags & ffi::SM_VIEW_WRITE != 0 && off < len && len - off >= T::N as u64 {
-                T::store((*v).base.add(off as usize), x);
-                if ptr::read_volatile((*v).state) != 0 {
+                T::store(self.base.add(off as usize), x);
+                if ptr::read_volatile(self.state) != 0 {
                     self.slow(off, T::N, 1)?;
                 }
                 mark(v, off, T::N as u64);
@@ -786,14 +883,14 @@ impl Raw {
     #[inline(never)]
     fn slow(&self, off: u64, n: usize, write: c_int) -> io::Result<()> {
         // SAFETY: a live slice.
-        check(unsafe { ffi::sm__access_fail(self.0.as_ptr(), off, n as u64, write) })
+        check(unsafe { ffi::sm__access_fail(self.s.as_ptr(), off, n as u64, write) })
     }
 
     #[cold]
     #[inline(never)]
     fn fail(&self, off: u64, n: usize, write: c_int) -> io::Error {
         // SAFETY: a live slice.
-        let rc = unsafe { ffi::sm__access_fail(self.0.as_ptr(), off, n as u64, write) };
+        let rc = unsafe { ffi::sm__access_fail(self.s.as_ptr(), off, n as u64, write) };
         error(if rc < 0 { rc } else { -ffi::ERANGE })
     }
 
@@ -802,7 +899,7 @@ impl Raw {
             return if off <= self.len() { Ok(()) } else { Err(error(-ffi::ERANGE)) };
         }
         // SAFETY: buf is valid for buf.len() bytes.
-        check(unsafe { ffi::sm_read(self.0.as_ptr(), off, buf.as_mut_ptr() as *mut c_void, buf.len()) })
+        check(unsafe { ffi::sm_read(self.s.as_ptr(), off, buf.as_mut_ptr() as *mut c_void, buf.len()) })
     }
 
     fn write_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
@@ -810,20 +907,20 @@ impl Raw {
             return if off <= self.len() { Ok(()) } else { Err(error(-ffi::ERANGE)) };
         }
         // SAFETY: buf is valid for buf.len() bytes.
-        check(unsafe { ffi::sm_write(self.0.as_ptr(), off, buf.as_ptr() as *const c_void, buf.len()) })
+        check(unsafe { ffi::sm_write(self.s.as_ptr(), off, buf.as_ptr() as *const c_void, buf.len()) })
     }
 
     fn sub(&self, off: u64, len: u64) -> io::Result<Raw> {
         let mut s = ptr::null_mut();
         // SAFETY: a live slice; sm_sub only takes references under the file lock.
-        check(unsafe { ffi::sm_sub(self.0.as_ptr(), off, len, &mut s) })?;
-        Ok(Raw(NonNull::new(s).ok_or_else(|| error(-ffi::ENOMEM))?))
+        check(unsafe { ffi::sm_sub(self.s.as_ptr(), off, len, &mut s) })?;
+        Ok(Raw::new(NonNull::new(s).ok_or_else(|| error(-ffi::ENOMEM))?))
     }
 
     fn release(self) -> io::Result<()> {
         let this = ManuallyDrop::new(self);
         // SAFETY: released exactly once (Drop is suppressed).
-        check(unsafe { ffi::sm_release(this.0.as_ptr()) })
+        check(unsafe { ffi::sm_release(this.s.as_ptr()) })
     }
 
     /// Raw bytes of the slice.
@@ -1020,7 +1117,7 @@ impl<'f> WriteSlice<'f> {
             return Ok(());
         }
         // SAFETY: a live slice.
-        check(unsafe { ffi::sm_fill(self.raw.0.as_ptr(), off, c_int::from(byte), n) })
+        check(unsafe { ffi::sm_fill(self.raw.s.as_ptr(), off, c_int::from(byte), n) })
     }
 
     /// A read-only zero-copy view of `[off, off+len)` that borrows the file,
@@ -1050,7 +1147,7 @@ impl<'f> WriteSlice<'f> {
     /// these bytes while the returned slice lives.
     pub unsafe fn as_bytes_mut(&mut self) -> &mut [u8] {
         let v = self.raw.view();
-        ffi::sm_mark_dirty(self.raw.0.as_ptr(), 0, (*v).len);
+        ffi::sm_mark_dirty(self.raw.s.as_ptr(), 0, (*v).len);
         std::slice::from_raw_parts_mut((*v).base, (*v).len as usize)
     }
 
@@ -1060,26 +1157,26 @@ impl<'f> WriteSlice<'f> {
     /// file shrank under the slice.
     pub fn commit(&mut self) -> io::Result<()> {
         // SAFETY: a live slice, used by one thread (&mut).
-        check(unsafe { ffi::sm_commit(self.raw.0.as_ptr(), ffi::SM_SYNC) })
+        check(unsafe { ffi::sm_commit(self.raw.s.as_ptr(), ffi::SM_SYNC) })
     }
 
     /// Starts write-back of the dirty pages without waiting (`SM_ASYNC`).
     pub fn commit_async(&mut self) -> io::Result<()> {
         // SAFETY: as commit.
-        check(unsafe { ffi::sm_commit(self.raw.0.as_ptr(), ffi::SM_ASYNC) })
+        check(unsafe { ffi::sm_commit(self.raw.s.as_ptr(), ffi::SM_ASYNC) })
     }
 
     /// Drops the uncommitted changes of a buffered slice.  `ENOTSUP` for a
     /// direct slice (its writes are already in the page cache).
     pub fn abort(&mut self) -> io::Result<()> {
         // SAFETY: as commit.
-        check(unsafe { ffi::sm_abort(self.raw.0.as_ptr()) })
+        check(unsafe { ffi::sm_abort(self.raw.s.as_ptr()) })
     }
 
     /// The number of dirty (uncommitted) pages, 0 when clean.
     pub fn dirty_pages(&self) -> usize {
         // SAFETY: a live slice.
-        let n = unsafe { ffi::sm_dirty_pages(self.raw.0.as_ptr()) };
+        let n = unsafe { ffi::sm_dirty_pages(self.raw.s.as_ptr()) };
         if n < 0 {
             0
         } else {
@@ -1101,7 +1198,7 @@ pub fn commit_many(slices: &mut [&mut WriteSlice<'_>]) -> io::Result<()> {
     if slices.is_empty() {
         return Ok(());
     }
-    let mut v: Vec<*mut ffi::sm_slice> = slices.iter().map(|s| s.raw.0.as_ptr()).collect();
+    let mut v: Vec<*mut ffi::sm_slice> = slices.iter().map(|s| s.raw.s.as_ptr()).collect();
     // SAFETY: distinct live slices (each borrowed mutably).
     check(unsafe { ffi::sm_commit_many(v.as_mut_ptr(), v.len(), ffi::SM_SYNC) })
 }
@@ -1270,14 +1367,14 @@ pub mod __private {
     /// `sm_unsafe_ptr` of a slice, as an address.
     pub fn unsafe_ptr(s: &ReadSlice<'_>) -> io::Result<usize> {
         let mut p = ptr::null_mut();
-        check(unsafe { ffi::sm_unsafe_ptr(s.raw.0.as_ptr(), &mut p) })?;
+        check(unsafe { ffi::sm_unsafe_ptr(s.raw.s.as_ptr(), &mut p) })?;
         Ok(p as usize)
     }
 
     /// One FFI call per word: the library's exported `sm_get_u64_le`.
     pub fn ffi_get_u64_le(s: &ReadSlice<'_>, off: u64) -> io::Result<u64> {
         let mut x = 0u64;
-        check(unsafe { ffi::sm_get_u64_le(s.raw.0.as_ptr(), off, &mut x) })?;
+        check(unsafe { ffi::sm_get_u64_le(s.raw.s.as_ptr(), off, &mut x) })?;
         Ok(x)
     }
 }
