@@ -29,6 +29,25 @@
 //! as in the C header's inline fast path; only a failed check calls into the
 //! library for the precise error.
 //!
+//! # Speed
+//!
+//! An accessor costs a compare, the access and one more load; a raw
+//! `read_volatile` loop over the same mapping has neither check.
+//! `cargo run --release --example wordspeed` prints both, and the library's
+//! exported function (one call per word) for reference.  For a hot loop
+//! over many words, copy blocks with [`ReadSlice::read_at`] (one check per
+//! block, `memcpy` speed) and decode from the copy.
+//!
+//! # Building
+//!
+//! `build.rs` links libsafemap dynamically: from `SAFEMAP_LIB_DIR` when it
+//! is set (with an rpath to it; `SAFEMAP_INCLUDE_DIR` names the header's
+//! directory), else through `pkg-config safemap`, else from the C library
+//! built in the enclosing source tree (`../../lib/.libs`).  It refuses a
+//! `safemap.h` whose `SM_VIEW_VERSION` is not the one this crate reads.
+//! In the safemap tree, `make check-rust` runs `cargo test --offline`
+//! against the library just built.
+//!
 //! # Errors
 //!
 //! Failures are [`io::Error`]s.  Conflicts (`EBUSY`, kind `WouldBlock`) and
@@ -998,9 +1017,11 @@ macro_rules! read_methods {
         ///
         /// # Safety
         ///
-        /// For as long as the returned slice lives, no other process or
-        /// thread may write these bytes and the file must not be truncated
-        /// under them: either would change memory behind a `&[u8]`.
+        /// For as long as the returned slice lives, nothing may write these
+        /// bytes (no other process, no other thread, no other slice or
+        /// sub-slice of this process, e.g. the [`WriteSlice`] a read view
+        /// was made from) and the file must not be truncated under them:
+        /// either would change memory behind a `&[u8]`.
         /// Truncation cannot crash the process (the `SIGBUS` guard maps a
         /// zero page), but the bytes silently become zeros.
         pub unsafe fn as_bytes(&self) -> &[u8] {

@@ -365,3 +365,29 @@ fn view_mirrors_the_library() {
     assert_eq!((len, state, dirty, flags & 1), (10, 0, true, 1));
     assert_eq!(safemap::VIEW_VERSION, 1);
 }
+
+#[test]
+fn writes_after_truncation_are_errors() {
+    let s = Scratch::new("trunc-write", 4096 * 3);
+    let f = s.rw();
+    let mut w = f.map_write(0, 4096 * 3).unwrap();
+    w.put_u64_le(8192, 1).unwrap();
+    std::fs::OpenOptions::new().write(true).open(s.path()).unwrap().set_len(10).unwrap();
+    let e = w.put_u64_le(8192, 2).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::UnexpectedEof);
+    assert_eq!(code(&e), -ENXIO);
+    assert_eq!(w.write_at(8000, &[1; 300]).unwrap_err().kind(), ErrorKind::UnexpectedEof);
+    assert_eq!(w.commit().unwrap_err().kind(), ErrorKind::UnexpectedEof);
+}
+
+#[test]
+fn many_holders_are_all_listed() {
+    let s = Scratch::new("holders", 4096);
+    let f = s.ro();
+    let slices: Vec<_> = (0..40).map(|i| f.map_read(i * 100, 50).unwrap()).collect();
+    let hs = f.holders(0, 4096).unwrap();
+    assert_eq!(hs.len(), 40);
+    assert!(hs.iter().all(|h| h.mode == safemap::Mode::Read && h.len == 50));
+    drop(slices);
+    assert!(f.holders(0, 4096).unwrap().is_empty());
+}
