@@ -46,6 +46,9 @@ fn main() {
     if let Some(dir) = env::var_os("SAFEMAP_LIB_DIR") {
         link_dir(Path::new(&dir));
     } else if let Some(libs) = pkg_config(&["--libs"]) {
+        if let Some(dir) = pkg_config(&["--variable=pcfiledir"]) {
+            println!("cargo:rerun-if-changed={}/safemap.pc", dir.trim());
+        }
         for flag in libs.split_whitespace() {
             if let Some(d) = flag.strip_prefix("-L") {
                 println!("cargo:rustc-link-search=native={}", d);
