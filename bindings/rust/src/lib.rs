@@ -85,7 +85,6 @@
 //! });
 //! assert_eq!(worker.join().unwrap()?, 7 * 4096);
 //! # drop(file); let _ = std::fs::remove_file(&path);
-//! # let _ = std::fs::remove_file(path.with_extension("smlock"));
 //! # let mut p = path.into_os_string(); p.push(".smlock"); let _ = std::fs::remove_file(p);
 //! # Ok(()) }
 //! ```
