@@ -1163,8 +1163,10 @@ impl<'f> WriteSlice<'f> {
     ///
     /// # Safety
     ///
-    /// As [`WriteSlice::as_bytes`]: no other process or thread may access
-    /// these bytes while the returned slice lives.
+    /// While the returned slice lives, nothing else may read or write these
+    /// bytes: no other process, no other thread, no other slice of this
+    /// process (such as a read view made with [`WriteSlice::sub`]); and the
+    /// file must not be truncated under them.
     pub unsafe fn as_bytes_mut(&mut self) -> &mut [u8] {
         let v = self.raw.view();
         ffi::sm_mark_dirty(self.raw.s.as_ptr(), 0, (*v).len);
