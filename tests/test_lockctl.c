@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,7 +38,8 @@ static int run(char *out, size_t n, const char *args)
 	FILE *p;
 	int st;
 
-	snprintf(cmd, sizeof(cmd), "%s %s 2>&1", lockctl, args);
+	/* a hang (e.g. opening a FIFO) fails the test instead of stalling it */
+	snprintf(cmd, sizeof(cmd), "timeout -s KILL 30 %s %s 2>&1", lockctl, args);
 	p = popen(cmd, "r");
 	ck_assert_ptr_nonnull(p);
 	while (len + 1 < n && fgets(out + len, (int)(n - len), p))
@@ -205,6 +207,44 @@ START_TEST(bad_input_one_line_status_2)
 }
 END_TEST
 
+/* Issue 13, defect 7: a FIFO in place of the table, or given as the data
+ * file, never blocks lockctl: one line naming the path, status 3. */
+START_TEST(fifo_never_hangs)
+{
+	const char *p = tu_tmpfile(PG);
+	const char *cmds[] = { "list %s", "info %s", "reap %s", "reap --dry-run %s", "list -J %s" };
+	char tp[PATH_MAX + 16], fifo[PATH_MAX + 16], want[PATH_MAX + 64];
+	char out[4096], args[ARGS_MAX];
+
+	find_lockctl();
+	snprintf(tp, sizeof(tp), "%s.smlock", p);
+	ck_assert_int_eq(mkfifo(tp, 0644), 0);
+	snprintf(want, sizeof(want), "lockctl: %s: not a regular file\n", tp);
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		snprintf(args, sizeof(args), cmds[i], p);
+		ck_assert_msg(run(out, sizeof(out), args) == 3, "'%s': %s", args, out);
+		ck_assert_msg(strcmp(out, want) == 0 || (strstr(cmds[i], "-J") && strstr(out, want)),
+			      "'%s': %s", args, out);
+	}
+	/* check names the holder from the table: the FIFO is no table */
+	snprintf(args, sizeof(args), "check %s 0 1 r", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	unlink(tp);
+
+	/* the data path itself a FIFO */
+	snprintf(fifo, sizeof(fifo), "%s.fifo", p);
+	ck_assert_int_eq(mkfifo(fifo, 0644), 0);
+	snprintf(want, sizeof(want), "lockctl: %s: not a regular file\n", fifo);
+	const char *data_cmds[] = { "check %s 0 1 r", "check %s 0 1 w", "list %s", "info %s", "reap %s" };
+	for (size_t i = 0; i < sizeof(data_cmds) / sizeof(data_cmds[0]); i++) {
+		snprintf(args, sizeof(args), data_cmds[i], fifo);
+		ck_assert_msg(run(out, sizeof(out), args) == 3, "'%s': %s", args, out);
+		ck_assert_msg(strcmp(out, want) == 0, "'%s': %s", args, out);
+	}
+	unlink(fifo);
+}
+END_TEST
+
 static Suite *lockctl_suite(void)
 {
 	Suite *s = suite_create("lockctl");
@@ -214,6 +254,7 @@ static Suite *lockctl_suite(void)
 	tcase_add_test(tc, list_golden_output);
 	tcase_add_test(tc, hold_runs_a_command);
 	tcase_add_test(tc, bad_input_one_line_status_2);
+	tcase_add_test(tc, fifo_never_hangs);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -278,18 +278,63 @@ static void comm_of(long pid, char *buf, size_t n)
 
 static const char *table_dir;
 
-static int open_table(const char *path, bool writable, struct stat *st, struct smt_table *t,
-		      char *tpath, size_t n)
-{
-	int rc;
+/* Errors of our own, beside negative errno values */
+#define E_NOTREG 100000 /* not a regular file */
+#define E_NOTABLE 100001 /* no lock table */
 
+static const char *describe(int rc)
+{
+	switch (-rc) {
+	case E_NOTREG: return "not a regular file";
+	case E_NOTABLE: return "no lock table (no safemap user has opened the file)";
+	case EPROTO: return "invalid lock table";
+	default: return strerror(-rc);
+	}
+}
+
+/* Open a path given by the user or found on disk: never block (opening a
+ * FIFO for reading waits for a writer forever), and only regular files. */
+static int open_regular(const char *path, int flags, struct stat *st)
+{
+	int fd = open(path, flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	int rc;
+	if (fstat(fd, st) < 0)
+		rc = -errno;
+	else if (S_ISDIR(st->st_mode))
+		rc = -EISDIR;
+	else if (!S_ISREG(st->st_mode))
+		rc = -E_NOTREG;
+	else
+		return fd;
+	close(fd);
+	return rc;
+}
+
+/* The data file's identity (stat: never opens it) and its table, attached.
+ * On failure *which says whether the data path or tpath was at fault. */
+static int open_table(const char *path, bool writable, struct stat *st, struct smt_table *t,
+		      char *tpath, size_t n, const char **which)
+{
+	struct stat ts;
+	int rc, fd;
+
+	*which = path;
+	t->fd = -1;
 	if (stat(path, st) < 0)
 		return -errno;
+	if (S_ISDIR(st->st_mode))
+		return -EISDIR;
 	if (!S_ISREG(st->st_mode))
-		return -EINVAL;
+		return -E_NOTREG;
 	if ((rc = smt_path(path, st, table_dir, tpath, n)) < 0)
 		return rc;
-	return smt_attach_path(tpath, writable, t);
+	*which = tpath;
+	if ((fd = open_regular(tpath, (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW, &ts)) < 0)
+		return fd == -ENOENT ? -E_NOTABLE : fd;
+	return smt_attach_fd(fd, writable, t);
 }
 
 static void netfs_note(const char *path)
@@ -342,13 +387,14 @@ static int list_file(struct libscols_table *tb, const char *path, bool quiet)
 	size_t n = 0;
 	int rc;
 
-	rc = open_table(path, false, &st, &t, tpath, sizeof(tpath));
-	if ((rc == -ENOENT || (quiet && rc < 0)) && stat(path, &st) == 0)
+	const char *which;
+	rc = open_table(path, false, &st, &t, tpath, sizeof(tpath), &which);
+	if ((rc == -E_NOTABLE || (quiet && rc < 0 && which == tpath)))
 		rc = 0, t.fd = -1; /* no (usable) table: the kernel's locks only */
 	else if (rc < 0 && quiet)
 		return 0;
 	else if (rc < 0) {
-		fprintf(stderr, "%s: %s: %s\n", prog, path, rc == -EPROTO ? "invalid lock table" : strerror(-rc));
+		fprintf(stderr, "%s: %s: %s\n", prog, which, describe(rc));
 		return EXIT_ERROR;
 	}
 	if (!quiet)
@@ -543,8 +589,8 @@ static int cmd_check(int argc, char **argv)
 	bool write = parse_mode(argv[3]);
 	if (len == 0 || len > (uint64_t)INT64_MAX - off)
 		usage_error("length must be at least 1 and OFF+LEN within 2^63");
-	if ((fd = open(argv[0], O_RDONLY | O_CLOEXEC)) < 0) {
-		fprintf(stderr, "%s: %s: %s\n", prog, argv[0], strerror(errno));
+	if ((fd = open_regular(argv[0], O_RDONLY, &st)) < 0) {
+		fprintf(stderr, "%s: %s: %s\n", prog, argv[0], describe(fd));
 		return EXIT_ERROR;
 	}
 	memset(&fl, 0, sizeof(fl));
@@ -564,7 +610,8 @@ static int cmd_check(int argc, char **argv)
 	}
 	printf("conflict: %s lock on %lld-%lld\n", fl.l_type == F_WRLCK ? "WRITE" : "READ",
 	       (long long)fl.l_start, fl.l_len ? (long long)(fl.l_start + fl.l_len - 1) : -1LL);
-	if (open_table(argv[0], false, &st, &t, tpath, sizeof(tpath)) == 0) {
+	const char *which;
+	if (open_table(argv[0], false, &st, &t, tpath, sizeof(tpath), &which) == 0) {
 		for (uint32_t i = 0, lim = smt_scan_limit(&t); i < lim; i++) {
 			struct smt_slot s;
 			if (smt_snapshot(&t, i, &s) != 1 || s.off >= off + len || off >= s.off + s.len)
@@ -644,8 +691,9 @@ static int cmd_reap(int argc, char **argv, bool dry)
 
 	if (argc != 1)
 		usage_error("usage: reap [--dry-run] PATH");
-	if ((rc = open_table(argv[0], !dry, &st, &t, tpath, sizeof(tpath))) < 0) {
-		fprintf(stderr, "%s: %s: %s\n", prog, argv[0], rc == -EPROTO ? "invalid lock table" : strerror(-rc));
+	const char *which;
+	if ((rc = open_table(argv[0], !dry, &st, &t, tpath, sizeof(tpath), &which)) < 0) {
+		fprintf(stderr, "%s: %s: %s\n", prog, which, describe(rc));
 		return EXIT_ERROR;
 	}
 	rc = smt_reap(&t, dry);
@@ -668,11 +716,13 @@ static int cmd_info(int argc, char **argv)
 
 	if (argc != 1)
 		usage_error("usage: info PATH");
-	if ((rc = open_table(argv[0], false, &st, &t, tpath, sizeof(tpath))) < 0) {
-		fprintf(stderr, "%s: %s: %s\n", prog, argv[0], rc == -EPROTO ? "invalid lock table" : strerror(-rc));
+	const char *which;
+	if ((rc = open_table(argv[0], false, &st, &t, tpath, sizeof(tpath), &which)) < 0) {
+		fprintf(stderr, "%s: %s: %s\n", prog, which, describe(rc));
 		return EXIT_ERROR;
 	}
-	fd = open(argv[0], O_RDONLY | O_CLOEXEC);
+	struct stat dst;
+	fd = open_regular(argv[0], O_RDONLY, &dst);
 	uint32_t lim = smt_scan_limit(&t);
 	for (uint32_t i = 0; i < lim; i++) {
 		struct smt_slot s;
