@@ -245,6 +245,37 @@ START_TEST(fifo_never_hangs)
 }
 END_TEST
 
+/* Issue 13, defect 9: a valid header over a garbage slot area.  lockctl
+ * reap takes every garbage slot back (it used to free none), and the table
+ * is clean afterwards. */
+START_TEST(reap_takes_back_garbage_slots)
+{
+	const char *p = tu_tmpfile(PG);
+	char tp[PATH_MAX + 16], out[4096], args[ARGS_MAX];
+	static unsigned char junk[16384 * 128];
+	uint32_t hw = 16384;
+	sm_file *f;
+	int fd;
+
+	find_lockctl();
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	sm_close(f);
+	snprintf(tp, sizeof(tp), "%s.smlock", p);
+	memset(junk, 0xff, sizeof(junk));
+	fd = open(tp, O_RDWR | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, junk, sizeof(junk), 4096), (ssize_t)sizeof(junk));
+	ck_assert_int_eq(pwrite(fd, &hw, 4, 72), 4); /* high_water: every slot */
+	close(fd);
+	snprintf(args, sizeof(args), "reap %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_str_eq(out, "reaped 16384 stale entries\n");
+	snprintf(args, sizeof(args), "info %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_msg(strstr(out, "0 held, 0 stale, 0 changing, 0 invalid") != NULL, "%s", out);
+}
+END_TEST
+
 static Suite *lockctl_suite(void)
 {
 	Suite *s = suite_create("lockctl");
@@ -255,6 +286,7 @@ static Suite *lockctl_suite(void)
 	tcase_add_test(tc, hold_runs_a_command);
 	tcase_add_test(tc, bad_input_one_line_status_2);
 	tcase_add_test(tc, fifo_never_hangs);
+	tcase_add_test(tc, reap_takes_back_garbage_slots);
 	suite_add_tcase(s, tc);
 	return s;
 }
