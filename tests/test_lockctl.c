@@ -13,7 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdbool.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -88,7 +91,7 @@ START_TEST(list_golden_output)
 	/* PID and COMMAND name the holders */
 	snprintf(args, sizeof(args), "list -r -n -o PID,COMMAND,TAG %s", p);
 	ck_assert_int_eq(run(out, sizeof(out), args), 0);
-	char want[256], comm[32];
+	char want[1024], comm[32];
 	tu_comm(comm, sizeof(comm)); /* "memcheck-amd64-" under valgrind */
 	snprintf(want, sizeof(want), "%d %s writer-1\n%d %s reader\n%d %s \n", (int)a.pid, comm,
 		 (int)b.pid, comm, (int)c.pid, comm);
@@ -122,7 +125,18 @@ START_TEST(list_golden_output)
 	ck_assert_int_eq(run(out, sizeof(out), args), 1);
 	snprintf(args, sizeof(args), "check %s 3050 1 r", p);
 	ck_assert_int_eq(run(out, sizeof(out), args), 1);
-	ck_assert_ptr_nonnull(strstr(out, "does not use safemap"));
+	snprintf(want, sizeof(want), "held by pid %d (%s): POSIX WRITE 3000-3099 (without safemap)\n", (int)c.pid,
+		 comm);
+	ck_assert_str_eq(out, want);
+	/* every holder in the way, each with pid and command */
+	snprintf(args, sizeof(args), "check %s 0 4000 w", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	snprintf(want, sizeof(want),
+		 "held by pid %d (%s) tag \"writer-1\": WRITE 100-149\n"
+		 "held by pid %d (%s) tag \"reader\": READ 0-9\n"
+		 "held by pid %d (%s): POSIX WRITE 3000-3099 (without safemap)\n",
+		 (int)a.pid, comm, (int)b.pid, comm, (int)c.pid, comm);
+	ck_assert_str_eq(out, want);
 
 	/* kill the writer: stale, then reaped */
 	kill(a.pid, SIGKILL);
@@ -190,6 +204,14 @@ START_TEST(bad_input_one_line_status_2)
 		"reap",
 		"info",
 		"--bogus",
+		"list --bogus",
+		"list -o",
+		"list --output",
+		"list -p x %s",
+		"list --json=1 %s",
+		"check -x %s 0 1 r",
+		"reap --dry-run",
+		"hold -t",
 	};
 	char out[4096], args[ARGS_MAX];
 
@@ -201,7 +223,7 @@ START_TEST(bad_input_one_line_status_2)
 	}
 	ck_assert_int_eq(run(out, sizeof(out), "--help"), 0);
 	ck_assert_ptr_nonnull(strstr(out, "Exit status"));
-	ck_assert_int_eq(run(out, sizeof(out), "-H"), 0);
+	ck_assert_int_eq(run(out, sizeof(out), "list -H"), 0);
 	ck_assert_ptr_nonnull(strstr(out, "STATE"));
 	ck_assert_int_eq(run(out, sizeof(out), "list /nonexistent/file"), 3);
 }
@@ -276,6 +298,359 @@ START_TEST(reap_takes_back_garbage_slots)
 }
 END_TEST
 
+/* ---- issue 17: lockctl at lslocks grade ---------------------------------- */
+
+/* A strict JSON syntax check (RFC 8259), enough to catch a bare word. */
+static const char *js_value(const char *p);
+
+static const char *js_ws(const char *p)
+{
+	while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r')
+		p++;
+	return p;
+}
+
+static const char *js_string(const char *p)
+{
+	if (*p != '"')
+		return NULL;
+	for (p++; *p && *p != '"'; p++) {
+		if (*p == '\\' && !*++p)
+			return NULL;
+		if ((unsigned char)*p < 0x20)
+			return NULL;
+	}
+	return *p == '"' ? p + 1 : NULL;
+}
+
+static const char *js_digits(const char *p)
+{
+	if (*p < '0' || *p > '9')
+		return NULL;
+	while (*p >= '0' && *p <= '9')
+		p++;
+	return p;
+}
+
+static const char *js_number(const char *p)
+{
+	if (*p == '-')
+		p++;
+	if (!(p = js_digits(p)))
+		return NULL;
+	if (*p == '.' && !(p = js_digits(p + 1)))
+		return NULL;
+	if (*p == 'e' || *p == 'E') {
+		p++;
+		if (*p == '+' || *p == '-')
+			p++;
+		p = js_digits(p);
+	}
+	return p;
+}
+
+static const char *js_value(const char *p)
+{
+	p = js_ws(p);
+	if (*p == '{' || *p == '[') {
+		char close = *p == '{' ? '}' : ']';
+		p = js_ws(p + 1);
+		if (*p == close)
+			return p + 1;
+		for (;;) {
+			if (close == '}') {
+				if (!(p = js_string(js_ws(p))))
+					return NULL;
+				p = js_ws(p);
+				if (*p++ != ':')
+					return NULL;
+			}
+			if (!(p = js_value(p)))
+				return NULL;
+			p = js_ws(p);
+			if (*p == ',') {
+				p++;
+				continue;
+			}
+			return *p == close ? p + 1 : NULL;
+		}
+	}
+	if (*p == '"')
+		return js_string(p);
+	if (!strncmp(p, "true", 4) || !strncmp(p, "null", 4))
+		return p + 4;
+	if (!strncmp(p, "false", 5))
+		return p + 5;
+	return js_number(p);
+}
+
+static bool json_valid(const char *s)
+{
+	const char *p = js_value(s);
+	return p && !*js_ws(p);
+}
+
+/* A program that does not use safemap: a kernel lock of the kind given,
+ * held until told. */
+struct klock_arg {
+	const char *path;
+	int kind; /* 'f' flock (whole file), 'o' OFD, 'p' POSIX, 'w' POSIX waiting */
+	off_t start, len;
+	bool write;
+};
+
+static int kernel_locker(void *arg, int in, int out)
+{
+	const struct klock_arg *a = arg;
+	struct flock fl = { .l_type = a->write ? F_WRLCK : F_RDLCK, .l_whence = SEEK_SET, .l_start = a->start,
+			    .l_len = a->len };
+	int fd = open(a->path, O_RDWR | O_CLOEXEC), rc;
+	char buf[8];
+
+	if (a->kind == 'w') {
+		tu_send(out, "0"); /* about to block */
+		rc = fcntl(fd, F_SETLKW, &fl);
+		tu_recv(in, buf, sizeof(buf));
+		return rc;
+	}
+	if (a->kind == 'f')
+		rc = flock(fd, a->write ? LOCK_EX : LOCK_SH);
+	else
+		rc = fcntl(fd, a->kind == 'o' ? F_OFD_SETLK : F_SETLK, &fl);
+	tu_send(out, "%d", fd >= 0 && rc == 0 ? 0 : -errno);
+	tu_recv(in, buf, sizeof(buf));
+	return 0;
+}
+
+/* Valid JSON whatever the locks: END of a lock to end of file is null,
+ * never the bare word EOF; each column has its JSON type. */
+START_TEST(json_is_valid_with_typed_columns)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	struct klock_arg fa = { p, 'f', 0, 0, true }, oa = { p, 'o', 1000, 0, true };
+	struct tu_holder_arg w = { p, 100, 50, true, "writer-1" };
+	struct tu_child f, o, h;
+	char out[16384], args[ARGS_MAX], want[1024];
+
+	find_lockctl();
+	tu_spawn(&f, kernel_locker, &fa);
+	ck_assert_int_eq(tu_recv_int(f.from), 0);
+	tu_spawn(&o, kernel_locker, &oa);
+	ck_assert_int_eq(tu_recv_int(o.from), 0);
+	tu_spawn(&h, tu_holder, &w);
+	ck_assert_int_eq(tu_recv_int(h.from), 0);
+
+	snprintf(args, sizeof(args), "list -J --output-all %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_msg(json_valid(out), "invalid JSON:\n%s", out);
+	ck_assert_ptr_null(strstr(out, "EOF"));
+	snprintf(args, sizeof(args), "list --json --bytes -o TYPE,START,END,SIZE,PID,M,TAG %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_msg(json_valid(out), "invalid JSON:\n%s", out);
+	const char *rows[3][2] = {
+		{ "SAFEMAP", "\"start\": 100,\n         \"end\": 149,\n         \"size\": 50,\n         \"pid\": %d,\n"
+			     "         \"m\": false,\n         \"tag\": \"writer-1\"" },
+		{ "FLOCK", "\"start\": 0,\n         \"end\": null,\n         \"size\": null,\n         \"pid\": %d,\n"
+			   "         \"m\": false,\n         \"tag\": null" },
+		{ "OFDLCK", "\"start\": 1000,\n         \"end\": null,\n         \"size\": null,\n         \"pid\": %d,\n"
+			    "         \"m\": false,\n         \"tag\": null" },
+	};
+	pid_t pids[3] = { h.pid, f.pid, o.pid };
+	for (int i = 0; i < 3; i++) {
+		int n = snprintf(want, sizeof(want), "\"type\": \"%s\",\n         ", rows[i][0]);
+		snprintf(want + n, sizeof(want) - (size_t)n, rows[i][1], (int)pids[i]);
+		ck_assert_msg(strstr(out, want) != NULL, "no\n%s\nin\n%s", want, out);
+	}
+	/* text keeps EOF; SIZE as lslocks prints it */
+	snprintf(args, sizeof(args), "list -r -n -o TYPE,START,END,SIZE %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_msg(strstr(out, "SAFEMAP 100 149 50B\n") && strstr(out, "FLOCK 0 EOF \n") &&
+			      strstr(out, "OFDLCK 1000 EOF \n"),
+		      "%s", out);
+
+	tu_send(f.to, "bye");
+	tu_send(o.to, "bye");
+	tu_send(h.to, "bye");
+	ck_assert_int_eq(tu_wait(&f), 0);
+	ck_assert_int_eq(tu_wait(&o), 0);
+	ck_assert_int_eq(tu_wait(&h), 0);
+}
+END_TEST
+
+/* Options after the subcommand (kmod style), -V, excl[], one-line errors
+ * with "Try 'lockctl ... --help'". */
+START_TEST(options_after_the_command)
+{
+	const char *p = tu_tmpfile(PG);
+	struct klock_arg pa = { p, 'p', 4096, 8192, false };
+	struct tu_child c;
+	char out[4096], args[ARGS_MAX];
+
+	find_lockctl();
+	tu_spawn(&c, kernel_locker, &pa);
+	ck_assert_int_eq(tu_recv_int(c.from), 0);
+	const char *forms[] = { "list -n -r --output=START,SIZE %s", "list -nr -oSTART,SIZE %s",
+				"list --noheadings --raw -o START,SIZE %s", "list %s -n -r -o START,SIZE",
+				"--table-dir /nonexistent list -nr -o START,SIZE %s" };
+	for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+		snprintf(args, sizeof(args), forms[i], p);
+		ck_assert_msg(run(out, sizeof(out), args) == 0, "'%s': %s", args, out);
+		ck_assert_msg(strcmp(out, "4096 8K\n") == 0, "'%s': %s", args, out);
+	}
+	ck_assert_int_eq(run(out, sizeof(out), "list -H"), 0);
+	ck_assert_ptr_nonnull(strstr(out, "BLOCKER"));
+	ck_assert_int_eq(run(out, sizeof(out), "list --help"), 0);
+	ck_assert_ptr_nonnull(strstr(out, "--noinaccessible"));
+	ck_assert_int_eq(run(out, sizeof(out), "check --help"), 0);
+	ck_assert_int_eq(run(out, sizeof(out), "hold -h"), 0);
+	ck_assert_int_eq(run(out, sizeof(out), "help"), 0);
+	ck_assert_ptr_nonnull(strstr(out, "Commands:"));
+	ck_assert_int_eq(run(out, sizeof(out), "-V"), 0);
+	ck_assert_str_eq(out, "lockctl from safemap " PACKAGE_VERSION "\n");
+	ck_assert_int_eq(run(out, sizeof(out), "--version"), 0);
+	snprintf(args, sizeof(args), "list -J -r %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 2);
+	ck_assert_str_eq(out, "lockctl: mutually exclusive arguments: --json --raw. "
+			      "Try 'lockctl list --help' for more information.\n");
+	ck_assert_int_eq(run(out, sizeof(out), "list -Q"), 2);
+	ck_assert_str_eq(out, "lockctl: invalid option -- 'Q'. Try 'lockctl list --help' for more information.\n");
+	ck_assert_int_eq(run(out, sizeof(out), "frob"), 2);
+	ck_assert_str_eq(out, "lockctl: unknown command 'frob'. Try 'lockctl --help' for more information.\n");
+	tu_send(c.to, "bye");
+	ck_assert_int_eq(tu_wait(&c), 0);
+}
+END_TEST
+
+/* What is true, for paths that are not lockable data files. */
+START_TEST(errors_say_what_is_wrong)
+{
+	const char *p = tu_tmpfile(PG);
+	char out[4096], args[ARGS_MAX], want[PATH_MAX + 128], dir[PATH_MAX];
+
+	find_lockctl();
+	snprintf(dir, sizeof(dir), "%s", p);
+	*strrchr(dir, '/') = '\0';
+	const struct {
+		const char *args, *path, *msg;
+	} cases[] = {
+		{ "list /dev/null", "/dev/null", "not a regular file" },
+		{ "check /dev/null 0 1 r", "/dev/null", "not a regular file" },
+		{ "info /dev/null", "/dev/null", "not a regular file" },
+		{ "list %s", dir, "Is a directory" },
+		{ "check %s 0 1 w", dir, "Is a directory" },
+		{ "info %s", NULL, "no lock table (no safemap user has opened the file)" },
+		{ "reap %s", NULL, "no lock table (no safemap user has opened the file)" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(args, sizeof(args), cases[i].args, cases[i].path ? cases[i].path : p);
+		ck_assert_msg(run(out, sizeof(out), args) == 3, "'%s': %s", args, out);
+		if (cases[i].path)
+			snprintf(want, sizeof(want), "lockctl: %s: %s\n", cases[i].path, cases[i].msg);
+		else
+			snprintf(want, sizeof(want), "lockctl: %s.smlock: %s\n", p, cases[i].msg);
+		ck_assert_msg(strcmp(out, want) == 0, "'%s': %s", args, out);
+	}
+	/* a file without a table lists its kernel locks (none): not an error */
+	snprintf(args, sizeof(args), "list -n %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_str_eq(out, "");
+}
+END_TEST
+
+/* More kernel locks than any fixed array held (kl[4096]): all listed. */
+static int many_locks(void *arg, int in, int out)
+{
+	const char *p = arg;
+	int fd = open(p, O_RDWR | O_CLOEXEC);
+	char buf[8];
+
+	for (int i = 0; i < 5000; i++) {
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 2 * i, .l_len = 1 };
+		if (fcntl(fd, F_SETLK, &fl) < 0) {
+			tu_send(out, "%d", -errno);
+			return 1;
+		}
+	}
+	tu_send(out, "0");
+	tu_recv(in, buf, sizeof(buf));
+	return 0;
+}
+
+START_TEST(thousands_of_kernel_locks)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	static char out[1 << 20];
+	char args[ARGS_MAX];
+	struct tu_child c;
+
+	find_lockctl();
+	tu_spawn(&c, many_locks, (void *)p);
+	ck_assert_int_eq(tu_recv_int(c.from), 0);
+	snprintf(args, sizeof(args), "list -r -n -o START %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	int lines = 0;
+	for (const char *q = out; (q = strchr(q, '\n')); q++)
+		lines++;
+	ck_assert_int_eq(lines, 5000);
+	tu_send(c.to, "bye");
+	ck_assert_int_eq(tu_wait(&c), 0);
+}
+END_TEST
+
+/* Blocked kernel waiters with their BLOCKER; INODE, MAJ:MIN, M; -p PID;
+ * a foreign OFD lock with its real owner (/proc/PID/fdinfo). */
+START_TEST(waiters_blockers_and_owners)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	struct klock_arg ha = { p, 'p', 0, 100, true }, wa = { p, 'w', 50, 10, true }, oa = { p, 'o', 2000, 10, false };
+	struct tu_child h, w, o;
+	struct stat st;
+	char out[8192], args[ARGS_MAX], want[1024], comm[32];
+
+	find_lockctl();
+	tu_comm(comm, sizeof(comm));
+	ck_assert_int_eq(stat(p, &st), 0);
+	tu_spawn(&h, kernel_locker, &ha);
+	ck_assert_int_eq(tu_recv_int(h.from), 0);
+	tu_spawn(&o, kernel_locker, &oa);
+	ck_assert_int_eq(tu_recv_int(o.from), 0);
+	tu_spawn(&w, kernel_locker, &wa);
+	ck_assert_int_eq(tu_recv_int(w.from), 0);
+	/* the waiter told us it is about to block: wait until it has */
+	snprintf(args, sizeof(args), "list -r -n -o STATE %s", p);
+	for (int i = 0; i < 2000 && (run(out, sizeof(out), args), !strstr(out, "waiting")); i++)
+		usleep(1000);
+	ck_assert_msg(strstr(out, "waiting") != NULL, "the waiter never showed: %s", out);
+	snprintf(args, sizeof(args), "list -r -n -o PID,COMMAND,TYPE,MODE,STATE,START,END,BLOCKER %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	snprintf(want, sizeof(want), "%d %s POSIX WRITE held 0 99 \n", (int)h.pid, comm);
+	ck_assert_msg(strstr(out, want) != NULL, "no '%s' in\n%s", want, out);
+	snprintf(want, sizeof(want), "%d %s POSIX WRITE waiting 50 59 %d\n", (int)w.pid, comm, (int)h.pid);
+	ck_assert_msg(strstr(out, want) != NULL, "no '%s' in\n%s", want, out);
+	/* OFD locks say pid -1 in /proc/locks: the owner comes from fdinfo */
+	snprintf(want, sizeof(want), "%d %s OFDLCK READ held 2000 2009 \n", (int)o.pid, comm);
+	ck_assert_msg(strstr(out, want) != NULL, "no '%s' in\n%s", want, out);
+	/* -p PID; INODE, MAJ:MIN, M */
+	snprintf(args, sizeof(args), "list -r -n -p %d -o PID,INODE,MAJ:MIN,M %s", (int)o.pid, p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	snprintf(want, sizeof(want), "%d %llu %u:%u 0\n", (int)o.pid, (unsigned long long)st.st_ino,
+		 major(st.st_dev), minor(st.st_dev));
+	ck_assert_str_eq(out, want);
+	/* -u and -i are accepted (lslocks) */
+	snprintf(args, sizeof(args), "list -u -i -r -n -p %d -o PID %s", (int)o.pid, p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	snprintf(want, sizeof(want), "%d\n", (int)o.pid);
+	ck_assert_str_eq(out, want);
+
+	tu_send(h.to, "bye");
+	ck_assert_int_eq(tu_wait(&h), 0);
+	tu_send(w.to, "bye");
+	ck_assert_int_eq(tu_wait(&w), 0);
+	tu_send(o.to, "bye");
+	ck_assert_int_eq(tu_wait(&o), 0);
+}
+END_TEST
+
 static Suite *lockctl_suite(void)
 {
 	Suite *s = suite_create("lockctl");
@@ -287,6 +662,11 @@ static Suite *lockctl_suite(void)
 	tcase_add_test(tc, bad_input_one_line_status_2);
 	tcase_add_test(tc, fifo_never_hangs);
 	tcase_add_test(tc, reap_takes_back_garbage_slots);
+	tcase_add_test(tc, json_is_valid_with_typed_columns);
+	tcase_add_test(tc, options_after_the_command);
+	tcase_add_test(tc, errors_say_what_is_wrong);
+	tcase_add_test(tc, thousands_of_kernel_locks);
+	tcase_add_test(tc, waiters_blockers_and_owners);
 	suite_add_tcase(s, tc);
 	return s;
 }
