@@ -651,6 +651,58 @@ START_TEST(waiters_blockers_and_owners)
 }
 END_TEST
 
+/* lockctl map: golden picture at a fixed width, without colour; then with
+ * colour forced, the same glyphs wrapped in escape sequences. */
+START_TEST(map_golden_picture)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	struct tu_holder_arg w = { p, 100, 50, true, "writer-1" }, r = { p, 8000, 10, false, "reader" },
+			     d = { p, 4000, 100, false, "doomed" };
+	struct klock_arg ka = { p, 'p', 12000, 1000, true };
+	struct tu_child a, b, c, k;
+	char out[8192], args[ARGS_MAX], want[4096], comm[32];
+
+	find_lockctl();
+	tu_comm(comm, sizeof(comm));
+	tu_spawn(&a, tu_holder, &w);
+	ck_assert_int_eq(tu_recv_int(a.from), 0);
+	tu_spawn(&b, tu_holder, &r);
+	ck_assert_int_eq(tu_recv_int(b.from), 0);
+	tu_spawn(&c, tu_holder, &d);
+	ck_assert_int_eq(tu_recv_int(c.from), 0);
+	kill(c.pid, SIGKILL);
+	ck_assert_int_eq(tu_wait(&c), 128 + SIGKILL);
+	tu_spawn(&k, kernel_locker, &ka);
+	ck_assert_int_eq(tu_recv_int(k.from), 0);
+
+	snprintf(args, sizeof(args), "map --width 40 --color=never %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	snprintf(want, sizeof(want),
+		 "%s: 16384 bytes, 38 cells of ~432 bytes\n"
+		 "[#........?........=........KKKK.......]\n"
+		 " 0                                16383\n"
+		 " # write  K kernel lock without safemap  = read  ~ waiting  ? stale  . free\n"
+		 " # 100-149               WRITE held    pid %d (%s) tag \"writer-1\"\n"
+		 " ? 4000-4099             READ  stale   pid %d (%s) tag \"doomed\"\n"
+		 " = 8000-8009             READ  held    pid %d (%s) tag \"reader\"\n"
+		 " K 12000-12999           WRITE held    pid %d (%s) POSIX\n",
+		 p, (int)a.pid, comm, (int)c.pid, comm, (int)b.pid, comm, (int)k.pid, comm);
+	ck_assert_str_eq(out, want);
+	snprintf(args, sizeof(args), "map -w 40 --color=always %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_ptr_nonnull(strstr(out, "[\033[1;31m#\033[0m........\033[2m?\033[0m"));
+	snprintf(args, sizeof(args), "map -w 5 %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 2);
+
+	tu_send(a.to, "bye");
+	tu_send(b.to, "bye");
+	tu_send(k.to, "bye");
+	ck_assert_int_eq(tu_wait(&a), 0);
+	ck_assert_int_eq(tu_wait(&b), 0);
+	ck_assert_int_eq(tu_wait(&k), 0);
+}
+END_TEST
+
 static Suite *lockctl_suite(void)
 {
 	Suite *s = suite_create("lockctl");
@@ -667,6 +719,7 @@ static Suite *lockctl_suite(void)
 	tcase_add_test(tc, errors_say_what_is_wrong);
 	tcase_add_test(tc, thousands_of_kernel_locks);
 	tcase_add_test(tc, waiters_blockers_and_owners);
+	tcase_add_test(tc, map_golden_picture);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
@@ -1342,6 +1343,232 @@ static int cmd_info(int argc, char **argv)
 	return 0;
 }
 
+/* ---- map: the file as a bar ------------------------------------------------ */
+
+/* One region drawn on the bar, and listed under it. */
+struct span {
+	uint64_t start, len; /* len 0: to end of file */
+	char glyph;
+	char desc[192];
+};
+
+/* Glyphs, by precedence when regions share a cell, with their colours. */
+static const struct glyph {
+	char c;
+	const char *color, *name;
+} glyphs[] = {
+	{ '#', "\033[1;31m", "write" },
+	{ 'K', "\033[35m", "kernel lock without safemap" },
+	{ '=', "\033[32m", "read" },
+	{ '~', "\033[33m", "waiting" },
+	{ '?', "\033[2m", "stale" },
+	{ '.', NULL, "free" },
+};
+
+static int precedence(char c)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(glyphs); i++)
+		if (glyphs[i].c == c)
+			return (int)(ARRAY_SIZE(glyphs) - i);
+	return 0;
+}
+
+static const char *color_of(char c)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(glyphs); i++)
+		if (glyphs[i].c == c)
+			return glyphs[i].color;
+	return NULL;
+}
+
+static void span_range(const struct span *sp, char *buf, size_t n)
+{
+	if (sp->len)
+		snprintf(buf, n, "%llu-%llu", (unsigned long long)sp->start,
+			 (unsigned long long)(sp->start + sp->len - 1));
+	else
+		snprintf(buf, n, "%llu-EOF", (unsigned long long)sp->start);
+}
+
+static int span_cmp(const void *a, const void *b)
+{
+	const struct span *x = a, *y = b;
+
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+static void help_map(void)
+{
+	printf("\nUsage:\n"
+	       " %s map [options] PATH\n"
+	       "\nThe file as a bar scaled to the terminal: read and write regions, waiters,\n"
+	       "stale entries and kernel locks of other programs, with a legend and the\n"
+	       "holders listed under it.\n"
+	       "\nOptions:\n"
+	       " -w, --width <n>         width of the picture (default: the terminal's, or 80)\n"
+	       "     --color[=<when>]    colour the bar: auto (on a terminal), always, never\n"
+	       "     --table-dir <dir>   tables live in DIR\n"
+	       " -h, --help              display this help\n"
+	       "\nSee lockctl(1).\n",
+	       prog);
+}
+
+static int cmd_map(int argc, char **argv)
+{
+	enum { OPT_COLOR = 300 };
+	static const struct option opts[] = {
+		{ "width", required_argument, NULL, 'w' },
+		{ "color", optional_argument, NULL, OPT_COLOR },
+		{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct smt_table t;
+	struct stat st;
+	struct entries e = { 0 };
+	struct klocks kl = { 0 };
+	struct span *sp = NULL;
+	size_t nsp = 0, cap = 0;
+	char tpath[PATH_MAX];
+	const char *which;
+	long width = 0;
+	int c, rc, color = -1; /* -1 auto */
+
+	while ((c = getopt_long(argc, argv, ":w:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'w': {
+			const char *err = NULL;
+			width = (long)strtonum(optarg, 12, 1000, &err);
+			if (err)
+				usage_err("width '%s' is %s (12 to 1000)", optarg, err);
+			break;
+		}
+		case OPT_COLOR:
+			if (!optarg || !strcmp(optarg, "always"))
+				color = 1;
+			else if (!strcmp(optarg, "never"))
+				color = 0;
+			else if (!strcmp(optarg, "auto"))
+				color = -1;
+			else
+				usage_err("--color must be auto, always or never, not '%s'", optarg);
+			break;
+		case OPT_TABLE_DIR: table_dir = optarg; break;
+		case 'h': help_map(); return 0;
+		default: bad_option(c, argv);
+		}
+	}
+	if (argc - optind != 1)
+		usage_err("map needs one PATH");
+	argv += optind;
+	if (color < 0)
+		color = isatty(STDOUT_FILENO);
+	if (!width) {
+		struct winsize ws;
+		const char *cols = getenv("COLUMNS");
+		if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 12)
+			width = ws.ws_col;
+		else if (cols && atol(cols) >= 12 && atol(cols) <= 1000)
+			width = atol(cols);
+		else
+			width = 80;
+	}
+
+	rc = open_table(argv[0], false, &st, &t, tpath, sizeof(tpath), &which);
+	if (rc < 0 && rc != -E_NOTABLE) {
+		warnx_("%s: %s", which, describe(rc));
+		return EXIT_ERROR;
+	}
+	if (rc == 0) {
+		read_entries(&t, &e, true);
+		smt_detach(&t);
+	}
+	for (size_t i = 0; i < e.n; i++) {
+		const struct smt_slot *s = &e.v[i];
+		GROW(sp, nsp, cap);
+		struct span *x = &sp[nsp++];
+		x->start = s->off;
+		x->len = s->len;
+		x->glyph = !strcmp(e.state[i], "stale") ? '?' : !strcmp(e.state[i], "waiting") ? '~'
+							 : s->mode == SMT_MODE_WRITE ? '#' : '=';
+		snprintf(x->desc, sizeof(x->desc), "%-5s %-7s pid %d (%s)%s%s%s", s->mode == SMT_MODE_WRITE ? "WRITE" : "READ",
+			 e.state[i], s->pid, s->comm, *s->tag ? " tag \"" : "", s->tag, *s->tag ? "\"" : "");
+	}
+	kernel_locks(&kl);
+	for (size_t i = 0; i < kl.n; i++) {
+		const struct klock *k = &kl.v[i];
+		char comm[32];
+		if (k->dev != st.st_dev || k->ino != st.st_ino || covered(k, &e))
+			continue;
+		long pid = owner_of(k);
+		comm_of(pid, comm, sizeof(comm));
+		GROW(sp, nsp, cap);
+		struct span *x = &sp[nsp++];
+		x->start = k->start;
+		x->len = k->len;
+		x->glyph = k->blocked ? '~' : 'K';
+		snprintf(x->desc, sizeof(x->desc), "%-5s %-7s pid %ld (%s) %s", k->write ? "WRITE" : "READ",
+			 k->blocked ? "waiting" : "held", pid, comm, k->type);
+	}
+	qsort(sp, nsp, sizeof(*sp), span_cmp);
+
+	/* the bar covers [0, extent): the file, or further if regions do */
+	uint64_t extent = (uint64_t)st.st_size;
+	for (size_t i = 0; i < nsp; i++) {
+		uint64_t end = sp[i].len ? sp[i].start + sp[i].len : sp[i].start + 1;
+		if (end > extent)
+			extent = end;
+	}
+	if (!extent)
+		extent = 1;
+	size_t cells = (size_t)width - 2;
+	char *bar = xrealloc(NULL, cells + 1, 1);
+	memset(bar, '.', cells);
+	bar[cells] = '\0';
+	for (size_t i = 0; i < nsp; i++) {
+		uint64_t end = sp[i].len ? sp[i].start + sp[i].len : extent;
+		/* every cell that holds a byte of the region, so that a
+		 * one-byte lock still shows */
+		size_t first = (size_t)((unsigned __int128)sp[i].start * cells / extent);
+		size_t last = (size_t)(((unsigned __int128)end * cells + extent - 1) / extent);
+		for (size_t k = first; k < last && k < cells; k++)
+			if (precedence(sp[i].glyph) > precedence(bar[k]))
+				bar[k] = sp[i].glyph;
+	}
+
+	char *abs = realpath(argv[0], NULL), num[32];
+	printf("%s: %llu bytes, %zu cells of ~%llu bytes\n", abs ? abs : argv[0], (unsigned long long)st.st_size,
+	       cells, (unsigned long long)((extent + cells - 1) / cells));
+	free(abs);
+	putchar('[');
+	for (size_t k = 0; k < cells; k++) {
+		const char *col = color ? color_of(bar[k]) : NULL;
+		if (col)
+			printf("%s%c\033[0m", col, bar[k]);
+		else
+			putchar(bar[k]);
+	}
+	printf("]\n");
+	snprintf(num, sizeof(num), "%llu", (unsigned long long)(extent - 1));
+	printf(" 0%*s\n", (int)(cells - 1), num);
+	for (size_t i = 0; i < ARRAY_SIZE(glyphs); i++) {
+		const char *col = color ? glyphs[i].color : NULL;
+		printf("%s%s%c%s %s", i ? "  " : " ", col ? col : "", glyphs[i].c, col ? "\033[0m" : "", glyphs[i].name);
+	}
+	printf("\n");
+	for (size_t i = 0; i < nsp; i++) {
+		char range[64];
+		span_range(&sp[i], range, sizeof(range));
+		printf(" %c %-21s %s\n", sp[i].glyph, range, sp[i].desc);
+	}
+	free(bar);
+	free(sp);
+	free(e.v);
+	free(e.state);
+	free(kl.v);
+	return 0;
+}
+
 /* ---- the command table (kmod's tools/kmod.c) ------------------------------ */
 
 static int cmd_help(int argc, char **argv);
@@ -1356,6 +1583,7 @@ static const struct command {
 	{ "hold", cmd_hold, "hold a region while a command runs (like flock(1))" },
 	{ "reap", cmd_reap, "remove table entries whose holder is gone" },
 	{ "info", cmd_info, "the table's header, capacity, generation and consistency" },
+	{ "map", cmd_map, "a picture of the file's regions: who holds what" },
 	{ "help", cmd_help, "this help" },
 };
 
