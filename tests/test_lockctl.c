@@ -652,8 +652,9 @@ START_TEST(waiters_blockers_and_owners)
 END_TEST
 
 /* lockctl map: golden picture at a fixed width, without colour; then with
- * colour forced, the same glyphs wrapped in escape sequences. */
-START_TEST(map_golden_picture)
+ * colour forced, the same glyphs wrapped in escape sequences; lockctl watch
+ * draws it again every second. */
+START_TEST(map_and_watch_golden_picture)
 {
 	const char *p = tu_tmpfile(4 * PG);
 	struct tu_holder_arg w = { p, 100, 50, true, "writer-1" }, r = { p, 8000, 10, false, "reader" },
@@ -693,6 +694,15 @@ START_TEST(map_golden_picture)
 	ck_assert_ptr_nonnull(strstr(out, "[\033[1;31m#\033[0m........\033[2m?\033[0m"));
 	snprintf(args, sizeof(args), "map -w 5 %s", p);
 	ck_assert_int_eq(run(out, sizeof(out), args), 2);
+	/* watch: the same picture, redrawn (a blank line between frames
+	 * when not on a terminal) */
+	static char twice[16384];
+	snprintf(args, sizeof(args), "watch --count 2 --width 40 --color=never %s", p);
+	ck_assert_int_eq(run(twice, sizeof(twice), args), 0);
+	snprintf(out, sizeof(out), "%s\n%s", want, want);
+	ck_assert_str_eq(twice, out);
+	snprintf(args, sizeof(args), "map --count 2 %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 2);
 
 	tu_send(a.to, "bye");
 	tu_send(b.to, "bye");
@@ -719,7 +729,7 @@ static Suite *lockctl_suite(void)
 	tcase_add_test(tc, errors_say_what_is_wrong);
 	tcase_add_test(tc, thousands_of_kernel_locks);
 	tcase_add_test(tc, waiters_blockers_and_owners);
-	tcase_add_test(tc, map_golden_picture);
+	tcase_add_test(tc, map_and_watch_golden_picture);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -1413,16 +1413,105 @@ static void help_map(void)
 	       prog);
 }
 
-static int cmd_map(int argc, char **argv)
+static void help_watch(void)
 {
-	enum { OPT_COLOR = 300 };
+	printf("\nUsage:\n"
+	       " %s watch [options] PATH\n"
+	       "\nThe map of PATH, redrawn every second as locks come and go.\n"
+	       "\nOptions:\n"
+	       "     --count <n>         draw n pictures, then exit\n"
+	       " -w, --width <n>         width of the picture (default: the terminal's, or 80)\n"
+	       "     --color[=<when>]    colour the bar: auto (on a terminal), always, never\n"
+	       "     --table-dir <dir>   tables live in DIR\n"
+	       " -h, --help              display this help\n"
+	       "\nSee lockctl(1).\n",
+	       prog);
+}
+
+/* Options shared by map and watch. */
+struct map_opts {
+	long width;
+	int color; /* -1: auto */
+	long count;   /* watch: frames to draw, 0: until interrupted */
+};
+
+static void map_defaults(struct map_opts *m)
+{
+	if (m->color < 0)
+		m->color = isatty(STDOUT_FILENO);
+	if (!m->width) {
+		struct winsize ws;
+		const char *cols = getenv("COLUMNS");
+		if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 12)
+			m->width = ws.ws_col;
+		else if (cols && atol(cols) >= 12 && atol(cols) <= 1000)
+			m->width = atol(cols);
+		else
+			m->width = 80;
+	}
+}
+
+enum { OPT_COLOR = 300, OPT_COUNT };
+
+/* Parse map's (and watch's) options; returns the index of PATH. */
+static int map_options(int argc, char **argv, struct map_opts *m, bool watch)
+{
 	static const struct option opts[] = {
 		{ "width", required_argument, NULL, 'w' },
 		{ "color", optional_argument, NULL, OPT_COLOR },
+		{ "count", required_argument, NULL, OPT_COUNT },
 		{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	int c;
+
+	m->width = 0;
+	m->color = -1;
+	m->count = 0;
+	while ((c = getopt_long(argc, argv, ":w:h", opts, NULL)) != -1) {
+		const char *err = NULL;
+		switch (c) {
+		case 'w':
+			m->width = (long)strtonum(optarg, 12, 1000, &err);
+			if (err)
+				usage_err("width '%s' is %s (12 to 1000)", optarg, err);
+			break;
+		case OPT_COLOR:
+			if (!optarg || !strcmp(optarg, "always"))
+				m->color = 1;
+			else if (!strcmp(optarg, "never"))
+				m->color = 0;
+			else if (!strcmp(optarg, "auto"))
+				m->color = -1;
+			else
+				usage_err("--color must be auto, always or never, not '%s'", optarg);
+			break;
+		case OPT_COUNT:
+			if (!watch)
+				usage_err("unrecognized option '--count'");
+			m->count = (long)strtonum(optarg, 1, LONG_MAX, &err);
+			if (err)
+				usage_err("count '%s' is %s", optarg, err);
+			break;
+		case OPT_TABLE_DIR: table_dir = optarg; break;
+		case 'h':
+			if (watch)
+				help_watch();
+			else
+				help_map();
+			exit(0);
+		default: bad_option(c, argv);
+		}
+	}
+	if (argc - optind != 1)
+		usage_err("%s needs one PATH", watch ? "watch" : "map");
+	map_defaults(m);
+	return optind;
+}
+
+static int draw_map(const char *path, const struct map_opts *m)
+{
 	struct smt_table t;
 	struct stat st;
 	struct entries e = { 0 };
@@ -1431,50 +1520,9 @@ static int cmd_map(int argc, char **argv)
 	size_t nsp = 0, cap = 0;
 	char tpath[PATH_MAX];
 	const char *which;
-	long width = 0;
-	int c, rc, color = -1; /* -1 auto */
+	int rc;
 
-	while ((c = getopt_long(argc, argv, ":w:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'w': {
-			const char *err = NULL;
-			width = (long)strtonum(optarg, 12, 1000, &err);
-			if (err)
-				usage_err("width '%s' is %s (12 to 1000)", optarg, err);
-			break;
-		}
-		case OPT_COLOR:
-			if (!optarg || !strcmp(optarg, "always"))
-				color = 1;
-			else if (!strcmp(optarg, "never"))
-				color = 0;
-			else if (!strcmp(optarg, "auto"))
-				color = -1;
-			else
-				usage_err("--color must be auto, always or never, not '%s'", optarg);
-			break;
-		case OPT_TABLE_DIR: table_dir = optarg; break;
-		case 'h': help_map(); return 0;
-		default: bad_option(c, argv);
-		}
-	}
-	if (argc - optind != 1)
-		usage_err("map needs one PATH");
-	argv += optind;
-	if (color < 0)
-		color = isatty(STDOUT_FILENO);
-	if (!width) {
-		struct winsize ws;
-		const char *cols = getenv("COLUMNS");
-		if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 12)
-			width = ws.ws_col;
-		else if (cols && atol(cols) >= 12 && atol(cols) <= 1000)
-			width = atol(cols);
-		else
-			width = 80;
-	}
-
-	rc = open_table(argv[0], false, &st, &t, tpath, sizeof(tpath), &which);
+	rc = open_table(path, false, &st, &t, tpath, sizeof(tpath), &which);
 	if (rc < 0 && rc != -E_NOTABLE) {
 		warnx_("%s: %s", which, describe(rc));
 		return EXIT_ERROR;
@@ -1521,7 +1569,7 @@ static int cmd_map(int argc, char **argv)
 	}
 	if (!extent)
 		extent = 1;
-	size_t cells = (size_t)width - 2;
+	size_t cells = (size_t)m->width - 2;
 	char *bar = xrealloc(NULL, cells + 1, 1);
 	memset(bar, '.', cells);
 	bar[cells] = '\0';
@@ -1536,13 +1584,13 @@ static int cmd_map(int argc, char **argv)
 				bar[k] = sp[i].glyph;
 	}
 
-	char *abs = realpath(argv[0], NULL), num[32];
-	printf("%s: %llu bytes, %zu cells of ~%llu bytes\n", abs ? abs : argv[0], (unsigned long long)st.st_size,
+	char *abs = realpath(path, NULL), num[32];
+	printf("%s: %llu bytes, %zu cells of ~%llu bytes\n", abs ? abs : path, (unsigned long long)st.st_size,
 	       cells, (unsigned long long)((extent + cells - 1) / cells));
 	free(abs);
 	putchar('[');
 	for (size_t k = 0; k < cells; k++) {
-		const char *col = color ? color_of(bar[k]) : NULL;
+		const char *col = m->color ? color_of(bar[k]) : NULL;
 		if (col)
 			printf("%s%c\033[0m", col, bar[k]);
 		else
@@ -1552,7 +1600,7 @@ static int cmd_map(int argc, char **argv)
 	snprintf(num, sizeof(num), "%llu", (unsigned long long)(extent - 1));
 	printf(" 0%*s\n", (int)(cells - 1), num);
 	for (size_t i = 0; i < ARRAY_SIZE(glyphs); i++) {
-		const char *col = color ? glyphs[i].color : NULL;
+		const char *col = m->color ? glyphs[i].color : NULL;
 		printf("%s%s%c%s %s", i ? "  " : " ", col ? col : "", glyphs[i].c, col ? "\033[0m" : "", glyphs[i].name);
 	}
 	printf("\n");
@@ -1567,6 +1615,40 @@ static int cmd_map(int argc, char **argv)
 	free(e.state);
 	free(kl.v);
 	return 0;
+}
+
+
+static int cmd_map(int argc, char **argv)
+{
+	struct map_opts m;
+	int i = map_options(argc, argv, &m, false);
+
+	return draw_map(argv[i], &m);
+}
+
+/* Redraw the map every second: slots change through a shared mapping,
+ * which inotify does not report, so a tick it is (never a busy loop). */
+static int cmd_watch(int argc, char **argv)
+{
+	struct map_opts m;
+	int i = map_options(argc, argv, &m, true), rc = 0;
+	bool tty = isatty(STDOUT_FILENO);
+
+	for (long n = 0; !m.count || n < m.count; n++) {
+		if (n) {
+			struct timespec ts = { 1, 0 };
+			while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+				;
+		}
+		if (tty)
+			fputs("\033[H\033[2J", stdout); /* like watch(1) */
+		else if (n)
+			putchar('\n');
+		if ((rc = draw_map(argv[i], &m)) != 0)
+			break;
+		fflush(stdout);
+	}
+	return rc;
 }
 
 /* ---- the command table (kmod's tools/kmod.c) ------------------------------ */
@@ -1584,6 +1666,7 @@ static const struct command {
 	{ "reap", cmd_reap, "remove table entries whose holder is gone" },
 	{ "info", cmd_info, "the table's header, capacity, generation and consistency" },
 	{ "map", cmd_map, "a picture of the file's regions: who holds what" },
+	{ "watch", cmd_watch, "the picture, redrawn every second" },
 	{ "help", cmd_help, "this help" },
 };
 
