@@ -651,6 +651,73 @@ START_TEST(waiters_blockers_and_owners)
 }
 END_TEST
 
+/* A small XML well-formedness check: nested tags match, attributes are
+ * quoted, text holds no raw '<' and only the five entities.  Counts the
+ * elements <rect class="CLS" (cls NULL: none). */
+static bool xml_ok(const char *s, const char *cls, int *count)
+{
+	char stack[32][32];
+	int depth = 0;
+	bool root = false;
+	char want[64];
+
+	*count = 0;
+	snprintf(want, sizeof(want), "<rect class=\"%s\"", cls ? cls : "");
+	if (!strncmp(s, "<?xml", 5) && !(s = strstr(s, "?>")))
+		return false;
+	s += 2;
+	while (*s) {
+		if (*s == '&') {
+			if (strncmp(s, "&amp;", 5) && strncmp(s, "&lt;", 4) && strncmp(s, "&gt;", 4) &&
+			    strncmp(s, "&quot;", 6) && strncmp(s, "&apos;", 6))
+				return false;
+			s++;
+			continue;
+		}
+		if (*s != '<') {
+			if (*s == '>')
+				return false;
+			s++;
+			continue;
+		}
+		if (cls && !strncmp(s, want, strlen(want)))
+			(*count)++;
+		bool closing = s[1] == '/';
+		const char *name = s + 1 + closing, *q = name;
+		while (*q && *q != ' ' && *q != '>' && *q != '/')
+			q++;
+		size_t len = (size_t)(q - name);
+		if (!len || len >= 32)
+			return false;
+		/* attributes: name="value" pairs up to > or /> */
+		while (*q && *q != '>' && !(q[0] == '/' && q[1] == '>')) {
+			if (*q == '"') {
+				const char *e = strchr(q + 1, '"');
+				if (!e || memchr(q + 1, '<', (size_t)(e - q - 1)))
+					return false;
+				q = e;
+			}
+			q++;
+		}
+		if (!*q)
+			return false;
+		bool selfclose = *q == '/';
+		if (closing) {
+			if (!depth || strlen(stack[depth - 1]) != len || strncmp(stack[depth - 1], name, len))
+				return false;
+			depth--;
+		} else if (!selfclose) {
+			if (depth == 32 || (!depth && root))
+				return false;
+			root = true;
+			memcpy(stack[depth], name, len);
+			stack[depth++][len] = '\0';
+		}
+		s = q + (selfclose ? 2 : 1);
+	}
+	return root && depth == 0;
+}
+
 /* lockctl map: golden picture at a fixed width, without colour; then with
  * colour forced, the same glyphs wrapped in escape sequences; lockctl watch
  * draws it again every second. */
@@ -694,6 +761,31 @@ START_TEST(map_and_watch_golden_picture)
 	ck_assert_ptr_nonnull(strstr(out, "[\033[1;31m#\033[0m........\033[2m?\033[0m"));
 	snprintf(args, sizeof(args), "map -w 5 %s", p);
 	ck_assert_int_eq(run(out, sizeof(out), args), 2);
+	/* --svg: the same picture as SVG, parsed back */
+	char svg[PATH_MAX + 16];
+	static char doc[65536];
+	snprintf(svg, sizeof(svg), "%s.svg", p);
+	snprintf(args, sizeof(args), "map -w 40 --color=never --svg %s %s", svg, p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_str_eq(out, want);
+	int fd = open(svg, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ssize_t n = read(fd, doc, sizeof(doc) - 1);
+	close(fd);
+	unlink(svg);
+	ck_assert_int_gt(n, 0);
+	doc[n] = '\0';
+	ck_assert_ptr_nonnull(strstr(doc, "<svg xmlns=\"http://www.w3.org/2000/svg\""));
+	const char *classes[] = { "write", "read", "stale", "kernel", "waiting" };
+	const int expect[] = { 1, 1, 1, 1, 0 };
+	for (size_t i = 0; i < 5; i++) {
+		int count;
+		ck_assert_msg(xml_ok(doc, classes[i], &count), "not well-formed:\n%s", doc);
+		ck_assert_msg(count == expect[i], "%d rects of class %s", count, classes[i]);
+	}
+	int dummy;
+	ck_assert(!xml_ok("<svg><rect></svg>", NULL, &dummy)); /* the checker checks */
+	ck_assert(!xml_ok("<svg>a & b</svg>", NULL, &dummy));
 	/* watch: the same picture, redrawn (a blank line between frames
 	 * when not on a terminal) */
 	static char twice[16384];

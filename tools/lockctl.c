@@ -1355,15 +1355,121 @@ struct span {
 /* Glyphs, by precedence when regions share a cell, with their colours. */
 static const struct glyph {
 	char c;
-	const char *color, *name;
+	const char *color, *name, *svg_class, *fill;
 } glyphs[] = {
-	{ '#', "\033[1;31m", "write" },
-	{ 'K', "\033[35m", "kernel lock without safemap" },
-	{ '=', "\033[32m", "read" },
-	{ '~', "\033[33m", "waiting" },
-	{ '?', "\033[2m", "stale" },
-	{ '.', NULL, "free" },
+	{ '#', "\033[1;31m", "write", "write", "#d62728" },
+	{ 'K', "\033[35m", "kernel lock without safemap", "kernel", "#9467bd" },
+	{ '=', "\033[32m", "read", "read", "#2ca02c" },
+	{ '~', "\033[33m", "waiting", "waiting", "#ffbf00" },
+	{ '?', "\033[2m", "stale", "stale", "#999999" },
+	{ '.', NULL, "free", "free", "#f4f4f4" },
 };
+
+static const struct glyph *glyph_of(char c)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(glyphs); i++)
+		if (glyphs[i].c == c)
+			return &glyphs[i];
+	return &glyphs[ARRAY_SIZE(glyphs) - 1];
+}
+
+static void span_range(const struct span *sp, char *buf, size_t n)
+{
+	if (sp->len)
+		snprintf(buf, n, "%llu-%llu", (unsigned long long)sp->start,
+			 (unsigned long long)(sp->start + sp->len - 1));
+	else
+		snprintf(buf, n, "%llu-EOF", (unsigned long long)sp->start);
+}
+
+static void xml_text(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		switch (*s) {
+		case '&': fputs("&amp;", f); break;
+		case '<': fputs("&lt;", f); break;
+		case '>': fputs("&gt;", f); break;
+		case '"': fputs("&quot;", f); break;
+		case '\'': fputs("&apos;", f); break;
+		default:
+			/* control bytes are not XML; a tag or comm may hold any */
+			if ((unsigned char)*s < 0x20)
+				fputc('?', f);
+			else
+				fputc(*s, f);
+		}
+	}
+}
+
+/* The same picture as SVG: the bar with each region at its exact place
+ * (at least one pixel wide), the scale, the legend and the holders. */
+static int write_svg(const char *file, const char *title, uint64_t size, uint64_t extent, const struct span *sp,
+		     size_t nsp, long width)
+{
+	const double bar_w = (double)width * 8, x0 = 10, y0 = 34, bar_h = 28;
+	const int line_h = 16;
+	int height = (int)(y0 + bar_h + 24 + line_h * (2 + (int)nsp) + 10);
+	double svg_w = bar_w + 2 * x0, legend_w = x0;
+	FILE *f = fopen(file, "we");
+
+	if (!f)
+		return -errno;
+	for (size_t g = 0; g < ARRAY_SIZE(glyphs); g++)
+		legend_w += 14 + 7.5 * (double)strlen(glyphs[g].name) + 14;
+	if (legend_w > svg_w)
+		svg_w = legend_w;
+	fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+		   "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%d\" "
+		   "viewBox=\"0 0 %.0f %d\" font-family=\"monospace\" font-size=\"12\">\n",
+		svg_w, height, svg_w, height);
+	fputs("<title>lockctl map ", f);
+	xml_text(f, title);
+	fputs("</title>\n<text x=\"10\" y=\"20\">", f);
+	xml_text(f, title);
+	fprintf(f, ": %llu bytes</text>\n", (unsigned long long)size);
+	fprintf(f, "<rect class=\"free\" x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"%s\" stroke=\"#888888\"/>\n",
+		x0, y0, bar_w, bar_h, glyph_of('.')->fill);
+	/* lowest precedence first, so writes are drawn on top */
+	for (size_t g = ARRAY_SIZE(glyphs); g-- > 0;) {
+		for (size_t i = 0; i < nsp; i++) {
+			if (sp[i].glyph != glyphs[g].c)
+				continue;
+			uint64_t end = sp[i].len ? sp[i].start + sp[i].len : extent;
+			double x = x0 + bar_w * (double)sp[i].start / (double)extent;
+			double w = bar_w * (double)(end - sp[i].start) / (double)extent;
+			char range[64];
+			span_range(&sp[i], range, sizeof(range));
+			fprintf(f, "<rect class=\"%s\" x=\"%.2f\" y=\"%.0f\" width=\"%.2f\" height=\"%.0f\" fill=\"%s\">"
+				   "<title>%s ", glyphs[g].svg_class, x, y0, w < 1 ? 1 : w, bar_h, glyphs[g].fill, range);
+			xml_text(f, sp[i].desc);
+			fputs("</title></rect>\n", f);
+		}
+	}
+	double y = y0 + bar_h + 14;
+	fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">0</text>\n<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">%llu</text>\n",
+		x0, y, x0 + bar_w, y, (unsigned long long)(extent - 1));
+	y += line_h + 4;
+	double lx = x0;
+	for (size_t g = 0; g < ARRAY_SIZE(glyphs); g++) {
+		fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"10\" height=\"10\" fill=\"%s\" stroke=\"#888888\"/>"
+			   "<text x=\"%.0f\" y=\"%.0f\">%s</text>\n",
+			lx, y - 9, glyphs[g].fill, lx + 14, y, glyphs[g].name);
+		lx += 14 + 7.5 * (double)strlen(glyphs[g].name) + 14;
+	}
+	for (size_t i = 0; i < nsp; i++) {
+		char range[64];
+		y += line_h;
+		span_range(&sp[i], range, sizeof(range));
+		fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">%c %s ", x0, y, glyph_of(sp[i].glyph)->fill,
+			sp[i].glyph, range);
+		xml_text(f, sp[i].desc);
+		fputs("</text>\n", f);
+	}
+	fputs("</svg>\n", f);
+	if (ferror(f) | (fclose(f) != 0))
+		return -EIO;
+	return 0;
+}
 
 static int precedence(char c)
 {
@@ -1379,15 +1485,6 @@ static const char *color_of(char c)
 		if (glyphs[i].c == c)
 			return glyphs[i].color;
 	return NULL;
-}
-
-static void span_range(const struct span *sp, char *buf, size_t n)
-{
-	if (sp->len)
-		snprintf(buf, n, "%llu-%llu", (unsigned long long)sp->start,
-			 (unsigned long long)(sp->start + sp->len - 1));
-	else
-		snprintf(buf, n, "%llu-EOF", (unsigned long long)sp->start);
 }
 
 static int span_cmp(const void *a, const void *b)
@@ -1407,6 +1504,7 @@ static void help_map(void)
 	       "\nOptions:\n"
 	       " -w, --width <n>         width of the picture (default: the terminal's, or 80)\n"
 	       "     --color[=<when>]    colour the bar: auto (on a terminal), always, never\n"
+	       "     --svg <file>        also write the picture as SVG to FILE\n"
 	       "     --table-dir <dir>   tables live in DIR\n"
 	       " -h, --help              display this help\n"
 	       "\nSee lockctl(1).\n",
@@ -1433,6 +1531,7 @@ struct map_opts {
 	long width;
 	int color; /* -1: auto */
 	long count;   /* watch: frames to draw, 0: until interrupted */
+	const char *svg; /* map: also write the picture as SVG here */
 };
 
 static void map_defaults(struct map_opts *m)
@@ -1451,7 +1550,7 @@ static void map_defaults(struct map_opts *m)
 	}
 }
 
-enum { OPT_COLOR = 300, OPT_COUNT };
+enum { OPT_COLOR = 300, OPT_COUNT, OPT_SVG };
 
 /* Parse map's (and watch's) options; returns the index of PATH. */
 static int map_options(int argc, char **argv, struct map_opts *m, bool watch)
@@ -1460,6 +1559,7 @@ static int map_options(int argc, char **argv, struct map_opts *m, bool watch)
 		{ "width", required_argument, NULL, 'w' },
 		{ "color", optional_argument, NULL, OPT_COLOR },
 		{ "count", required_argument, NULL, OPT_COUNT },
+		{ "svg", required_argument, NULL, OPT_SVG },
 		{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -1469,6 +1569,7 @@ static int map_options(int argc, char **argv, struct map_opts *m, bool watch)
 	m->width = 0;
 	m->color = -1;
 	m->count = 0;
+	m->svg = NULL;
 	while ((c = getopt_long(argc, argv, ":w:h", opts, NULL)) != -1) {
 		const char *err = NULL;
 		switch (c) {
@@ -1493,6 +1594,11 @@ static int map_options(int argc, char **argv, struct map_opts *m, bool watch)
 			m->count = (long)strtonum(optarg, 1, LONG_MAX, &err);
 			if (err)
 				usage_err("count '%s' is %s", optarg, err);
+			break;
+		case OPT_SVG:
+			if (watch)
+				usage_err("unrecognized option '--svg'");
+			m->svg = optarg;
 			break;
 		case OPT_TABLE_DIR: table_dir = optarg; break;
 		case 'h':
@@ -1585,9 +1691,9 @@ static int draw_map(const char *path, const struct map_opts *m)
 	}
 
 	char *abs = realpath(path, NULL), num[32];
-	printf("%s: %llu bytes, %zu cells of ~%llu bytes\n", abs ? abs : path, (unsigned long long)st.st_size,
+	const char *shown = abs ? abs : path;
+	printf("%s: %llu bytes, %zu cells of ~%llu bytes\n", shown, (unsigned long long)st.st_size,
 	       cells, (unsigned long long)((extent + cells - 1) / cells));
-	free(abs);
 	putchar('[');
 	for (size_t k = 0; k < cells; k++) {
 		const char *col = m->color ? color_of(bar[k]) : NULL;
@@ -1609,14 +1715,19 @@ static int draw_map(const char *path, const struct map_opts *m)
 		span_range(&sp[i], range, sizeof(range));
 		printf(" %c %-21s %s\n", sp[i].glyph, range, sp[i].desc);
 	}
+	if (m->svg && (rc = write_svg(m->svg, shown, (uint64_t)st.st_size, extent, sp, nsp, m->width)) < 0) {
+		warnx_("%s: %s", m->svg, strerror(-rc));
+		rc = EXIT_ERROR;
+	} else
+		rc = 0;
 	free(bar);
 	free(sp);
 	free(e.v);
 	free(e.state);
 	free(kl.v);
-	return 0;
+	free(abs);
+	return rc;
 }
-
 
 static int cmd_map(int argc, char **argv)
 {
