@@ -805,6 +805,51 @@ START_TEST(map_and_watch_golden_picture)
 }
 END_TEST
 
+/* An unprivileged list says what it could not read (and -i hides it). */
+START_TEST(unprivileged_list_says_what_it_missed)
+{
+	const char *p = tu_tmpfile(PG);
+	struct klock_arg ka = { p, 'o', 0, 10, true };
+	struct tu_child k;
+	static char out[1 << 20];
+
+	find_lockctl();
+	if (geteuid() != 0 || access("/usr/bin/setpriv", X_OK) != 0) {
+		printf("SKIP unprivileged_list_says_what_it_missed: needs root and setpriv\n");
+		return;
+	}
+	tu_spawn(&k, kernel_locker, &ka); /* at least one lock the note is about */
+	ck_assert_int_eq(tu_recv_int(k.from), 0);
+	char cmd[ARGS_MAX];
+	snprintf(cmd, sizeof(cmd), "setpriv --reuid=65534 --regid=65534 --clear-groups %s -V >/dev/null 2>&1",
+		 lockctl);
+	if (system(cmd) != 0) {
+		printf("SKIP unprivileged_list_says_what_it_missed: uid 65534 cannot run %s\n", lockctl);
+	} else {
+		snprintf(cmd, sizeof(cmd),
+			 "timeout -s KILL 30 setpriv --reuid=65534 --regid=65534 --clear-groups %s list -r -n -o TYPE 2>&1",
+			 lockctl);
+		FILE *f = popen(cmd, "r");
+		size_t len = fread(out, 1, sizeof(out) - 1, f);
+		out[len] = '\0';
+		ck_assert_int_eq(pclose(f), 0);
+		ck_assert_msg(strstr(out, "lockctl: note: the open files of ") &&
+				      strstr(out, " processes could not be read (not permitted)"),
+			      "%.2000s", out);
+		snprintf(cmd, sizeof(cmd),
+			 "timeout -s KILL 30 setpriv --reuid=65534 --regid=65534 --clear-groups %s list -i -r -n -o TYPE 2>&1",
+			 lockctl);
+		f = popen(cmd, "r");
+		len = fread(out, 1, sizeof(out) - 1, f);
+		out[len] = '\0';
+		ck_assert_int_eq(pclose(f), 0);
+		ck_assert_ptr_null(strstr(out, "note:"));
+	}
+	tu_send(k.to, "bye");
+	ck_assert_int_eq(tu_wait(&k), 0);
+}
+END_TEST
+
 static Suite *lockctl_suite(void)
 {
 	Suite *s = suite_create("lockctl");
@@ -822,6 +867,7 @@ static Suite *lockctl_suite(void)
 	tcase_add_test(tc, thousands_of_kernel_locks);
 	tcase_add_test(tc, waiters_blockers_and_owners);
 	tcase_add_test(tc, map_and_watch_golden_picture);
+	tcase_add_test(tc, unprivileged_list_says_what_it_missed);
 	suite_add_tcase(s, tc);
 	return s;
 }
