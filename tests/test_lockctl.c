@@ -850,6 +850,60 @@ START_TEST(unprivileged_list_says_what_it_missed)
 }
 END_TEST
 
+/* The bash completion script is generated from lockctl's own tables: it
+ * parses, and completes commands, options, columns and check's r|w. */
+START_TEST(completion_script)
+{
+	const char *p = tu_tmpfile(PG);
+	char out[8192], args[ARGS_MAX], script[PATH_MAX + 16], cmd[ARGS_MAX + 2 * PATH_MAX];
+
+	find_lockctl();
+	if (access("/bin/bash", X_OK) != 0) {
+		printf("SKIP completion_script: no bash\n");
+		return;
+	}
+	snprintf(script, sizeof(script), "%s.bash", p);
+	snprintf(args, sizeof(args), "completion bash > %s", script);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_str_eq(out, "");
+	static const char *const cases[][2] = {
+		{ "lockctl li", "list" },
+		{ "lockctl ''", "list check hold reap info map watch completion help" },
+		{ "lockctl -", "--table-dir -V --version -h --help" },
+		{ "lockctl list --no", "--noheadings --notruncate --noinaccessible" },
+		{ "lockctl list -o STA", "START STATE" },
+		{ "lockctl list -o START,EN", "START,END" },
+		{ "lockctl list --output +BLO", "+BLOCKER" },
+		{ "lockctl --table-dir /tmp list --js", "--json" },
+		{ "lockctl map --co", "--color" },
+		{ "lockctl watch --co", "--color --count" },
+		{ "lockctl check /x 0 1 ''", "r w" },
+		{ "lockctl hold -t T /x 0 1 w ''", "--" },
+		{ "lockctl completion ''", "bash" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(cmd, sizeof(cmd),
+			 "/bin/bash -c 'source %s; COMP_WORDS=(%s); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); "
+			 "_lockctl; echo \"${COMPREPLY[*]}\"' 2>&1",
+			 script, cases[i][0]);
+		/* the case strings hold single quotes: swap them for doubles */
+		for (char *q = strstr(cmd, "COMP_WORDS=("); *q && *q != ')'; q++)
+			if (*q == '\'')
+				*q = '"';
+		FILE *f = popen(cmd, "r");
+		ck_assert_ptr_nonnull(f);
+		size_t n = fread(out, 1, sizeof(out) - 1, f);
+		out[n] = '\0';
+		ck_assert_int_eq(pclose(f), 0);
+		char want[512];
+		snprintf(want, sizeof(want), "%s\n", cases[i][1]);
+		ck_assert_msg(strcmp(out, want) == 0, "%s: got '%s', want '%s'", cases[i][0], out, cases[i][1]);
+	}
+	unlink(script);
+	ck_assert_int_eq(run(out, sizeof(out), "completion zsh"), 2);
+}
+END_TEST
+
 static Suite *lockctl_suite(void)
 {
 	Suite *s = suite_create("lockctl");
@@ -868,6 +922,7 @@ static Suite *lockctl_suite(void)
 	tcase_add_test(tc, waiters_blockers_and_owners);
 	tcase_add_test(tc, map_and_watch_golden_picture);
 	tcase_add_test(tc, unprivileged_list_says_what_it_missed);
+	tcase_add_test(tc, completion_script);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -933,31 +933,32 @@ static void help_list(void)
 	       prog);
 }
 
+static const struct option list_opts[] = {
+	{ "output", required_argument, NULL, 'o' },
+	{ "output-all", no_argument, NULL, OPT_OUTPUT_ALL },
+	{ "json", no_argument, NULL, 'J' },
+	{ "raw", no_argument, NULL, 'r' },
+	{ "noheadings", no_argument, NULL, 'n' },
+	{ "bytes", no_argument, NULL, 'b' },
+	{ "notruncate", no_argument, NULL, 'u' },
+	{ "noinaccessible", no_argument, NULL, 'i' },
+	{ "pid", required_argument, NULL, 'p' },
+	{ "list-columns", no_argument, NULL, 'H' },
+	{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
 static int cmd_list(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "output", required_argument, NULL, 'o' },
-		{ "output-all", no_argument, NULL, OPT_OUTPUT_ALL },
-		{ "json", no_argument, NULL, 'J' },
-		{ "raw", no_argument, NULL, 'r' },
-		{ "noheadings", no_argument, NULL, 'n' },
-		{ "bytes", no_argument, NULL, 'b' },
-		{ "notruncate", no_argument, NULL, 'u' },
-		{ "noinaccessible", no_argument, NULL, 'i' },
-		{ "pid", required_argument, NULL, 'p' },
-		{ "list-columns", no_argument, NULL, 'H' },
-		{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
 	static const int excl[][EXCL_MAX] = { { 'J', 'r' } };
 	int seen[ARRAY_SIZE(excl)] = { 0 }, c, rc = 0;
 	bool list_cols = false;
 
 	for (int i = 0; i < NDEFAULT; i++)
 		ctl.columns[ctl.ncolumns++] = i;
-	while ((c = getopt_long(argc, argv, ":o:JrnbuiHp:h", opts, NULL)) != -1) {
-		check_exclusive(c, opts, excl, ARRAY_SIZE(excl), seen);
+	while ((c = getopt_long(argc, argv, ":o:JrnbuiHp:h", list_opts, NULL)) != -1) {
+		check_exclusive(c, list_opts, excl, ARRAY_SIZE(excl), seen);
 		switch (c) {
 		case 'o': parse_columns(optarg); break;
 		case OPT_OUTPUT_ALL:
@@ -1023,13 +1024,14 @@ static void print_range(uint64_t start, uint64_t len)
 		printf("%llu-EOF", (unsigned long long)start);
 }
 
+static const struct option check_opts[] = {
+	{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
 static int cmd_check(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
 	struct smt_table t;
 	struct stat st;
 	struct flock fl;
@@ -1041,7 +1043,7 @@ static int cmd_check(int argc, char **argv)
 	bool write;
 	int c, fd, found = 0;
 
-	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":h", check_opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_TABLE_DIR: table_dir = optarg; break;
 		case 'h': help_check(); return 0;
@@ -1131,14 +1133,15 @@ static void help_hold(void)
 	       prog);
 }
 
+static const struct option hold_opts[] = {
+	{ "tag", required_argument, NULL, 't' },
+	{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
 static int cmd_hold(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "tag", required_argument, NULL, 't' },
-		{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
 	sm_options o = { .size = sizeof(o) };
 	sm_file *f;
 	sm_slice *s;
@@ -1151,7 +1154,7 @@ static int cmd_hold(int argc, char **argv)
 	 * (getopt would permute "--" away) */
 	for (dash = 1; dash < argc && strcmp(argv[dash], "--") != 0; dash++)
 		;
-	while ((c = getopt_long(dash, argv, ":t:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(dash, argv, ":t:h", hold_opts, NULL)) != -1) {
 		switch (c) {
 		case 't': o.tag = optarg; break;
 		case OPT_TABLE_DIR: table_dir = optarg; break;
@@ -1219,14 +1222,15 @@ static void help_reap(void)
 	       prog);
 }
 
+static const struct option reap_opts[] = {
+	{ "dry-run", no_argument, NULL, OPT_DRY },
+	{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
 static int cmd_reap(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "dry-run", no_argument, NULL, OPT_DRY },
-		{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
 	struct smt_table t;
 	struct stat st;
 	char tpath[PATH_MAX];
@@ -1234,7 +1238,7 @@ static int cmd_reap(int argc, char **argv)
 	bool dry = false;
 	int c, rc;
 
-	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":h", reap_opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_DRY: dry = true; break;
 		case OPT_TABLE_DIR: table_dir = optarg; break;
@@ -1272,13 +1276,14 @@ static void help_info(void)
 	       prog);
 }
 
+static const struct option info_opts[] = {
+	{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
 static int cmd_info(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
 	struct smt_table t;
 	struct stat st, dst;
 	char tpath[PATH_MAX];
@@ -1286,7 +1291,7 @@ static int cmd_info(int argc, char **argv)
 	unsigned held = 0, stale = 0, changing = 0, invalid = 0, backed = 0;
 	int c, rc, fd;
 
-	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":h", info_opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_TABLE_DIR: table_dir = optarg; break;
 		case 'h': help_info(); return 0;
@@ -1553,24 +1558,33 @@ static void map_defaults(struct map_opts *m)
 enum { OPT_COLOR = 300, OPT_COUNT, OPT_SVG };
 
 /* Parse map's (and watch's) options; returns the index of PATH. */
+static const struct option map_longopts[] = {
+	{ "width", required_argument, NULL, 'w' },
+	{ "color", optional_argument, NULL, OPT_COLOR },
+	{ "svg", required_argument, NULL, OPT_SVG },
+	{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static const struct option watch_longopts[] = {
+	{ "width", required_argument, NULL, 'w' },
+	{ "color", optional_argument, NULL, OPT_COLOR },
+	{ "count", required_argument, NULL, OPT_COUNT },
+	{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
 static int map_options(int argc, char **argv, struct map_opts *m, bool watch)
 {
-	static const struct option opts[] = {
-		{ "width", required_argument, NULL, 'w' },
-		{ "color", optional_argument, NULL, OPT_COLOR },
-		{ "count", required_argument, NULL, OPT_COUNT },
-		{ "svg", required_argument, NULL, OPT_SVG },
-		{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
 	int c;
 
 	m->width = 0;
 	m->color = -1;
 	m->count = 0;
 	m->svg = NULL;
-	while ((c = getopt_long(argc, argv, ":w:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":w:h", watch ? watch_longopts : map_longopts, NULL)) != -1) {
 		const char *err = NULL;
 		switch (c) {
 		case 'w':
@@ -1589,15 +1603,11 @@ static int map_options(int argc, char **argv, struct map_opts *m, bool watch)
 				usage_err("--color must be auto, always or never, not '%s'", optarg);
 			break;
 		case OPT_COUNT:
-			if (!watch)
-				usage_err("unrecognized option '--count'");
 			m->count = (long)strtonum(optarg, 1, LONG_MAX, &err);
 			if (err)
 				usage_err("count '%s' is %s", optarg, err);
 			break;
 		case OPT_SVG:
-			if (watch)
-				usage_err("unrecognized option '--svg'");
 			m->svg = optarg;
 			break;
 		case OPT_TABLE_DIR: table_dir = optarg; break;
@@ -1765,21 +1775,128 @@ static int cmd_watch(int argc, char **argv)
 /* ---- the command table (kmod's tools/kmod.c) ------------------------------ */
 
 static int cmd_help(int argc, char **argv);
+static int cmd_completion(int argc, char **argv);
+
+static const struct option main_opts[] = {
+	{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
+	{ "version", no_argument, NULL, 'V' },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static const struct option no_opts[] = { { NULL, 0, NULL, 0 } };
 
 static const struct command {
 	const char *name;
 	int (*fn)(int argc, char **argv);
+	const struct option *opts; /* for the completion script */
 	const char *help;
 } commands[] = {
-	{ "list", cmd_list, "regions held in files: the lock table joined with the kernel's locks" },
-	{ "check", cmd_check, "is a region free? if not, who holds it" },
-	{ "hold", cmd_hold, "hold a region while a command runs (like flock(1))" },
-	{ "reap", cmd_reap, "remove table entries whose holder is gone" },
-	{ "info", cmd_info, "the table's header, capacity, generation and consistency" },
-	{ "map", cmd_map, "a picture of the file's regions: who holds what" },
-	{ "watch", cmd_watch, "the picture, redrawn every second" },
-	{ "help", cmd_help, "this help" },
+	{ "list", cmd_list, list_opts, "regions held in files: the lock table joined with the kernel's locks" },
+	{ "check", cmd_check, check_opts, "is a region free? if not, who holds it" },
+	{ "hold", cmd_hold, hold_opts, "hold a region while a command runs (like flock(1))" },
+	{ "reap", cmd_reap, reap_opts, "remove table entries whose holder is gone" },
+	{ "info", cmd_info, info_opts, "the table's header, capacity, generation and consistency" },
+	{ "map", cmd_map, map_longopts, "a picture of the file's regions: who holds what" },
+	{ "watch", cmd_watch, watch_longopts, "the picture, redrawn every second" },
+	{ "completion", cmd_completion, no_opts, "print the bash completion script (completion bash)" },
+	{ "help", cmd_help, no_opts, "this help" },
 };
+
+/* Every option of a command, short and long, for the completion script. */
+static void print_options(const struct option *opts)
+{
+	for (const struct option *o = opts; o->name; o++) {
+		if (o->val > 0 && o->val < 128 && isalnum(o->val))
+			printf(" -%c", o->val);
+		printf(" --%s", o->name);
+	}
+}
+
+/* The bash completion script, generated from the tables above so it never
+ * falls behind them: `lockctl completion bash` >
+ * ${datadir}/bash-completion/completions/lockctl */
+static int cmd_completion(int argc, char **argv)
+{
+	if (argc != 2 || strcmp(argv[1], "bash") != 0)
+		usage_err("completion needs the shell: bash");
+	printf("# bash completion for lockctl(1), generated by 'lockctl completion bash'\n"
+	       "_lockctl()\n{\n"
+	       "\tlocal cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} cmd= i\n"
+	       "\tCOMPREPLY=()\n"
+	       "\tfor ((i = 1; i < COMP_CWORD; i++)); do\n"
+	       "\t\tcase ${COMP_WORDS[i]} in\n"
+	       "\t\t--table-dir) ((i++)) ;;\n"
+	       "\t\t-*) ;;\n"
+	       "\t\t*) cmd=${COMP_WORDS[i]}; break ;;\n"
+	       "\t\tesac\n"
+	       "\tdone\n"
+	       "\tlocal j\n"
+	       "\tif [[ $cmd == hold ]]; then\n"
+	       "\t\tfor ((j = i + 1; j < COMP_CWORD; j++)); do\n"
+	       "\t\t\tif [[ ${COMP_WORDS[j]} == -- ]]; then\n"
+	       "\t\t\t\t((j + 1 == COMP_CWORD)) && COMPREPLY=($(compgen -c -- \"$cur\" | sort -u)) ||\n"
+	       "\t\t\t\t\tCOMPREPLY=($(compgen -f -- \"$cur\"))\n"
+	       "\t\t\t\treturn\n"
+	       "\t\t\tfi\n"
+	       "\t\tdone\n"
+	       "\tfi\n"
+	       "\tcase $prev in\n"
+	       "\t--table-dir) COMPREPLY=($(compgen -d -- \"$cur\")); return ;;\n"
+	       "\t--svg) COMPREPLY=($(compgen -f -- \"$cur\")); return ;;\n"
+	       "\t-p|--pid) COMPREPLY=($(compgen -W \"$(cd /proc && echo [0-9]*)\" -- \"$cur\")); return ;;\n"
+	       "\t-t|--tag|-w|--width|--count) return ;;\n"
+	       "\t-o|--output)\n"
+	       "\t\tlocal w=${cur##*,} pre\n"
+	       "\t\tpre=${cur%%\"$w\"}\n"
+	       "\t\tif [[ -z $pre && $w == +* ]]; then pre=+; w=${w#+}; fi\n"
+	       "\t\tCOMPREPLY=($(compgen -P \"$pre\" -W \"");
+	for (int i = 0; i < NCOLS; i++)
+		printf("%s%s", i ? " " : "", infos[i].name);
+	printf("\" -- \"$w\"))\n"
+	       "\t\treturn ;;\n"
+	       "\tesac\n"
+	       "\tif [[ $cur == --color=* ]]; then\n"
+	       "\t\tCOMPREPLY=($(compgen -P --color= -W \"auto always never\" -- \"${cur#--color=}\"))\n"
+	       "\t\treturn\n"
+	       "\tfi\n"
+	       "\tlocal opts\n"
+	       "\tcase $cmd in\n"
+	       "\t'')\n"
+	       "\t\tif [[ $cur == -* ]]; then opts='");
+	print_options(main_opts);
+	printf("'; else opts='");
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
+		printf(" %s", commands[i].name);
+	printf("'; fi ;;\n");
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
+		printf("\t%s) opts='", commands[i].name);
+		print_options(commands[i].opts);
+		printf("' ;;\n");
+	}
+	printf("\tesac\n"
+	       "\tif [[ $cur == -* || -z $cmd ]]; then\n"
+	       "\t\tCOMPREPLY=($(compgen -W \"$opts\" -- \"$cur\"))\n"
+	       "\telif [[ $cmd == completion ]]; then\n"
+	       "\t\tCOMPREPLY=($(compgen -W bash -- \"$cur\"))\n"
+	       "\telif [[ $cmd == check || $cmd == hold ]]; then\n"
+	       "\t\t# PATH, then OFF LEN r|w\n"
+	       "\t\tlocal n=0\n"
+	       "\t\tfor ((i++; i < COMP_CWORD; i++)); do\n"
+	       "\t\t\tcase ${COMP_WORDS[i]} in -t|--tag|--table-dir) ((i++)) ;; -*) ;; *) ((n++)) ;; esac\n"
+	       "\t\tdone\n"
+	       "\t\tcase $n in\n"
+	       "\t\t0) COMPREPLY=($(compgen -f -- \"$cur\")) ;;\n"
+	       "\t\t3) COMPREPLY=($(compgen -W 'r w' -- \"$cur\")) ;;\n"
+	       "\t\t4) [[ $cmd == hold ]] && COMPREPLY=(--) ;;\n"
+	       "\t\tesac\n"
+	       "\telif [[ $cmd != help ]]; then\n"
+	       "\t\tCOMPREPLY=($(compgen -f -- \"$cur\"))\n"
+	       "\tfi\n"
+	       "}\n"
+	       "complete -F _lockctl lockctl\n");
+	return 0;
+}
 
 static void help(void)
 {
@@ -1809,19 +1926,14 @@ static int cmd_help(int argc, char **argv)
 	return 0;
 }
 
+
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
-		{ "version", no_argument, NULL, 'V' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
 	int c;
 
 	opterr = 0; /* bad_option says it on one line */
 	/* "+": stop at the command; its options are its own */
-	while ((c = getopt_long(argc, argv, "+:hV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+:hV", main_opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_TABLE_DIR: table_dir = optarg; break;
 		case 'V': printf("%s from safemap %s\n", prog, PACKAGE_VERSION); return 0;
