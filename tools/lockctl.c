@@ -391,12 +391,28 @@ struct klock {
 	dev_t dev;
 	ino_t ino;
 	uint64_t start, len; /* len 0: to EOF */
+	/* a waiter's blocker, from the line it follows in the same read */
+	bool has_blocker, bl_write, bl_mandatory;
+	char bl_type[8];
+	long bl_pid;
+	uint64_t bl_start, bl_len;
 };
 
+/* A set of kernel locks in the order first seen, hashed so that thousands
+ * of them are deduplicated and compared in linear time. */
 struct klocks {
 	struct klock *v;
 	size_t n, cap;
+	uint32_t *slot; /* index + 1, 0: empty */
+	size_t nslot;   /* a power of two, at least 2n */
 };
+
+static void klocks_free(struct klocks *s)
+{
+	free(s->v);
+	free(s->slot);
+	memset(s, 0, sizeof(*s));
+}
 
 /* One line of /proc/locks, or (without its "lock:\t" prefix) of
  * /proc/PID/fdinfo/FD:
@@ -435,59 +451,158 @@ static bool parse_lock_line(const char *s, struct klock *k)
 	return true;
 }
 
+/* The same lock, whatever its position: /proc/locks numbers lines by
+ * position, which other files' locks shift. */
 static bool same_lock(const struct klock *a, const struct klock *b)
 {
-	return a->id == b->id && a->blocked == b->blocked && a->mandatory == b->mandatory &&
-	       a->write == b->write && !strcmp(a->type, b->type) && a->pid == b->pid && a->dev == b->dev &&
-	       a->ino == b->ino && a->start == b->start && a->len == b->len;
+	return a->blocked == b->blocked && a->mandatory == b->mandatory && a->write == b->write &&
+	       !strcmp(a->type, b->type) && a->pid == b->pid && a->dev == b->dev && a->ino == b->ino &&
+	       a->start == b->start && a->len == b->len;
 }
 
-static void read_locks_once(struct klocks *out)
+static size_t lock_hash(const struct klock *k)
+{
+	uint64_t h = k->start * 0x9E3779B97F4A7C15ull;
+
+	h ^= (k->len + 1) * 0xC2B2AE3D27D4EB4Full;
+	h ^= (uint64_t)k->pid * 0x165667B19E3779F9ull;
+	h ^= (uint64_t)k->ino * 0x27D4EB2F165667C5ull;
+	h ^= (uint64_t)k->dev + (uint64_t)(k->write | k->blocked << 1 | k->mandatory << 2) + (uint64_t)k->type[0];
+	h ^= h >> 31;
+	h *= 0x94D049BB133111EBull;
+	return (size_t)(h ^ (h >> 29));
+}
+
+static const struct klock *klocks_find(const struct klocks *s, const struct klock *k)
+{
+	if (!s->nslot)
+		return NULL;
+	for (size_t m = s->nslot - 1, i = lock_hash(k) & m; s->slot[i]; i = (i + 1) & m)
+		if (same_lock(&s->v[s->slot[i] - 1], k))
+			return &s->v[s->slot[i] - 1];
+	return NULL;
+}
+
+/* Add k unless the same lock is there. */
+static void klocks_add(struct klocks *s, const struct klock *k)
+{
+	if (klocks_find(s, k))
+		return;
+	if (2 * (s->n + 1) > s->nslot) {
+		size_t nslot = s->nslot ? 2 * s->nslot : 64;
+		free(s->slot);
+		s->slot = xrealloc(NULL, nslot, sizeof(*s->slot));
+		memset(s->slot, 0, nslot * sizeof(*s->slot));
+		s->nslot = nslot;
+		for (size_t j = 0; j < s->n; j++) {
+			size_t i = lock_hash(&s->v[j]) & (nslot - 1);
+			while (s->slot[i])
+				i = (i + 1) & (nslot - 1);
+			s->slot[i] = (uint32_t)j + 1;
+		}
+	}
+	GROW(s->v, s->n, s->cap);
+	s->v[s->n] = *k;
+	size_t i = lock_hash(k) & (s->nslot - 1);
+	while (s->slot[i])
+		i = (i + 1) & (s->nslot - 1);
+	s->slot[i] = (uint32_t)++s->n;
+}
+
+static bool klocks_equal(const struct klocks *a, const struct klocks *b)
+{
+	if (a->n != b->n)
+		return false;
+	for (size_t i = 0; i < b->n; i++)
+		if (!klocks_find(a, &b->v[i]))
+			return false;
+	return true;
+}
+
+/* Files whose locks are wanted (none: every file). */
+struct fileid {
+	dev_t dev;
+	ino_t ino;
+};
+
+static bool wanted(const struct klock *k, const struct fileid *ids, size_t nids)
+{
+	for (size_t i = 0; i < nids; i++)
+		if (ids[i].dev == k->dev && ids[i].ino == k->ino)
+			return true;
+	return nids == 0;
+}
+
+/* One pass over /proc/locks into pass (emptied first). */
+static void read_pass(struct klocks *pass, const struct fileid *ids, size_t nids)
 {
 	FILE *f = fopen("/proc/locks", "re");
+	struct klock last = { .id = -1 };
 	char *line = NULL;
 	size_t cap = 0;
 
-	out->n = 0;
+	pass->n = 0;
+	if (pass->slot)
+		memset(pass->slot, 0, pass->nslot * sizeof(*pass->slot));
 	if (!f)
 		return;
 	while (getline(&line, &cap, f) > 0) {
 		struct klock k;
-		bool dup = false;
 		if (!parse_lock_line(line, &k))
 			continue;
-		/* a line read twice across a shift (see below) is one lock */
-		for (size_t i = out->n; i-- > 0 && !dup;)
-			dup = same_lock(&out->v[i], &k);
-		if (dup)
-			continue;
-		GROW(out->v, out->n, out->cap);
-		out->v[out->n++] = k;
+		if (!k.blocked) {
+			last = k;
+		} else if (k.id == last.id) {
+			/* "->" lines follow the lock they wait for */
+			k.has_blocker = true;
+			k.bl_pid = last.pid;
+			k.bl_write = last.write;
+			k.bl_mandatory = last.mandatory;
+			strlcpy(k.bl_type, last.type, sizeof(k.bl_type));
+			k.bl_start = last.start;
+			k.bl_len = last.len;
+		}
+		/* a waiter waits for a lock on the same file: filtering by
+		 * file keeps every blocker; a line read twice across a
+		 * shift (see below) is one lock, as are identical locks */
+		if (wanted(&k, ids, nids))
+			klocks_add(pass, &k);
 	}
 	free(line);
 	fclose(f);
 }
 
-/* Every kernel lock.  /proc/locks is produced a page at a time: locks
- * taken or dropped elsewhere between two reads shift it, so a line can
- * appear twice or not at all.  Read it until two passes agree. */
-static void kernel_locks(struct klocks *out)
+/* The kernel locks on the files in ids (nids 0: all).  /proc/locks is
+ * produced a page per read(2): locks taken or dropped elsewhere between two
+ * reads shift it, so a line can appear twice or not at all.  Read it until
+ * two passes agree on the files we look at (other files' churn does not
+ * count); if they never do, report every lock seen in any pass: a line is
+ * never invented, only skipped, so the union misses nothing that was held
+ * throughout (and may show a lock released meanwhile). */
+static void kernel_locks(struct klocks *out, const struct fileid *ids, size_t nids)
 {
-	struct klocks again = { 0 };
+	struct klocks a = { 0 }, b = { 0 }, all = { 0 };
 
-	read_locks_once(out);
+	read_pass(&a, ids, nids);
+	for (size_t i = 0; i < a.n; i++)
+		klocks_add(&all, &a.v[i]);
 	for (int tries = 0; tries < 20; tries++) {
-		read_locks_once(&again);
-		bool same = again.n == out->n;
-		for (size_t i = 0; same && i < out->n; i++)
-			same = same_lock(&again.v[i], &out->v[i]);
-		struct klocks t = *out;
-		*out = again;
-		again = t;
-		if (same)
-			break;
+		read_pass(&b, ids, nids);
+		if (klocks_equal(&a, &b)) {
+			*out = b;
+			klocks_free(&a);
+			klocks_free(&all);
+			return;
+		}
+		for (size_t i = 0; i < b.n; i++)
+			klocks_add(&all, &b.v[i]);
+		struct klocks t = a;
+		a = b;
+		b = t;
 	}
-	free(again.v);
+	*out = all;
+	klocks_free(&a);
+	klocks_free(&b);
 }
 
 static void comm_of(long pid, char *buf, size_t n)
@@ -575,13 +690,16 @@ static long owner_of(const struct klock *k)
 	return k->pid;
 }
 
-/* The pid holding the lock a waiter waits for (same id, not blocked). */
-static long blocker_of(const struct klocks *kl, const struct klock *w)
+/* The pid holding the lock a waiter waits for. */
+static long blocker_of(const struct klock *w)
 {
-	for (size_t i = 0; i < kl->n; i++)
-		if (kl->v[i].id == w->id && !kl->v[i].blocked)
-			return owner_of(&kl->v[i]);
-	return 0;
+	struct klock b = { .pid = w->bl_pid, .dev = w->dev, .ino = w->ino, .start = w->bl_start,
+			   .len = w->bl_len, .write = w->bl_write, .mandatory = w->bl_mandatory };
+
+	if (!w->has_blocker)
+		return 0;
+	strlcpy(b.type, w->bl_type, sizeof(b.type));
+	return owner_of(&b);
 }
 
 /* ---- tables ------------------------------------------------------------- */
@@ -718,7 +836,7 @@ static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 }
 
 /* Rows of kernel lock k (on the file shown as path). */
-static void kernel_row(struct libscols_table *tb, const struct klocks *kl, const struct klock *k,
+static void kernel_row(struct libscols_table *tb, const struct klock *k,
 		       const char *path)
 {
 	char comm[32];
@@ -728,7 +846,7 @@ static void kernel_row(struct libscols_table *tb, const struct klocks *kl, const
 	struct row r = { .path = path, .type = k->type, .mode = k->write ? "WRITE" : "READ",
 			 .state = k->blocked ? "waiting" : "held", .comm = comm, .tag = "",
 			 .start = k->start, .len = k->len, .pid = pid, .dev = k->dev, .ino = k->ino,
-			 .mandatory = k->mandatory, .blocker = k->blocked ? blocker_of(kl, k) : 0 };
+			 .mandatory = k->mandatory, .blocker = k->blocked ? blocker_of(k) : 0 };
 	add_row(tb, &r);
 }
 
@@ -770,7 +888,7 @@ static int list_file(struct libscols_table *tb, const struct klocks *kl, const c
 		const struct klock *k = &kl->v[i];
 		if (k->dev != st.st_dev || k->ino != st.st_ino || covered(k, &e))
 			continue;
-		kernel_row(tb, kl, k, shown);
+		kernel_row(tb, k, shown);
 	}
 	free(e.v);
 	free(e.state);
@@ -867,7 +985,7 @@ static int list_all(struct libscols_table *tb, const struct klocks *kl)
 			continue; /* -i: no path, no row (lslocks) */
 		for (size_t k = 0; k < kl->n; k++)
 			if (kl->v[k].dev == v[i].dev && kl->v[k].ino == v[i].ino)
-				kernel_row(tb, kl, &kl->v[k], "");
+				kernel_row(tb, &kl->v[k], "");
 	}
 	free(v);
 	if (ctl.unreadable && !ctl.noinaccessible)
@@ -992,14 +1110,24 @@ static int cmd_list(int argc, char **argv)
 
 	struct klocks kl = { 0 };
 	struct libscols_table *tb = new_table();
-	kernel_locks(&kl);
+	struct fileid *ids = xrealloc(NULL, (size_t)(argc - optind) + 1, sizeof(*ids));
+	size_t nids = 0;
+	for (int i = optind; i < argc; i++) {
+		struct stat st;
+		if (stat(argv[i], &st) == 0)
+			ids[nids++] = (struct fileid){ st.st_dev, st.st_ino };
+	}
+	if (optind < argc && !nids)
+		ids[nids++] = (struct fileid){ 0, 0 }; /* none of them: no lock */
+	kernel_locks(&kl, ids, nids);
+	free(ids);
 	if (optind == argc)
 		rc = list_all(tb, &kl);
 	for (int i = optind; i < argc; i++)
 		rc |= list_file(tb, &kl, argv[i], false);
 	scols_print_table(tb);
 	scols_unref_table(tb);
-	free(kl.v);
+	klocks_free(&kl);
 	return rc ? EXIT_ERROR : 0;
 }
 
@@ -1090,7 +1218,7 @@ static int cmd_check(int argc, char **argv)
 		printf("\n");
 		found++;
 	}
-	kernel_locks(&kl);
+	kernel_locks(&kl, &(struct fileid){ st.st_dev, st.st_ino }, 1);
 	for (size_t i = 0; i < kl.n; i++) {
 		const struct klock *k = &kl.v[i];
 		char comm[32];
@@ -1115,7 +1243,7 @@ static int cmd_check(int argc, char **argv)
 	}
 	free(e.v);
 	free(e.state);
-	free(kl.v);
+	klocks_free(&kl);
 	return EXIT_CONFLICT;
 }
 
@@ -1658,7 +1786,7 @@ static int draw_map(const char *path, const struct map_opts *m)
 		snprintf(x->desc, sizeof(x->desc), "%-5s %-7s pid %d (%s)%s%s%s", s->mode == SMT_MODE_WRITE ? "WRITE" : "READ",
 			 e.state[i], s->pid, s->comm, *s->tag ? " tag \"" : "", s->tag, *s->tag ? "\"" : "");
 	}
-	kernel_locks(&kl);
+	kernel_locks(&kl, &(struct fileid){ st.st_dev, st.st_ino }, 1);
 	for (size_t i = 0; i < kl.n; i++) {
 		const struct klock *k = &kl.v[i];
 		char comm[32];
@@ -1734,7 +1862,7 @@ static int draw_map(const char *path, const struct map_opts *m)
 	free(sp);
 	free(e.v);
 	free(e.state);
-	free(kl.v);
+	klocks_free(&kl);
 	free(abs);
 	return rc;
 }
