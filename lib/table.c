@@ -134,9 +134,12 @@ uint32_t smt_scan_limit(const struct smt_table *t)
 	return n < t->nslots ? n : t->nslots; /* untrusted: clamp */
 }
 
+void (*smt_test_after_probe)(uint32_t owner);
+
 bool smt_owner_alive(const struct smt_table *t, uint32_t owner)
 {
 	struct flock fl;
+	bool alive;
 
 	if (t->owner_held && owner == t->owner)
 		return true;
@@ -145,9 +148,38 @@ bool smt_owner_alive(const struct smt_table *t, uint32_t owner)
 	fl.l_whence = SEEK_SET;
 	fl.l_start = (off_t)(SMT_LIVE_BASE + owner);
 	fl.l_len = 1;
-	if (fcntl(t->fd, F_OFD_GETLK, &fl) < 0)
-		return true; /* cannot tell: never call a live holder stale */
-	return fl.l_type != F_UNLCK;
+	/* cannot tell: never call a live holder stale */
+	alive = fcntl(t->fd, F_OFD_GETLK, &fl) < 0 || fl.l_type != F_UNLCK;
+	if (smt_test_after_probe)
+		smt_test_after_probe(owner);
+	return alive;
+}
+
+/* A state word no live owner ever writes: a state byte above CLAIMING, an
+ * owner number beyond SMT_MAX_OWNERS, or "free" with owner bits set (owners
+ * free a slot by storing 0).  Such a slot is garbage: anyone may take it
+ * back (SPEC §4.4: a corrupted table may hide holders, never break
+ * mapping). */
+static bool state_invalid(uint32_t st)
+{
+	return SMT_STATE(st) > SMT_CLAIMING || SMT_OWNER(st) >= SMT_MAX_OWNERS ||
+	       (SMT_STATE(st) == SMT_FREE && st != SMT_FREE);
+}
+
+static union smt_word load_word(const struct smt_table *t, uint32_t i)
+{
+	return (union smt_word){ .word = __atomic_load_n(&t->slots[i].word, __ATOMIC_ACQUIRE) };
+}
+
+/* Free slot i if its seq and state are still exactly w (see union
+ * smt_word); the new seq is even and larger. */
+static bool free_slot(struct smt_table *t, uint32_t i, union smt_word w)
+{
+	union smt_word nw = { .seq = (w.seq | 1) + 1, .state = SMT_FREE };
+	uint64_t expected = w.word;
+
+	return __atomic_compare_exchange_n(&t->slots[i].word, &expected, nw.word, false,
+					   __ATOMIC_RELEASE, __ATOMIC_RELAXED);
 }
 
 /* ---- attach / detach ------------------------------------------------------ */
@@ -158,13 +190,26 @@ static int build(const char *tmp, int data_fd, const struct stat *st, uint64_t g
 	uint64_t size = (uint64_t)SMT_HEADER_SIZE + (uint64_t)SMT_NSLOTS * SMT_SLOT_SIZE;
 	int fd, rc = 0;
 
-	/* Permissions derived from the data file: whoever may write it may
-	 * register holders; the table never grants more than the data file. */
-	fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, st->st_mode & 0666);
+	/* Permissions derived from the data file (SPEC §4.1): whoever may
+	 * write it may register holders; the table never grants more than the
+	 * data file.  The mode given to open() passes through the umask (0666
+	 * would become 0644 and lock out the group), so set it with fchmod,
+	 * after fchown (which may clear mode bits).  Only root can give the
+	 * table the data file's owner; anyone may give it the data file's
+	 * group if they belong to it. */
+	fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
 	if (geteuid() == 0)
 		(void)!fchown(fd, st->st_uid, st->st_gid);
+	else
+		(void)!fchown(fd, (uid_t)-1, st->st_gid);
+	if (fchmod(fd, st->st_mode & 0666) < 0) {
+		rc = -errno;
+		close(fd);
+		unlink(tmp);
+		return rc;
+	}
 	memset(&h, 0, sizeof(h));
 	memcpy(h.magic, SMT_MAGIC, sizeof(h.magic));
 	h.version = SMT_VERSION;
@@ -252,7 +297,10 @@ int smt_attach_fd(int fd, bool writable, struct smt_table *t)
 
 int smt_attach_path(const char *path, bool writable, struct smt_table *t)
 {
-	int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO in the table's place must not block the open
+	 * forever (read-only opens of a FIFO wait for a writer); map_table
+	 * then refuses anything but a regular file. */
+	int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
 
 	if (fd < 0) {
 		memset(t, 0, sizeof(*t));
@@ -297,56 +345,86 @@ static int claim_owner(struct smt_table *t)
 	return -ENOLCK;
 }
 
-static void free_slot(struct smt_table *t, uint32_t i, uint32_t state)
-{
-	/* Nobody else writes a dead owner's slot: make the sequence even
-	 * and free it. */
-	uint32_t seq = __atomic_load_n(&t->slots[i].seq, __ATOMIC_RELAXED);
-
-	__atomic_store_n(&t->slots[i].seq, (seq | 1) + 1, __ATOMIC_RELEASE);
-	__atomic_compare_exchange_n(&t->slots[i].state, &state, SMT_FREE, false, __ATOMIC_RELEASE,
-				    __ATOMIC_RELAXED);
-}
-
 static void free_slots_of(struct smt_table *t, uint32_t owner)
 {
 	for (uint32_t i = 0, lim = smt_scan_limit(t); i < lim; i++) {
-		uint32_t st = __atomic_load_n(&t->slots[i].state, __ATOMIC_RELAXED);
-		if (SMT_STATE(st) != SMT_FREE && SMT_OWNER(st) == owner)
-			free_slot(t, i, st);
+		/* only a reaper races us here (nobody else writes owner's
+		 * slots): retry a few times if it moved the word */
+		for (int tries = 0; tries < 4; tries++) {
+			union smt_word w = load_word(t, i);
+			if (w.state == SMT_FREE || state_invalid(w.state) || SMT_OWNER(w.state) != owner ||
+			    free_slot(t, i, w))
+				break;
+		}
 	}
 }
 
-/* Free the slots of dead owners.  Returns how many were (or, dry, would
- * be) freed. */
-int smt_reap(struct smt_table *t, bool dry)
+/* Free the slots of dead owners and invalid slots below lim.  Returns how
+ * many were (or, dry, would be) freed.
+ *
+ * Order matters (SPEC §4.3): every slot is read first, then each owner's
+ * byte is probed once, then the slots judged are freed with a swap of the
+ * (seq, state) word that was read.  A new owner that claims a dead owner's
+ * byte after the probe frees and reuses that owner's slots with new seqs,
+ * so the swaps fail; one that claimed it before the probe makes the probe
+ * say alive.  Probing first and trusting the verdict for slots read later
+ * would free the new owner's slots. */
+static int reap_upto(struct smt_table *t, uint32_t lim, bool dry)
 {
+	struct cand {
+		uint32_t i;
+		bool invalid;
+		union smt_word w;
+	} *c = NULL;
 	uint8_t *known = calloc(SMT_MAX_OWNERS, 1); /* 0 unknown, 1 alive, 2 dead */
+	size_t nc = 0, cap = 0;
 	int n = 0;
 
 	if (!known)
 		return -ENOMEM;
-	for (uint32_t i = 0, lim = smt_scan_limit(t); i < lim; i++) {
+	for (uint32_t i = 0; i < lim && t->guard->state == SM_MAP_OK; i++) {
+		union smt_word w = load_word(t, i);
+		bool invalid = state_invalid(w.state);
 		struct smt_slot s;
-		int rc = smt_snapshot(t, i, &s);
-		uint32_t owner;
-		if (rc == 0 || rc == -EIO)
+		if (w.state == SMT_FREE)
 			continue;
-		if (rc == -EPROTO)
-			s.state = __atomic_load_n(&t->slots[i].state, __ATOMIC_RELAXED);
-		owner = SMT_OWNER(s.state);
-		if (owner >= SMT_MAX_OWNERS)
-			continue; /* untrusted: never an index out of bounds */
-		if (!known[owner])
-			known[owner] = smt_owner_alive(t, owner) ? 1 : 2;
-		if (known[owner] == 1)
-			continue;
-		n++;
-		if (!dry)
-			free_slot(t, i, s.state);
+		/* a stable in-use slot with invalid fields: no live owner
+		 * leaves one (fields change under an odd seq) */
+		if (!invalid && !(w.seq & 1) && SMT_STATE(w.state) != SMT_CLAIMING &&
+		    smt_snapshot(t, i, &s) == -EPROTO && s.seq == w.seq && s.state == w.state)
+			invalid = true;
+		if (!invalid && t->owner_held && SMT_OWNER(w.state) == t->owner)
+			continue; /* ours */
+		if (nc == cap) {
+			struct cand *nc_ = realloc(c, (cap = cap ? 2 * cap : 64) * sizeof(*c));
+			if (!nc_) {
+				n = -ENOMEM;
+				goto out;
+			}
+			c = nc_;
+		}
+		c[nc++] = (struct cand){ i, invalid, w };
 	}
+	for (size_t k = 0; k < nc; k++) {
+		uint32_t owner = SMT_OWNER(c[k].w.state);
+		if (!c[k].invalid) {
+			if (!known[owner])
+				known[owner] = smt_owner_alive(t, owner) ? 1 : 2;
+			if (known[owner] == 1)
+				continue;
+		}
+		if (dry || free_slot(t, c[k].i, c[k].w))
+			n++;
+	}
+out:
+	free(c);
 	free(known);
 	return n;
+}
+
+int smt_reap(struct smt_table *t, bool dry)
+{
+	return reap_upto(t, smt_scan_limit(t), dry);
 }
 
 /* ---- the library's side -------------------------------------------------- */
@@ -504,38 +582,59 @@ static void fill(struct smt_slot *s, const struct sm_hold *h, const char *tag)
 		strncpy(s->tag, tag, sizeof(s->tag) - 1);
 }
 
-/* Register h; caller holds f->lock.  A full table is -ENOLCK. */
-int sm_table_add(sm_file *f, struct sm_hold *h)
+/* Take a free or invalid slot and fill it for h; false if none. */
+static bool claim_slot(struct smt_table *t, const struct sm_hold *h, const char *tag, uint32_t *out)
 {
-	struct smt_table *t = f->table;
-
-	h->slot = -1;
-	if (!t)
-		return 0;
 	for (uint32_t n = 0; n < t->nslots; n++) {
-		uint32_t i = (t->hint + n) % t->nslots, expected = SMT_FREE;
+		uint32_t i = (t->hint + n) % t->nslots;
 		struct smt_slot *s = &t->slots[i];
-		if (__atomic_load_n(&s->state, __ATOMIC_RELAXED) != SMT_FREE)
+		uint32_t expected = __atomic_load_n(&s->state, __ATOMIC_RELAXED), seq;
+		if (expected != SMT_FREE && !state_invalid(expected))
 			continue;
 		if (!__atomic_compare_exchange_n(&s->state, &expected, t->owner << 8 | SMT_CLAIMING, false,
 						 __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
 			continue;
-		__atomic_fetch_add(&s->seq, 1, __ATOMIC_ACQ_REL); /* odd: changing */
-		fill(s, h, f->tag);
+		/* Ours now: nobody else writes a live owner's slot.  Make seq
+		 * odd (and different: an invalid slot may have left it odd). */
+		seq = __atomic_load_n(&s->seq, __ATOMIC_RELAXED);
+		seq += (seq & 1) ? 2 : 1;
+		__atomic_store_n(&s->seq, seq, __ATOMIC_RELAXED);
+		__atomic_thread_fence(__ATOMIC_RELEASE);
+		fill(s, h, tag);
 		__atomic_store_n(&s->state, t->owner << 8 | SMT_HELD, __ATOMIC_RELAXED);
-		__atomic_fetch_add(&s->seq, 1, __ATOMIC_RELEASE); /* even: stable */
+		__atomic_store_n(&s->seq, seq + 1, __ATOMIC_RELEASE); /* even: stable */
 		struct smt_header *hdr = t->base;
 		uint32_t hw = __atomic_load_n(&hdr->high_water, __ATOMIC_RELAXED);
 		while (hw < i + 1 && !__atomic_compare_exchange_n(&hdr->high_water, &hw, i + 1, true,
 								   __ATOMIC_RELEASE, __ATOMIC_RELAXED))
 			;
-		if (t->guard->state != SM_MAP_OK)
-			return 0; /* the table file shrank: we wrote into a zero page */
-		t->hint = i + 1;
-		h->slot = (int32_t)i;
-		return 0;
+		*out = i;
+		return true;
 	}
-	return -ENOLCK;
+	return false;
+}
+
+/* Register h; caller holds f->lock.  A full table is -ENOLCK, but only
+ * after a reap of the whole table: slots of dead owners and garbage left by
+ * a corruption are taken back first, beyond high_water too (the header may
+ * be corrupted as well). */
+int sm_table_add(sm_file *f, struct sm_hold *h)
+{
+	struct smt_table *t = f->table;
+	uint32_t i;
+
+	h->slot = -1;
+	if (!t)
+		return 0;
+	if (!claim_slot(t, h, f->tag, &i)) {
+		if (reap_upto(t, t->nslots, false) <= 0 || !claim_slot(t, h, f->tag, &i))
+			return -ENOLCK;
+	}
+	if (t->guard->state != SM_MAP_OK)
+		return 0; /* the table file shrank: we wrote into a zero page */
+	t->hint = i + 1;
+	h->slot = (int32_t)i;
+	return 0;
 }
 
 void sm_table_remove(sm_file *f, struct sm_hold *h, bool owner)

@@ -58,8 +58,13 @@ struct smt_header {
  * other fields change, even when stable; readers copy the slot and retry if
  * seq changed or was odd. */
 struct smt_slot {
-	uint32_t seq;
-	uint32_t state;      /* bits 0-7: SMT_FREE/HELD/WAITING/CLAIMING; 8-31: owner */
+	union {
+		struct {
+			uint32_t seq;
+			uint32_t state; /* bits 0-7: SMT_FREE/HELD/WAITING/CLAIMING; 8-31: owner */
+		};
+		uint64_t word; /* both at once: see union smt_word */
+	};
 	uint32_t reserved0;
 	uint32_t mode;       /* SMT_MODE_READ / WRITE */
 	uint64_t off, len;   /* the locked range */
@@ -72,7 +77,28 @@ struct smt_slot {
 	uint8_t reserved[16];
 };
 
+/* A slot's seq and state as one 64-bit word.  Whoever frees a slot it
+ * does not own (a reaper, a claimer of a dead owner's byte) swaps both at
+ * once from the values it judged: a slot freed and claimed again since
+ * (same owner number and state, the ABA case) has a different seq, so the
+ * swap fails instead of freeing a live holder. */
+union smt_word {
+	struct {
+		uint32_t seq;
+		uint32_t state;
+	};
+	uint64_t word;
+};
+
+/* Test seam: called after each liveness probe of an owner byte (NULL
+ * outside tests), so a test can let a new owner claim that byte at the
+ * worst moment for a reaper. */
+extern void (*smt_test_after_probe)(uint32_t owner);
+
 _Static_assert(sizeof(struct smt_header) == SMT_HEADER_SIZE, "table header layout");
 _Static_assert(sizeof(struct smt_slot) == SMT_SLOT_SIZE, "table slot layout");
+_Static_assert(sizeof(union smt_word) == 8 && __builtin_offsetof(struct smt_slot, word) == 0 &&
+		       __builtin_offsetof(struct smt_slot, state) == 4,
+	       "seq and state form one word");
 
 #endif

@@ -13,6 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdbool.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,7 +41,8 @@ static int run(char *out, size_t n, const char *args)
 	FILE *p;
 	int st;
 
-	snprintf(cmd, sizeof(cmd), "%s %s 2>&1", lockctl, args);
+	/* a hang (e.g. opening a FIFO) fails the test instead of stalling it */
+	snprintf(cmd, sizeof(cmd), "timeout -s KILL 30 %s %s 2>&1", lockctl, args);
 	p = popen(cmd, "r");
 	ck_assert_ptr_nonnull(p);
 	while (len + 1 < n && fgets(out + len, (int)(n - len), p))
@@ -86,7 +91,7 @@ START_TEST(list_golden_output)
 	/* PID and COMMAND name the holders */
 	snprintf(args, sizeof(args), "list -r -n -o PID,COMMAND,TAG %s", p);
 	ck_assert_int_eq(run(out, sizeof(out), args), 0);
-	char want[256], comm[32];
+	char want[1024], comm[32];
 	tu_comm(comm, sizeof(comm)); /* "memcheck-amd64-" under valgrind */
 	snprintf(want, sizeof(want), "%d %s writer-1\n%d %s reader\n%d %s \n", (int)a.pid, comm,
 		 (int)b.pid, comm, (int)c.pid, comm);
@@ -120,7 +125,18 @@ START_TEST(list_golden_output)
 	ck_assert_int_eq(run(out, sizeof(out), args), 1);
 	snprintf(args, sizeof(args), "check %s 3050 1 r", p);
 	ck_assert_int_eq(run(out, sizeof(out), args), 1);
-	ck_assert_ptr_nonnull(strstr(out, "does not use safemap"));
+	snprintf(want, sizeof(want), "held by pid %d (%s): POSIX WRITE 3000-3099 (without safemap)\n", (int)c.pid,
+		 comm);
+	ck_assert_str_eq(out, want);
+	/* every holder in the way, each with pid and command */
+	snprintf(args, sizeof(args), "check %s 0 4000 w", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	snprintf(want, sizeof(want),
+		 "held by pid %d (%s) tag \"writer-1\": WRITE 100-149\n"
+		 "held by pid %d (%s) tag \"reader\": READ 0-9\n"
+		 "held by pid %d (%s): POSIX WRITE 3000-3099 (without safemap)\n",
+		 (int)a.pid, comm, (int)b.pid, comm, (int)c.pid, comm);
+	ck_assert_str_eq(out, want);
 
 	/* kill the writer: stale, then reaped */
 	kill(a.pid, SIGKILL);
@@ -188,6 +204,14 @@ START_TEST(bad_input_one_line_status_2)
 		"reap",
 		"info",
 		"--bogus",
+		"list --bogus",
+		"list -o",
+		"list --output",
+		"list -p x %s",
+		"list --json=1 %s",
+		"check -x %s 0 1 r",
+		"reap --dry-run",
+		"hold -t",
 	};
 	char out[4096], args[ARGS_MAX];
 
@@ -199,9 +223,684 @@ START_TEST(bad_input_one_line_status_2)
 	}
 	ck_assert_int_eq(run(out, sizeof(out), "--help"), 0);
 	ck_assert_ptr_nonnull(strstr(out, "Exit status"));
-	ck_assert_int_eq(run(out, sizeof(out), "-H"), 0);
+	ck_assert_int_eq(run(out, sizeof(out), "list -H"), 0);
 	ck_assert_ptr_nonnull(strstr(out, "STATE"));
 	ck_assert_int_eq(run(out, sizeof(out), "list /nonexistent/file"), 3);
+}
+END_TEST
+
+/* Issue 13, defect 7: a FIFO in place of the table, or given as the data
+ * file, never blocks lockctl: one line naming the path, status 3. */
+START_TEST(fifo_never_hangs)
+{
+	const char *p = tu_tmpfile(PG);
+	const char *cmds[] = { "list %s", "info %s", "reap %s", "reap --dry-run %s", "list -J %s" };
+	char tp[PATH_MAX + 16], fifo[PATH_MAX + 16], want[PATH_MAX + 64];
+	char out[4096], args[ARGS_MAX];
+
+	find_lockctl();
+	snprintf(tp, sizeof(tp), "%s.smlock", p);
+	ck_assert_int_eq(mkfifo(tp, 0644), 0);
+	snprintf(want, sizeof(want), "lockctl: %s: not a regular file\n", tp);
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		snprintf(args, sizeof(args), cmds[i], p);
+		ck_assert_msg(run(out, sizeof(out), args) == 3, "'%s': %s", args, out);
+		ck_assert_msg(strcmp(out, want) == 0 || (strstr(cmds[i], "-J") && strstr(out, want)),
+			      "'%s': %s", args, out);
+	}
+	/* check names the holder from the table: the FIFO is no table */
+	snprintf(args, sizeof(args), "check %s 0 1 r", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	unlink(tp);
+
+	/* the data path itself a FIFO */
+	snprintf(fifo, sizeof(fifo), "%s.fifo", p);
+	ck_assert_int_eq(mkfifo(fifo, 0644), 0);
+	snprintf(want, sizeof(want), "lockctl: %s: not a regular file\n", fifo);
+	const char *data_cmds[] = { "check %s 0 1 r", "check %s 0 1 w", "list %s", "info %s", "reap %s" };
+	for (size_t i = 0; i < sizeof(data_cmds) / sizeof(data_cmds[0]); i++) {
+		snprintf(args, sizeof(args), data_cmds[i], fifo);
+		ck_assert_msg(run(out, sizeof(out), args) == 3, "'%s': %s", args, out);
+		ck_assert_msg(strcmp(out, want) == 0, "'%s': %s", args, out);
+	}
+	unlink(fifo);
+}
+END_TEST
+
+/* Issue 13, defect 9: a valid header over a garbage slot area.  lockctl
+ * reap takes every garbage slot back (it used to free none), and the table
+ * is clean afterwards. */
+START_TEST(reap_takes_back_garbage_slots)
+{
+	const char *p = tu_tmpfile(PG);
+	char tp[PATH_MAX + 16], out[4096], args[ARGS_MAX];
+	static unsigned char junk[16384 * 128];
+	uint32_t hw = 16384;
+	sm_file *f;
+	int fd;
+
+	find_lockctl();
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	sm_close(f);
+	snprintf(tp, sizeof(tp), "%s.smlock", p);
+	memset(junk, 0xff, sizeof(junk));
+	fd = open(tp, O_RDWR | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, junk, sizeof(junk), 4096), (ssize_t)sizeof(junk));
+	ck_assert_int_eq(pwrite(fd, &hw, 4, 72), 4); /* high_water: every slot */
+	close(fd);
+	snprintf(args, sizeof(args), "reap %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_str_eq(out, "reaped 16384 stale entries\n");
+	snprintf(args, sizeof(args), "info %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_msg(strstr(out, "0 held, 0 stale, 0 changing, 0 invalid") != NULL, "%s", out);
+}
+END_TEST
+
+/* ---- issue 17: lockctl at lslocks grade ---------------------------------- */
+
+/* A strict JSON syntax check (RFC 8259), enough to catch a bare word. */
+static const char *js_value(const char *p);
+
+static const char *js_ws(const char *p)
+{
+	while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r')
+		p++;
+	return p;
+}
+
+static const char *js_string(const char *p)
+{
+	if (*p != '"')
+		return NULL;
+	for (p++; *p && *p != '"'; p++) {
+		if (*p == '\\' && !*++p)
+			return NULL;
+		if ((unsigned char)*p < 0x20)
+			return NULL;
+	}
+	return *p == '"' ? p + 1 : NULL;
+}
+
+static const char *js_digits(const char *p)
+{
+	if (*p < '0' || *p > '9')
+		return NULL;
+	while (*p >= '0' && *p <= '9')
+		p++;
+	return p;
+}
+
+static const char *js_number(const char *p)
+{
+	if (*p == '-')
+		p++;
+	if (!(p = js_digits(p)))
+		return NULL;
+	if (*p == '.' && !(p = js_digits(p + 1)))
+		return NULL;
+	if (*p == 'e' || *p == 'E') {
+		p++;
+		if (*p == '+' || *p == '-')
+			p++;
+		p = js_digits(p);
+	}
+	return p;
+}
+
+static const char *js_value(const char *p)
+{
+	p = js_ws(p);
+	if (*p == '{' || *p == '[') {
+		char close = *p == '{' ? '}' : ']';
+		p = js_ws(p + 1);
+		if (*p == close)
+			return p + 1;
+		for (;;) {
+			if (close == '}') {
+				if (!(p = js_string(js_ws(p))))
+					return NULL;
+				p = js_ws(p);
+				if (*p++ != ':')
+					return NULL;
+			}
+			if (!(p = js_value(p)))
+				return NULL;
+			p = js_ws(p);
+			if (*p == ',') {
+				p++;
+				continue;
+			}
+			return *p == close ? p + 1 : NULL;
+		}
+	}
+	if (*p == '"')
+		return js_string(p);
+	if (!strncmp(p, "true", 4) || !strncmp(p, "null", 4))
+		return p + 4;
+	if (!strncmp(p, "false", 5))
+		return p + 5;
+	return js_number(p);
+}
+
+static bool json_valid(const char *s)
+{
+	const char *p = js_value(s);
+	return p && !*js_ws(p);
+}
+
+/* A program that does not use safemap: a kernel lock of the kind given,
+ * held until told. */
+struct klock_arg {
+	const char *path;
+	int kind; /* 'f' flock (whole file), 'o' OFD, 'p' POSIX, 'w' POSIX waiting */
+	off_t start, len;
+	bool write;
+};
+
+static int kernel_locker(void *arg, int in, int out)
+{
+	const struct klock_arg *a = arg;
+	struct flock fl = { .l_type = a->write ? F_WRLCK : F_RDLCK, .l_whence = SEEK_SET, .l_start = a->start,
+			    .l_len = a->len };
+	int fd = open(a->path, O_RDWR | O_CLOEXEC), rc;
+	char buf[8];
+
+	if (a->kind == 'w') {
+		tu_send(out, "0"); /* about to block */
+		rc = fcntl(fd, F_SETLKW, &fl);
+		tu_recv(in, buf, sizeof(buf));
+		return rc;
+	}
+	if (a->kind == 'f')
+		rc = flock(fd, a->write ? LOCK_EX : LOCK_SH);
+	else
+		rc = fcntl(fd, a->kind == 'o' ? F_OFD_SETLK : F_SETLK, &fl);
+	tu_send(out, "%d", fd >= 0 && rc == 0 ? 0 : -errno);
+	tu_recv(in, buf, sizeof(buf));
+	return 0;
+}
+
+/* Valid JSON whatever the locks: END of a lock to end of file is null,
+ * never the bare word EOF; each column has its JSON type. */
+START_TEST(json_is_valid_with_typed_columns)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	struct klock_arg fa = { p, 'f', 0, 0, true }, oa = { p, 'o', 1000, 0, true };
+	struct tu_holder_arg w = { p, 100, 50, true, "writer-1" };
+	struct tu_child f, o, h;
+	char out[16384], args[ARGS_MAX], want[1024];
+
+	find_lockctl();
+	tu_spawn(&f, kernel_locker, &fa);
+	ck_assert_int_eq(tu_recv_int(f.from), 0);
+	tu_spawn(&o, kernel_locker, &oa);
+	ck_assert_int_eq(tu_recv_int(o.from), 0);
+	tu_spawn(&h, tu_holder, &w);
+	ck_assert_int_eq(tu_recv_int(h.from), 0);
+
+	snprintf(args, sizeof(args), "list -J --output-all %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_msg(json_valid(out), "invalid JSON:\n%s", out);
+	ck_assert_ptr_null(strstr(out, "EOF"));
+	snprintf(args, sizeof(args), "list --json --bytes -o TYPE,START,END,SIZE,PID,M,TAG %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_msg(json_valid(out), "invalid JSON:\n%s", out);
+	const char *rows[3][2] = {
+		{ "SAFEMAP", "\"start\": 100,\n         \"end\": 149,\n         \"size\": 50,\n         \"pid\": %d,\n"
+			     "         \"m\": false,\n         \"tag\": \"writer-1\"" },
+		{ "FLOCK", "\"start\": 0,\n         \"end\": null,\n         \"size\": null,\n         \"pid\": %d,\n"
+			   "         \"m\": false,\n         \"tag\": null" },
+		{ "OFDLCK", "\"start\": 1000,\n         \"end\": null,\n         \"size\": null,\n         \"pid\": %d,\n"
+			    "         \"m\": false,\n         \"tag\": null" },
+	};
+	pid_t pids[3] = { h.pid, f.pid, o.pid };
+	for (int i = 0; i < 3; i++) {
+		int n = snprintf(want, sizeof(want), "\"type\": \"%s\",\n         ", rows[i][0]);
+		snprintf(want + n, sizeof(want) - (size_t)n, rows[i][1], (int)pids[i]);
+		ck_assert_msg(strstr(out, want) != NULL, "no\n%s\nin\n%s", want, out);
+	}
+	/* text keeps EOF; SIZE as lslocks prints it */
+	snprintf(args, sizeof(args), "list -r -n -o TYPE,START,END,SIZE %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_msg(strstr(out, "SAFEMAP 100 149 50B\n") && strstr(out, "FLOCK 0 EOF \n") &&
+			      strstr(out, "OFDLCK 1000 EOF \n"),
+		      "%s", out);
+
+	tu_send(f.to, "bye");
+	tu_send(o.to, "bye");
+	tu_send(h.to, "bye");
+	ck_assert_int_eq(tu_wait(&f), 0);
+	ck_assert_int_eq(tu_wait(&o), 0);
+	ck_assert_int_eq(tu_wait(&h), 0);
+}
+END_TEST
+
+/* Options after the subcommand (kmod style), -V, excl[], one-line errors
+ * with "Try 'lockctl ... --help'". */
+START_TEST(options_after_the_command)
+{
+	const char *p = tu_tmpfile(PG);
+	struct klock_arg pa = { p, 'p', 4096, 8192, false };
+	struct tu_child c;
+	char out[4096], args[ARGS_MAX];
+
+	find_lockctl();
+	tu_spawn(&c, kernel_locker, &pa);
+	ck_assert_int_eq(tu_recv_int(c.from), 0);
+	const char *forms[] = { "list -n -r --output=START,SIZE %s", "list -nr -oSTART,SIZE %s",
+				"list --noheadings --raw -o START,SIZE %s", "list %s -n -r -o START,SIZE",
+				"--table-dir /nonexistent list -nr -o START,SIZE %s" };
+	for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+		snprintf(args, sizeof(args), forms[i], p);
+		ck_assert_msg(run(out, sizeof(out), args) == 0, "'%s': %s", args, out);
+		ck_assert_msg(strcmp(out, "4096 8K\n") == 0, "'%s': %s", args, out);
+	}
+	ck_assert_int_eq(run(out, sizeof(out), "list -H"), 0);
+	ck_assert_ptr_nonnull(strstr(out, "BLOCKER"));
+	ck_assert_int_eq(run(out, sizeof(out), "list --help"), 0);
+	ck_assert_ptr_nonnull(strstr(out, "--noinaccessible"));
+	ck_assert_int_eq(run(out, sizeof(out), "check --help"), 0);
+	ck_assert_int_eq(run(out, sizeof(out), "hold -h"), 0);
+	ck_assert_int_eq(run(out, sizeof(out), "help"), 0);
+	ck_assert_ptr_nonnull(strstr(out, "Commands:"));
+	ck_assert_int_eq(run(out, sizeof(out), "-V"), 0);
+	ck_assert_str_eq(out, "lockctl from safemap " PACKAGE_VERSION "\n");
+	ck_assert_int_eq(run(out, sizeof(out), "--version"), 0);
+	snprintf(args, sizeof(args), "list -J -r %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 2);
+	ck_assert_str_eq(out, "lockctl: mutually exclusive arguments: --json --raw. "
+			      "Try 'lockctl list --help' for more information.\n");
+	ck_assert_int_eq(run(out, sizeof(out), "list -Q"), 2);
+	ck_assert_str_eq(out, "lockctl: invalid option -- 'Q'. Try 'lockctl list --help' for more information.\n");
+	ck_assert_int_eq(run(out, sizeof(out), "frob"), 2);
+	ck_assert_str_eq(out, "lockctl: unknown command 'frob'. Try 'lockctl --help' for more information.\n");
+	tu_send(c.to, "bye");
+	ck_assert_int_eq(tu_wait(&c), 0);
+}
+END_TEST
+
+/* What is true, for paths that are not lockable data files. */
+START_TEST(errors_say_what_is_wrong)
+{
+	const char *p = tu_tmpfile(PG);
+	char out[4096], args[ARGS_MAX], want[PATH_MAX + 128], dir[PATH_MAX];
+
+	find_lockctl();
+	snprintf(dir, sizeof(dir), "%s", p);
+	*strrchr(dir, '/') = '\0';
+	const struct {
+		const char *args, *path, *msg;
+	} cases[] = {
+		{ "list /dev/null", "/dev/null", "not a regular file" },
+		{ "check /dev/null 0 1 r", "/dev/null", "not a regular file" },
+		{ "info /dev/null", "/dev/null", "not a regular file" },
+		{ "list %s", dir, "Is a directory" },
+		{ "check %s 0 1 w", dir, "Is a directory" },
+		{ "info %s", NULL, "no lock table (no safemap user has opened the file)" },
+		{ "reap %s", NULL, "no lock table (no safemap user has opened the file)" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(args, sizeof(args), cases[i].args, cases[i].path ? cases[i].path : p);
+		ck_assert_msg(run(out, sizeof(out), args) == 3, "'%s': %s", args, out);
+		if (cases[i].path)
+			snprintf(want, sizeof(want), "lockctl: %s: %s\n", cases[i].path, cases[i].msg);
+		else
+			snprintf(want, sizeof(want), "lockctl: %s.smlock: %s\n", p, cases[i].msg);
+		ck_assert_msg(strcmp(out, want) == 0, "'%s': %s", args, out);
+	}
+	/* a file without a table lists its kernel locks (none): not an error */
+	snprintf(args, sizeof(args), "list -n %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_str_eq(out, "");
+}
+END_TEST
+
+/* More kernel locks than any fixed array held (kl[4096]): all listed. */
+static int many_locks(void *arg, int in, int out)
+{
+	const char *p = arg;
+	int fd = open(p, O_RDWR | O_CLOEXEC);
+	char buf[8];
+
+	for (int i = 0; i < 5000; i++) {
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 2 * i, .l_len = 1 };
+		if (fcntl(fd, F_SETLK, &fl) < 0) {
+			tu_send(out, "%d", -errno);
+			return 1;
+		}
+	}
+	tu_send(out, "0");
+	tu_recv(in, buf, sizeof(buf));
+	return 0;
+}
+
+START_TEST(thousands_of_kernel_locks)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	static char out[1 << 20];
+	char args[ARGS_MAX];
+	struct tu_child c;
+
+	find_lockctl();
+	tu_spawn(&c, many_locks, (void *)p);
+	ck_assert_int_eq(tu_recv_int(c.from), 0);
+	snprintf(args, sizeof(args), "list -r -n -o START %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	int lines = 0;
+	for (const char *q = out; (q = strchr(q, '\n')); q++)
+		lines++;
+	ck_assert_int_eq(lines, 5000);
+	tu_send(c.to, "bye");
+	ck_assert_int_eq(tu_wait(&c), 0);
+}
+END_TEST
+
+/* Blocked kernel waiters with their BLOCKER; INODE, MAJ:MIN, M; -p PID;
+ * a foreign OFD lock with its real owner (/proc/PID/fdinfo). */
+START_TEST(waiters_blockers_and_owners)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	struct klock_arg ha = { p, 'p', 0, 100, true }, wa = { p, 'w', 50, 10, true }, oa = { p, 'o', 2000, 10, false };
+	struct tu_child h, w, o;
+	struct stat st;
+	char out[8192], args[ARGS_MAX], want[1024], comm[32];
+
+	find_lockctl();
+	tu_comm(comm, sizeof(comm));
+	ck_assert_int_eq(stat(p, &st), 0);
+	tu_spawn(&h, kernel_locker, &ha);
+	ck_assert_int_eq(tu_recv_int(h.from), 0);
+	tu_spawn(&o, kernel_locker, &oa);
+	ck_assert_int_eq(tu_recv_int(o.from), 0);
+	tu_spawn(&w, kernel_locker, &wa);
+	ck_assert_int_eq(tu_recv_int(w.from), 0);
+	/* the waiter told us it is about to block: wait until it has */
+	snprintf(args, sizeof(args), "list -r -n -o STATE %s", p);
+	for (int i = 0; i < 2000 && (run(out, sizeof(out), args), !strstr(out, "waiting")); i++)
+		usleep(1000);
+	ck_assert_msg(strstr(out, "waiting") != NULL, "the waiter never showed: %s", out);
+	snprintf(args, sizeof(args), "list -r -n -o PID,COMMAND,TYPE,MODE,STATE,START,END,BLOCKER %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	snprintf(want, sizeof(want), "%d %s POSIX WRITE held 0 99 \n", (int)h.pid, comm);
+	ck_assert_msg(strstr(out, want) != NULL, "no '%s' in\n%s", want, out);
+	snprintf(want, sizeof(want), "%d %s POSIX WRITE waiting 50 59 %d\n", (int)w.pid, comm, (int)h.pid);
+	ck_assert_msg(strstr(out, want) != NULL, "no '%s' in\n%s", want, out);
+	/* OFD locks say pid -1 in /proc/locks: the owner comes from fdinfo */
+	snprintf(want, sizeof(want), "%d %s OFDLCK READ held 2000 2009 \n", (int)o.pid, comm);
+	ck_assert_msg(strstr(out, want) != NULL, "no '%s' in\n%s", want, out);
+	/* -p PID; INODE, MAJ:MIN, M */
+	snprintf(args, sizeof(args), "list -r -n -p %d -o PID,INODE,MAJ:MIN,M %s", (int)o.pid, p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	snprintf(want, sizeof(want), "%d %llu %u:%u 0\n", (int)o.pid, (unsigned long long)st.st_ino,
+		 major(st.st_dev), minor(st.st_dev));
+	ck_assert_str_eq(out, want);
+	/* -u and -i are accepted (lslocks) */
+	snprintf(args, sizeof(args), "list -u -i -r -n -p %d -o PID %s", (int)o.pid, p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	snprintf(want, sizeof(want), "%d\n", (int)o.pid);
+	ck_assert_str_eq(out, want);
+
+	tu_send(h.to, "bye");
+	ck_assert_int_eq(tu_wait(&h), 0);
+	tu_send(w.to, "bye");
+	ck_assert_int_eq(tu_wait(&w), 0);
+	tu_send(o.to, "bye");
+	ck_assert_int_eq(tu_wait(&o), 0);
+}
+END_TEST
+
+/* A small XML well-formedness check: nested tags match, attributes are
+ * quoted, text holds no raw '<' and only the five entities.  Counts the
+ * elements <rect class="CLS" (cls NULL: none). */
+static bool xml_ok(const char *s, const char *cls, int *count)
+{
+	char stack[32][32];
+	int depth = 0;
+	bool root = false;
+	char want[64];
+
+	*count = 0;
+	snprintf(want, sizeof(want), "<rect class=\"%s\"", cls ? cls : "");
+	if (!strncmp(s, "<?xml", 5) && !(s = strstr(s, "?>")))
+		return false;
+	s += 2;
+	while (*s) {
+		if (*s == '&') {
+			if (strncmp(s, "&amp;", 5) && strncmp(s, "&lt;", 4) && strncmp(s, "&gt;", 4) &&
+			    strncmp(s, "&quot;", 6) && strncmp(s, "&apos;", 6))
+				return false;
+			s++;
+			continue;
+		}
+		if (*s != '<') {
+			if (*s == '>')
+				return false;
+			s++;
+			continue;
+		}
+		if (cls && !strncmp(s, want, strlen(want)))
+			(*count)++;
+		bool closing = s[1] == '/';
+		const char *name = s + 1 + closing, *q = name;
+		while (*q && *q != ' ' && *q != '>' && *q != '/')
+			q++;
+		size_t len = (size_t)(q - name);
+		if (!len || len >= 32)
+			return false;
+		/* attributes: name="value" pairs up to > or /> */
+		while (*q && *q != '>' && !(q[0] == '/' && q[1] == '>')) {
+			if (*q == '"') {
+				const char *e = strchr(q + 1, '"');
+				if (!e || memchr(q + 1, '<', (size_t)(e - q - 1)))
+					return false;
+				q = e;
+			}
+			q++;
+		}
+		if (!*q)
+			return false;
+		bool selfclose = *q == '/';
+		if (closing) {
+			if (!depth || strlen(stack[depth - 1]) != len || strncmp(stack[depth - 1], name, len))
+				return false;
+			depth--;
+		} else if (!selfclose) {
+			if (depth == 32 || (!depth && root))
+				return false;
+			root = true;
+			memcpy(stack[depth], name, len);
+			stack[depth++][len] = '\0';
+		}
+		s = q + (selfclose ? 2 : 1);
+	}
+	return root && depth == 0;
+}
+
+/* lockctl map: golden picture at a fixed width, without colour; then with
+ * colour forced, the same glyphs wrapped in escape sequences; lockctl watch
+ * draws it again every second. */
+START_TEST(map_and_watch_golden_picture)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	struct tu_holder_arg w = { p, 100, 50, true, "writer-1" }, r = { p, 8000, 10, false, "reader" },
+			     d = { p, 4000, 100, false, "doomed" };
+	struct klock_arg ka = { p, 'p', 12000, 1000, true };
+	struct tu_child a, b, c, k;
+	char out[8192], args[ARGS_MAX], want[4096], comm[32];
+
+	find_lockctl();
+	tu_comm(comm, sizeof(comm));
+	tu_spawn(&a, tu_holder, &w);
+	ck_assert_int_eq(tu_recv_int(a.from), 0);
+	tu_spawn(&b, tu_holder, &r);
+	ck_assert_int_eq(tu_recv_int(b.from), 0);
+	tu_spawn(&c, tu_holder, &d);
+	ck_assert_int_eq(tu_recv_int(c.from), 0);
+	kill(c.pid, SIGKILL);
+	ck_assert_int_eq(tu_wait(&c), 128 + SIGKILL);
+	tu_spawn(&k, kernel_locker, &ka);
+	ck_assert_int_eq(tu_recv_int(k.from), 0);
+
+	snprintf(args, sizeof(args), "map --width 40 --color=never %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	snprintf(want, sizeof(want),
+		 "%s: 16384 bytes, 38 cells of ~432 bytes\n"
+		 "[#........?........=........KKKK.......]\n"
+		 " 0                                16383\n"
+		 " # write  K kernel lock without safemap  = read  ~ waiting  ? stale  . free\n"
+		 " # 100-149               WRITE held    pid %d (%s) tag \"writer-1\"\n"
+		 " ? 4000-4099             READ  stale   pid %d (%s) tag \"doomed\"\n"
+		 " = 8000-8009             READ  held    pid %d (%s) tag \"reader\"\n"
+		 " K 12000-12999           WRITE held    pid %d (%s) POSIX\n",
+		 p, (int)a.pid, comm, (int)c.pid, comm, (int)b.pid, comm, (int)k.pid, comm);
+	ck_assert_str_eq(out, want);
+	snprintf(args, sizeof(args), "map -w 40 --color=always %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_ptr_nonnull(strstr(out, "[\033[1;31m#\033[0m........\033[2m?\033[0m"));
+	snprintf(args, sizeof(args), "map -w 5 %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 2);
+	/* --svg: the same picture as SVG, parsed back */
+	char svg[PATH_MAX + 16];
+	static char doc[65536];
+	snprintf(svg, sizeof(svg), "%s.svg", p);
+	snprintf(args, sizeof(args), "map -w 40 --color=never --svg %s %s", svg, p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_str_eq(out, want);
+	int fd = open(svg, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ssize_t n = read(fd, doc, sizeof(doc) - 1);
+	close(fd);
+	unlink(svg);
+	ck_assert_int_gt(n, 0);
+	doc[n] = '\0';
+	ck_assert_ptr_nonnull(strstr(doc, "<svg xmlns=\"http://www.w3.org/2000/svg\""));
+	const char *classes[] = { "write", "read", "stale", "kernel", "waiting" };
+	const int expect[] = { 1, 1, 1, 1, 0 };
+	for (size_t i = 0; i < 5; i++) {
+		int count;
+		ck_assert_msg(xml_ok(doc, classes[i], &count), "not well-formed:\n%s", doc);
+		ck_assert_msg(count == expect[i], "%d rects of class %s", count, classes[i]);
+	}
+	int dummy;
+	ck_assert(!xml_ok("<svg><rect></svg>", NULL, &dummy)); /* the checker checks */
+	ck_assert(!xml_ok("<svg>a & b</svg>", NULL, &dummy));
+	/* watch: the same picture, redrawn (a blank line between frames
+	 * when not on a terminal) */
+	static char twice[16384];
+	snprintf(args, sizeof(args), "watch --count 2 --width 40 --color=never %s", p);
+	ck_assert_int_eq(run(twice, sizeof(twice), args), 0);
+	snprintf(out, sizeof(out), "%s\n%s", want, want);
+	ck_assert_str_eq(twice, out);
+	snprintf(args, sizeof(args), "map --count 2 %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 2);
+
+	tu_send(a.to, "bye");
+	tu_send(b.to, "bye");
+	tu_send(k.to, "bye");
+	ck_assert_int_eq(tu_wait(&a), 0);
+	ck_assert_int_eq(tu_wait(&b), 0);
+	ck_assert_int_eq(tu_wait(&k), 0);
+}
+END_TEST
+
+/* An unprivileged list says what it could not read (and -i hides it). */
+START_TEST(unprivileged_list_says_what_it_missed)
+{
+	const char *p = tu_tmpfile(PG);
+	struct klock_arg ka = { p, 'o', 0, 10, true };
+	struct tu_child k;
+	static char out[1 << 20];
+
+	find_lockctl();
+	if (geteuid() != 0 || access("/usr/bin/setpriv", X_OK) != 0) {
+		printf("SKIP unprivileged_list_says_what_it_missed: needs root and setpriv\n");
+		return;
+	}
+	tu_spawn(&k, kernel_locker, &ka); /* at least one lock the note is about */
+	ck_assert_int_eq(tu_recv_int(k.from), 0);
+	char cmd[ARGS_MAX];
+	snprintf(cmd, sizeof(cmd), "setpriv --reuid=65534 --regid=65534 --clear-groups %s -V >/dev/null 2>&1",
+		 lockctl);
+	if (system(cmd) != 0) {
+		printf("SKIP unprivileged_list_says_what_it_missed: uid 65534 cannot run %s\n", lockctl);
+	} else {
+		snprintf(cmd, sizeof(cmd),
+			 "timeout -s KILL 30 setpriv --reuid=65534 --regid=65534 --clear-groups %s list -r -n -o TYPE 2>&1",
+			 lockctl);
+		FILE *f = popen(cmd, "r");
+		size_t len = fread(out, 1, sizeof(out) - 1, f);
+		out[len] = '\0';
+		ck_assert_int_eq(pclose(f), 0);
+		ck_assert_msg(strstr(out, "lockctl: note: the open files of ") &&
+				      strstr(out, " processes could not be read (not permitted)"),
+			      "%.2000s", out);
+		snprintf(cmd, sizeof(cmd),
+			 "timeout -s KILL 30 setpriv --reuid=65534 --regid=65534 --clear-groups %s list -i -r -n -o TYPE 2>&1",
+			 lockctl);
+		f = popen(cmd, "r");
+		len = fread(out, 1, sizeof(out) - 1, f);
+		out[len] = '\0';
+		ck_assert_int_eq(pclose(f), 0);
+		ck_assert_ptr_null(strstr(out, "note:"));
+	}
+	tu_send(k.to, "bye");
+	ck_assert_int_eq(tu_wait(&k), 0);
+}
+END_TEST
+
+/* The bash completion script is generated from lockctl's own tables: it
+ * parses, and completes commands, options, columns and check's r|w. */
+START_TEST(completion_script)
+{
+	const char *p = tu_tmpfile(PG);
+	char out[8192], args[ARGS_MAX], script[PATH_MAX + 16], cmd[ARGS_MAX + 2 * PATH_MAX];
+
+	find_lockctl();
+	if (access("/bin/bash", X_OK) != 0) {
+		printf("SKIP completion_script: no bash\n");
+		return;
+	}
+	snprintf(script, sizeof(script), "%s.bash", p);
+	snprintf(args, sizeof(args), "completion bash > %s", script);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_str_eq(out, "");
+	static const char *const cases[][2] = {
+		{ "lockctl li", "list" },
+		{ "lockctl ''", "list check hold reap info map watch completion help" },
+		{ "lockctl -", "--table-dir -V --version -h --help" },
+		{ "lockctl list --no", "--noheadings --notruncate --noinaccessible" },
+		{ "lockctl list -o STA", "START STATE" },
+		{ "lockctl list -o START,EN", "START,END" },
+		{ "lockctl list --output +BLO", "+BLOCKER" },
+		{ "lockctl --table-dir /tmp list --js", "--json" },
+		{ "lockctl map --co", "--color" },
+		{ "lockctl watch --co", "--color --count" },
+		{ "lockctl check /x 0 1 ''", "r w" },
+		{ "lockctl hold -t T /x 0 1 w ''", "--" },
+		{ "lockctl completion ''", "bash" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(cmd, sizeof(cmd),
+			 "/bin/bash -c 'source %s; COMP_WORDS=(%s); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); "
+			 "_lockctl; echo \"${COMPREPLY[*]}\"' 2>&1",
+			 script, cases[i][0]);
+		/* the case strings hold single quotes: swap them for doubles */
+		for (char *q = strstr(cmd, "COMP_WORDS=("); *q && *q != ')'; q++)
+			if (*q == '\'')
+				*q = '"';
+		FILE *f = popen(cmd, "r");
+		ck_assert_ptr_nonnull(f);
+		size_t n = fread(out, 1, sizeof(out) - 1, f);
+		out[n] = '\0';
+		ck_assert_int_eq(pclose(f), 0);
+		char want[512];
+		snprintf(want, sizeof(want), "%s\n", cases[i][1]);
+		ck_assert_msg(strcmp(out, want) == 0, "%s: got '%s', want '%s'", cases[i][0], out, cases[i][1]);
+	}
+	unlink(script);
+	ck_assert_int_eq(run(out, sizeof(out), "completion zsh"), 2);
 }
 END_TEST
 
@@ -214,6 +913,16 @@ static Suite *lockctl_suite(void)
 	tcase_add_test(tc, list_golden_output);
 	tcase_add_test(tc, hold_runs_a_command);
 	tcase_add_test(tc, bad_input_one_line_status_2);
+	tcase_add_test(tc, fifo_never_hangs);
+	tcase_add_test(tc, reap_takes_back_garbage_slots);
+	tcase_add_test(tc, json_is_valid_with_typed_columns);
+	tcase_add_test(tc, options_after_the_command);
+	tcase_add_test(tc, errors_say_what_is_wrong);
+	tcase_add_test(tc, thousands_of_kernel_locks);
+	tcase_add_test(tc, waiters_blockers_and_owners);
+	tcase_add_test(tc, map_and_watch_golden_picture);
+	tcase_add_test(tc, unprivileged_list_says_what_it_missed);
+	tcase_add_test(tc, completion_script);
 	suite_add_tcase(s, tc);
 	return s;
 }

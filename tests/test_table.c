@@ -453,6 +453,283 @@ START_TEST(options_and_memory_files)
 }
 END_TEST
 
+/* SPEC §4.1: the table gets the data file's permission bits exactly, the
+ * umask notwithstanding, so whoever may write the data file may register
+ * (issue 13, defect 13: a 0666 file got a 0644 table).  Both ways a table
+ * is made: first creation (link) and rebuild (rename). */
+START_TEST(table_mode_is_the_data_files)
+{
+	static const mode_t modes[] = { 0666, 0640, 0600, 0664 };
+	mode_t old = umask(022);
+
+	for (size_t k = 0; k < sizeof(modes) / sizeof(modes[0]); k++) {
+		const char *p = tu_tmpfile(PG);
+		char tp[4200];
+		struct stat st;
+		sm_file *f;
+		int fd;
+
+		ck_assert_int_eq(chmod(p, modes[k]), 0);
+		ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+		ck_assert_ptr_nonnull(f->table);
+		sm_close(f);
+		table_of(p, tp, sizeof(tp));
+		ck_assert_int_eq(stat(tp, &st), 0);
+		ck_assert_msg((st.st_mode & 07777) == modes[k], "data %o, table %o", (unsigned)modes[k],
+			      (unsigned)(st.st_mode & 07777));
+		/* rebuilt (bad magic): same mode */
+		fd = open(tp, O_RDWR | O_CLOEXEC);
+		ck_assert_int_eq(pwrite(fd, "XXXX", 4, 0), 4);
+		close(fd);
+		ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+		ck_assert_ptr_nonnull(f->table);
+		sm_close(f);
+		ck_assert_int_eq(stat(tp, &st), 0);
+		ck_assert_msg((st.st_mode & 07777) == modes[k], "rebuilt: data %o, table %o",
+			      (unsigned)modes[k], (unsigned)(st.st_mode & 07777));
+	}
+	umask(old);
+}
+END_TEST
+
+/* A header that is right in every field but slot_size describes another
+ * layout: reading it with ours would misplace every slot.  It is rebuilt,
+ * not accepted. */
+START_TEST(wrong_slot_size_is_rebuilt)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	uint32_t wrong = SMT_SLOT_SIZE / 2;
+	struct smt_header hd;
+	char tp[4200];
+	sm_holder h[2];
+	sm_file *f;
+	sm_slice *s;
+	int fd;
+
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	sm_close(f);
+	table_of(p, tp, sizeof(tp));
+	fd = open(tp, O_RDWR | O_CLOEXEC);
+	ck_assert_int_eq(pwrite(fd, &wrong, 4, offsetof(struct smt_header, slot_size)), 4);
+	close(fd);
+	ck_assert_int_eq(sm_open(p, SM_RDWR, &(sm_options){ .size = sizeof(sm_options), .flags = SM_OPT_TABLE_REQUIRED }, &f), 0);
+	ck_assert_ptr_nonnull(f->table);
+	ck_assert_uint_eq(f->table->hdr.slot_size, SMT_SLOT_SIZE);
+	fd = open(tp, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_eq(pread(fd, &hd, sizeof(hd), 0), (ssize_t)sizeof(hd));
+	close(fd);
+	ck_assert_uint_eq(hd.slot_size, SMT_SLOT_SIZE);
+	ck_assert_int_eq(sm_map_read(f, 0, 10, 0, &s), 0);
+	ck_assert_int_eq(sm_holders(f, 0, 10, h, 2), 1);
+	sm_release(s);
+	sm_close(f);
+}
+END_TEST
+
+/* Every slot in use, the last one included: sm_holders sees them all
+ * (an off-by-one in high_water or the scan limit would hide the last). */
+START_TEST(full_table_reports_every_holder)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	enum { NS = 5 };
+	uint32_t ns = NS;
+	char tp[4200];
+	sm_holder h[NS + 2];
+	sm_file *f, *g;
+	sm_slice *s[NS];
+	int fd;
+
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	sm_close(f);
+	table_of(p, tp, sizeof(tp));
+	fd = open(tp, O_RDWR | O_CLOEXEC);
+	ck_assert_int_eq(pwrite(fd, &ns, 4, offsetof(struct smt_header, nslots)), 4);
+	close(fd);
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &g), 0);
+	for (int i = 0; i < NS; i++)
+		ck_assert_int_eq(sm_map_read(g, (uint64_t)i * 10, 5, 0, &s[i]), 0);
+	ck_assert_int_eq(sm_holders(g, 0, 1 << 20, h, NS + 2), NS);
+	for (int i = 0; i < NS; i++) {
+		ck_assert_int_eq(h[i].state, SM_HELD);
+		ck_assert_uint_eq(h[i].off, (uint64_t)i * 10);
+	}
+	/* and another process sees them too */
+	ck_assert_int_eq(sm_open(p, SM_RDONLY, NULL, &f), 0);
+	ck_assert_int_eq(sm_holders(f, 0, 1 << 20, h, NS + 2), NS);
+	sm_close(f);
+	for (int i = 0; i < NS; i++)
+		sm_release(s[i]);
+	sm_close(g);
+}
+END_TEST
+
+/* Valid header, garbage slot area (issue 13, defect 9).  SPEC §4.4: a
+ * corrupted table may hide holders, never break mapping.  Every garbage
+ * slot can be taken back by a claimer, and a reap frees them all. */
+static void corrupt_slots(const char *tp, int how, uint32_t high_water, unsigned *seed)
+{
+	struct smt_header hd;
+	int fd = open(tp, O_RDWR | O_CLOEXEC);
+	static unsigned char junk[SMT_NSLOTS * SMT_SLOT_SIZE];
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, &hd, sizeof(hd), 0), (ssize_t)sizeof(hd));
+	for (size_t i = 0; i < sizeof(junk); i++)
+		junk[i] = how == 0 ? (unsigned char)rand_r(seed) : 0xff;
+	ck_assert_uint_eq(hd.nslots, SMT_NSLOTS);
+	ck_assert_int_eq(pwrite(fd, junk, sizeof(junk), SMT_HEADER_SIZE), (ssize_t)sizeof(junk));
+	hd.high_water = high_water;
+	ck_assert_int_eq(pwrite(fd, &hd, sizeof(hd), 0), (ssize_t)sizeof(hd));
+	close(fd);
+}
+
+START_TEST(corrupted_slots_never_break_mapping)
+{
+	unsigned seed = 1313;
+
+	for (int how = 0; how < 2; how++) {
+		for (int hw = 0; hw < 2; hw++) {
+			const char *p = tu_tmpfile(4 * PG);
+			char tp[4200];
+			sm_holder h[4];
+			sm_file *f, *g;
+			sm_slice *s[3], *x;
+
+			ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+			sm_close(f);
+			table_of(p, tp, sizeof(tp));
+			corrupt_slots(tp, how, hw ? SMT_NSLOTS : 0, &seed);
+			ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+			ck_assert_ptr_nonnull(f->table); /* the header is valid: kept */
+			for (int i = 0; i < 3; i++)
+				ck_assert_msg(sm_map_write(f, (uint64_t)i * 100, 10, 0, &s[i]) == 0,
+					      "how %d hw %d: map %d refused", how, hw, i);
+			ck_assert_int_eq(sm_holders(f, 100, 10, h, 4), 1);
+			ck_assert_int_eq(h[0].state, SM_HELD);
+			/* exclusion is untouched */
+			ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &g), 0);
+			ck_assert_int_eq(sm_map_read(g, 105, 1, 0, &x), -EBUSY);
+			sm_close(g);
+			/* a reap takes back every garbage slot, and only those */
+			struct smt_table t;
+			ck_assert_int_eq(smt_attach_path(tp, true, &t), 0);
+			int n = smt_reap(&t, false);
+			ck_assert_int_ge(n, 0);
+			ck_assert_int_eq(smt_reap(&t, true), 0);
+			/* slots at and above high_water are invisible to scans:
+			 * claimers take them back as they go */
+			uint32_t used = 0;
+			ck_assert_uint_eq(smt_scan_limit(&t), hw ? SMT_NSLOTS : 3);
+			for (uint32_t i = 0; i < smt_scan_limit(&t); i++) {
+				struct smt_slot sl;
+				int rc = smt_snapshot(&t, i, &sl);
+				ck_assert_msg(rc == 0 || rc == 1, "how %d hw %d: slot %u left as %d", how, hw, i, rc);
+				used += rc == 1;
+			}
+			ck_assert_uint_eq(used, 3);
+			smt_detach(&t);
+			ck_assert_int_eq(sm_holders(f, 0, 1 << 20, h, 4), 3);
+			for (int i = 0; i < 3; i++)
+				sm_release(s[i]);
+			sm_close(f);
+		}
+	}
+}
+END_TEST
+
+/* A reaper never frees a live holder (issue 13, "suspicion").  The worst
+ * moment:
+ * the reaper probed owner k's byte (dead), then a new process claims byte
+ * k, frees the dead predecessor's slots and registers its own, reusing the
+ * same slot numbers (same owner, same state word: ABA) and new ones (a
+ * reaper that cached "k is dead" would free those). */
+static int hold_two_and_die(void *arg, int in, int out)
+{
+	const char *p = arg;
+	sm_file *f;
+	sm_slice *a, *b;
+
+	(void)in;
+	if (sm_open(p, SM_RDWR, NULL, &f) < 0 || sm_map_read(f, 0, 10, 0, &a) < 0 ||
+	    sm_map_read(f, 20, 10, 0, &b) < 0)
+		return 1;
+	tu_send(out, "%d", f->table ? (int)f->table->owner : -1);
+	raise(SIGKILL);
+	return 2;
+}
+
+static const char *race_path;
+static sm_file *race_file;
+static sm_slice *race_slice[3];
+
+static void new_owner_now(uint32_t owner)
+{
+	smt_test_after_probe = NULL; /* once; sm_open below probes too */
+	ck_assert_int_eq(sm_open(race_path, SM_RDWR, NULL, &race_file), 0);
+	ck_assert_uint_eq(race_file->table->owner, owner);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(sm_map_read(race_file, (uint64_t)i * 100, 10, 0, &race_slice[i]), 0);
+}
+
+START_TEST(reaper_never_frees_a_new_owner)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	struct tu_child c;
+	struct smt_table t;
+	sm_holder h[4];
+	char tp[4200];
+
+	tu_spawn(&c, hold_two_and_die, (void *)p);
+	int owner = tu_recv_int(c.from);
+	ck_assert_int_eq(tu_wait(&c), 128 + SIGKILL);
+	ck_assert_int_ge(owner, 0);
+	table_of(p, tp, sizeof(tp));
+	ck_assert_int_eq(smt_attach_path(tp, true, &t), 0); /* a reaper, like lockctl reap */
+	ck_assert_int_eq(smt_reap(&t, true), 2);
+	race_path = p;
+	smt_test_after_probe = new_owner_now;
+	int n = smt_reap(&t, false);
+	smt_test_after_probe = NULL;
+	ck_assert_ptr_nonnull(race_file);
+	/* the dead owner's two slots were freed by the new owner itself */
+	ck_assert_int_eq(n, 0);
+	ck_assert_int_eq(sm_holders(race_file, 0, 1 << 20, h, 4), 3);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(h[i].state, SM_HELD);
+	ck_assert_int_eq(smt_reap(&t, false), 0);
+	ck_assert_int_eq(sm_holders(race_file, 0, 1 << 20, h, 4), 3);
+	smt_detach(&t);
+	for (int i = 0; i < 3; i++)
+		sm_release(race_slice[i]);
+	sm_close(race_file);
+}
+END_TEST
+
+/* A FIFO where the table belongs (issue 13, defect 7): sm_open neither
+ * blocks nor gives up the table; the FIFO is replaced by a table. */
+START_TEST(fifo_in_place_of_the_table)
+{
+	const char *p = tu_tmpfile(PG);
+	char tp[4200];
+	struct stat st;
+	sm_holder h[2];
+	sm_file *f;
+	sm_slice *s;
+
+	table_of(p, tp, sizeof(tp));
+	ck_assert_int_eq(mkfifo(tp, 0644), 0);
+	alarm(20); /* a regression fails here instead of hanging */
+	ck_assert_int_eq(sm_open(p, SM_RDONLY, NULL, &f), 0);
+	ck_assert_int_eq(sm_map_read(f, 0, 10, 0, &s), 0);
+	ck_assert_int_eq(sm_holders(f, 0, 10, h, 2), 1);
+	sm_release(s);
+	sm_close(f);
+	alarm(0);
+	ck_assert_int_eq(lstat(tp, &st), 0);
+	ck_assert(S_ISREG(st.st_mode));
+}
+END_TEST
+
 static Suite *table_suite(void)
 {
 	Suite *s = suite_create("table");
@@ -470,6 +747,12 @@ static Suite *table_suite(void)
 	tcase_add_test(tc, unprivileged_reader);
 	tcase_add_test(tc, table_dir_and_replaced_file);
 	tcase_add_test(tc, options_and_memory_files);
+	tcase_add_test(tc, table_mode_is_the_data_files);
+	tcase_add_test(tc, wrong_slot_size_is_rebuilt);
+	tcase_add_test(tc, full_table_reports_every_holder);
+	tcase_add_test(tc, corrupted_slots_never_break_mapping);
+	tcase_add_test(tc, reaper_never_frees_a_new_owner);
+	tcase_add_test(tc, fifo_in_place_of_the_table);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -5,14 +5,22 @@
  * Like util-linux lslocks, but it reads safemap's lock tables, so it can
  * name the holder of an OFD lock (the kernel reports pid -1 for those),
  * show tags and flag stale entries; it joins the table with /proc/locks so
- * locks of programs that do not use safemap (OFD, POSIX, FLOCK) appear too.
- * Output goes through libsmartcols, the library behind lslocks.
+ * locks of programs that do not use safemap (OFD, POSIX, FLOCK) appear too,
+ * blocked kernel waiters included.  Output goes through libsmartcols, the
+ * library behind lslocks; each column has a JSON type.
+ *
+ * Commands come from a table and parse their own options (kmod's
+ * tools/kmod.c): "lockctl list -J PATH" and "lockctl -V" both work.
+ *
+ * Every path given by the user or found on disk is opened O_NONBLOCK and
+ * must be a regular file: a FIFO in a table's place must not hang us.
  *
  * Exit status: 0 success (check: the region is free), 1 check found a
  * conflict or hold could not take the region, 2 bad usage or input,
  * 3 the file or its table could not be read; hold exits with the
  * command's status.
  */
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
@@ -31,7 +40,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <bsd/libutil.h>
 #include <bsd/stdlib.h>
 #include <bsd/string.h>
 
@@ -41,9 +49,14 @@
 #define EXIT_USAGE 2
 #define EXIT_ERROR 3
 
-static const char *prog = "lockctl";
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
-__attribute__((noreturn, format(printf, 1, 2))) static void usage_error(const char *fmt, ...)
+static const char *prog = "lockctl";
+static const char *cmd_name; /* the running subcommand, for "Try ..." */
+
+/* ---- messages, in the err(3)/errx(3) style -------------------------------- */
+
+__attribute__((format(printf, 1, 2))) static void warnx_(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -51,45 +64,150 @@ __attribute__((noreturn, format(printf, 1, 2))) static void usage_error(const ch
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, " (see %s --help)\n", prog);
+	fputc('\n', stderr);
+}
+
+__attribute__((noreturn, format(printf, 2, 3))) static void errx_(int status, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(status);
+}
+
+/* Bad usage: one line (SPEC §7), status 2. */
+__attribute__((noreturn, format(printf, 1, 2))) static void usage_err(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, ". Try '%s%s%s --help' for more information.\n", prog, cmd_name ? " " : "",
+		cmd_name ? cmd_name : "");
 	exit(EXIT_USAGE);
+}
+
+static void *xrealloc(void *p, size_t n, size_t size)
+{
+	if (size && n > SIZE_MAX / size)
+		errx_(EXIT_ERROR, "out of memory");
+	if (!(p = realloc(p, n * size > 0 ? n * size : 1)))
+		errx_(EXIT_ERROR, "out of memory");
+	return p;
+}
+
+/* Grow *v (of *cap elements) to hold at least n + 1. */
+#define GROW(v, n, cap)                                                  \
+	do {                                                             \
+		if ((n) >= (cap)) {                                      \
+			(cap) = (cap) ? 2 * (cap) : 16;                  \
+			(v) = xrealloc((v), (cap), sizeof(*(v)));        \
+		}                                                        \
+	} while (0)
+
+/* getopt_long failed: say why, on one line.  Option strings start with ':'
+ * and opterr is 0, so getopt prints nothing itself. */
+__attribute__((noreturn)) static void bad_option(int c, char **argv)
+{
+	const char *arg = argv[optind - 1];
+	bool is_long = strncmp(arg, "--", 2) == 0;
+
+	if (c == ':' && is_long)
+		usage_err("option '%s' requires an argument", arg);
+	if (c == ':')
+		usage_err("option requires an argument -- '%c'", optopt);
+	if (optopt && !is_long)
+		usage_err("invalid option -- '%c'", optopt);
+	if (optopt)
+		usage_err("option '%s' doesn't allow an argument", arg);
+	usage_err("unrecognized or ambiguous option '%s'", arg);
+}
+
+/* Mutually exclusive options, as util-linux's optutils.h: each row lists
+ * option values (ascending, 0-terminated) of which at most one may be
+ * given. */
+#define EXCL_MAX 4
+static void check_exclusive(int c, const struct option *opts, const int excl[][EXCL_MAX], size_t nexcl,
+			    int *seen)
+{
+	for (size_t r = 0; r < nexcl; r++) {
+		for (int k = 0; k < EXCL_MAX && excl[r][k]; k++) {
+			if (excl[r][k] != c)
+				continue;
+			if (seen[r] && seen[r] != c) {
+				const char *a = "?", *b = "?";
+				for (const struct option *o = opts; o->name; o++) {
+					if (o->val == seen[r])
+						a = o->name;
+					if (o->val == c)
+						b = o->name;
+				}
+				usage_err("mutually exclusive arguments: --%s --%s", a, b);
+			}
+			seen[r] = c;
+		}
+	}
 }
 
 /* ---- columns, as in lslocks ---------------------------------------------- */
 
 enum { COL_PATH, COL_START, COL_END, COL_SIZE, COL_MODE, COL_STATE, COL_PID, COL_COMMAND,
-       COL_TAG, COL_SINCE, COL_TYPE, COL_TID, NCOLS };
+       COL_TAG, COL_SINCE, COL_TYPE, COL_TID, COL_INODE, COL_MAJMIN, COL_M, COL_BLOCKER, NCOLS };
+#define NDEFAULT (COL_TYPE + 1)
 
-static const struct colinfo {
+static struct colinfo {
 	const char *name;
 	double whint;
 	int flags;
+	int json; /* SCOLS_JSON_*; SIZE is a number only with --bytes */
 	const char *help;
 } infos[NCOLS] = {
-	[COL_PATH] = { "PATH", 0.3, SCOLS_FL_TRUNC, "path of the locked file" },
-	[COL_START] = { "START", 5, SCOLS_FL_RIGHT, "first byte of the region" },
-	[COL_END] = { "END", 5, SCOLS_FL_RIGHT, "last byte of the region" },
-	[COL_SIZE] = { "SIZE", 4, SCOLS_FL_RIGHT, "size of the region" },
-	[COL_MODE] = { "MODE", 5, 0, "READ or WRITE" },
-	[COL_STATE] = { "STATE", 7, 0, "held, waiting, or stale (its holder is gone)" },
-	[COL_PID] = { "PID", 5, SCOLS_FL_RIGHT, "holder's pid (-1: an OFD lock of an unknown holder)" },
-	[COL_COMMAND] = { "COMMAND", 15, 0, "holder's program name" },
-	[COL_TAG] = { "TAG", 10, 0, "holder's safemap tag" },
-	[COL_SINCE] = { "SINCE", 19, 0, "when the region was taken" },
-	[COL_TYPE] = { "TYPE", 7, 0, "SAFEMAP (from the table), or the kernel lock type OFDLCK/POSIX/FLOCK" },
-	[COL_TID] = { "TID", 5, SCOLS_FL_RIGHT, "holder's thread id" },
+	[COL_PATH] = { "PATH", 0.3, SCOLS_FL_TRUNC, SCOLS_JSON_STRING, "absolute path of the locked file" },
+	[COL_START] = { "START", 5, SCOLS_FL_RIGHT, SCOLS_JSON_NUMBER, "first byte of the region" },
+	[COL_END] = { "END", 5, SCOLS_FL_RIGHT, SCOLS_JSON_NUMBER,
+		      "last byte of the region (EOF, in JSON null: to the end of the file)" },
+	[COL_SIZE] = { "SIZE", 4, SCOLS_FL_RIGHT, SCOLS_JSON_STRING,
+		       "size of the region (empty: to the end of the file)" },
+	[COL_MODE] = { "MODE", 5, 0, SCOLS_JSON_STRING, "READ or WRITE" },
+	[COL_STATE] = { "STATE", 7, 0, SCOLS_JSON_STRING,
+			"held, waiting (blocked), or stale (its holder is gone)" },
+	[COL_PID] = { "PID", 5, SCOLS_FL_RIGHT, SCOLS_JSON_NUMBER,
+		      "holder's pid (-1: an OFD lock whose owner could not be found)" },
+	[COL_COMMAND] = { "COMMAND", 15, 0, SCOLS_JSON_STRING, "holder's program name" },
+	[COL_TAG] = { "TAG", 10, 0, SCOLS_JSON_STRING, "holder's safemap tag" },
+	[COL_SINCE] = { "SINCE", 19, 0, SCOLS_JSON_STRING, "when the region was taken (safemap holders)" },
+	[COL_TYPE] = { "TYPE", 7, 0, SCOLS_JSON_STRING,
+		       "SAFEMAP (from the table), or the kernel lock type OFDLCK/POSIX/FLOCK" },
+	[COL_TID] = { "TID", 5, SCOLS_FL_RIGHT, SCOLS_JSON_NUMBER, "holder's thread id" },
+	[COL_INODE] = { "INODE", 5, SCOLS_FL_RIGHT, SCOLS_JSON_NUMBER, "inode number" },
+	[COL_MAJMIN] = { "MAJ:MIN", 6, 0, SCOLS_JSON_STRING, "major:minor device number" },
+	[COL_M] = { "M", 1, 0, SCOLS_JSON_BOOLEAN, "mandatory state of the lock: 0 (none), 1 (set)" },
+	[COL_BLOCKER] = { "BLOCKER", 0, SCOLS_FL_RIGHT, SCOLS_JSON_NUMBER,
+			  "pid of the process blocking a waiting lock" },
 };
 
-static int columns[NCOLS * 2];
-static size_t ncolumns;
-static bool raw, json, noheadings, bytes;
+static struct {
+	int columns[NCOLS * 2];
+	size_t ncolumns;
+	bool raw, json, noheadings, bytes, notrunc, noinaccessible;
+	long pid; /* -p: only this holder (0: all) */
+	unsigned unreadable; /* processes whose open files we could not read */
+} ctl;
+
+static const char *table_dir;
 
 static int column_id(const char *name, size_t len)
 {
 	for (int i = 0; i < NCOLS; i++)
 		if (strlen(infos[i].name) == len && strncasecmp(infos[i].name, name, len) == 0)
 			return i;
-	usage_error("unknown column: %.*s", (int)len, name);
+	usage_err("unknown column: %.*s", (int)len, name);
 }
 
 /* -o LIST, or -o +LIST to add to the defaults */
@@ -98,52 +216,108 @@ static void parse_columns(const char *list)
 	if (*list == '+')
 		list++;
 	else
-		ncolumns = 0;
+		ctl.ncolumns = 0;
 	while (*list) {
 		const char *end = strchrnul(list, ',');
 		if (end == list)
-			usage_error("empty column name in --output");
-		if (ncolumns >= sizeof(columns) / sizeof(columns[0]))
-			usage_error("too many columns");
-		columns[ncolumns++] = column_id(list, (size_t)(end - list));
+			usage_err("empty column name in --output");
+		if (ctl.ncolumns >= ARRAY_SIZE(ctl.columns))
+			usage_err("too many columns specified, the limit is %zu", ARRAY_SIZE(ctl.columns));
+		ctl.columns[ctl.ncolumns++] = column_id(list, (size_t)(end - list));
 		list = *end ? end + 1 : end;
 	}
+}
+
+static void list_columns(void)
+{
+	for (int i = 0; i < NCOLS; i++)
+		printf("%10s  %s\n", infos[i].name, infos[i].help);
 }
 
 /* ---- rows -------------------------------------------------------------- */
 
 struct row {
 	const char *path, *type, *mode, *state, *comm, *tag;
-	uint64_t start, len, since;
-	long pid, tid;
+	uint64_t start, len; /* len 0: to end of file */
+	uint64_t since;      /* ns since the epoch, 0: unknown */
+	long pid, tid, blocker;
+	dev_t dev;
+	ino_t ino;
+	bool mandatory;
 };
+
+/* Sizes as lslocks prints them: 10B, 4K, 1.5M. */
+static void human_size(uint64_t n, char *buf, size_t size)
+{
+	static const char units[] = "BKMGTPE";
+	int exp = 0;
+
+	while (exp < 6 && n >= (1ull << (10 * (exp + 1))))
+		exp++;
+	if (!exp) {
+		snprintf(buf, size, "%lluB", (unsigned long long)n);
+		return;
+	}
+	uint64_t unit = 1ull << (10 * exp), whole = n / unit;
+	uint64_t tenth = ((n % unit) * 10 + unit / 2) / unit;
+	if (tenth == 10) {
+		whole++;
+		tenth = 0;
+	}
+	if (tenth)
+		snprintf(buf, size, "%llu.%llu%c", (unsigned long long)whole, (unsigned long long)tenth, units[exp]);
+	else
+		snprintf(buf, size, "%llu%c", (unsigned long long)whole, units[exp]);
+}
+
+static void format_since(uint64_t ns, char *buf, size_t size)
+{
+	time_t t = (time_t)(ns / 1000000000ull);
+	struct tm tm;
+
+	if (!localtime_r(&t, &tm)) {
+		buf[0] = '\0';
+		return;
+	}
+	if (!ctl.json) {
+		strftime(buf, size, "%Y-%m-%d %H:%M:%S", &tm);
+		return;
+	}
+	/* ISO 8601 with the zone: 2026-11-26T01:02:03+01:00 */
+	char z[8];
+	strftime(buf, size, "%Y-%m-%dT%H:%M:%S", &tm);
+	strftime(z, sizeof(z), "%z", &tm);
+	if (strlen(z) == 5)
+		snprintf(buf + strlen(buf), size - strlen(buf), "%.3s:%s", z, z + 3);
+}
 
 static void add_row(struct libscols_table *tb, const struct row *r)
 {
-	struct libscols_line *ln = scols_table_new_line(tb, NULL);
-	char buf[64];
+	struct libscols_line *ln;
 
-	if (!ln) {
-		fprintf(stderr, "%s: out of memory\n", prog);
-		exit(EXIT_ERROR);
-	}
-	for (size_t i = 0; i < ncolumns; i++) {
+	if (ctl.pid && r->pid != ctl.pid)
+		return;
+	if (!(ln = scols_table_new_line(tb, NULL)))
+		errx_(EXIT_ERROR, "out of memory");
+	for (size_t i = 0; i < ctl.ncolumns; i++) {
 		const char *v = NULL;
+		char buf[64];
 		buf[0] = '\0';
-		switch (columns[i]) {
+		switch (ctl.columns[i]) {
 		case COL_PATH: v = r->path; break;
 		case COL_START: snprintf(buf, sizeof(buf), "%llu", (unsigned long long)r->start); break;
 		case COL_END:
-			snprintf(buf, sizeof(buf), "%llu", (unsigned long long)(r->len ? r->start + r->len - 1 : 0));
-			if (!r->len)
+			/* a number or, to end of file, EOF (JSON: null) */
+			if (r->len)
+				snprintf(buf, sizeof(buf), "%llu", (unsigned long long)(r->start + r->len - 1));
+			else if (!ctl.json)
 				strlcpy(buf, "EOF", sizeof(buf));
 			break;
 		case COL_SIZE:
-			if (bytes || !r->len)
+			if (r->len && ctl.bytes)
 				snprintf(buf, sizeof(buf), "%llu", (unsigned long long)r->len);
-			else
-				humanize_number(buf, 6, (int64_t)r->len, "", HN_AUTOSCALE,
-						HN_B | HN_NOSPACE | HN_DECIMAL);
+			else if (r->len)
+				human_size(r->len, buf, sizeof(buf));
 			break;
 		case COL_MODE: v = r->mode; break;
 		case COL_STATE: v = r->state; break;
@@ -156,14 +330,27 @@ static void add_row(struct libscols_table *tb, const struct row *r)
 		case COL_TAG: v = r->tag; break;
 		case COL_TYPE: v = r->type; break;
 		case COL_SINCE:
-			if (r->since) {
-				time_t t = (time_t)(r->since / 1000000000ull);
-				struct tm tm;
-				strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
-			}
+			if (r->since)
+				format_since(r->since, buf, sizeof(buf));
+			break;
+		case COL_INODE: snprintf(buf, sizeof(buf), "%llu", (unsigned long long)r->ino); break;
+		case COL_MAJMIN:
+			if (ctl.json || ctl.raw)
+				snprintf(buf, sizeof(buf), "%u:%u", major(r->dev), minor(r->dev));
+			else
+				snprintf(buf, sizeof(buf), "%3u:%-3u", major(r->dev), minor(r->dev));
+			break;
+		case COL_M: strlcpy(buf, r->mandatory ? "1" : "0", sizeof(buf)); break;
+		case COL_BLOCKER:
+			if (r->blocker)
+				snprintf(buf, sizeof(buf), "%ld", r->blocker);
 			break;
 		}
-		scols_line_set_data(ln, i, v ? v : buf);
+		if (!v)
+			v = buf;
+		/* empty: nothing to say (JSON null) */
+		if (scols_line_set_data(ln, i, *v ? v : NULL) < 0)
+			errx_(EXIT_ERROR, "out of memory");
 	}
 }
 
@@ -171,91 +358,251 @@ static struct libscols_table *new_table(void)
 {
 	struct libscols_table *tb = scols_new_table();
 
-	if (!tb) {
-		fprintf(stderr, "%s: out of memory\n", prog);
-		exit(EXIT_ERROR);
-	}
-	scols_table_enable_raw(tb, raw);
-	scols_table_enable_json(tb, json);
-	scols_table_enable_noheadings(tb, noheadings);
+	if (!tb)
+		errx_(EXIT_ERROR, "out of memory");
+	scols_table_enable_raw(tb, ctl.raw);
+	scols_table_enable_json(tb, ctl.json);
+	scols_table_enable_noheadings(tb, ctl.noheadings);
 	scols_table_set_name(tb, "locks");
-	for (size_t i = 0; i < ncolumns; i++) {
-		const struct colinfo *c = &infos[columns[i]];
-		struct libscols_column *cl = scols_table_new_column(tb, c->name, c->whint, c->flags);
-		if (cl && json && (columns[i] == COL_START || columns[i] == COL_END ||
-				   (columns[i] == COL_SIZE && bytes) || columns[i] == COL_PID))
-			scols_column_set_json_type(cl, SCOLS_JSON_NUMBER);
+	for (size_t i = 0; i < ctl.ncolumns; i++) {
+		const struct colinfo *c = &infos[ctl.columns[i]];
+		int flags = c->flags;
+		if (ctl.notrunc)
+			flags &= ~SCOLS_FL_TRUNC;
+		struct libscols_column *cl = scols_table_new_column(tb, c->name, c->whint, flags);
+		if (!cl)
+			errx_(EXIT_ERROR, "out of memory");
+		if (ctl.json)
+			scols_column_set_json_type(cl, ctl.columns[i] == COL_SIZE && ctl.bytes ? SCOLS_JSON_NUMBER
+											: c->json);
 	}
 	return tb;
 }
 
-/* ---- the kernel's view: /proc/locks ------------------------------------- */
+/* ---- the kernel's view: /proc/locks, one parser ------------------------- */
 
 struct klock {
-	char type[8]; /* OFDLCK, POSIX, FLOCK */
+	int id;       /* /proc/locks ordinal: a waiter shares its blocker's */
+	bool blocked; /* a "->" line: waiting for lock id */
+	bool mandatory;
 	bool write;
-	long pid;
+	char type[8]; /* OFDLCK, POSIX, FLOCK, LEASE... */
+	long pid;     /* -1 for OFD locks: see owner_of() */
+	dev_t dev;
+	ino_t ino;
 	uint64_t start, len; /* len 0: to EOF */
+	/* a waiter's blocker, from the line it follows in the same read */
+	bool has_blocker, bl_write, bl_mandatory;
+	char bl_type[8];
+	long bl_pid;
+	uint64_t bl_start, bl_len;
 };
 
-/* One pass over /proc/locks: the kernel locks on (dev, ino). */
-static size_t read_locks(dev_t dev, ino_t ino, struct klock *out, size_t max)
-{
-	FILE *f = fopen("/proc/locks", "re");
-	char line[512];
-	size_t n = 0;
+/* A set of kernel locks in the order first seen, hashed so that thousands
+ * of them are deduplicated and compared in linear time. */
+struct klocks {
+	struct klock *v;
+	size_t n, cap;
+	uint32_t *slot; /* index + 1, 0: empty */
+	size_t nslot;   /* a power of two, at least 2n */
+};
 
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f) && n < max) {
-		char type[16], adv[16], mode[16], end[32];
-		unsigned maj, min;
-		unsigned long long ino_, start;
-		long pid;
-		char *p = strchr(line, ':');
-		if (!p || strstr(line, "->"))
-			continue; /* waiters ("-> ") are listed under the holder */
-		if (sscanf(p + 1, "%15s %15s %15s %ld %x:%x:%llu %llu %31s", type, adv, mode, &pid, &maj,
-			   &min, &ino_, &start, end) != 9)
-			continue;
-		if (makedev(maj, min) != dev || (ino_t)ino_ != ino)
-			continue;
-		struct klock *k = &out[n];
-		memset(k, 0, sizeof(*k));
-		strlcpy(k->type, type, sizeof(k->type));
-		k->write = strcmp(mode, "WRITE") == 0;
-		k->pid = pid;
-		k->start = start;
-		k->len = strcmp(end, "EOF") == 0 ? 0 : strtoull(end, NULL, 10) - start + 1;
-		/* a line read twice across a shift (see below) is one lock; two
-		 * identical OFD locks of one range and mode show as one row */
-		bool dup = false;
-		for (size_t i = 0; i < n && !dup; i++)
-			dup = memcmp(&out[i], k, sizeof(*k)) == 0;
-		n += !dup;
-	}
-	fclose(f);
-	return n;
+static void klocks_free(struct klocks *s)
+{
+	free(s->v);
+	free(s->slot);
+	memset(s, 0, sizeof(*s));
 }
 
-/* Kernel locks on the file (dev, ino).  /proc/locks is produced a page at
- * a time: locks taken or dropped elsewhere between two reads shift it, so a
- * line can appear twice or not at all.  Read it until two passes agree. */
-static size_t kernel_locks(dev_t dev, ino_t ino, struct klock *out, size_t max)
+/* One line of /proc/locks, or (without its "lock:\t" prefix) of
+ * /proc/PID/fdinfo/FD:
+ *   "12: POSIX  ADVISORY  WRITE 4242 fe:00:1234 0 EOF"
+ *   "12: -> POSIX  ADVISORY  WRITE 4243 fe:00:1234 0 EOF" */
+static bool parse_lock_line(const char *s, struct klock *k)
 {
-	static struct klock again[4096];
-	size_t n = read_locks(dev, ino, out, max);
+	char type[16], adv[16], mode[16], end[32];
+	unsigned maj, min;
+	unsigned long long ino, start;
+	int n = 0;
 
-	if (max > sizeof(again) / sizeof(again[0]))
-		max = sizeof(again) / sizeof(again[0]);
-	for (int tries = 0; tries < 20; tries++) {
-		size_t m = read_locks(dev, ino, again, max);
-		if (m == n && memcmp(again, out, n * sizeof(*out)) == 0)
-			break;
-		memcpy(out, again, m * sizeof(*out));
-		n = m;
+	memset(k, 0, sizeof(*k));
+	if (sscanf(s, "%d: %n", &k->id, &n) != 1 || !n)
+		return false;
+	s += n;
+	if (strncmp(s, "->", 2) == 0) {
+		k->blocked = true;
+		s += 2;
 	}
-	return n;
+	if (sscanf(s, "%15s %15s %15s %ld %x:%x:%llu %llu %31s", type, adv, mode, &k->pid, &maj, &min, &ino,
+		   &start, end) != 9)
+		return false;
+	strlcpy(k->type, type, sizeof(k->type));
+	k->mandatory = adv[0] == 'M';
+	k->write = strcmp(mode, "WRITE") == 0;
+	k->dev = makedev(maj, min);
+	k->ino = (ino_t)ino;
+	k->start = start;
+	if (strcmp(end, "EOF") == 0)
+		k->len = 0;
+	else {
+		unsigned long long e = strtoull(end, NULL, 10);
+		k->len = e >= start ? e - start + 1 : 1;
+	}
+	return true;
+}
+
+/* The same lock, whatever its position: /proc/locks numbers lines by
+ * position, which other files' locks shift. */
+static bool same_lock(const struct klock *a, const struct klock *b)
+{
+	return a->blocked == b->blocked && a->mandatory == b->mandatory && a->write == b->write &&
+	       !strcmp(a->type, b->type) && a->pid == b->pid && a->dev == b->dev && a->ino == b->ino &&
+	       a->start == b->start && a->len == b->len;
+}
+
+static size_t lock_hash(const struct klock *k)
+{
+	uint64_t h = k->start * 0x9E3779B97F4A7C15ull;
+
+	h ^= (k->len + 1) * 0xC2B2AE3D27D4EB4Full;
+	h ^= (uint64_t)k->pid * 0x165667B19E3779F9ull;
+	h ^= (uint64_t)k->ino * 0x27D4EB2F165667C5ull;
+	h ^= (uint64_t)k->dev + (uint64_t)(k->write | k->blocked << 1 | k->mandatory << 2) + (uint64_t)k->type[0];
+	h ^= h >> 31;
+	h *= 0x94D049BB133111EBull;
+	return (size_t)(h ^ (h >> 29));
+}
+
+static const struct klock *klocks_find(const struct klocks *s, const struct klock *k)
+{
+	if (!s->nslot)
+		return NULL;
+	for (size_t m = s->nslot - 1, i = lock_hash(k) & m; s->slot[i]; i = (i + 1) & m)
+		if (same_lock(&s->v[s->slot[i] - 1], k))
+			return &s->v[s->slot[i] - 1];
+	return NULL;
+}
+
+/* Add k unless the same lock is there. */
+static void klocks_add(struct klocks *s, const struct klock *k)
+{
+	if (klocks_find(s, k))
+		return;
+	if (2 * (s->n + 1) > s->nslot) {
+		size_t nslot = s->nslot ? 2 * s->nslot : 64;
+		free(s->slot);
+		s->slot = xrealloc(NULL, nslot, sizeof(*s->slot));
+		memset(s->slot, 0, nslot * sizeof(*s->slot));
+		s->nslot = nslot;
+		for (size_t j = 0; j < s->n; j++) {
+			size_t i = lock_hash(&s->v[j]) & (nslot - 1);
+			while (s->slot[i])
+				i = (i + 1) & (nslot - 1);
+			s->slot[i] = (uint32_t)j + 1;
+		}
+	}
+	GROW(s->v, s->n, s->cap);
+	s->v[s->n] = *k;
+	size_t i = lock_hash(k) & (s->nslot - 1);
+	while (s->slot[i])
+		i = (i + 1) & (s->nslot - 1);
+	s->slot[i] = (uint32_t)++s->n;
+}
+
+static bool klocks_equal(const struct klocks *a, const struct klocks *b)
+{
+	if (a->n != b->n)
+		return false;
+	for (size_t i = 0; i < b->n; i++)
+		if (!klocks_find(a, &b->v[i]))
+			return false;
+	return true;
+}
+
+/* Files whose locks are wanted (none: every file). */
+struct fileid {
+	dev_t dev;
+	ino_t ino;
+};
+
+static bool wanted(const struct klock *k, const struct fileid *ids, size_t nids)
+{
+	for (size_t i = 0; i < nids; i++)
+		if (ids[i].dev == k->dev && ids[i].ino == k->ino)
+			return true;
+	return nids == 0;
+}
+
+/* One pass over /proc/locks into pass (emptied first). */
+static void read_pass(struct klocks *pass, const struct fileid *ids, size_t nids)
+{
+	FILE *f = fopen("/proc/locks", "re");
+	struct klock last = { .id = -1 };
+	char *line = NULL;
+	size_t cap = 0;
+
+	pass->n = 0;
+	if (pass->slot)
+		memset(pass->slot, 0, pass->nslot * sizeof(*pass->slot));
+	if (!f)
+		return;
+	while (getline(&line, &cap, f) > 0) {
+		struct klock k;
+		if (!parse_lock_line(line, &k))
+			continue;
+		if (!k.blocked) {
+			last = k;
+		} else if (k.id == last.id) {
+			/* "->" lines follow the lock they wait for */
+			k.has_blocker = true;
+			k.bl_pid = last.pid;
+			k.bl_write = last.write;
+			k.bl_mandatory = last.mandatory;
+			strlcpy(k.bl_type, last.type, sizeof(k.bl_type));
+			k.bl_start = last.start;
+			k.bl_len = last.len;
+		}
+		/* a waiter waits for a lock on the same file: filtering by
+		 * file keeps every blocker; a line read twice across a
+		 * shift (see below) is one lock, as are identical locks */
+		if (wanted(&k, ids, nids))
+			klocks_add(pass, &k);
+	}
+	free(line);
+	fclose(f);
+}
+
+/* The kernel locks on the files in ids (nids 0: all).  /proc/locks is
+ * produced a page per read(2): locks taken or dropped elsewhere between two
+ * reads shift it, so a line can appear twice or not at all.  Read it until
+ * two passes agree on the files we look at (other files' churn does not
+ * count); if they never do, report every lock seen in any pass: a line is
+ * never invented, only skipped, so the union misses nothing that was held
+ * throughout (and may show a lock released meanwhile). */
+static void kernel_locks(struct klocks *out, const struct fileid *ids, size_t nids)
+{
+	struct klocks a = { 0 }, b = { 0 }, all = { 0 };
+
+	read_pass(&a, ids, nids);
+	for (size_t i = 0; i < a.n; i++)
+		klocks_add(&all, &a.v[i]);
+	for (int tries = 0; tries < 20; tries++) {
+		read_pass(&b, ids, nids);
+		if (klocks_equal(&a, &b)) {
+			*out = b;
+			klocks_free(&a);
+			klocks_free(&all);
+			return;
+		}
+		for (size_t i = 0; i < b.n; i++)
+			klocks_add(&all, &b.v[i]);
+		struct klocks t = a;
+		a = b;
+		b = t;
+	}
+	*out = all;
+	klocks_free(&a);
+	klocks_free(&b);
 }
 
 static void comm_of(long pid, char *buf, size_t n)
@@ -274,22 +621,145 @@ static void comm_of(long pid, char *buf, size_t n)
 	}
 }
 
+/* Owners of OFD locks: /proc/locks says pid -1, but /proc/PID/fdinfo/FD
+ * lists the locks held through that descriptor ("lock:" lines), as
+ * util-linux 2.40's lslocks reads them.  Scanned once, when needed. */
+struct owner {
+	struct klock k;
+	long pid;
+};
+static struct owner *owners;
+static size_t nowners, owners_cap;
+static bool owners_read;
+
+static void read_owners(void)
+{
+	DIR *proc = opendir("/proc");
+	struct dirent *pd;
+	char *line = NULL;
+	size_t cap = 0;
+
+	owners_read = true;
+	while (proc && (pd = readdir(proc))) {
+		char dir[300];
+		DIR *fds;
+		struct dirent *fd;
+		if (!isdigit((unsigned char)pd->d_name[0]))
+			continue;
+		snprintf(dir, sizeof(dir), "/proc/%s/fdinfo", pd->d_name);
+		if (!(fds = opendir(dir)))
+			continue;
+		while ((fd = readdir(fds))) {
+			char path[600];
+			FILE *f;
+			if (!isdigit((unsigned char)fd->d_name[0]))
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", dir, fd->d_name);
+			if (!(f = fopen(path, "re")))
+				continue;
+			while (getline(&line, &cap, f) > 0) {
+				struct klock k;
+				if (strncmp(line, "lock:\t", 6) != 0 || !parse_lock_line(line + 6, &k))
+					continue;
+				GROW(owners, nowners, owners_cap);
+				owners[nowners++] = (struct owner){ k, strtol(pd->d_name, NULL, 10) };
+			}
+			fclose(f);
+		}
+		closedir(fds);
+	}
+	free(line);
+	if (proc)
+		closedir(proc);
+}
+
+/* The pid behind kernel lock k: its own, or for an OFD lock (-1) the first
+ * process with a descriptor of the file description holding it. */
+static long owner_of(const struct klock *k)
+{
+	if (k->pid > 0 || k->blocked)
+		return k->pid;
+	if (!owners_read)
+		read_owners();
+	for (size_t i = 0; i < nowners; i++) {
+		const struct klock *o = &owners[i].k;
+		if (o->dev == k->dev && o->ino == k->ino && o->start == k->start && o->len == k->len &&
+		    o->write == k->write && o->mandatory == k->mandatory && !strcmp(o->type, k->type))
+			return owners[i].pid;
+	}
+	return k->pid;
+}
+
+/* The pid holding the lock a waiter waits for. */
+static long blocker_of(const struct klock *w)
+{
+	struct klock b = { .pid = w->bl_pid, .dev = w->dev, .ino = w->ino, .start = w->bl_start,
+			   .len = w->bl_len, .write = w->bl_write, .mandatory = w->bl_mandatory };
+
+	if (!w->has_blocker)
+		return 0;
+	strlcpy(b.type, w->bl_type, sizeof(b.type));
+	return owner_of(&b);
+}
+
 /* ---- tables ------------------------------------------------------------- */
 
-static const char *table_dir;
+/* Errors of our own, beside negative errno values */
+#define E_NOTREG 100000  /* not a regular file */
+#define E_NOTABLE 100001 /* no lock table */
 
-static int open_table(const char *path, bool writable, struct stat *st, struct smt_table *t,
-		      char *tpath, size_t n)
+static const char *describe(int rc)
 {
-	int rc;
+	switch (-rc) {
+	case E_NOTREG: return "not a regular file";
+	case E_NOTABLE: return "no lock table (no safemap user has opened the file)";
+	case EPROTO: return "invalid lock table";
+	default: return strerror(-rc);
+	}
+}
 
+/* Open a path given by the user or found on disk: never block (opening a
+ * FIFO for reading waits for a writer forever), and only regular files. */
+static int open_regular(const char *path, int flags, struct stat *st)
+{
+	int fd = open(path, flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC), rc;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, st) < 0)
+		rc = -errno;
+	else if (S_ISDIR(st->st_mode))
+		rc = -EISDIR;
+	else if (!S_ISREG(st->st_mode))
+		rc = -E_NOTREG;
+	else
+		return fd;
+	close(fd);
+	return rc;
+}
+
+/* The data file's identity (stat: never opens it) and its table, attached.
+ * On failure *which says whether the data path or tpath was at fault. */
+static int open_table(const char *path, bool writable, struct stat *st, struct smt_table *t,
+		      char *tpath, size_t n, const char **which)
+{
+	struct stat ts;
+	int rc, fd;
+
+	*which = path;
+	t->fd = -1;
 	if (stat(path, st) < 0)
 		return -errno;
+	if (S_ISDIR(st->st_mode))
+		return -EISDIR;
 	if (!S_ISREG(st->st_mode))
-		return -EINVAL;
+		return -E_NOTREG;
 	if ((rc = smt_path(path, st, table_dir, tpath, n)) < 0)
 		return rc;
-	return smt_attach_path(tpath, writable, t);
+	*which = tpath;
+	if ((fd = open_regular(tpath, (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW, &ts)) < 0)
+		return fd == -ENOENT ? -E_NOTABLE : fd;
+	return smt_attach_fd(fd, writable, t);
 }
 
 static void netfs_note(const char *path)
@@ -297,9 +767,7 @@ static void netfs_note(const char *path)
 	struct statfs sfs;
 
 	if (statfs(path, &sfs) == 0 && smt_netfs_type((unsigned long)sfs.f_type))
-		fprintf(stderr,
-			"%s: note: %s is on a network filesystem: its table shows holders on this host only\n",
-			prog, path);
+		warnx_("note: %s is on a network filesystem: its table shows holders on this host only", path);
 }
 
 static const char *state_name(const struct smt_table *t, const struct smt_slot *s)
@@ -309,8 +777,35 @@ static const char *state_name(const struct smt_table *t, const struct smt_slot *
 	return SMT_STATE(s->state) == SMT_WAITING ? "waiting" : "held";
 }
 
-/* Is kernel lock k covered by a live table entry of the same mode? */
-static bool covered(const struct klock *k, const struct smt_slot *slots, const bool *live, size_t n)
+/* The live entries of a table. */
+struct entries {
+	struct smt_slot *v;
+	const char **state;
+	size_t n, cap;
+};
+
+static void read_entries(const struct smt_table *t, struct entries *e, bool with_stale)
+{
+	for (uint32_t i = 0, lim = smt_scan_limit(t); i < lim; i++) {
+		struct smt_slot s;
+		if (smt_snapshot(t, i, &s) != 1)
+			continue;
+		const char *st = state_name(t, &s);
+		if (!with_stale && !strcmp(st, "stale"))
+			continue;
+		if (e->n >= e->cap) {
+			e->cap = e->cap ? 2 * e->cap : 16;
+			e->v = xrealloc(e->v, e->cap, sizeof(*e->v));
+			e->state = xrealloc(e->state, e->cap, sizeof(*e->state));
+		}
+		e->v[e->n] = s;
+		e->state[e->n++] = st;
+	}
+}
+
+/* Is kernel lock k one of safemap's own, i.e. covered by live table
+ * entries of the same mode (held, or waiting for a waiter)? */
+static bool covered(const struct klock *k, const struct entries *e)
 {
 	uint64_t pos = k->start, end = k->len ? k->start + k->len : UINT64_MAX;
 	bool progress = true;
@@ -319,128 +814,98 @@ static bool covered(const struct klock *k, const struct smt_slot *slots, const b
 		return false;
 	while (pos < end && progress) {
 		progress = false;
-		for (size_t i = 0; i < n; i++)
-			if (live[i] && (slots[i].mode == SMT_MODE_WRITE) == k->write &&
-			    slots[i].off <= pos && pos < slots[i].off + slots[i].len) {
-				pos = slots[i].off + slots[i].len;
+		for (size_t i = 0; i < e->n; i++) {
+			const struct smt_slot *s = &e->v[i];
+			if (!strcmp(e->state[i], "stale") || (s->mode == SMT_MODE_WRITE) != k->write ||
+			    (strcmp(e->state[i], "waiting") == 0) != k->blocked)
+				continue;
+			if (s->off <= pos && pos < s->off + s->len) {
+				pos = s->off + s->len;
 				progress = true;
 			}
+		}
 	}
 	return pos >= end;
 }
 
+static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+	uint64_t aend = alen ? a + alen : UINT64_MAX, bend = blen ? b + blen : UINT64_MAX;
+
+	return a < bend && b < aend;
+}
+
+/* Rows of kernel lock k (on the file shown as path). */
+static void kernel_row(struct libscols_table *tb, const struct klock *k,
+		       const char *path)
+{
+	char comm[32];
+	long pid = owner_of(k);
+
+	comm_of(pid, comm, sizeof(comm));
+	struct row r = { .path = path, .type = k->type, .mode = k->write ? "WRITE" : "READ",
+			 .state = k->blocked ? "waiting" : "held", .comm = comm, .tag = "",
+			 .start = k->start, .len = k->len, .pid = pid, .dev = k->dev, .ino = k->ino,
+			 .mandatory = k->mandatory, .blocker = k->blocked ? blocker_of(k) : 0 };
+	add_row(tb, &r);
+}
+
 /* quiet: a file found by scanning (it may vanish or be rewritten while we
  * look): no message, and a table we cannot read leaves the kernel's rows. */
-static int list_file(struct libscols_table *tb, const char *path, bool quiet)
+static int list_file(struct libscols_table *tb, const struct klocks *kl, const char *path, bool quiet)
 {
-	static struct klock kl[4096];
 	struct smt_table t;
 	struct stat st;
-	char tpath[PATH_MAX];
-	struct smt_slot *slots = NULL;
-	bool *live = NULL;
-	size_t n = 0;
+	struct entries e = { 0 };
+	char tpath[PATH_MAX], *abs = realpath(path, NULL);
+	const char *which, *shown = abs ? abs : path;
 	int rc;
 
-	rc = open_table(path, false, &st, &t, tpath, sizeof(tpath));
-	if ((rc == -ENOENT || (quiet && rc < 0)) && stat(path, &st) == 0)
+	rc = open_table(path, false, &st, &t, tpath, sizeof(tpath), &which);
+	if (rc == -E_NOTABLE || (quiet && rc < 0 && which == tpath))
 		rc = 0, t.fd = -1; /* no (usable) table: the kernel's locks only */
-	else if (rc < 0 && quiet)
-		return 0;
-	else if (rc < 0) {
-		fprintf(stderr, "%s: %s: %s\n", prog, path, rc == -EPROTO ? "invalid lock table" : strerror(-rc));
-		return EXIT_ERROR;
+	if (rc < 0) {
+		if (!quiet)
+			warnx_("%s: %s", which, describe(rc));
+		free(abs);
+		return quiet ? 0 : EXIT_ERROR;
 	}
 	if (!quiet)
 		netfs_note(path);
 	if (t.fd >= 0) {
-		uint32_t lim = smt_scan_limit(&t);
-		slots = calloc(lim ? lim : 1, sizeof(*slots));
-		live = calloc(lim ? lim : 1, sizeof(*live));
-		for (uint32_t i = 0; slots && live && i < lim; i++) {
-			if (smt_snapshot(&t, i, &slots[n]) != 1)
-				continue;
-			const char *state = state_name(&t, &slots[n]);
-			struct row r = { path, "SAFEMAP", slots[n].mode == SMT_MODE_WRITE ? "WRITE" : "READ",
-					 state, slots[n].comm, slots[n].tag, slots[n].off, slots[n].len,
-					 slots[n].since_ns, slots[n].pid, slots[n].tid };
+		read_entries(&t, &e, true);
+		for (size_t i = 0; i < e.n; i++) {
+			const struct smt_slot *s = &e.v[i];
+			struct row r = { .path = shown, .type = "SAFEMAP",
+					 .mode = s->mode == SMT_MODE_WRITE ? "WRITE" : "READ", .state = e.state[i],
+					 .comm = s->comm, .tag = s->tag, .start = s->off, .len = s->len,
+					 .since = s->since_ns, .pid = s->pid, .tid = s->tid, .dev = st.st_dev,
+					 .ino = st.st_ino };
 			add_row(tb, &r);
-			live[n] = strcmp(state, "stale") != 0;
-			n++;
 		}
 	}
-	size_t nk = kernel_locks(st.st_dev, st.st_ino, kl, sizeof(kl) / sizeof(kl[0]));
-	for (size_t i = 0; i < nk; i++) {
-		char comm[32];
-		if (covered(&kl[i], slots, live, n))
+	for (size_t i = 0; i < kl->n; i++) {
+		const struct klock *k = &kl->v[i];
+		if (k->dev != st.st_dev || k->ino != st.st_ino || covered(k, &e))
 			continue;
-		comm_of(kl[i].pid, comm, sizeof(comm));
-		struct row r = { path, kl[i].type, kl[i].write ? "WRITE" : "READ", "held", comm, "",
-				 kl[i].start, kl[i].len, 0, kl[i].pid, 0 };
-		add_row(tb, &r);
+		kernel_row(tb, k, shown);
 	}
-	free(slots);
-	free(live);
+	free(e.v);
+	free(e.state);
+	free(abs);
 	if (t.fd >= 0)
 		smt_detach(&t);
 	return 0;
 }
 
-/* ---- commands ------------------------------------------------------------ */
-
-static uint64_t parse_u64(const char *s, const char *what)
-{
-	const char *err = NULL;
-	long long v = strtonum(s, 0, INT64_MAX, &err);
-
-	if (err)
-		usage_error("%s '%s' is %s", what, s, err);
-	return (uint64_t)v;
-}
-
-static bool parse_mode(const char *s)
-{
-	if (strcmp(s, "r") == 0 || strcmp(s, "read") == 0)
-		return false;
-	if (strcmp(s, "w") == 0 || strcmp(s, "write") == 0)
-		return true;
-	usage_error("mode must be r or w, not '%s'", s);
-}
-
 /* Every file the kernel holds locks on, as lslocks does: paths are found
  * through /proc/PID/fd (OFD locks report pid -1, so every process's
- * descriptors are searched); a file with no path found is shown as
- * DEV:INODE with the kernel's rows only. */
+ * descriptors are searched). */
 struct lockedfile {
 	dev_t dev;
 	ino_t ino;
 	char *path;
 };
-
-static size_t locked_files(struct lockedfile *v, size_t max)
-{
-	FILE *f = fopen("/proc/locks", "re");
-	char line[512];
-	size_t n = 0;
-
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f) && n < max) {
-		unsigned maj, min;
-		unsigned long long ino;
-		char *p = strchr(line, ':');
-		bool seen = false;
-		if (!p || strstr(line, "->") ||
-		    sscanf(p + 1, "%*s %*s %*s %*d %x:%x:%llu", &maj, &min, &ino) != 3)
-			continue;
-		for (size_t i = 0; i < n && !seen; i++)
-			seen = v[i].dev == makedev(maj, min) && v[i].ino == (ino_t)ino;
-		if (!seen)
-			v[n++] = (struct lockedfile){ makedev(maj, min), (ino_t)ino, NULL };
-	}
-	fclose(f);
-	return n;
-}
 
 static void find_paths(struct lockedfile *v, size_t n)
 {
@@ -451,11 +916,13 @@ static void find_paths(struct lockedfile *v, size_t n)
 		char dir[300];
 		DIR *fds;
 		struct dirent *fd;
-		if (pd->d_name[0] < '0' || pd->d_name[0] > '9')
+		if (!isdigit((unsigned char)pd->d_name[0]))
 			continue;
 		snprintf(dir, sizeof(dir), "/proc/%s/fd", pd->d_name);
-		if (!(fds = opendir(dir)))
+		if (!(fds = opendir(dir))) {
+			ctl.unreadable += errno == EACCES || errno == EPERM;
 			continue;
+		}
 		while ((fd = readdir(fds))) {
 			char link[600], target[PATH_MAX];
 			struct stat st;
@@ -479,72 +946,244 @@ static void find_paths(struct lockedfile *v, size_t n)
 		closedir(proc);
 }
 
-static int list_all(struct libscols_table *tb)
+static int list_all(struct libscols_table *tb, const struct klocks *kl)
 {
-	static struct lockedfile v[1024];
-	static struct klock kl[4096];
-	size_t n = locked_files(v, sizeof(v) / sizeof(v[0]));
+	struct lockedfile *v = NULL;
+	size_t n = 0, cap = 0;
 	int rc = 0;
 
+	for (size_t k = 0; k < kl->n; k++) {
+		bool seen = false;
+		for (size_t i = 0; i < n && !seen; i++)
+			seen = v[i].dev == kl->v[k].dev && v[i].ino == kl->v[k].ino;
+		if (seen)
+			continue;
+		GROW(v, n, cap);
+		v[n++] = (struct lockedfile){ kl->v[k].dev, kl->v[k].ino, NULL };
+	}
 	find_paths(v, n);
 	for (size_t i = 0; i < n; i++) {
 		/* safemap's own liveness bytes make a lock table look locked:
 		 * a file whose locks all lie there is a table, not data */
-		size_t nk = kernel_locks(v[i].dev, v[i].ino, kl, sizeof(kl) / sizeof(kl[0])), live = 0;
-		for (size_t k = 0; k < nk; k++)
-			live += kl[k].start >= SMT_LIVE_BASE;
+		size_t nk = 0, live = 0;
+		for (size_t k = 0; k < kl->n; k++) {
+			if (kl->v[k].dev != v[i].dev || kl->v[k].ino != v[i].ino)
+				continue;
+			nk++;
+			live += kl->v[k].start >= SMT_LIVE_BASE;
+		}
 		if (nk && live == nk) {
 			free(v[i].path);
 			continue;
 		}
 		if (v[i].path) {
-			rc |= list_file(tb, v[i].path, true);
+			rc |= list_file(tb, kl, v[i].path, true);
 			free(v[i].path);
 			continue;
 		}
-		char name[64], comm[32];
-		snprintf(name, sizeof(name), "%u:%u:%llu", major(v[i].dev), minor(v[i].dev),
-			 (unsigned long long)v[i].ino);
-		for (size_t k = 0; k < nk; k++) {
-			comm_of(kl[k].pid, comm, sizeof(comm));
-			struct row r = { name, kl[k].type, kl[k].write ? "WRITE" : "READ", "held", comm, "",
-					 kl[k].start, kl[k].len, 0, kl[k].pid, 0 };
-			add_row(tb, &r);
-		}
+		if (ctl.noinaccessible)
+			continue; /* -i: no path, no row (lslocks) */
+		for (size_t k = 0; k < kl->n; k++)
+			if (kl->v[k].dev == v[i].dev && kl->v[k].ino == v[i].ino)
+				kernel_row(tb, &kl->v[k], "");
 	}
+	free(v);
+	if (ctl.unreadable && !ctl.noinaccessible)
+		warnx_("note: the open files of %u processes could not be read (not permitted): "
+		       "their locks show no PATH (-i hides them)",
+		       ctl.unreadable);
 	return rc;
 }
 
+/* ---- commands ------------------------------------------------------------ */
+
+static uint64_t parse_u64(const char *s, const char *what)
+{
+	const char *err = NULL;
+	long long v = strtonum(s, 0, INT64_MAX, &err);
+
+	if (err)
+		usage_err("%s '%s' is %s", what, s, err);
+	return (uint64_t)v;
+}
+
+static bool parse_mode(const char *s)
+{
+	if (strcmp(s, "r") == 0 || strcmp(s, "read") == 0)
+		return false;
+	if (strcmp(s, "w") == 0 || strcmp(s, "write") == 0)
+		return true;
+	usage_err("mode must be r or w, not '%s'", s);
+}
+
+/* "OFF LEN r|w" after PATH */
+static void parse_region(char **argv, uint64_t *off, uint64_t *len, bool *write)
+{
+	*off = parse_u64(argv[1], "offset");
+	*len = parse_u64(argv[2], "length");
+	*write = parse_mode(argv[3]);
+	if (*len == 0 || *len > (uint64_t)INT64_MAX - *off)
+		usage_err("length must be at least 1 and OFF+LEN within 2^63");
+}
+
+enum { OPT_OUTPUT_ALL = 256, OPT_DRY, OPT_TABLE_DIR };
+
+static void help_list(void)
+{
+	printf("\nUsage:\n"
+	       " %s list [options] [PATH...]\n"
+	       "\nRegions held in each PATH (without PATH: in every locked file):\n"
+	       "safemap's lock table joined with the kernel's locks.\n"
+	       "\nOptions:\n"
+	       " -o, --output <list>     output columns (+LIST adds to the defaults)\n"
+	       "     --output-all        output all columns\n"
+	       " -J, --json              JSON output\n"
+	       " -r, --raw               raw output\n"
+	       " -n, --noheadings        no headings\n"
+	       " -b, --bytes             sizes in bytes\n"
+	       " -u, --notruncate        do not truncate text in columns\n"
+	       " -i, --noinaccessible    ignore locks whose file path cannot be found\n"
+	       " -p, --pid <pid>         only the locks held by this process\n"
+	       " -H, --list-columns      list the available columns\n"
+	       "     --table-dir <dir>   tables live in DIR (default: $SAFEMAP_TABLE_DIR, or PATH.smlock)\n"
+	       " -h, --help              display this help\n"
+	       "\nSee lockctl(1).\n",
+	       prog);
+}
+
+static const struct option list_opts[] = {
+	{ "output", required_argument, NULL, 'o' },
+	{ "output-all", no_argument, NULL, OPT_OUTPUT_ALL },
+	{ "json", no_argument, NULL, 'J' },
+	{ "raw", no_argument, NULL, 'r' },
+	{ "noheadings", no_argument, NULL, 'n' },
+	{ "bytes", no_argument, NULL, 'b' },
+	{ "notruncate", no_argument, NULL, 'u' },
+	{ "noinaccessible", no_argument, NULL, 'i' },
+	{ "pid", required_argument, NULL, 'p' },
+	{ "list-columns", no_argument, NULL, 'H' },
+	{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
 static int cmd_list(int argc, char **argv)
 {
-	struct libscols_table *tb = new_table();
-	int rc = 0;
+	static const int excl[][EXCL_MAX] = { { 'J', 'r' } };
+	int seen[ARRAY_SIZE(excl)] = { 0 }, c, rc = 0;
+	bool list_cols = false;
 
-	if (argc == 0)
-		rc = list_all(tb);
-	for (int i = 0; i < argc; i++)
-		rc |= list_file(tb, argv[i], false);
+	for (int i = 0; i < NDEFAULT; i++)
+		ctl.columns[ctl.ncolumns++] = i;
+	while ((c = getopt_long(argc, argv, ":o:JrnbuiHp:h", list_opts, NULL)) != -1) {
+		check_exclusive(c, list_opts, excl, ARRAY_SIZE(excl), seen);
+		switch (c) {
+		case 'o': parse_columns(optarg); break;
+		case OPT_OUTPUT_ALL:
+			ctl.ncolumns = 0;
+			for (int i = 0; i < NCOLS; i++)
+				ctl.columns[ctl.ncolumns++] = i;
+			break;
+		case 'J': ctl.json = true; break;
+		case 'r': ctl.raw = true; break;
+		case 'n': ctl.noheadings = true; break;
+		case 'b': ctl.bytes = true; break;
+		case 'u': ctl.notrunc = true; break;
+		case 'i': ctl.noinaccessible = true; break;
+		case 'p': {
+			const char *err = NULL;
+			ctl.pid = (long)strtonum(optarg, 1, INT32_MAX, &err);
+			if (err)
+				usage_err("pid '%s' is %s", optarg, err);
+			break;
+		}
+		case 'H': list_cols = true; break;
+		case OPT_TABLE_DIR: table_dir = optarg; break;
+		case 'h': help_list(); return 0;
+		default: bad_option(c, argv);
+		}
+	}
+	if (list_cols) {
+		list_columns();
+		return 0;
+	}
+
+	struct klocks kl = { 0 };
+	struct libscols_table *tb = new_table();
+	struct fileid *ids = xrealloc(NULL, (size_t)(argc - optind) + 1, sizeof(*ids));
+	size_t nids = 0;
+	for (int i = optind; i < argc; i++) {
+		struct stat st;
+		if (stat(argv[i], &st) == 0)
+			ids[nids++] = (struct fileid){ st.st_dev, st.st_ino };
+	}
+	if (optind < argc && !nids)
+		ids[nids++] = (struct fileid){ 0, 0 }; /* none of them: no lock */
+	kernel_locks(&kl, ids, nids);
+	free(ids);
+	if (optind == argc)
+		rc = list_all(tb, &kl);
+	for (int i = optind; i < argc; i++)
+		rc |= list_file(tb, &kl, argv[i], false);
 	scols_print_table(tb);
 	scols_unref_table(tb);
+	klocks_free(&kl);
 	return rc ? EXIT_ERROR : 0;
 }
+
+static void help_check(void)
+{
+	printf("\nUsage:\n"
+	       " %s check [options] PATH OFF LEN r|w\n"
+	       "\nIs [OFF, OFF+LEN) free for a read (r) or write (w) lock now?  If not, name\n"
+	       "every holder in the way (exit status 1).\n"
+	       "\nOptions:\n"
+	       "     --table-dir <dir>   tables live in DIR\n"
+	       " -h, --help              display this help\n"
+	       "\nSee lockctl(1).\n",
+	       prog);
+}
+
+static void print_range(uint64_t start, uint64_t len)
+{
+	if (len)
+		printf("%llu-%llu", (unsigned long long)start, (unsigned long long)(start + len - 1));
+	else
+		printf("%llu-EOF", (unsigned long long)start);
+}
+
+static const struct option check_opts[] = {
+	{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
 
 static int cmd_check(int argc, char **argv)
 {
 	struct smt_table t;
 	struct stat st;
 	struct flock fl;
+	struct entries e = { 0 };
+	struct klocks kl = { 0 };
 	char tpath[PATH_MAX];
-	int fd, found = 0;
+	const char *which;
+	uint64_t off, len;
+	bool write;
+	int c, fd, found = 0;
 
-	if (argc != 4)
-		usage_error("usage: check PATH OFF LEN r|w");
-	uint64_t off = parse_u64(argv[1], "offset"), len = parse_u64(argv[2], "length");
-	bool write = parse_mode(argv[3]);
-	if (len == 0 || len > (uint64_t)INT64_MAX - off)
-		usage_error("length must be at least 1 and OFF+LEN within 2^63");
-	if ((fd = open(argv[0], O_RDONLY | O_CLOEXEC)) < 0) {
-		fprintf(stderr, "%s: %s: %s\n", prog, argv[0], strerror(errno));
+	while ((c = getopt_long(argc, argv, ":h", check_opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_TABLE_DIR: table_dir = optarg; break;
+		case 'h': help_check(); return 0;
+		default: bad_option(c, argv);
+		}
+	}
+	argv += optind;
+	if (argc - optind != 4)
+		usage_err("check needs PATH OFF LEN r|w");
+	parse_region(argv, &off, &len, &write);
+	if ((fd = open_regular(argv[0], O_RDONLY, &st)) < 0) {
+		warnx_("%s: %s", argv[0], describe(fd));
 		return EXIT_ERROR;
 	}
 	memset(&fl, 0, sizeof(fl));
@@ -553,7 +1192,7 @@ static int cmd_check(int argc, char **argv)
 	fl.l_start = (off_t)off;
 	fl.l_len = (off_t)len;
 	if (fcntl(fd, F_OFD_GETLK, &fl) < 0) {
-		fprintf(stderr, "%s: F_OFD_GETLK: %s\n", prog, strerror(errno));
+		warnx_("%s: F_OFD_GETLK: %s", argv[0], strerror(errno));
 		close(fd);
 		return EXIT_ERROR;
 	}
@@ -562,66 +1201,129 @@ static int cmd_check(int argc, char **argv)
 		printf("free\n");
 		return 0;
 	}
-	printf("conflict: %s lock on %lld-%lld\n", fl.l_type == F_WRLCK ? "WRITE" : "READ",
-	       (long long)fl.l_start, fl.l_len ? (long long)(fl.l_start + fl.l_len - 1) : -1LL);
-	if (open_table(argv[0], false, &st, &t, tpath, sizeof(tpath)) == 0) {
-		for (uint32_t i = 0, lim = smt_scan_limit(&t); i < lim; i++) {
-			struct smt_slot s;
-			if (smt_snapshot(&t, i, &s) != 1 || s.off >= off + len || off >= s.off + s.len)
-				continue;
-			if (!write && s.mode != SMT_MODE_WRITE)
-				continue;
-			if (strcmp(state_name(&t, &s), "stale") == 0)
-				continue;
-			printf("held by pid %d (%s)%s%s%s: %s %llu-%llu\n", s.pid, s.comm, *s.tag ? " tag \"" : "",
-			       s.tag, *s.tag ? "\"" : "", s.mode == SMT_MODE_WRITE ? "WRITE" : "READ",
-			       (unsigned long long)s.off, (unsigned long long)(s.off + s.len - 1));
-			found++;
-		}
+	/* Name every holder in the way: safemap's live entries, then the
+	 * kernel locks that are not theirs (with owners found for OFD locks). */
+	if (open_table(argv[0], false, &st, &t, tpath, sizeof(tpath), &which) == 0) {
+		read_entries(&t, &e, false);
 		smt_detach(&t);
 	}
-	if (!found)
-		printf("held by a program that does not use safemap (see lockctl list %s)\n", argv[0]);
+	for (size_t i = 0; i < e.n; i++) {
+		const struct smt_slot *s = &e.v[i];
+		if (!overlaps(s->off, s->len, off, len) || (!write && s->mode != SMT_MODE_WRITE) ||
+		    strcmp(e.state[i], "held") != 0)
+			continue;
+		printf("held by pid %d (%s)%s%s%s: %s ", s->pid, s->comm, *s->tag ? " tag \"" : "", s->tag,
+		       *s->tag ? "\"" : "", s->mode == SMT_MODE_WRITE ? "WRITE" : "READ");
+		print_range(s->off, s->len);
+		printf("\n");
+		found++;
+	}
+	kernel_locks(&kl, &(struct fileid){ st.st_dev, st.st_ino }, 1);
+	for (size_t i = 0; i < kl.n; i++) {
+		const struct klock *k = &kl.v[i];
+		char comm[32];
+		if (k->dev != st.st_dev || k->ino != st.st_ino || k->blocked || !overlaps(k->start, k->len, off, len) ||
+		    (!write && !k->write) || covered(k, &e))
+			continue;
+		long pid = owner_of(k);
+		comm_of(pid, comm, sizeof(comm));
+		if (pid > 0)
+			printf("held by pid %ld (%s): %s %s ", pid, *comm ? comm : "?", k->type, k->write ? "WRITE" : "READ");
+		else
+			printf("held by an unknown process: %s %s ", k->type, k->write ? "WRITE" : "READ");
+		print_range(k->start, k->len);
+		printf(" (without safemap)\n");
+		found++;
+	}
+	if (!found) {
+		/* gone between the probe and the listing, or hidden from us */
+		printf("held: %s lock on ", fl.l_type == F_WRLCK ? "WRITE" : "READ");
+		print_range((uint64_t)fl.l_start, (uint64_t)fl.l_len);
+		printf(" (holder not found; see lockctl list %s)\n", argv[0]);
+	}
+	free(e.v);
+	free(e.state);
+	klocks_free(&kl);
 	return EXIT_CONFLICT;
 }
 
-static int cmd_hold(int argc, char **argv, const char *tag)
+static void help_hold(void)
 {
-	sm_options o = { .size = sizeof(o), .tag = tag };
-	sm_holder h[4];
+	printf("\nUsage:\n"
+	       " %s hold [options] PATH OFF LEN r|w -- COMMAND [ARG...]\n"
+	       "\nHold [OFF, OFF+LEN) for reading (r) or writing (w) while COMMAND runs,\n"
+	       "like flock(1); exit with COMMAND's status.\n"
+	       "\nOptions:\n"
+	       " -t, --tag <tag>         the tag to register\n"
+	       "     --table-dir <dir>   tables live in DIR\n"
+	       " -h, --help              display this help\n"
+	       "\nSee lockctl(1).\n",
+	       prog);
+}
+
+static const struct option hold_opts[] = {
+	{ "tag", required_argument, NULL, 't' },
+	{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static int cmd_hold(int argc, char **argv)
+{
+	sm_options o = { .size = sizeof(o) };
 	sm_file *f;
 	sm_slice *s;
-	int rc, status;
+	uint64_t off, len;
+	bool write;
+	int c, rc, status, dash;
 	pid_t pid;
 
-	if (argc < 6 || strcmp(argv[4], "--") != 0)
-		usage_error("usage: hold PATH OFF LEN r|w [--tag T] -- COMMAND...");
-	uint64_t off = parse_u64(argv[1], "offset"), len = parse_u64(argv[2], "length");
-	bool write = parse_mode(argv[3]);
+	/* COMMAND keeps its own options: parse only what comes before "--"
+	 * (getopt would permute "--" away) */
+	for (dash = 1; dash < argc && strcmp(argv[dash], "--") != 0; dash++)
+		;
+	while ((c = getopt_long(dash, argv, ":t:h", hold_opts, NULL)) != -1) {
+		switch (c) {
+		case 't': o.tag = optarg; break;
+		case OPT_TABLE_DIR: table_dir = optarg; break;
+		case 'h': help_hold(); return 0;
+		default: bad_option(c, argv);
+		}
+	}
+	if (dash - optind != 4 || dash + 1 >= argc)
+		usage_err("hold needs PATH OFF LEN r|w -- COMMAND");
+	char **cmd = argv + dash + 1;
+	argv += optind;
+	parse_region(argv, &off, &len, &write);
+	o.table_dir = table_dir;
 	if ((rc = sm_open(argv[0], write ? SM_RDWR : SM_RDONLY, &o, &f)) < 0) {
-		fprintf(stderr, "%s: %s: %s\n", prog, argv[0], sm_strerror(rc));
+		warnx_("%s: %s", argv[0], sm_strerror(rc));
 		return rc == -EINVAL || rc == -ERANGE ? EXIT_USAGE : EXIT_ERROR;
 	}
 	rc = write ? sm_map_write(f, off, len, 0, &s) : sm_map_read(f, off, len, 0, &s);
 	if (rc < 0) {
-		fprintf(stderr, "%s: %s %llu+%llu: %s\n", prog, argv[0], (unsigned long long)off,
-			(unsigned long long)len, sm_strerror(rc));
-		int n = rc == -EBUSY ? sm_holders(f, off, len, h, 4) : 0;
-		for (int i = 0; i < n && i < 4; i++)
-			fprintf(stderr, "%s: held by pid %d (%s)%s%s\n", prog, h[i].pid, h[i].comm,
-				*h[i].tag ? " tag " : "", h[i].tag);
+		warnx_("%s %llu+%llu: %s", argv[0], (unsigned long long)off, (unsigned long long)len,
+		       sm_strerror(rc));
+		int n = rc == -EBUSY ? sm_holders(f, off, len, NULL, 0) : 0;
+		sm_holder *h = n > 0 ? xrealloc(NULL, (size_t)n, sizeof(*h)) : NULL;
+		if (h)
+			n = sm_holders(f, off, len, h, (size_t)n);
+		for (int i = 0; h && i < n; i++)
+			warnx_("held by pid %d (%s)%s%s%s", h[i].pid, h[i].comm, *h[i].tag ? " tag \"" : "",
+			       h[i].tag, *h[i].tag ? "\"" : "");
+		free(h);
 		sm_close(f);
 		return rc == -EBUSY ? EXIT_CONFLICT : rc == -EINVAL || rc == -ERANGE ? EXIT_USAGE : EXIT_ERROR;
 	}
 	/* like flock(1): the region is held while the command runs; our
 	 * descriptors are O_CLOEXEC, so the command cannot keep it */
 	if ((pid = fork()) == 0) {
-		execvp(argv[5], argv + 5);
-		fprintf(stderr, "%s: %s: %s\n", prog, argv[5], strerror(errno));
+		execvp(cmd[0], cmd);
+		warnx_("%s: %s", cmd[0], strerror(errno));
 		_exit(127);
 	}
 	if (pid < 0) {
-		perror("fork");
+		warnx_("fork: %s", strerror(errno));
 		status = EXIT_ERROR << 8;
 	} else {
 		signal(SIGINT, SIG_IGN);
@@ -635,44 +1337,103 @@ static int cmd_hold(int argc, char **argv, const char *tag)
 	return WEXITSTATUS(status);
 }
 
-static int cmd_reap(int argc, char **argv, bool dry)
+static void help_reap(void)
+{
+	printf("\nUsage:\n"
+	       " %s reap [options] PATH\n"
+	       "\nRemove the table entries whose holder is gone, and invalid ones.\n"
+	       "\nOptions:\n"
+	       "     --dry-run           only count them\n"
+	       "     --table-dir <dir>   tables live in DIR\n"
+	       " -h, --help              display this help\n"
+	       "\nSee lockctl(1).\n",
+	       prog);
+}
+
+static const struct option reap_opts[] = {
+	{ "dry-run", no_argument, NULL, OPT_DRY },
+	{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static int cmd_reap(int argc, char **argv)
 {
 	struct smt_table t;
 	struct stat st;
 	char tpath[PATH_MAX];
-	int rc;
+	const char *which;
+	bool dry = false;
+	int c, rc;
 
-	if (argc != 1)
-		usage_error("usage: reap [--dry-run] PATH");
-	if ((rc = open_table(argv[0], !dry, &st, &t, tpath, sizeof(tpath))) < 0) {
-		fprintf(stderr, "%s: %s: %s\n", prog, argv[0], rc == -EPROTO ? "invalid lock table" : strerror(-rc));
+	while ((c = getopt_long(argc, argv, ":h", reap_opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_DRY: dry = true; break;
+		case OPT_TABLE_DIR: table_dir = optarg; break;
+		case 'h': help_reap(); return 0;
+		default: bad_option(c, argv);
+		}
+	}
+	if (argc - optind != 1)
+		usage_err("reap needs one PATH");
+	argv += optind;
+	if ((rc = open_table(argv[0], !dry, &st, &t, tpath, sizeof(tpath), &which)) < 0) {
+		warnx_("%s: %s", which, describe(rc));
 		return EXIT_ERROR;
 	}
 	rc = smt_reap(&t, dry);
 	smt_detach(&t);
 	if (rc < 0) {
-		fprintf(stderr, "%s: %s\n", prog, strerror(-rc));
+		warnx_("%s: %s", tpath, strerror(-rc));
 		return EXIT_ERROR;
 	}
 	printf("%s %d stale %s\n", dry ? "would reap" : "reaped", rc, rc == 1 ? "entry" : "entries");
 	return 0;
 }
 
+static void help_info(void)
+{
+	printf("\nUsage:\n"
+	       " %s info [options] PATH\n"
+	       "\nThe table's path, format, capacity, generation, entries, and whether every\n"
+	       "held entry is backed by a kernel lock.\n"
+	       "\nOptions:\n"
+	       "     --table-dir <dir>   tables live in DIR\n"
+	       " -h, --help              display this help\n"
+	       "\nSee lockctl(1).\n",
+	       prog);
+}
+
+static const struct option info_opts[] = {
+	{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
 static int cmd_info(int argc, char **argv)
 {
 	struct smt_table t;
-	struct stat st;
+	struct stat st, dst;
 	char tpath[PATH_MAX];
+	const char *which;
 	unsigned held = 0, stale = 0, changing = 0, invalid = 0, backed = 0;
-	int rc, fd;
+	int c, rc, fd;
 
-	if (argc != 1)
-		usage_error("usage: info PATH");
-	if ((rc = open_table(argv[0], false, &st, &t, tpath, sizeof(tpath))) < 0) {
-		fprintf(stderr, "%s: %s: %s\n", prog, argv[0], rc == -EPROTO ? "invalid lock table" : strerror(-rc));
+	while ((c = getopt_long(argc, argv, ":h", info_opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_TABLE_DIR: table_dir = optarg; break;
+		case 'h': help_info(); return 0;
+		default: bad_option(c, argv);
+		}
+	}
+	if (argc - optind != 1)
+		usage_err("info needs one PATH");
+	argv += optind;
+	if ((rc = open_table(argv[0], false, &st, &t, tpath, sizeof(tpath), &which)) < 0) {
+		warnx_("%s: %s", which, describe(rc));
 		return EXIT_ERROR;
 	}
-	fd = open(argv[0], O_RDONLY | O_CLOEXEC);
+	fd = open_regular(argv[0], O_RDONLY, &dst);
 	uint32_t lim = smt_scan_limit(&t);
 	for (uint32_t i = 0; i < lim; i++) {
 		struct smt_slot s;
@@ -715,128 +1476,610 @@ static int cmd_info(int argc, char **argv)
 	return 0;
 }
 
+/* ---- map: the file as a bar ------------------------------------------------ */
+
+/* One region drawn on the bar, and listed under it. */
+struct span {
+	uint64_t start, len; /* len 0: to end of file */
+	char glyph;
+	char desc[192];
+};
+
+/* Glyphs, by precedence when regions share a cell, with their colours. */
+static const struct glyph {
+	char c;
+	const char *color, *name, *svg_class, *fill;
+} glyphs[] = {
+	{ '#', "\033[1;31m", "write", "write", "#d62728" },
+	{ 'K', "\033[35m", "kernel lock without safemap", "kernel", "#9467bd" },
+	{ '=', "\033[32m", "read", "read", "#2ca02c" },
+	{ '~', "\033[33m", "waiting", "waiting", "#ffbf00" },
+	{ '?', "\033[2m", "stale", "stale", "#999999" },
+	{ '.', NULL, "free", "free", "#f4f4f4" },
+};
+
+static const struct glyph *glyph_of(char c)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(glyphs); i++)
+		if (glyphs[i].c == c)
+			return &glyphs[i];
+	return &glyphs[ARRAY_SIZE(glyphs) - 1];
+}
+
+static void span_range(const struct span *sp, char *buf, size_t n)
+{
+	if (sp->len)
+		snprintf(buf, n, "%llu-%llu", (unsigned long long)sp->start,
+			 (unsigned long long)(sp->start + sp->len - 1));
+	else
+		snprintf(buf, n, "%llu-EOF", (unsigned long long)sp->start);
+}
+
+static void xml_text(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		switch (*s) {
+		case '&': fputs("&amp;", f); break;
+		case '<': fputs("&lt;", f); break;
+		case '>': fputs("&gt;", f); break;
+		case '"': fputs("&quot;", f); break;
+		case '\'': fputs("&apos;", f); break;
+		default:
+			/* control bytes are not XML; a tag or comm may hold any */
+			if ((unsigned char)*s < 0x20)
+				fputc('?', f);
+			else
+				fputc(*s, f);
+		}
+	}
+}
+
+/* The same picture as SVG: the bar with each region at its exact place
+ * (at least one pixel wide), the scale, the legend and the holders. */
+static int write_svg(const char *file, const char *title, uint64_t size, uint64_t extent, const struct span *sp,
+		     size_t nsp, long width)
+{
+	const double bar_w = (double)width * 8, x0 = 10, y0 = 34, bar_h = 28;
+	const int line_h = 16;
+	int height = (int)(y0 + bar_h + 24 + line_h * (2 + (int)nsp) + 10);
+	double svg_w = bar_w + 2 * x0, legend_w = x0;
+	FILE *f = fopen(file, "we");
+
+	if (!f)
+		return -errno;
+	for (size_t g = 0; g < ARRAY_SIZE(glyphs); g++)
+		legend_w += 14 + 7.5 * (double)strlen(glyphs[g].name) + 14;
+	if (legend_w > svg_w)
+		svg_w = legend_w;
+	fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+		   "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%d\" "
+		   "viewBox=\"0 0 %.0f %d\" font-family=\"monospace\" font-size=\"12\">\n",
+		svg_w, height, svg_w, height);
+	fputs("<title>lockctl map ", f);
+	xml_text(f, title);
+	fputs("</title>\n<text x=\"10\" y=\"20\">", f);
+	xml_text(f, title);
+	fprintf(f, ": %llu bytes</text>\n", (unsigned long long)size);
+	fprintf(f, "<rect class=\"free\" x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"%s\" stroke=\"#888888\"/>\n",
+		x0, y0, bar_w, bar_h, glyph_of('.')->fill);
+	/* lowest precedence first, so writes are drawn on top */
+	for (size_t g = ARRAY_SIZE(glyphs); g-- > 0;) {
+		for (size_t i = 0; i < nsp; i++) {
+			if (sp[i].glyph != glyphs[g].c)
+				continue;
+			uint64_t end = sp[i].len ? sp[i].start + sp[i].len : extent;
+			double x = x0 + bar_w * (double)sp[i].start / (double)extent;
+			double w = bar_w * (double)(end - sp[i].start) / (double)extent;
+			char range[64];
+			span_range(&sp[i], range, sizeof(range));
+			fprintf(f, "<rect class=\"%s\" x=\"%.2f\" y=\"%.0f\" width=\"%.2f\" height=\"%.0f\" fill=\"%s\">"
+				   "<title>%s ", glyphs[g].svg_class, x, y0, w < 1 ? 1 : w, bar_h, glyphs[g].fill, range);
+			xml_text(f, sp[i].desc);
+			fputs("</title></rect>\n", f);
+		}
+	}
+	double y = y0 + bar_h + 14;
+	fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">0</text>\n<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">%llu</text>\n",
+		x0, y, x0 + bar_w, y, (unsigned long long)(extent - 1));
+	y += line_h + 4;
+	double lx = x0;
+	for (size_t g = 0; g < ARRAY_SIZE(glyphs); g++) {
+		fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"10\" height=\"10\" fill=\"%s\" stroke=\"#888888\"/>"
+			   "<text x=\"%.0f\" y=\"%.0f\">%s</text>\n",
+			lx, y - 9, glyphs[g].fill, lx + 14, y, glyphs[g].name);
+		lx += 14 + 7.5 * (double)strlen(glyphs[g].name) + 14;
+	}
+	for (size_t i = 0; i < nsp; i++) {
+		char range[64];
+		y += line_h;
+		span_range(&sp[i], range, sizeof(range));
+		fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">%c %s ", x0, y, glyph_of(sp[i].glyph)->fill,
+			sp[i].glyph, range);
+		xml_text(f, sp[i].desc);
+		fputs("</text>\n", f);
+	}
+	fputs("</svg>\n", f);
+	if (ferror(f) | (fclose(f) != 0))
+		return -EIO;
+	return 0;
+}
+
+static int precedence(char c)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(glyphs); i++)
+		if (glyphs[i].c == c)
+			return (int)(ARRAY_SIZE(glyphs) - i);
+	return 0;
+}
+
+static const char *color_of(char c)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(glyphs); i++)
+		if (glyphs[i].c == c)
+			return glyphs[i].color;
+	return NULL;
+}
+
+static int span_cmp(const void *a, const void *b)
+{
+	const struct span *x = a, *y = b;
+
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+static void help_map(void)
+{
+	printf("\nUsage:\n"
+	       " %s map [options] PATH\n"
+	       "\nThe file as a bar scaled to the terminal: read and write regions, waiters,\n"
+	       "stale entries and kernel locks of other programs, with a legend and the\n"
+	       "holders listed under it.\n"
+	       "\nOptions:\n"
+	       " -w, --width <n>         width of the picture (default: the terminal's, or 80)\n"
+	       "     --color[=<when>]    colour the bar: auto (on a terminal), always, never\n"
+	       "     --svg <file>        also write the picture as SVG to FILE\n"
+	       "     --table-dir <dir>   tables live in DIR\n"
+	       " -h, --help              display this help\n"
+	       "\nSee lockctl(1).\n",
+	       prog);
+}
+
+static void help_watch(void)
+{
+	printf("\nUsage:\n"
+	       " %s watch [options] PATH\n"
+	       "\nThe map of PATH, redrawn every second as locks come and go.\n"
+	       "\nOptions:\n"
+	       "     --count <n>         draw n pictures, then exit\n"
+	       " -w, --width <n>         width of the picture (default: the terminal's, or 80)\n"
+	       "     --color[=<when>]    colour the bar: auto (on a terminal), always, never\n"
+	       "     --table-dir <dir>   tables live in DIR\n"
+	       " -h, --help              display this help\n"
+	       "\nSee lockctl(1).\n",
+	       prog);
+}
+
+/* Options shared by map and watch. */
+struct map_opts {
+	long width;
+	int color; /* -1: auto */
+	long count;   /* watch: frames to draw, 0: until interrupted */
+	const char *svg; /* map: also write the picture as SVG here */
+};
+
+static void map_defaults(struct map_opts *m)
+{
+	if (m->color < 0)
+		m->color = isatty(STDOUT_FILENO);
+	if (!m->width) {
+		struct winsize ws;
+		const char *cols = getenv("COLUMNS");
+		if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 12)
+			m->width = ws.ws_col;
+		else if (cols && atol(cols) >= 12 && atol(cols) <= 1000)
+			m->width = atol(cols);
+		else
+			m->width = 80;
+	}
+}
+
+enum { OPT_COLOR = 300, OPT_COUNT, OPT_SVG };
+
+/* Parse map's (and watch's) options; returns the index of PATH. */
+static const struct option map_longopts[] = {
+	{ "width", required_argument, NULL, 'w' },
+	{ "color", optional_argument, NULL, OPT_COLOR },
+	{ "svg", required_argument, NULL, OPT_SVG },
+	{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static const struct option watch_longopts[] = {
+	{ "width", required_argument, NULL, 'w' },
+	{ "color", optional_argument, NULL, OPT_COLOR },
+	{ "count", required_argument, NULL, OPT_COUNT },
+	{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static int map_options(int argc, char **argv, struct map_opts *m, bool watch)
+{
+	int c;
+
+	m->width = 0;
+	m->color = -1;
+	m->count = 0;
+	m->svg = NULL;
+	while ((c = getopt_long(argc, argv, ":w:h", watch ? watch_longopts : map_longopts, NULL)) != -1) {
+		const char *err = NULL;
+		switch (c) {
+		case 'w':
+			m->width = (long)strtonum(optarg, 12, 1000, &err);
+			if (err)
+				usage_err("width '%s' is %s (12 to 1000)", optarg, err);
+			break;
+		case OPT_COLOR:
+			if (!optarg || !strcmp(optarg, "always"))
+				m->color = 1;
+			else if (!strcmp(optarg, "never"))
+				m->color = 0;
+			else if (!strcmp(optarg, "auto"))
+				m->color = -1;
+			else
+				usage_err("--color must be auto, always or never, not '%s'", optarg);
+			break;
+		case OPT_COUNT:
+			m->count = (long)strtonum(optarg, 1, LONG_MAX, &err);
+			if (err)
+				usage_err("count '%s' is %s", optarg, err);
+			break;
+		case OPT_SVG:
+			m->svg = optarg;
+			break;
+		case OPT_TABLE_DIR: table_dir = optarg; break;
+		case 'h':
+			if (watch)
+				help_watch();
+			else
+				help_map();
+			exit(0);
+		default: bad_option(c, argv);
+		}
+	}
+	if (argc - optind != 1)
+		usage_err("%s needs one PATH", watch ? "watch" : "map");
+	map_defaults(m);
+	return optind;
+}
+
+static int draw_map(const char *path, const struct map_opts *m)
+{
+	struct smt_table t;
+	struct stat st;
+	struct entries e = { 0 };
+	struct klocks kl = { 0 };
+	struct span *sp = NULL;
+	size_t nsp = 0, cap = 0;
+	char tpath[PATH_MAX];
+	const char *which;
+	int rc;
+
+	rc = open_table(path, false, &st, &t, tpath, sizeof(tpath), &which);
+	if (rc < 0 && rc != -E_NOTABLE) {
+		warnx_("%s: %s", which, describe(rc));
+		return EXIT_ERROR;
+	}
+	if (rc == 0) {
+		read_entries(&t, &e, true);
+		smt_detach(&t);
+	}
+	for (size_t i = 0; i < e.n; i++) {
+		const struct smt_slot *s = &e.v[i];
+		GROW(sp, nsp, cap);
+		struct span *x = &sp[nsp++];
+		x->start = s->off;
+		x->len = s->len;
+		x->glyph = !strcmp(e.state[i], "stale") ? '?' : !strcmp(e.state[i], "waiting") ? '~'
+							 : s->mode == SMT_MODE_WRITE ? '#' : '=';
+		snprintf(x->desc, sizeof(x->desc), "%-5s %-7s pid %d (%s)%s%s%s", s->mode == SMT_MODE_WRITE ? "WRITE" : "READ",
+			 e.state[i], s->pid, s->comm, *s->tag ? " tag \"" : "", s->tag, *s->tag ? "\"" : "");
+	}
+	kernel_locks(&kl, &(struct fileid){ st.st_dev, st.st_ino }, 1);
+	for (size_t i = 0; i < kl.n; i++) {
+		const struct klock *k = &kl.v[i];
+		char comm[32];
+		if (k->dev != st.st_dev || k->ino != st.st_ino || covered(k, &e))
+			continue;
+		long pid = owner_of(k);
+		comm_of(pid, comm, sizeof(comm));
+		GROW(sp, nsp, cap);
+		struct span *x = &sp[nsp++];
+		x->start = k->start;
+		x->len = k->len;
+		x->glyph = k->blocked ? '~' : 'K';
+		snprintf(x->desc, sizeof(x->desc), "%-5s %-7s pid %ld (%s) %s", k->write ? "WRITE" : "READ",
+			 k->blocked ? "waiting" : "held", pid, comm, k->type);
+	}
+	qsort(sp, nsp, sizeof(*sp), span_cmp);
+
+	/* the bar covers [0, extent): the file, or further if regions do */
+	uint64_t extent = (uint64_t)st.st_size;
+	for (size_t i = 0; i < nsp; i++) {
+		uint64_t end = sp[i].len ? sp[i].start + sp[i].len : sp[i].start + 1;
+		if (end > extent)
+			extent = end;
+	}
+	if (!extent)
+		extent = 1;
+	size_t cells = (size_t)m->width - 2;
+	char *bar = xrealloc(NULL, cells + 1, 1);
+	memset(bar, '.', cells);
+	bar[cells] = '\0';
+	for (size_t i = 0; i < nsp; i++) {
+		uint64_t end = sp[i].len ? sp[i].start + sp[i].len : extent;
+		/* every cell that holds a byte of the region, so that a
+		 * one-byte lock still shows */
+		size_t first = (size_t)((unsigned __int128)sp[i].start * cells / extent);
+		size_t last = (size_t)(((unsigned __int128)end * cells + extent - 1) / extent);
+		for (size_t k = first; k < last && k < cells; k++)
+			if (precedence(sp[i].glyph) > precedence(bar[k]))
+				bar[k] = sp[i].glyph;
+	}
+
+	char *abs = realpath(path, NULL), num[32];
+	const char *shown = abs ? abs : path;
+	printf("%s: %llu bytes, %zu cells of ~%llu bytes\n", shown, (unsigned long long)st.st_size,
+	       cells, (unsigned long long)((extent + cells - 1) / cells));
+	putchar('[');
+	for (size_t k = 0; k < cells; k++) {
+		const char *col = m->color ? color_of(bar[k]) : NULL;
+		if (col)
+			printf("%s%c\033[0m", col, bar[k]);
+		else
+			putchar(bar[k]);
+	}
+	printf("]\n");
+	snprintf(num, sizeof(num), "%llu", (unsigned long long)(extent - 1));
+	printf(" 0%*s\n", (int)(cells - 1), num);
+	for (size_t i = 0; i < ARRAY_SIZE(glyphs); i++) {
+		const char *col = m->color ? glyphs[i].color : NULL;
+		printf("%s%s%c%s %s", i ? "  " : " ", col ? col : "", glyphs[i].c, col ? "\033[0m" : "", glyphs[i].name);
+	}
+	printf("\n");
+	for (size_t i = 0; i < nsp; i++) {
+		char range[64];
+		span_range(&sp[i], range, sizeof(range));
+		printf(" %c %-21s %s\n", sp[i].glyph, range, sp[i].desc);
+	}
+	if (m->svg && (rc = write_svg(m->svg, shown, (uint64_t)st.st_size, extent, sp, nsp, m->width)) < 0) {
+		warnx_("%s: %s", m->svg, strerror(-rc));
+		rc = EXIT_ERROR;
+	} else
+		rc = 0;
+	free(bar);
+	free(sp);
+	free(e.v);
+	free(e.state);
+	klocks_free(&kl);
+	free(abs);
+	return rc;
+}
+
+static int cmd_map(int argc, char **argv)
+{
+	struct map_opts m;
+	int i = map_options(argc, argv, &m, false);
+
+	return draw_map(argv[i], &m);
+}
+
+/* Redraw the map every second: slots change through a shared mapping,
+ * which inotify does not report, so a tick it is (never a busy loop). */
+static int cmd_watch(int argc, char **argv)
+{
+	struct map_opts m;
+	int i = map_options(argc, argv, &m, true), rc = 0;
+	bool tty = isatty(STDOUT_FILENO);
+
+	for (long n = 0; !m.count || n < m.count; n++) {
+		if (n) {
+			struct timespec ts = { 1, 0 };
+			while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+				;
+		}
+		if (tty)
+			fputs("\033[H\033[2J", stdout); /* like watch(1) */
+		else if (n)
+			putchar('\n');
+		if ((rc = draw_map(argv[i], &m)) != 0)
+			break;
+		fflush(stdout);
+	}
+	return rc;
+}
+
+/* ---- the command table (kmod's tools/kmod.c) ------------------------------ */
+
+static int cmd_help(int argc, char **argv);
+static int cmd_completion(int argc, char **argv);
+
+static const struct option main_opts[] = {
+	{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
+	{ "version", no_argument, NULL, 'V' },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static const struct option no_opts[] = { { NULL, 0, NULL, 0 } };
+
+static const struct command {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const struct option *opts; /* for the completion script */
+	const char *help;
+} commands[] = {
+	{ "list", cmd_list, list_opts, "regions held in files: the lock table joined with the kernel's locks" },
+	{ "check", cmd_check, check_opts, "is a region free? if not, who holds it" },
+	{ "hold", cmd_hold, hold_opts, "hold a region while a command runs (like flock(1))" },
+	{ "reap", cmd_reap, reap_opts, "remove table entries whose holder is gone" },
+	{ "info", cmd_info, info_opts, "the table's header, capacity, generation and consistency" },
+	{ "map", cmd_map, map_longopts, "a picture of the file's regions: who holds what" },
+	{ "watch", cmd_watch, watch_longopts, "the picture, redrawn every second" },
+	{ "completion", cmd_completion, no_opts, "print the bash completion script (completion bash)" },
+	{ "help", cmd_help, no_opts, "this help" },
+};
+
+/* Every option of a command, short and long, for the completion script. */
+static void print_options(const struct option *opts)
+{
+	for (const struct option *o = opts; o->name; o++) {
+		if (o->val > 0 && o->val < 128 && isalnum(o->val))
+			printf(" -%c", o->val);
+		printf(" --%s", o->name);
+	}
+}
+
+/* The bash completion script, generated from the tables above so it never
+ * falls behind them: `lockctl completion bash` >
+ * ${datadir}/bash-completion/completions/lockctl */
+static int cmd_completion(int argc, char **argv)
+{
+	if (argc != 2 || strcmp(argv[1], "bash") != 0)
+		usage_err("completion needs the shell: bash");
+	printf("# bash completion for lockctl(1), generated by 'lockctl completion bash'\n"
+	       "_lockctl()\n{\n"
+	       "\tlocal cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} cmd= i\n"
+	       "\tCOMPREPLY=()\n"
+	       "\tfor ((i = 1; i < COMP_CWORD; i++)); do\n"
+	       "\t\tcase ${COMP_WORDS[i]} in\n"
+	       "\t\t--table-dir) ((i++)) ;;\n"
+	       "\t\t-*) ;;\n"
+	       "\t\t*) cmd=${COMP_WORDS[i]}; break ;;\n"
+	       "\t\tesac\n"
+	       "\tdone\n"
+	       "\tlocal j\n"
+	       "\tif [[ $cmd == hold ]]; then\n"
+	       "\t\tfor ((j = i + 1; j < COMP_CWORD; j++)); do\n"
+	       "\t\t\tif [[ ${COMP_WORDS[j]} == -- ]]; then\n"
+	       "\t\t\t\t((j + 1 == COMP_CWORD)) && COMPREPLY=($(compgen -c -- \"$cur\" | sort -u)) ||\n"
+	       "\t\t\t\t\tCOMPREPLY=($(compgen -f -- \"$cur\"))\n"
+	       "\t\t\t\treturn\n"
+	       "\t\t\tfi\n"
+	       "\t\tdone\n"
+	       "\tfi\n"
+	       "\tcase $prev in\n"
+	       "\t--table-dir) COMPREPLY=($(compgen -d -- \"$cur\")); return ;;\n"
+	       "\t--svg) COMPREPLY=($(compgen -f -- \"$cur\")); return ;;\n"
+	       "\t-p|--pid) COMPREPLY=($(compgen -W \"$(cd /proc && echo [0-9]*)\" -- \"$cur\")); return ;;\n"
+	       "\t-t|--tag|-w|--width|--count) return ;;\n"
+	       "\t-o|--output)\n"
+	       "\t\tlocal w=${cur##*,} pre\n"
+	       "\t\tpre=${cur%%\"$w\"}\n"
+	       "\t\tif [[ -z $pre && $w == +* ]]; then pre=+; w=${w#+}; fi\n"
+	       "\t\tCOMPREPLY=($(compgen -P \"$pre\" -W \"");
+	for (int i = 0; i < NCOLS; i++)
+		printf("%s%s", i ? " " : "", infos[i].name);
+	printf("\" -- \"$w\"))\n"
+	       "\t\treturn ;;\n"
+	       "\tesac\n"
+	       "\tif [[ $cur == --color=* ]]; then\n"
+	       "\t\tCOMPREPLY=($(compgen -P --color= -W \"auto always never\" -- \"${cur#--color=}\"))\n"
+	       "\t\treturn\n"
+	       "\tfi\n"
+	       "\tlocal opts\n"
+	       "\tcase $cmd in\n"
+	       "\t'')\n"
+	       "\t\tif [[ $cur == -* ]]; then opts='");
+	print_options(main_opts);
+	printf("'; else opts='");
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
+		printf(" %s", commands[i].name);
+	printf("'; fi ;;\n");
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
+		printf("\t%s) opts='", commands[i].name);
+		print_options(commands[i].opts);
+		printf("' ;;\n");
+	}
+	printf("\tesac\n"
+	       "\tif [[ $cur == -* || -z $cmd ]]; then\n"
+	       "\t\tCOMPREPLY=($(compgen -W \"$opts\" -- \"$cur\"))\n"
+	       "\telif [[ $cmd == completion ]]; then\n"
+	       "\t\tCOMPREPLY=($(compgen -W bash -- \"$cur\"))\n"
+	       "\telif [[ $cmd == check || $cmd == hold ]]; then\n"
+	       "\t\t# PATH, then OFF LEN r|w\n"
+	       "\t\tlocal n=0\n"
+	       "\t\tfor ((i++; i < COMP_CWORD; i++)); do\n"
+	       "\t\t\tcase ${COMP_WORDS[i]} in -t|--tag|--table-dir) ((i++)) ;; -*) ;; *) ((n++)) ;; esac\n"
+	       "\t\tdone\n"
+	       "\t\tcase $n in\n"
+	       "\t\t0) COMPREPLY=($(compgen -f -- \"$cur\")) ;;\n"
+	       "\t\t3) COMPREPLY=($(compgen -W 'r w' -- \"$cur\")) ;;\n"
+	       "\t\t4) [[ $cmd == hold ]] && COMPREPLY=(--) ;;\n"
+	       "\t\tesac\n"
+	       "\telif [[ $cmd != help ]]; then\n"
+	       "\t\tCOMPREPLY=($(compgen -f -- \"$cur\"))\n"
+	       "\tfi\n"
+	       "}\n"
+	       "complete -F _lockctl lockctl\n");
+	return 0;
+}
+
 static void help(void)
 {
-	printf("Usage:\n"
-	       " %1$s list [options] [PATH...]\n"
-	       " %1$s check PATH OFF LEN r|w\n"
-	       " %1$s hold PATH OFF LEN r|w [--tag TAG] -- COMMAND [ARG...]\n"
-	       " %1$s reap [--dry-run] PATH\n"
-	       " %1$s info PATH\n"
+	printf("\nUsage:\n"
+	       " %s [options] <command> [command options] [args]\n"
 	       "\nInspect and hold regions of files shared through safemap.\n"
-	       "\nCommands:\n"
-	       " list      regions held in each PATH (without PATH: in every locked file):\n"
-	       "           safemap's table joined with the kernel's locks\n"
-	       " check     is [OFF, OFF+LEN) free for a read (r) or write (w) lock? who holds it?\n"
-	       " hold      hold the region while COMMAND runs (like flock(1))\n"
-	       " reap      remove table entries whose holder is gone\n"
-	       " info      the table's header, capacity, generation and consistency\n"
-	       "\nOptions:\n"
-	       " -o, --output <list>     output columns (+LIST adds to the defaults)\n"
-	       "     --output-all        output all columns\n"
-	       " -J, --json              JSON output\n"
-	       " -r, --raw               raw output\n"
-	       " -n, --noheadings        no headings\n"
-	       " -b, --bytes             sizes in bytes\n"
-	       " -H, --list-columns      list the available columns\n"
-	       " -t, --tag <tag>         (hold) the tag to register\n"
-	       "     --dry-run           (reap) only count\n"
+	       "\nCommands:\n",
+	       prog);
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
+		printf("  %-8s %s\n", commands[i].name, commands[i].help);
+	printf("\nOptions:\n"
 	       "     --table-dir <dir>   tables live in DIR (default: $SAFEMAP_TABLE_DIR, or PATH.smlock)\n"
-	       " -h, --help              this help\n"
+	       " -V, --version           display version\n"
+	       " -h, --help              display this help\n"
+	       "\n'%s <command> --help' describes a command's options.\n"
 	       "\nExit status: 0 success (check: free), 1 conflict (check, hold), 2 bad usage,\n"
 	       "3 the file or its table could not be read; hold exits with COMMAND's status.\n"
 	       "\nSee lockctl(1).\n",
 	       prog);
 }
 
+static int cmd_help(int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	help();
+	return 0;
+}
+
+
 int main(int argc, char **argv)
 {
-	enum { OPT_ALL = 256, OPT_DRY, OPT_TABLE_DIR };
-	static const struct option opts[] = {
-		{ "output", required_argument, NULL, 'o' }, { "output-all", no_argument, NULL, OPT_ALL },
-		{ "json", no_argument, NULL, 'J' },          { "raw", no_argument, NULL, 'r' },
-		{ "noheadings", no_argument, NULL, 'n' },    { "bytes", no_argument, NULL, 'b' },
-		{ "list-columns", no_argument, NULL, 'H' },  { "tag", required_argument, NULL, 't' },
-		{ "dry-run", no_argument, NULL, OPT_DRY },   { "table-dir", required_argument, NULL, OPT_TABLE_DIR },
-		{ "help", no_argument, NULL, 'h' },          { NULL, 0, NULL, 0 },
-	};
-	const char *tag = NULL, *cmd;
-	bool dry = false, list_cols = false;
 	int c;
 
-	for (int i = 0; i <= COL_TYPE; i++)
-		columns[ncolumns++] = i;
-	/* "+" stops at the first non-option, so hold's COMMAND keeps its own
-	 * options; options may come before or after the subcommand */
-	while ((c = getopt_long(argc, argv, "+o:JrnbHt:h", opts, NULL)) != -1) {
+	opterr = 0; /* bad_option says it on one line */
+	/* "+": stop at the command; its options are its own */
+	while ((c = getopt_long(argc, argv, "+:hV", main_opts, NULL)) != -1) {
 		switch (c) {
-		case 'o': parse_columns(optarg); break;
-		case OPT_ALL:
-			ncolumns = 0;
-			for (int i = 0; i < NCOLS; i++)
-				columns[ncolumns++] = i;
-			break;
-		case 'J': json = true; break;
-		case 'r': raw = true; break;
-		case 'n': noheadings = true; break;
-		case 'b': bytes = true; break;
-		case 'H': list_cols = true; break;
-		case 't': tag = optarg; break;
-		case OPT_DRY: dry = true; break;
 		case OPT_TABLE_DIR: table_dir = optarg; break;
+		case 'V': printf("%s from safemap %s\n", prog, PACKAGE_VERSION); return 0;
 		case 'h': help(); return 0;
-		default: return EXIT_USAGE; /* getopt printed a one-line message */
+		default: bad_option(c, argv);
 		}
-	}
-	if (json && raw)
-		usage_error("--json and --raw are mutually exclusive");
-	if (list_cols) {
-		for (int i = 0; i < NCOLS; i++)
-			printf("%10s  %s\n", infos[i].name, infos[i].help);
-		return 0;
 	}
 	if (optind >= argc)
-		usage_error("no command given");
-	cmd = argv[optind++];
-	/* options after the subcommand (but never inside hold's COMMAND) */
-	int sub_argc = 0;
-	char **sub_argv = calloc((size_t)argc + 1, sizeof(char *));
-	if (!sub_argv)
-		return EXIT_ERROR;
-	for (int i = optind; i < argc; i++) {
-		if (strcmp(argv[i], "--") == 0) {
-			for (; i < argc; i++)
-				sub_argv[sub_argc++] = argv[i];
-			break;
-		}
-		if (argv[i][0] == '-' && argv[i][1]) {
-			const char *a = argv[i];
-			if (!strcmp(a, "-J") || !strcmp(a, "--json")) json = true;
-			else if (!strcmp(a, "-r") || !strcmp(a, "--raw")) raw = true;
-			else if (!strcmp(a, "-n") || !strcmp(a, "--noheadings")) noheadings = true;
-			else if (!strcmp(a, "-b") || !strcmp(a, "--bytes")) bytes = true;
-			else if (!strcmp(a, "--dry-run")) dry = true;
-			else if (!strcmp(a, "--output-all")) {
-				ncolumns = 0;
-				for (int k = 0; k < NCOLS; k++)
-					columns[ncolumns++] = k;
-			} else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && i + 1 < argc) parse_columns(argv[++i]);
-			else if ((!strcmp(a, "-t") || !strcmp(a, "--tag")) && i + 1 < argc) tag = argv[++i];
-			else if (!strcmp(a, "--table-dir") && i + 1 < argc) table_dir = argv[++i];
-			else usage_error("unknown option '%s'", a);
+		usage_err("missing command");
+	const char *name = argv[optind];
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
+		if (strcmp(commands[i].name, name) != 0)
 			continue;
-		}
-		sub_argv[sub_argc++] = argv[i];
+		cmd_name = name;
+		argc -= optind;
+		argv += optind;
+		optind = 0; /* a fresh getopt for the command */
+		return commands[i].fn(argc, argv);
 	}
-	if (json && raw)
-		usage_error("--json and --raw are mutually exclusive");
-	int rc;
-	if (!strcmp(cmd, "list")) rc = cmd_list(sub_argc, sub_argv);
-	else if (!strcmp(cmd, "check")) rc = cmd_check(sub_argc, sub_argv);
-	else if (!strcmp(cmd, "hold")) rc = cmd_hold(sub_argc, sub_argv, tag);
-	else if (!strcmp(cmd, "reap")) rc = cmd_reap(sub_argc, sub_argv, dry);
-	else if (!strcmp(cmd, "info")) rc = cmd_info(sub_argc, sub_argv);
-	else usage_error("unknown command '%s'", cmd);
-	free(sub_argv);
-	return rc;
+	usage_err("unknown command '%s'", name);
 }
