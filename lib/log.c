@@ -1,0 +1,663 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * log.c - append-only logs of framed records over slices (SPEC §13).
+ *
+ * File layout (all integers little-endian):
+ *   [0, 4096)   header: magic, version, header size, and two slots of
+ *               {u64 value, u64 ~value}: the committed tail (offset 64) and
+ *               the appended tail (offset 128).  The complement lets a
+ *               reader of a slot that races its writer see the tear and
+ *               read again (pread/pwrite promise no atomicity).
+ *   [4096, ...) records, each at an 8-byte aligned offset (its LSN):
+ *               u32 length, u32 CRC-32C, payload, zero padding to 8 bytes.
+ *               The CRC covers the LSN, the length and the payload, so a
+ *               stale record left at another offset never validates.
+ *
+ * Appenders serialise on a kernel lock (mutex bytes far beyond any data, on
+ * the log's own open file description, so they block instead of spinning),
+ * read the appended tail, place the record through a write slice at the
+ * tail (the tail region is write-locked while the record is placed), and
+ * only then move the appended tail.  A process killed mid-record leaves
+ * bytes past the appended tail, which no reader looks at and the next
+ * appender overwrites.
+ *
+ * sm_log_commit is a group commit: a committer that finds the committed tail
+ * already past what it needs returns at once; otherwise it takes the sync
+ * mutex (waiting there while another committer's fdatasync runs), checks
+ * again, and, still needing it, reads the appended tail, fdatasyncs (one
+ * flush covers every record any process placed so far: the page cache is
+ * shared), and only then publishes the committed tail.  Whole records left
+ * past the committed tail by a dead appender are kept: the next commit of
+ * any process commits them.
+ *
+ * Iterators read up to the committed tail only, and check each record's
+ * CRC; a record is handed out as a read sub-slice of a larger read slice
+ * (zero-copy), which keeps the mapping and read lock alive until released.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "crc32c.h"
+#include "safemap-internal.h"
+
+#define LOG_MAGIC "SMLOG\0\0\1"
+#define LOG_VERSION 1u
+#define LOG_HDR 4096u
+#define SLOT_COMMITTED 64
+#define SLOT_TAIL 128
+/* Kernel-lock mutex bytes: never mapped, far beyond any log. */
+#define MUTEX_BASE ((uint64_t)1 << 62)
+#define MUTEX_INIT (MUTEX_BASE + 0)
+#define MUTEX_APPEND (MUTEX_BASE + 1)
+#define MUTEX_SYNC (MUTEX_BASE + 2)
+/* Space is reserved ahead in steps of at least this much (or 1/8 of the log). */
+#define RESERVE_STEP ((uint64_t)1 << 20)
+/* Iterators map this much at a time, sub-slicing records out of it. */
+#define ITER_WINDOW ((uint64_t)1 << 20)
+#define FRAME 8u
+#define REC_MAX ((size_t)UINT32_MAX - 64)
+/* A slot that stays torn this long is corrupt, not racing a writer. */
+#define SLOT_TRIES 100000
+
+struct sm_log {
+	sm_file *f;
+	int fd; /* own open file description: slots, mutexes, fdatasync */
+	int flags;
+	pid_t pid;
+	pthread_mutex_t app_mu;  /* in-process half of the append mutex */
+	pthread_mutex_t sync_mu; /* in-process half of the sync mutex */
+	uint64_t reserved;       /* file size known reserved (under app_mu) */
+	int poison;              /* first failed flush (under sync_mu) */
+	unsigned long iters;     /* live iterators (atomic) */
+};
+
+struct sm_log_iter {
+	sm_log *log;
+	uint64_t pos;    /* next record's LSN */
+	uint64_t end;    /* committed tail last read */
+	sm_slice *win;   /* read slice over [wbeg, wend), or NULL */
+	uint64_t wbeg, wend;
+};
+
+static uint64_t align8(uint64_t n)
+{
+	return (n + 7) & ~(uint64_t)7;
+}
+
+static uint32_t get32le(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get64le(const unsigned char *p)
+{
+	return (uint64_t)get32le(p) | (uint64_t)get32le(p + 4) << 32;
+}
+
+static void put32le(unsigned char *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put64le(unsigned char *p, uint64_t v)
+{
+	put32le(p, (uint32_t)v);
+	put32le(p + 4, (uint32_t)(v >> 32));
+}
+
+/* The CRC of the record at lsn: over its LSN and length, then its payload. */
+static uint32_t frame_crc(uint64_t lsn, uint32_t len)
+{
+	unsigned char b[12];
+
+	put64le(b, lsn);
+	put32le(b + 8, len);
+	return sm_crc32c(0, b, sizeof(b));
+}
+
+/* --- kernel-lock mutexes ------------------------------------------------- */
+
+static int mutex_lock(int fd, short type, uint64_t at)
+{
+	struct flock fl;
+	int rc = 0;
+	SM_NOCANCEL_BEGIN;
+
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = type;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = (off_t)at;
+	fl.l_len = 1;
+	while (fcntl(fd, F_OFD_SETLKW, &fl) < 0) {
+		if (errno != EINTR) {
+			rc = -errno;
+			break;
+		}
+	}
+	SM_NOCANCEL_END;
+	return rc;
+}
+
+static void mutex_unlock(int fd, uint64_t at)
+{
+	struct flock fl;
+
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_UNLCK;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = (off_t)at;
+	fl.l_len = 1;
+	(void)fcntl(fd, F_OFD_SETLK, &fl);
+}
+
+/* Both halves: the pthread mutex orders this process's threads (which share
+ * one open file description, so the kernel lock does not), the kernel lock
+ * orders processes and other handles. */
+static int log_lock(sm_log *l, pthread_mutex_t *mu, uint64_t at)
+{
+	int rc;
+
+	pthread_mutex_lock(mu);
+	if ((rc = mutex_lock(l->fd, F_WRLCK, at)) < 0)
+		pthread_mutex_unlock(mu);
+	return rc;
+}
+
+static void log_unlock(sm_log *l, pthread_mutex_t *mu, uint64_t at)
+{
+	mutex_unlock(l->fd, at);
+	pthread_mutex_unlock(mu);
+}
+
+/* --- header slots -------------------------------------------------------- */
+
+static int slot_read(const sm_log *l, off_t at, uint64_t *v)
+{
+	unsigned char b[16];
+
+	for (int i = 0; i < SLOT_TRIES; i++) {
+		ssize_t n = pread(l->fd, b, sizeof(b), at);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n != (ssize_t)sizeof(b))
+			return -EBADMSG;
+		if (get64le(b) == ~get64le(b + 8)) {
+			*v = get64le(b);
+			return 0;
+		}
+		sched_yield(); /* a writer is halfway through the slot */
+	}
+	return -EBADMSG;
+}
+
+static int slot_write(sm_log *l, off_t at, uint64_t v)
+{
+	unsigned char b[16];
+	ssize_t n;
+	SM_NOCANCEL_BEGIN;
+
+	put64le(b, v);
+	put64le(b + 8, ~v);
+	while ((n = sm_sys.pwrite(l->fd, b, sizeof(b), at)) < 0 && errno == EINTR)
+		;
+	SM_NOCANCEL_END;
+	if (n < 0)
+		return -errno;
+	return n == (ssize_t)sizeof(b) ? 0 : -EIO;
+}
+
+/* --- records --------------------------------------------------------------- */
+
+struct crc_arg {
+	uint32_t crc;
+};
+
+static int crc_fn(void *p, size_t n, void *arg)
+{
+	struct crc_arg *a = arg;
+
+	a->crc = sm_crc32c(a->crc, p, n);
+	return 0;
+}
+
+/* Map a read slice over [beg, end) (end > beg), replacing *win. */
+static int window(sm_log *l, sm_slice **win, uint64_t *wbeg, uint64_t *wend, uint64_t beg,
+		  uint64_t end)
+{
+	sm_slice *s;
+	int rc;
+
+	if (*win) {
+		sm_release(*win);
+		*win = NULL;
+	}
+	if ((rc = sm_map_read(l->f, beg, end - beg, 0, &s)) < 0)
+		return rc;
+	*win = s;
+	*wbeg = beg;
+	*wend = end;
+	return 0;
+}
+
+/*
+ * Check the record at pos, which must end by limit.  On success *size is its
+ * framed size and, if rec is not NULL, *rec a sub-slice of its payload.
+ * *win is a read window that is reused and moved as needed (the caller
+ * releases it).  -EBADMSG: no valid record there.
+ */
+static int record_at(sm_log *l, uint64_t pos, uint64_t limit, sm_slice **win, uint64_t *wbeg,
+		     uint64_t *wend, uint64_t *size, sm_slice **rec)
+{
+	struct crc_arg a;
+	uint32_t len, crc;
+	sm_slice *sub;
+	uint64_t sz;
+	int rc;
+
+	if (pos + FRAME > limit)
+		return -EBADMSG;
+	if (!*win || pos < *wbeg || pos + FRAME > *wend) {
+		uint64_t end = limit - pos > ITER_WINDOW ? pos + ITER_WINDOW : limit;
+		if ((rc = window(l, win, wbeg, wend, pos, end)) < 0)
+			return rc;
+	}
+	if ((rc = sm_get_u32_le(*win, pos - *wbeg, &len)) < 0 ||
+	    (rc = sm_get_u32_le(*win, pos - *wbeg + 4, &crc)) < 0)
+		return rc;
+	sz = align8((uint64_t)FRAME + len);
+	if (len == 0 || len > REC_MAX || sz > limit - pos)
+		return -EBADMSG;
+	if (pos + sz > *wend) {
+		uint64_t end = limit - pos > ITER_WINDOW ? pos + ITER_WINDOW : limit;
+		if (end < pos + sz)
+			end = pos + sz;
+		if ((rc = window(l, win, wbeg, wend, pos, end)) < 0)
+			return rc;
+	}
+	if ((rc = sm_sub(*win, pos - *wbeg + FRAME, len, &sub)) < 0)
+		return rc;
+	a.crc = frame_crc(pos, len);
+	if ((rc = sm_guarded(sub, crc_fn, &a)) < 0) {
+		sm_release(sub);
+		return rc;
+	}
+	if (a.crc != crc) {
+		sm_release(sub);
+		return -EBADMSG;
+	}
+	*size = sz;
+	if (rec)
+		*rec = sub;
+	else
+		sm_release(sub);
+	return 0;
+}
+
+/* Reserve blocks so that the file covers [0, end): in steps, so appends
+ * rarely grow the file, and so that a full disk is -ENOSPC here rather
+ * than SIGBUS at a store into a hole.  Caller holds the append mutex. */
+static int reserve(sm_log *l, uint64_t end)
+{
+	struct stat st;
+	uint64_t size, step, want;
+
+	if (end <= l->reserved)
+		return 0;
+	if (fstat(l->fd, &st) < 0)
+		return -errno;
+	size = (uint64_t)st.st_size;
+	if (end <= size) {
+		l->reserved = size;
+		return 0;
+	}
+	step = size / 8 > RESERVE_STEP ? size / 8 : RESERVE_STEP;
+	want = (end + step - 1) / step * step;
+	if (sm_sys.fallocate(l->fd, 0, (off_t)size, (off_t)(want - size)) == 0) {
+		l->reserved = want;
+		return 0;
+	}
+	if (errno == ENOSPC && sm_sys.fallocate(l->fd, 0, (off_t)size, (off_t)(end - size)) == 0) {
+		l->reserved = end; /* the disk is nearly full: just this record */
+		return 0;
+	}
+	if (errno != EOPNOTSUPP)
+		return -errno;
+	/* No reservation on this filesystem (documented risk): just grow. */
+	if (sm_sys.ftruncate(l->fd, (off_t)want) < 0)
+		return -errno;
+	l->reserved = want;
+	return 0;
+}
+
+/* --- open / close ------------------------------------------------------------ */
+
+/* Write the header of a new (empty) log.  Caller holds MUTEX_INIT. */
+static int init_header(sm_log *l)
+{
+	unsigned char *h = calloc(1, LOG_HDR);
+	ssize_t n;
+	int rc = 0;
+
+	if (!h)
+		return -ENOMEM;
+	memcpy(h, LOG_MAGIC, 8);
+	put32le(h + 8, LOG_VERSION);
+	put32le(h + 12, LOG_HDR);
+	put64le(h + SLOT_COMMITTED, LOG_HDR);
+	put64le(h + SLOT_COMMITTED + 8, ~(uint64_t)LOG_HDR);
+	put64le(h + SLOT_TAIL, LOG_HDR);
+	put64le(h + SLOT_TAIL + 8, ~(uint64_t)LOG_HDR);
+	n = sm_sys.pwrite(l->fd, h, LOG_HDR, 0);
+	if (n < 0)
+		rc = -errno;
+	else if (n != LOG_HDR)
+		rc = -EIO;
+	else if (sm_sys.fdatasync(l->fd) < 0)
+		rc = -errno;
+	free(h);
+	return rc;
+}
+
+static int check_header(sm_log *l)
+{
+	unsigned char h[16];
+	ssize_t n = pread(l->fd, h, sizeof(h), 0);
+
+	if (n < 0)
+		return -errno;
+	if (n != (ssize_t)sizeof(h) || memcmp(h, LOG_MAGIC, 8) != 0 ||
+	    get32le(h + 8) != LOG_VERSION || get32le(h + 12) != LOG_HDR)
+		return -EINVAL; /* not a log (of this version) */
+	return 0;
+}
+
+static int setup(sm_log *l)
+{
+	struct stat st;
+	int rc;
+
+	if ((rc = mutex_lock(l->fd, (l->flags & SM_RDWR) ? F_WRLCK : F_RDLCK, MUTEX_INIT)) < 0)
+		return rc;
+	if (fstat(l->fd, &st) < 0)
+		rc = -errno;
+	else if (st.st_size == 0 && (l->flags & SM_RDWR))
+		rc = init_header(l);
+	if (rc == 0)
+		rc = check_header(l);
+	mutex_unlock(l->fd, MUTEX_INIT);
+	return rc;
+}
+
+/*
+ * Repair the appended tail (read-write opens): after a machine crash the
+ * tail slot may have reached the disk before the records it covers, so walk
+ * the records past the committed tail and cut at the first invalid one, then
+ * commit the rest (they may include records whose commit had succeeded while
+ * the committed slot itself had not reached the disk yet).
+ */
+static int recover(sm_log *l)
+{
+	sm_slice *win = NULL;
+	uint64_t c, t, pos, wb = 0, we = 0, sz;
+	int rc;
+
+	if ((rc = log_lock(l, &l->app_mu, MUTEX_APPEND)) < 0)
+		return rc;
+	if ((rc = slot_read(l, SLOT_COMMITTED, &c)) < 0 || (rc = slot_read(l, SLOT_TAIL, &t)) < 0)
+		goto out;
+	if (c < LOG_HDR || t < c || (c & 7) || (t & 7) || t > INT64_MAX) {
+		rc = -EBADMSG;
+		goto out;
+	}
+	for (pos = c; pos < t; pos += sz)
+		if ((rc = record_at(l, pos, t, &win, &wb, &we, &sz, NULL)) < 0)
+			break;
+	/* Garbage, or a file shorter than the tail says: cut there. */
+	if (rc == -EBADMSG || rc == -ERANGE || rc == -ENXIO) {
+		rc = slot_write(l, SLOT_TAIL, pos);
+		t = pos;
+	}
+out:
+	if (win)
+		sm_release(win);
+	log_unlock(l, &l->app_mu, MUTEX_APPEND);
+	if (rc == 0 && t > c)
+		rc = sm_log_commit(l);
+	return rc;
+}
+
+int sm_log_open(const char *path, int flags, const sm_options *opt, sm_log **out)
+{
+	sm_log *l;
+	int rc, oflags;
+
+	if (!path || !out || (flags & ~(SM_RDONLY | SM_RDWR | SM_CREATE)) ||
+	    !(flags & SM_RDONLY) == !(flags & SM_RDWR) ||
+	    ((flags & SM_CREATE) && (flags & SM_RDONLY)))
+		return -EINVAL;
+	if (!(l = calloc(1, sizeof(*l))))
+		return -ENOMEM;
+	l->fd = -1;
+	l->flags = flags;
+	l->pid = getpid();
+	pthread_mutex_init(&l->app_mu, NULL);
+	pthread_mutex_init(&l->sync_mu, NULL);
+	if ((rc = sm_open(path, flags, opt, &l->f)) < 0)
+		goto err;
+	oflags = ((flags & SM_RDWR) ? O_RDWR : O_RDONLY) | O_CLOEXEC;
+	if ((l->fd = open(path, oflags)) < 0) {
+		rc = -errno;
+		goto err;
+	}
+	if ((rc = setup(l)) < 0)
+		goto err;
+	if ((flags & SM_RDWR) && (rc = recover(l)) < 0)
+		goto err;
+	*out = l;
+	return 0;
+err:
+	if (l->fd >= 0)
+		close(l->fd);
+	if (l->f)
+		sm_close(l->f);
+	pthread_mutex_destroy(&l->app_mu);
+	pthread_mutex_destroy(&l->sync_mu);
+	free(l);
+	return rc;
+}
+
+int sm_log_close(sm_log *l)
+{
+	int rc;
+
+	if (!l)
+		return -EINVAL;
+	if (__atomic_load_n(&l->iters, __ATOMIC_ACQUIRE))
+		return -EBUSY;
+	rc = sm_close(l->f);
+	close(l->fd);
+	pthread_mutex_destroy(&l->app_mu);
+	pthread_mutex_destroy(&l->sync_mu);
+	free(l);
+	return rc;
+}
+
+/* --- append / commit --------------------------------------------------------- */
+
+int sm_log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
+{
+	unsigned char fr[FRAME];
+	sm_slice *s = NULL;
+	uint64_t t, sz;
+	uint32_t crc;
+	int rc;
+
+	if (!l || !rec || len == 0)
+		return -EINVAL;
+	if (!(l->flags & SM_RDWR))
+		return -EBADF;
+	if (getpid() != l->pid)
+		return -ESTALE;
+	if (len > REC_MAX)
+		return -ERANGE;
+	sz = align8((uint64_t)FRAME + len);
+	if ((rc = log_lock(l, &l->app_mu, MUTEX_APPEND)) < 0)
+		return rc;
+	if ((rc = slot_read(l, SLOT_TAIL, &t)) < 0)
+		goto out;
+	if (t < LOG_HDR || (t & 7)) {
+		rc = -EBADMSG;
+		goto out;
+	}
+	if (t > INT64_MAX - sz) {
+		rc = -ERANGE;
+		goto out;
+	}
+	if ((rc = reserve(l, t + sz)) < 0)
+		goto out;
+	if ((rc = sm_map_write(l->f, t, sz, SM_EXTEND, &s)) < 0)
+		goto out;
+	/* The CRC covers the LSN, known only now. */
+	crc = sm_crc32c(frame_crc(t, (uint32_t)len), rec, len);
+	put32le(fr, (uint32_t)len);
+	put32le(fr + 4, crc);
+	if ((rc = sm_write(s, FRAME, rec, len)) < 0 ||
+	    (sz > FRAME + len && (rc = sm_fill(s, FRAME + len, 0, sz - FRAME - len)) < 0) ||
+	    (rc = sm_write(s, 0, fr, FRAME)) < 0)
+		goto out;
+	sm_release(s);
+	s = NULL;
+	/* Only now is the record whole: move the tail past it. */
+	if ((rc = slot_write(l, SLOT_TAIL, t + sz)) < 0)
+		goto out;
+	if (lsn)
+		*lsn = t;
+out:
+	if (s)
+		sm_release(s);
+	log_unlock(l, &l->app_mu, MUTEX_APPEND);
+	return rc;
+}
+
+int sm_log_commit(sm_log *l)
+{
+	uint64_t want, c, t;
+	int rc;
+
+	if (!l)
+		return -EINVAL;
+	if (!(l->flags & SM_RDWR))
+		return -EBADF;
+	if (getpid() != l->pid)
+		return -ESTALE;
+	if ((rc = slot_read(l, SLOT_TAIL, &want)) < 0 ||
+	    (rc = slot_read(l, SLOT_COMMITTED, &c)) < 0)
+		return rc;
+	pthread_mutex_lock(&l->sync_mu);
+	rc = l->poison;
+	pthread_mutex_unlock(&l->sync_mu);
+	if (rc < 0 || c >= want)
+		return rc;
+	if ((rc = log_lock(l, &l->sync_mu, MUTEX_SYNC)) < 0)
+		return rc;
+	/* Whoever held the sync mutex before us may have flushed our records. */
+	if ((rc = l->poison) < 0 || (rc = slot_read(l, SLOT_COMMITTED, &c)) < 0 || c >= want)
+		goto out;
+	/* Everything placed by now is covered by this one flush. */
+	if ((rc = slot_read(l, SLOT_TAIL, &t)) < 0)
+		goto out;
+	{
+		SM_NOCANCEL_BEGIN;
+		if (sm_sys.fdatasync(l->fd) < 0)
+			rc = -errno;
+		SM_NOCANCEL_END;
+	}
+	if (rc < 0) {
+		/* Linux reports a write-back error once and marks the pages
+		 * clean: a retry would "succeed" over lost data (SPEC §6.4). */
+		l->poison = rc;
+		goto out;
+	}
+	rc = slot_write(l, SLOT_COMMITTED, t);
+out:
+	log_unlock(l, &l->sync_mu, MUTEX_SYNC);
+	return rc;
+}
+
+/* --- iterators ---------------------------------------------------------------- */
+
+int sm_log_iter_open(sm_log *l, uint64_t from, sm_log_iter **out)
+{
+	sm_log_iter *it;
+	uint64_t c, sz;
+	int rc;
+
+	if (!l || !out)
+		return -EINVAL;
+	if (getpid() != l->pid)
+		return -ESTALE;
+	if ((rc = slot_read(l, SLOT_COMMITTED, &c)) < 0)
+		return rc;
+	if (from == 0)
+		from = LOG_HDR;
+	if (from < LOG_HDR || (from & 7) || from > c)
+		return -EINVAL;
+	if (!(it = calloc(1, sizeof(*it))))
+		return -ENOMEM;
+	it->log = l;
+	it->pos = from;
+	it->end = c;
+	/* A record's LSN, or the committed tail: check the record is there. */
+	if (from < c &&
+	    (rc = record_at(l, from, c, &it->win, &it->wbeg, &it->wend, &sz, NULL)) < 0) {
+		if (it->win)
+			sm_release(it->win);
+		free(it);
+		return rc == -EBADMSG ? -EINVAL : rc;
+	}
+	__atomic_fetch_add(&l->iters, 1, __ATOMIC_ACQ_REL);
+	*out = it;
+	return 0;
+}
+
+int sm_log_iter_next(sm_log_iter *it, sm_slice **rec, uint64_t *lsn)
+{
+	uint64_t sz;
+	int rc;
+
+	if (!it || !rec)
+		return -EINVAL;
+	if (it->pos >= it->end) {
+		if ((rc = slot_read(it->log, SLOT_COMMITTED, &it->end)) < 0)
+			return rc;
+		if (it->pos >= it->end)
+			return 0;
+	}
+	if ((rc = record_at(it->log, it->pos, it->end, &it->win, &it->wbeg, &it->wend, &sz,
+			    rec)) < 0)
+		return rc;
+	if (lsn)
+		*lsn = it->pos;
+	it->pos += sz;
+	return 1;
+}
+
+int sm_log_iter_close(sm_log_iter *it)
+{
+	if (!it)
+		return -EINVAL;
+	if (it->win)
+		sm_release(it->win);
+	__atomic_fetch_sub(&it->log->iters, 1, __ATOMIC_ACQ_REL);
+	free(it);
+	return 0;
+}
