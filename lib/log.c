@@ -33,6 +33,10 @@
  * Iterators read up to the committed tail only, and check each record's
  * CRC; a record is handed out as a read sub-slice of a larger read slice
  * (zero-copy), which keeps the mapping and read lock alive until released.
+ *
+ * Public calls run with thread cancellation disabled (SPEC §2): pread and
+ * fdatasync are cancellation points, and a thread cancelled there would
+ * leave the mutexes held.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -338,6 +342,8 @@ static int reserve(sm_log *l, uint64_t end)
 	return 0;
 }
 
+static int log_commit(sm_log *l);
+
 /* --- open / close ------------------------------------------------------------ */
 
 /* Write the header of a new (empty) log.  Caller holds MUTEX_INIT. */
@@ -431,11 +437,11 @@ out:
 		sm_release(win);
 	log_unlock(l, &l->app_mu, MUTEX_APPEND);
 	if (rc == 0 && t > c)
-		rc = sm_log_commit(l);
+		rc = log_commit(l);
 	return rc;
 }
 
-int sm_log_open(const char *path, int flags, const sm_options *opt, sm_log **out)
+static int log_open(const char *path, int flags, const sm_options *opt, sm_log **out)
 {
 	sm_log *l;
 	int rc, oflags;
@@ -493,7 +499,7 @@ int sm_log_close(sm_log *l)
 
 /* --- append / commit --------------------------------------------------------- */
 
-int sm_log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
+static int log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
 {
 	unsigned char fr[FRAME];
 	sm_slice *s = NULL;
@@ -548,7 +554,7 @@ out:
 	return rc;
 }
 
-int sm_log_commit(sm_log *l)
+static int log_commit(sm_log *l)
 {
 	uint64_t want, c, t;
 	int rc;
@@ -595,7 +601,7 @@ out:
 
 /* --- iterators ---------------------------------------------------------------- */
 
-int sm_log_iter_open(sm_log *l, uint64_t from, sm_log_iter **out)
+static int log_iter_open(sm_log *l, uint64_t from, sm_log_iter **out)
 {
 	sm_log_iter *it;
 	uint64_t c, sz;
@@ -629,7 +635,7 @@ int sm_log_iter_open(sm_log *l, uint64_t from, sm_log_iter **out)
 	return 0;
 }
 
-int sm_log_iter_next(sm_log_iter *it, sm_slice **rec, uint64_t *lsn)
+static int log_iter_next(sm_log_iter *it, sm_slice **rec, uint64_t *lsn)
 {
 	uint64_t sz;
 	int rc;
@@ -660,4 +666,49 @@ int sm_log_iter_close(sm_log_iter *it)
 	__atomic_fetch_sub(&it->log->iters, 1, __ATOMIC_ACQ_REL);
 	free(it);
 	return 0;
+}
+
+int sm_log_open(const char *path, int flags, const sm_options *opt, sm_log **out)
+{
+	int old = sm_nocancel();
+	int rc = log_open(path, flags, opt, out);
+
+	sm_cancel_restore(old);
+	return rc;
+}
+
+int sm_log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
+{
+	int old = sm_nocancel();
+	int rc = log_append(l, rec, len, lsn);
+
+	sm_cancel_restore(old);
+	return rc;
+}
+
+int sm_log_commit(sm_log *l)
+{
+	int old = sm_nocancel();
+	int rc = log_commit(l);
+
+	sm_cancel_restore(old);
+	return rc;
+}
+
+int sm_log_iter_open(sm_log *l, uint64_t from, sm_log_iter **out)
+{
+	int old = sm_nocancel();
+	int rc = log_iter_open(l, from, out);
+
+	sm_cancel_restore(old);
+	return rc;
+}
+
+int sm_log_iter_next(sm_log_iter *it, sm_slice **rec, uint64_t *lsn)
+{
+	int old = sm_nocancel();
+	int rc = log_iter_next(it, rec, lsn);
+
+	sm_cancel_restore(old);
+	return rc;
 }

@@ -29,6 +29,10 @@
 
 #include "safemap-internal.h"
 
+/* Tests set this to take the path of filesystems without O_TMPFILE. */
+extern SM_HIDDEN int sm__object_no_tmpfile;
+int sm__object_no_tmpfile;
+
 struct sm_object {
 	sm_file *f;
 	int dirfd, fd;
@@ -92,7 +96,10 @@ int sm_object_create(const char *dir, const char *name, int flags, sm_object **o
 		rc = -errno;
 		goto err;
 	}
-	o->fd = openat(o->dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0666);
+	if (sm__object_no_tmpfile)
+		errno = EOPNOTSUPP;
+	else
+		o->fd = openat(o->dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0666);
 	if (o->fd < 0) {
 		/* EOPNOTSUPP: the filesystem lacks it; EISDIR/EINVAL: the
 		 * kernel or libc predates it. */

@@ -22,6 +22,7 @@
 #include "testutil.h"
 
 static char dir[PATH_MAX];
+extern int sm__object_no_tmpfile; /* object.c: act as if O_TMPFILE were missing */
 
 static void make_dir(void)
 {
@@ -312,6 +313,33 @@ START_TEST(flush_error_publishes_nothing)
 }
 END_TEST
 
+/* Without O_TMPFILE: a hidden name, gone after publish and after abort. */
+START_TEST(hidden_name_fallback)
+{
+	char first[256];
+	sm_object *o;
+
+	make_dir();
+	sm__object_no_tmpfile = 1;
+	o = filled("obj", 0, 6000, 6);
+	ck_assert_int_eq(entries(first, sizeof(first)), 1);
+	ck_assert_int_eq(first[0], '.');
+	ck_assert_int_eq(sm_object_abort(o), 0);
+	ck_assert_int_eq(entries(NULL, 0), 0);
+	ck_assert_int_eq(sm_object_publish(filled("obj", 0, 6000, 6)), 0);
+	ck_assert_int_eq(entries(first, sizeof(first)), 1);
+	ck_assert_str_eq(first, "obj");
+	o = filled("obj", 0, 100, 7);
+	ck_assert_int_eq(sm_object_publish(o), -EEXIST);
+	ck_assert_int_eq(sm_object_abort(o), 0);
+	ck_assert_int_eq(sm_object_publish(filled("obj", SM_OBJECT_REPLACE, 100, 7)), 0);
+	ck_assert_int_eq(entries(first, sizeof(first)), 1);
+	check_file("obj", 100, 7);
+	sm__object_no_tmpfile = 0;
+	remove_dir();
+}
+END_TEST
+
 static Suite *object_suite(void)
 {
 	Suite *s = suite_create("object");
@@ -325,6 +353,7 @@ static Suite *object_suite(void)
 	tcase_add_test(tc, sigkill_leaves_nothing);
 	tcase_add_test(tc, readers_never_see_partial);
 	tcase_add_test(tc, flush_error_publishes_nothing);
+	tcase_add_test(tc, hidden_name_fallback);
 	suite_add_tcase(s, tc);
 	return s;
 }
