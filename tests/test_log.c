@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <limits.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -238,7 +240,7 @@ START_TEST(three_appenders_exactly_once)
 	int rc, n = 0;
 
 	for (int k = 0; k < NPROC; k++) {
-		a[k] = (struct app_arg){ path, (unsigned)k, NREC, (unsigned)(1 + k * 5) };
+		a[k] = (struct app_arg){ path, (unsigned)k, NREC, (unsigned)(3 + k * 10) };
 		tu_spawn(&c[k], appender, &a[k]);
 	}
 	for (int k = 0; k < NPROC; k++)
@@ -585,6 +587,93 @@ START_TEST(every_step_fails_cleanly)
 }
 END_TEST
 
+/* ---- examples/wal: puts from several processes, checkpoints meanwhile -- */
+
+static char wal_tool[PATH_MAX], wal_dir[PATH_MAX];
+
+static int run_wal(void *arg, int in, int out)
+{
+	char **argv = arg;
+
+	(void)in, (void)out;
+	execv(wal_tool, argv);
+	return 127;
+}
+
+static int checkpointer(void *arg, int in, int out)
+{
+	(void)arg;
+	for (int k = 0; k < 5; k++) {
+		char *argv[] = { wal_tool, wal_dir, "checkpoint", NULL };
+		struct tu_child c;
+		tu_spawn(&c, run_wal, argv);
+		if (tu_wait(&c) != 0)
+			return 1;
+	}
+	(void)in, (void)out;
+	return 0;
+}
+
+START_TEST(wal_example_several_processes)
+{
+	char *fa[] = { wal_tool, wal_dir, "fill", "a", "150", NULL };
+	char *fb[] = { wal_tool, wal_dir, "fill", "b", "150", NULL };
+	char *fc[] = { wal_tool, wal_dir, "fill", "c", "150", NULL };
+	char cmd[4 * PATH_MAX + 64], line[256], path[PATH_MAX + 300];
+	struct tu_child c[4];
+	const char *t = getenv("TMPDIR");
+	int lines = 0;
+	FILE *p;
+
+	tu_sibling("../examples/wal", wal_tool, sizeof(wal_tool));
+	snprintf(wal_dir, sizeof(wal_dir), "%s/safemap-wal.XXXXXX", t && *t ? t : "/tmp");
+	ck_assert_ptr_nonnull(mkdtemp(wal_dir));
+	tu_spawn(&c[0], run_wal, fa);
+	tu_spawn(&c[1], run_wal, fb);
+	tu_spawn(&c[2], checkpointer, NULL);
+	tu_spawn(&c[3], run_wal, fc);
+	for (int k = 0; k < 4; k++)
+		ck_assert_int_eq(tu_wait(&c[k]), 0);
+
+	/* Every put is there once, whatever snapshot was published when. */
+	snprintf(cmd, sizeof(cmd), "'%s' '%s' checkpoint && '%s' '%s' dump", wal_tool, wal_dir,
+		 wal_tool, wal_dir);
+	ck_assert_ptr_nonnull(p = popen(cmd, "r"));
+	while (fgets(line, sizeof(line), p)) {
+		char who;
+		int i, v;
+		ck_assert_int_eq(sscanf(line, "%c%d=v%d", &who, &i, &v), 3);
+		ck_assert(who == 'a' || who == 'b' || who == 'c');
+		ck_assert_int_eq(i, v);
+		lines++;
+	}
+	ck_assert_int_eq(pclose(p), 0);
+	ck_assert_int_eq(lines, 450);
+
+	snprintf(cmd, sizeof(cmd), "'%s' '%s' get b42", wal_tool, wal_dir);
+	ck_assert_ptr_nonnull(p = popen(cmd, "r"));
+	ck_assert_ptr_nonnull(fgets(line, sizeof(line), p));
+	ck_assert_str_eq(line, "v42\n");
+	ck_assert_int_eq(pclose(p), 0);
+
+	{
+		DIR *d = opendir(wal_dir);
+		struct dirent *e;
+		while ((e = readdir(d))) {
+			if (e->d_name[0] == '.' &&
+			    (!e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2])))
+				continue;
+			/* no hidden leftovers: wal.log, its lock table, snapshot */
+			ck_assert_msg(e->d_name[0] != '.', "left behind: %s", e->d_name);
+			snprintf(path, sizeof(path), "%s/%s", wal_dir, e->d_name);
+			unlink(path);
+		}
+		closedir(d);
+		rmdir(wal_dir);
+	}
+}
+END_TEST
+
 static Suite *log_suite(void)
 {
 	Suite *s = suite_create("log");
@@ -603,6 +692,7 @@ static Suite *log_suite(void)
 	tcase_add_test(tc, three_appenders_exactly_once);
 	tcase_add_test(tc, sigkill_appender_prefix);
 	tcase_add_test(tc, group_commit_shares_flushes);
+	tcase_add_test(tc, wal_example_several_processes);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("faults");
