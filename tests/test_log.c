@@ -687,11 +687,23 @@ static Suite *log_suite(void)
 	tcase_add_test(tc, open_cuts_lost_record);
 	suite_add_tcase(s, tc);
 
-	tc = tcase_create("processes");
-	tcase_set_timeout(tc, 120);
+	tc = tcase_create("appenders");
+	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, three_appenders_exactly_once);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("sigkill");
+	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, sigkill_appender_prefix);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("group");
+	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, group_commit_shares_flushes);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("wal");
+	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, wal_example_several_processes);
 	suite_add_tcase(s, tc);
 
