@@ -275,6 +275,16 @@ static int fail_fdatasync(int fd)
 	errno = fail_errno;
 	return -1;
 }
+/* Fail only the second flush: the directory's, after the link. */
+static int nflush;
+static int fail_second_fdatasync(int fd)
+{
+	if (++nflush == 2) {
+		errno = fail_errno;
+		return -1;
+	}
+	return fdatasync(fd);
+}
 static int fail_fallocate(int fd, int mode, off_t off, off_t len)
 {
 	(void)fd, (void)mode, (void)off, (void)len;
@@ -308,6 +318,21 @@ START_TEST(flush_error_publishes_nothing)
 		sm_sys_reset();
 		ck_assert_int_eq(sm_object_abort(o), 0);
 		ck_assert_int_eq(entries(NULL, 0), 0);
+
+		/* The directory flush fails: the error is reported; the name is
+		 * already there, whole, and abort leaves it. */
+		o = filled("obj", 0, 10000, 6);
+		nflush = 0;
+		sm_sys.fdatasync = fail_second_fdatasync;
+		ck_assert_int_eq(sm_object_publish(o), -errs[e]);
+		sm_sys_reset();
+		ck_assert_int_eq(nflush, 2);
+		check_file("obj", 10000, 6);
+		ck_assert_int_eq(sm_object_abort(o), 0);
+		check_file("obj", 10000, 6);
+		ck_assert_int_eq(entries(NULL, 0), 1);
+		remove_dir();
+		make_dir();
 	}
 	remove_dir();
 }
