@@ -65,15 +65,19 @@
 /* Iterators map this much at a time, sub-slicing records out of it. */
 #define ITER_WINDOW ((uint64_t)1 << 20)
 #define FRAME 8u
+/* Frames up to this size are assembled on the stack and copied once. */
+#define SMALL_REC 1024u
 #define REC_MAX ((size_t)UINT32_MAX - 64)
 /* A slot that stays torn this long is corrupt, not racing a writer. */
 #define SLOT_TRIES 100000
+/* A group-commit leader waits at most this many yields for the tail to settle. */
+#define SETTLE_MAX 8
 
 struct sm_log {
 	sm_file *f;
 	int fd; /* own open file description: slots, mutexes, fdatasync */
 	int flags;
-	pid_t pid;
+	unsigned long gen; /* fork generation at open */
 	pthread_mutex_t app_mu;  /* in-process half of the append mutex */
 	pthread_mutex_t sync_mu; /* in-process half of the sync mutex */
 	uint64_t reserved;       /* file size known reserved (under app_mu) */
@@ -81,12 +85,18 @@ struct sm_log {
 	unsigned long iters;     /* live iterators (atomic) */
 };
 
+/* A read slice over [beg, end) of the log, moved along as records are read. */
+struct window {
+	sm_slice *s;
+	uint64_t beg, end;
+};
+
 struct sm_log_iter {
 	sm_log *log;
 	uint64_t pos;    /* next record's LSN */
 	uint64_t end;    /* committed tail last read */
-	sm_slice *win;   /* read slice over [wbeg, wend), or NULL */
-	uint64_t wbeg, wend;
+	uint64_t valid;  /* records in [pos, valid) are checked */
+	struct window w;
 };
 
 static uint64_t align8(uint64_t n)
@@ -124,6 +134,28 @@ static uint32_t frame_crc(uint64_t lsn, uint32_t len)
 	put64le(b, lsn);
 	put32le(b + 8, len);
 	return sm_crc32c(0, b, sizeof(b));
+}
+
+/* --- fork ------------------------------------------------------------------
+ * A log handle belongs to the process that opened it (a child shares its
+ * open file description, so its kernel-lock mutexes would be the parent's).
+ * A fork counter, not getpid(): getpid is a system call, per append. */
+static unsigned long forks;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void fork_child(void)
+{
+	__atomic_fetch_add(&forks, 1, __ATOMIC_RELAXED);
+}
+
+static void fork_init(void)
+{
+	pthread_atfork(NULL, NULL, fork_child);
+}
+
+static int log_forked(const sm_log *l)
+{
+	return __atomic_load_n(&forks, __ATOMIC_RELAXED) != l->gen ? -ESTALE : 0;
 }
 
 /* --- kernel-lock mutexes ------------------------------------------------- */
@@ -221,88 +253,90 @@ static int slot_write(sm_log *l, off_t at, uint64_t v)
 
 /* --- records --------------------------------------------------------------- */
 
-struct crc_arg {
-	uint32_t crc;
-};
-
-static int crc_fn(void *p, size_t n, void *arg)
+static void window_drop(struct window *w)
 {
-	struct crc_arg *a = arg;
+	if (w->s)
+		sm_release(w->s);
+	w->s = NULL;
+}
 
-	a->crc = sm_crc32c(a->crc, p, n);
+static int window_map(sm_log *l, struct window *w, uint64_t beg, uint64_t end)
+{
+	int rc;
+
+	window_drop(w);
+	if ((rc = sm_map_read(l->f, beg, end - beg, 0, &w->s)) < 0)
+		return rc;
+	w->beg = beg;
+	w->end = end;
 	return 0;
 }
 
-/* Map a read slice over [beg, end) (end > beg), replacing *win. */
-static int window(sm_log *l, sm_slice **win, uint64_t *wbeg, uint64_t *wend, uint64_t beg,
-		  uint64_t end)
-{
-	sm_slice *s;
-	int rc;
+/* Checks the records of a window in one guarded pass (one library call
+ * for many records, instead of one per record). */
+struct scan {
+	uint64_t base, pos, limit, wend;
+	bool bad; /* stopped at an invalid record, not at the window's end */
+};
 
-	if (*win) {
-		sm_release(*win);
-		*win = NULL;
+static int scan_fn(void *p, size_t n, void *arg)
+{
+	struct scan *sc = arg;
+	const unsigned char *b = p;
+
+	(void)n;
+	while (sc->pos + FRAME <= sc->limit && sc->pos + FRAME <= sc->wend) {
+		const unsigned char *fr = b + (sc->pos - sc->base);
+		uint32_t len = get32le(fr), crc = get32le(fr + 4);
+		uint64_t sz = align8((uint64_t)FRAME + len);
+
+		if (len == 0 || len > REC_MAX || sz > sc->limit - sc->pos) {
+			sc->bad = true;
+			break;
+		}
+		if (sc->pos + sz > sc->wend)
+			break; /* continues past the window */
+		if (sm_crc32c(frame_crc(sc->pos, len), fr + FRAME, len) != crc) {
+			sc->bad = true;
+			break;
+		}
+		sc->pos += sz;
 	}
-	if ((rc = sm_map_read(l->f, beg, end - beg, 0, &s)) < 0)
-		return rc;
-	*win = s;
-	*wbeg = beg;
-	*wend = end;
 	return 0;
 }
 
 /*
- * Check the record at pos, which must end by limit.  On success *size is its
- * framed size and, if rec is not NULL, *rec a sub-slice of its payload.
- * *win is a read window that is reused and moved as needed (the caller
- * releases it).  -EBADMSG: no valid record there.
+ * Check the records from pos on (they must end by limit), mapping w over
+ * them: *upto receives the end of the run of valid records that starts at
+ * pos and lies in the window (at least one).  -EBADMSG: the record at pos
+ * is not valid.
  */
-static int record_at(sm_log *l, uint64_t pos, uint64_t limit, sm_slice **win, uint64_t *wbeg,
-		     uint64_t *wend, uint64_t *size, sm_slice **rec)
+static int scan_from(sm_log *l, struct window *w, uint64_t pos, uint64_t limit, uint64_t *upto)
 {
-	struct crc_arg a;
-	uint32_t len, crc;
-	sm_slice *sub;
-	uint64_t sz;
+	struct scan sc;
+	uint64_t end = limit - pos > ITER_WINDOW ? pos + ITER_WINDOW : limit;
+	uint32_t len;
 	int rc;
 
 	if (pos + FRAME > limit)
 		return -EBADMSG;
-	if (!*win || pos < *wbeg || pos + FRAME > *wend) {
-		uint64_t end = limit - pos > ITER_WINDOW ? pos + ITER_WINDOW : limit;
-		if ((rc = window(l, win, wbeg, wend, pos, end)) < 0)
+	if (!w->s || pos < w->beg || pos + FRAME > w->end || w->end < end) {
+		if ((rc = window_map(l, w, pos, end)) < 0)
 			return rc;
 	}
-	if ((rc = sm_get_u32_le(*win, pos - *wbeg, &len)) < 0 ||
-	    (rc = sm_get_u32_le(*win, pos - *wbeg + 4, &crc)) < 0)
+	if ((rc = sm_get_u32_le(w->s, pos - w->beg, &len)) < 0)
 		return rc;
-	sz = align8((uint64_t)FRAME + len);
-	if (len == 0 || len > REC_MAX || sz > limit - pos)
+	if (len == 0 || len > REC_MAX || align8((uint64_t)FRAME + len) > limit - pos)
 		return -EBADMSG;
-	if (pos + sz > *wend) {
-		uint64_t end = limit - pos > ITER_WINDOW ? pos + ITER_WINDOW : limit;
-		if (end < pos + sz)
-			end = pos + sz;
-		if ((rc = window(l, win, wbeg, wend, pos, end)) < 0)
-			return rc;
-	}
-	if ((rc = sm_sub(*win, pos - *wbeg + FRAME, len, &sub)) < 0)
+	if (pos + align8((uint64_t)FRAME + len) > w->end &&
+	    (rc = window_map(l, w, pos, pos + align8((uint64_t)FRAME + len))) < 0)
 		return rc;
-	a.crc = frame_crc(pos, len);
-	if ((rc = sm_guarded(sub, crc_fn, &a)) < 0) {
-		sm_release(sub);
+	sc = (struct scan){ .base = w->beg, .pos = pos, .limit = limit, .wend = w->end };
+	if ((rc = sm_guarded(w->s, scan_fn, &sc)) < 0)
 		return rc;
-	}
-	if (a.crc != crc) {
-		sm_release(sub);
+	if (sc.pos == pos)
 		return -EBADMSG;
-	}
-	*size = sz;
-	if (rec)
-		*rec = sub;
-	else
-		sm_release(sub);
+	*upto = sc.pos;
 	return 0;
 }
 
@@ -412,8 +446,8 @@ static int setup(sm_log *l)
  */
 static int recover(sm_log *l)
 {
-	sm_slice *win = NULL;
-	uint64_t c, t, pos, wb = 0, we = 0, sz;
+	struct window w = { 0 };
+	uint64_t c, t, pos, upto;
 	int rc;
 
 	if ((rc = log_lock(l, &l->app_mu, MUTEX_APPEND)) < 0)
@@ -424,17 +458,16 @@ static int recover(sm_log *l)
 		rc = -EBADMSG;
 		goto out;
 	}
-	for (pos = c; pos < t; pos += sz)
-		if ((rc = record_at(l, pos, t, &win, &wb, &we, &sz, NULL)) < 0)
+	for (pos = c; pos < t; pos = upto)
+		if ((rc = scan_from(l, &w, pos, t, &upto)) < 0)
 			break;
+	window_drop(&w);
 	/* Garbage, or a file shorter than the tail says: cut there. */
 	if (rc == -EBADMSG || rc == -ERANGE || rc == -ENXIO) {
 		rc = slot_write(l, SLOT_TAIL, pos);
 		t = pos;
 	}
 out:
-	if (win)
-		sm_release(win);
 	log_unlock(l, &l->app_mu, MUTEX_APPEND);
 	if (rc == 0 && t > c)
 		rc = log_commit(l);
@@ -454,7 +487,8 @@ static int log_open(const char *path, int flags, const sm_options *opt, sm_log *
 		return -ENOMEM;
 	l->fd = -1;
 	l->flags = flags;
-	l->pid = getpid();
+	pthread_once(&fork_once, fork_init);
+	l->gen = __atomic_load_n(&forks, __ATOMIC_RELAXED);
 	pthread_mutex_init(&l->app_mu, NULL);
 	pthread_mutex_init(&l->sync_mu, NULL);
 	if ((rc = sm_open(path, flags, opt, &l->f)) < 0)
@@ -501,7 +535,7 @@ int sm_log_close(sm_log *l)
 
 static int log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
 {
-	unsigned char fr[FRAME];
+	unsigned char fr[FRAME], small[SMALL_REC];
 	sm_slice *s = NULL;
 	uint64_t t, sz;
 	uint32_t crc;
@@ -511,8 +545,8 @@ static int log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
 		return -EINVAL;
 	if (!(l->flags & SM_RDWR))
 		return -EBADF;
-	if (getpid() != l->pid)
-		return -ESTALE;
+	if ((rc = log_forked(l)) < 0)
+		return rc;
 	if (len > REC_MAX)
 		return -ERANGE;
 	sz = align8((uint64_t)FRAME + len);
@@ -534,12 +568,22 @@ static int log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
 		goto out;
 	/* The CRC covers the LSN, known only now. */
 	crc = sm_crc32c(frame_crc(t, (uint32_t)len), rec, len);
-	put32le(fr, (uint32_t)len);
-	put32le(fr + 4, crc);
-	if ((rc = sm_write(s, FRAME, rec, len)) < 0 ||
-	    (sz > FRAME + len && (rc = sm_fill(s, FRAME + len, 0, sz - FRAME - len)) < 0) ||
-	    (rc = sm_write(s, 0, fr, FRAME)) < 0)
-		goto out;
+	if (sz <= SMALL_REC) {
+		/* One copy into the slice for the whole frame. */
+		memset(small + FRAME + len, 0, sz - FRAME - len);
+		put32le(small, (uint32_t)len);
+		put32le(small + 4, crc);
+		memcpy(small + FRAME, rec, len);
+		if ((rc = sm_write(s, 0, small, sz)) < 0)
+			goto out;
+	} else {
+		put32le(fr, (uint32_t)len);
+		put32le(fr + 4, crc);
+		if ((rc = sm_write(s, FRAME, rec, len)) < 0 ||
+		    (sz > FRAME + len && (rc = sm_fill(s, FRAME + len, 0, sz - FRAME - len)) < 0) ||
+		    (rc = sm_write(s, 0, fr, FRAME)) < 0)
+			goto out;
+	}
 	sm_release(s);
 	s = NULL;
 	/* Only now is the record whole: move the tail past it. */
@@ -563,8 +607,8 @@ static int log_commit(sm_log *l)
 		return -EINVAL;
 	if (!(l->flags & SM_RDWR))
 		return -EBADF;
-	if (getpid() != l->pid)
-		return -ESTALE;
+	if ((rc = log_forked(l)) < 0)
+		return rc;
 	if ((rc = slot_read(l, SLOT_TAIL, &want)) < 0 ||
 	    (rc = slot_read(l, SLOT_COMMITTED, &c)) < 0)
 		return rc;
@@ -578,9 +622,21 @@ static int log_commit(sm_log *l)
 	/* Whoever held the sync mutex before us may have flushed our records. */
 	if ((rc = l->poison) < 0 || (rc = slot_read(l, SLOT_COMMITTED, &c)) < 0 || c >= want)
 		goto out;
-	/* Everything placed by now is covered by this one flush. */
+	/* Everything placed by now is covered by this one flush.  While the
+	 * tail still moves, appenders are placing records that would otherwise
+	 * need a flush of their own right after ours: give them a moment (the
+	 * kernel's journal batches concurrent fsyncs the same way). */
 	if ((rc = slot_read(l, SLOT_TAIL, &t)) < 0)
 		goto out;
+	for (int k = 0; k < SETTLE_MAX; k++) {
+		uint64_t t2;
+		sched_yield();
+		if ((rc = slot_read(l, SLOT_TAIL, &t2)) < 0)
+			goto out;
+		if (t2 == t)
+			break;
+		t = t2;
+	}
 	{
 		SM_NOCANCEL_BEGIN;
 		if (sm_sys.fdatasync(l->fd) < 0)
@@ -604,13 +660,13 @@ out:
 static int log_iter_open(sm_log *l, uint64_t from, sm_log_iter **out)
 {
 	sm_log_iter *it;
-	uint64_t c, sz;
+	uint64_t c;
 	int rc;
 
 	if (!l || !out)
 		return -EINVAL;
-	if (getpid() != l->pid)
-		return -ESTALE;
+	if ((rc = log_forked(l)) < 0)
+		return rc;
 	if ((rc = slot_read(l, SLOT_COMMITTED, &c)) < 0)
 		return rc;
 	if (from == 0)
@@ -620,13 +676,11 @@ static int log_iter_open(sm_log *l, uint64_t from, sm_log_iter **out)
 	if (!(it = calloc(1, sizeof(*it))))
 		return -ENOMEM;
 	it->log = l;
-	it->pos = from;
+	it->pos = it->valid = from;
 	it->end = c;
 	/* A record's LSN, or the committed tail: check the record is there. */
-	if (from < c &&
-	    (rc = record_at(l, from, c, &it->win, &it->wbeg, &it->wend, &sz, NULL)) < 0) {
-		if (it->win)
-			sm_release(it->win);
+	if (from < c && (rc = scan_from(l, &it->w, from, c, &it->valid)) < 0) {
+		window_drop(&it->w);
 		free(it);
 		return rc == -EBADMSG ? -EINVAL : rc;
 	}
@@ -637,7 +691,7 @@ static int log_iter_open(sm_log *l, uint64_t from, sm_log_iter **out)
 
 static int log_iter_next(sm_log_iter *it, sm_slice **rec, uint64_t *lsn)
 {
-	uint64_t sz;
+	uint32_t len;
 	int rc;
 
 	if (!it || !rec)
@@ -648,12 +702,16 @@ static int log_iter_next(sm_log_iter *it, sm_slice **rec, uint64_t *lsn)
 		if (it->pos >= it->end)
 			return 0;
 	}
-	if ((rc = record_at(it->log, it->pos, it->end, &it->win, &it->wbeg, &it->wend, &sz,
-			    rec)) < 0)
+	if (it->pos >= it->valid &&
+	    (rc = scan_from(it->log, &it->w, it->pos, it->end, &it->valid)) < 0)
+		return rc;
+	/* Checked, and inside the window. */
+	if ((rc = sm_get_u32_le(it->w.s, it->pos - it->w.beg, &len)) < 0 ||
+	    (rc = sm_sub(it->w.s, it->pos - it->w.beg + FRAME, len, rec)) < 0)
 		return rc;
 	if (lsn)
 		*lsn = it->pos;
-	it->pos += sz;
+	it->pos += align8((uint64_t)FRAME + len);
 	return 1;
 }
 
@@ -661,8 +719,7 @@ int sm_log_iter_close(sm_log_iter *it)
 {
 	if (!it)
 		return -EINVAL;
-	if (it->win)
-		sm_release(it->win);
+	window_drop(&it->w);
 	__atomic_fetch_sub(&it->log->iters, 1, __ATOMIC_ACQ_REL);
 	free(it);
 	return 0;
