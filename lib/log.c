@@ -55,11 +55,13 @@
 #define LOG_HDR 4096u
 #define SLOT_COMMITTED 64
 #define SLOT_TAIL 128
+#define SLOT_FLUSHING 192 /* tail covered by the running group flush */
 /* Kernel-lock mutex bytes: never mapped, far beyond any log. */
 #define MUTEX_BASE ((uint64_t)1 << 62)
 #define MUTEX_INIT (MUTEX_BASE + 0)
 #define MUTEX_APPEND (MUTEX_BASE + 1)
 #define MUTEX_SYNC (MUTEX_BASE + 2)
+#define MUTEX_PUBLISH (MUTEX_BASE + 3)
 /* Space is reserved ahead in steps of at least this much (or 1/8 of the log). */
 #define RESERVE_STEP ((uint64_t)1 << 20)
 /* Iterators map this much at a time, sub-slicing records out of it. */
@@ -81,7 +83,8 @@ struct sm_log {
 	pthread_mutex_t app_mu;  /* in-process half of the append mutex */
 	pthread_mutex_t sync_mu; /* in-process half of the sync mutex */
 	uint64_t reserved;       /* file size known reserved (under app_mu) */
-	int poison;              /* first failed flush (under sync_mu) */
+	pthread_mutex_t pub_mu;  /* in-process half of the publish mutex */
+	int poison;              /* first failed flush (atomic) */
 	unsigned long iters;     /* live iterators (atomic) */
 };
 
@@ -179,6 +182,21 @@ static int mutex_lock(int fd, short type, uint64_t at)
 	}
 	SM_NOCANCEL_END;
 	return rc;
+}
+
+/* Take a write lock on a mutex byte without waiting: 0 or -EBUSY. */
+static int mutex_try(int fd, uint64_t at)
+{
+	struct flock fl;
+
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_WRLCK;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = (off_t)at;
+	fl.l_len = 1;
+	if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
+		return 0;
+	return errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
 }
 
 static void mutex_unlock(int fd, uint64_t at)
@@ -396,6 +414,8 @@ static int init_header(sm_log *l)
 	put64le(h + SLOT_COMMITTED + 8, ~(uint64_t)LOG_HDR);
 	put64le(h + SLOT_TAIL, LOG_HDR);
 	put64le(h + SLOT_TAIL + 8, ~(uint64_t)LOG_HDR);
+	put64le(h + SLOT_FLUSHING, 0);
+	put64le(h + SLOT_FLUSHING + 8, ~(uint64_t)0);
 	n = sm_sys.pwrite(l->fd, h, LOG_HDR, 0);
 	if (n < 0)
 		rc = -errno;
@@ -491,6 +511,7 @@ static int log_open(const char *path, int flags, const sm_options *opt, sm_log *
 	l->gen = __atomic_load_n(&forks, __ATOMIC_RELAXED);
 	pthread_mutex_init(&l->app_mu, NULL);
 	pthread_mutex_init(&l->sync_mu, NULL);
+	pthread_mutex_init(&l->pub_mu, NULL);
 	if ((rc = sm_open(path, flags, opt, &l->f)) < 0)
 		goto err;
 	oflags = ((flags & SM_RDWR) ? O_RDWR : O_RDONLY) | O_CLOEXEC;
@@ -511,6 +532,7 @@ err:
 		sm_close(l->f);
 	pthread_mutex_destroy(&l->app_mu);
 	pthread_mutex_destroy(&l->sync_mu);
+	pthread_mutex_destroy(&l->pub_mu);
 	free(l);
 	return rc;
 }
@@ -527,6 +549,7 @@ int sm_log_close(sm_log *l)
 	close(l->fd);
 	pthread_mutex_destroy(&l->app_mu);
 	pthread_mutex_destroy(&l->sync_mu);
+	pthread_mutex_destroy(&l->pub_mu);
 	free(l);
 	return rc;
 }
@@ -598,45 +621,34 @@ out:
 	return rc;
 }
 
-static int log_commit(sm_log *l)
+/* Let a moving tail settle: while it moves, appenders are placing records
+ * that would otherwise need a flush of their own right after ours (the
+ * kernel's journal batches concurrent fsyncs the same way). */
+static int settled_tail(sm_log *l, uint64_t *t)
 {
-	uint64_t want, c, t;
 	int rc;
 
-	if (!l)
-		return -EINVAL;
-	if (!(l->flags & SM_RDWR))
-		return -EBADF;
-	if ((rc = log_forked(l)) < 0)
+	if ((rc = slot_read(l, SLOT_TAIL, t)) < 0)
 		return rc;
-	if ((rc = slot_read(l, SLOT_TAIL, &want)) < 0 ||
-	    (rc = slot_read(l, SLOT_COMMITTED, &c)) < 0)
-		return rc;
-	pthread_mutex_lock(&l->sync_mu);
-	rc = l->poison;
-	pthread_mutex_unlock(&l->sync_mu);
-	if (rc < 0 || c >= want)
-		return rc;
-	if ((rc = log_lock(l, &l->sync_mu, MUTEX_SYNC)) < 0)
-		return rc;
-	/* Whoever held the sync mutex before us may have flushed our records. */
-	if ((rc = l->poison) < 0 || (rc = slot_read(l, SLOT_COMMITTED, &c)) < 0 || c >= want)
-		goto out;
-	/* Everything placed by now is covered by this one flush.  While the
-	 * tail still moves, appenders are placing records that would otherwise
-	 * need a flush of their own right after ours: give them a moment (the
-	 * kernel's journal batches concurrent fsyncs the same way). */
-	if ((rc = slot_read(l, SLOT_TAIL, &t)) < 0)
-		goto out;
 	for (int k = 0; k < SETTLE_MAX; k++) {
 		uint64_t t2;
 		sched_yield();
 		if ((rc = slot_read(l, SLOT_TAIL, &t2)) < 0)
-			goto out;
-		if (t2 == t)
+			return rc;
+		if (t2 == *t)
 			break;
-		t = t2;
+		*t = t2;
 	}
+	return 0;
+}
+
+/* One flush covering every record below the tail t, then publish t as the
+ * committed tail (unless a later flush already published more). */
+static int flush_and_publish(sm_log *l, uint64_t t)
+{
+	uint64_t c;
+	int rc = 0;
+
 	{
 		SM_NOCANCEL_BEGIN;
 		if (sm_sys.fdatasync(l->fd) < 0)
@@ -646,10 +658,69 @@ static int log_commit(sm_log *l)
 	if (rc < 0) {
 		/* Linux reports a write-back error once and marks the pages
 		 * clean: a retry would "succeed" over lost data (SPEC §6.4). */
-		l->poison = rc;
-		goto out;
+		int zero = 0;
+		__atomic_compare_exchange_n(&l->poison, &zero, rc, false, __ATOMIC_ACQ_REL,
+					    __ATOMIC_ACQUIRE);
+		return rc;
 	}
-	rc = slot_write(l, SLOT_COMMITTED, t);
+	if ((rc = log_lock(l, &l->pub_mu, MUTEX_PUBLISH)) < 0)
+		return rc;
+	if ((rc = slot_read(l, SLOT_COMMITTED, &c)) == 0 && c < t)
+		rc = slot_write(l, SLOT_COMMITTED, t);
+	log_unlock(l, &l->pub_mu, MUTEX_PUBLISH);
+	return rc;
+}
+
+/*
+ * Group commit.  The leader holds the sync mutex over its flush and
+ * announces the tail it covers in the flushing slot before it starts.  A
+ * committer whose records that flush covers waits for it and shares it.
+ * One whose records came after the leader read the tail does not queue
+ * behind the flush (which cannot cover it): it flushes at once, beside the
+ * leader, so flushes overlap as the journal allows; concurrent committers
+ * still end up sharing its flush or the next one.
+ */
+static int log_commit(sm_log *l)
+{
+	uint64_t want, c, t, fl;
+	int rc;
+
+	if (!l)
+		return -EINVAL;
+	if (!(l->flags & SM_RDWR))
+		return -EBADF;
+	if ((rc = log_forked(l)) < 0)
+		return rc;
+	if ((rc = __atomic_load_n(&l->poison, __ATOMIC_ACQUIRE)) < 0)
+		return rc;
+	if ((rc = slot_read(l, SLOT_TAIL, &want)) < 0 ||
+	    (rc = slot_read(l, SLOT_COMMITTED, &c)) < 0 || c >= want)
+		return rc;
+	if (pthread_mutex_trylock(&l->sync_mu) == 0) {
+		if ((rc = mutex_try(l->fd, MUTEX_SYNC)) == 0)
+			goto lead;
+		pthread_mutex_unlock(&l->sync_mu);
+		if (rc != -EBUSY)
+			return rc;
+	}
+	/* A flush is running: does it cover our records? */
+	if ((rc = slot_read(l, SLOT_FLUSHING, &fl)) < 0)
+		return rc;
+	if (fl < want) {
+		if ((rc = settled_tail(l, &t)) < 0)
+			return rc;
+		return flush_and_publish(l, t);
+	}
+	if ((rc = log_lock(l, &l->sync_mu, MUTEX_SYNC)) < 0)
+		return rc;
+lead:
+	/* Whoever flushed before us may have covered our records. */
+	if ((rc = __atomic_load_n(&l->poison, __ATOMIC_ACQUIRE)) < 0 ||
+	    (rc = slot_read(l, SLOT_COMMITTED, &c)) < 0 || c >= want)
+		goto out;
+	if ((rc = settled_tail(l, &t)) < 0 || (rc = slot_write(l, SLOT_FLUSHING, t)) < 0)
+		goto out;
+	rc = flush_and_publish(l, t);
 out:
 	log_unlock(l, &l->sync_mu, MUTEX_SYNC);
 	return rc;
