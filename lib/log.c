@@ -22,13 +22,16 @@
  * appender overwrites.
  *
  * sm_log_commit is a group commit: a committer that finds the committed tail
- * already past what it needs returns at once; otherwise it takes the sync
- * mutex (waiting there while another committer's fdatasync runs), checks
- * again, and, still needing it, reads the appended tail, fdatasyncs (one
- * flush covers every record any process placed so far: the page cache is
- * shared), and only then publishes the committed tail.  Whole records left
- * past the committed tail by a dead appender are kept: the next commit of
- * any process commits them.
+ * already past what it needs returns at once.  Otherwise it shares a flush:
+ * flushes run in two "lanes" (a kernel-lock byte each, like a journal's
+ * committing and running transactions), each announcing the appended tail
+ * it covers before its fdatasync (one flush covers every record any process
+ * placed before it: the page cache is shared) and publishing the committed
+ * tail only after it.  A committer covered by a running flush waits for it;
+ * else it leads a flush in a free lane, or waits for the older one and then
+ * leads the next, covering everyone who arrived meanwhile.  Whole records
+ * left past the committed tail by a dead appender are kept: the next commit
+ * of any process commits them.
  *
  * Iterators read up to the committed tail only, and check each record's
  * CRC; a record is handed out as a read sub-slice of a larger read slice
@@ -55,13 +58,13 @@
 #define LOG_HDR 4096u
 #define SLOT_COMMITTED 64
 #define SLOT_TAIL 128
-#define SLOT_FLUSHING 192 /* tail covered by the running group flush */
+#define SLOT_FLUSHING 192 /* and 208: tail covered by each lane's running flush */
 /* Kernel-lock mutex bytes: never mapped, far beyond any log. */
 #define MUTEX_BASE ((uint64_t)1 << 62)
 #define MUTEX_INIT (MUTEX_BASE + 0)
 #define MUTEX_APPEND (MUTEX_BASE + 1)
-#define MUTEX_SYNC (MUTEX_BASE + 2)
-#define MUTEX_PUBLISH (MUTEX_BASE + 3)
+#define MUTEX_PUBLISH (MUTEX_BASE + 2)
+#define MUTEX_LANE (MUTEX_BASE + 4) /* and + 5: the two flush lanes */
 /* Space is reserved ahead in steps of at least this much (or 1/8 of the log). */
 #define RESERVE_STEP ((uint64_t)1 << 20)
 /* Iterators map this much at a time, sub-slicing records out of it. */
@@ -81,7 +84,7 @@ struct sm_log {
 	int flags;
 	unsigned long gen; /* fork generation at open */
 	pthread_mutex_t app_mu;  /* in-process half of the append mutex */
-	pthread_mutex_t sync_mu; /* in-process half of the sync mutex */
+	pthread_mutex_t lane_mu[2]; /* in-process halves of the flush lanes */
 	uint64_t reserved;       /* file size known reserved (under app_mu) */
 	pthread_mutex_t pub_mu;  /* in-process half of the publish mutex */
 	int poison;              /* first failed flush (atomic) */
@@ -416,6 +419,8 @@ static int init_header(sm_log *l)
 	put64le(h + SLOT_TAIL + 8, ~(uint64_t)LOG_HDR);
 	put64le(h + SLOT_FLUSHING, 0);
 	put64le(h + SLOT_FLUSHING + 8, ~(uint64_t)0);
+	put64le(h + SLOT_FLUSHING + 16, 0);
+	put64le(h + SLOT_FLUSHING + 24, ~(uint64_t)0);
 	n = sm_sys.pwrite(l->fd, h, LOG_HDR, 0);
 	if (n < 0)
 		rc = -errno;
@@ -510,7 +515,8 @@ static int log_open(const char *path, int flags, const sm_options *opt, sm_log *
 	pthread_once(&fork_once, fork_init);
 	l->gen = __atomic_load_n(&forks, __ATOMIC_RELAXED);
 	pthread_mutex_init(&l->app_mu, NULL);
-	pthread_mutex_init(&l->sync_mu, NULL);
+	pthread_mutex_init(&l->lane_mu[0], NULL);
+	pthread_mutex_init(&l->lane_mu[1], NULL);
 	pthread_mutex_init(&l->pub_mu, NULL);
 	if ((rc = sm_open(path, flags, opt, &l->f)) < 0)
 		goto err;
@@ -531,7 +537,8 @@ err:
 	if (l->f)
 		sm_close(l->f);
 	pthread_mutex_destroy(&l->app_mu);
-	pthread_mutex_destroy(&l->sync_mu);
+	pthread_mutex_destroy(&l->lane_mu[0]);
+	pthread_mutex_destroy(&l->lane_mu[1]);
 	pthread_mutex_destroy(&l->pub_mu);
 	free(l);
 	return rc;
@@ -548,7 +555,8 @@ int sm_log_close(sm_log *l)
 	rc = sm_close(l->f);
 	close(l->fd);
 	pthread_mutex_destroy(&l->app_mu);
-	pthread_mutex_destroy(&l->sync_mu);
+	pthread_mutex_destroy(&l->lane_mu[0]);
+	pthread_mutex_destroy(&l->lane_mu[1]);
 	pthread_mutex_destroy(&l->pub_mu);
 	free(l);
 	return rc;
@@ -671,19 +679,47 @@ static int flush_and_publish(sm_log *l, uint64_t t)
 	return rc;
 }
 
+/* The flush lanes: a flush runs holding one lane (in-process mutex and
+ * kernel lock) and announces in the lane's slot the tail it covers. */
+static int lane_try(sm_log *l, int i)
+{
+	int rc;
+
+	if (pthread_mutex_trylock(&l->lane_mu[i]) != 0)
+		return -EBUSY;
+	if ((rc = mutex_try(l->fd, MUTEX_LANE + (uint64_t)i)) < 0)
+		pthread_mutex_unlock(&l->lane_mu[i]);
+	return rc;
+}
+
+/* Flush everything placed so far as the holder of lane i, then free it. */
+static int lead(sm_log *l, int i)
+{
+	uint64_t t;
+	int rc;
+
+	if ((rc = settled_tail(l, &t)) == 0 &&
+	    (rc = slot_write(l, SLOT_FLUSHING + 16 * i, t)) == 0)
+		rc = flush_and_publish(l, t);
+	log_unlock(l, &l->lane_mu[i], MUTEX_LANE + (uint64_t)i);
+	return rc;
+}
+
 /*
- * Group commit.  The leader holds the sync mutex over its flush and
- * announces the tail it covers in the flushing slot before it starts.  A
- * committer whose records that flush covers waits for it and shares it.
- * One whose records came after the leader read the tail does not queue
- * behind the flush (which cannot cover it): it flushes at once, beside the
- * leader, so flushes overlap as the journal allows; concurrent committers
- * still end up sharing its flush or the next one.
+ * Group commit with two lanes, as a journal has a committing and a running
+ * transaction: at most two flushes run at once, and every other committer
+ * shares one of them.  A committer whose records a running flush covers
+ * waits for that flush.  Otherwise it takes a free lane and flushes
+ * everything placed so far (the second lane lets a new flush start while
+ * one runs, instead of queueing records behind a flush that cannot cover
+ * them).  With both lanes busy and neither covering it, it waits for the
+ * older flush and then leads the next one, covering all who arrived
+ * meanwhile.
  */
 static int log_commit(sm_log *l)
 {
-	uint64_t want, c, t, fl;
-	int rc;
+	uint64_t want, c, f[2];
+	int rc, i;
 
 	if (!l)
 		return -EINVAL;
@@ -691,39 +727,30 @@ static int log_commit(sm_log *l)
 		return -EBADF;
 	if ((rc = log_forked(l)) < 0)
 		return rc;
-	if ((rc = __atomic_load_n(&l->poison, __ATOMIC_ACQUIRE)) < 0)
+	if ((rc = slot_read(l, SLOT_TAIL, &want)) < 0)
 		return rc;
-	if ((rc = slot_read(l, SLOT_TAIL, &want)) < 0 ||
+	if ((rc = __atomic_load_n(&l->poison, __ATOMIC_ACQUIRE)) < 0 ||
 	    (rc = slot_read(l, SLOT_COMMITTED, &c)) < 0 || c >= want)
 		return rc;
-	if (pthread_mutex_trylock(&l->sync_mu) == 0) {
-		if ((rc = mutex_try(l->fd, MUTEX_SYNC)) == 0)
-			goto lead;
-		pthread_mutex_unlock(&l->sync_mu);
+	for (i = 0; i < 2; i++) {
+		if ((rc = lane_try(l, i)) == 0)
+			return lead(l, i);
 		if (rc != -EBUSY)
 			return rc;
 	}
-	/* A flush is running: does it cover our records? */
-	if ((rc = slot_read(l, SLOT_FLUSHING, &fl)) < 0)
+	if ((rc = slot_read(l, SLOT_FLUSHING, &f[0])) < 0 ||
+	    (rc = slot_read(l, SLOT_FLUSHING + 16, &f[1])) < 0)
 		return rc;
-	if (fl < want) {
-		if ((rc = settled_tail(l, &t)) < 0)
-			return rc;
-		return flush_and_publish(l, t);
-	}
-	if ((rc = log_lock(l, &l->sync_mu, MUTEX_SYNC)) < 0)
+	i = f[0] >= want ? 0 : f[1] >= want ? 1 : f[0] <= f[1] ? 0 : 1;
+	if ((rc = log_lock(l, &l->lane_mu[i], MUTEX_LANE + (uint64_t)i)) < 0)
 		return rc;
-lead:
-	/* Whoever flushed before us may have covered our records. */
+	/* The flush we waited for may have covered our records. */
 	if ((rc = __atomic_load_n(&l->poison, __ATOMIC_ACQUIRE)) < 0 ||
-	    (rc = slot_read(l, SLOT_COMMITTED, &c)) < 0 || c >= want)
-		goto out;
-	if ((rc = settled_tail(l, &t)) < 0 || (rc = slot_write(l, SLOT_FLUSHING, t)) < 0)
-		goto out;
-	rc = flush_and_publish(l, t);
-out:
-	log_unlock(l, &l->sync_mu, MUTEX_SYNC);
-	return rc;
+	    (rc = slot_read(l, SLOT_COMMITTED, &c)) < 0 || c >= want) {
+		log_unlock(l, &l->lane_mu[i], MUTEX_LANE + (uint64_t)i);
+		return rc;
+	}
+	return lead(l, i);
 }
 
 /* --- iterators ---------------------------------------------------------------- */
