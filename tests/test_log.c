@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -224,8 +225,44 @@ static int appender(void *arg, int in, int out)
 	return sm_log_close(l) < 0 ? 15 : 0;
 }
 
+/* A reader following the log while it grows: every record whole, each
+ * writer's records in order and once, until it has seen them all. */
+static int follower(void *arg, int in, int out)
+{
+	const char *path = arg;
+	static unsigned char seen[NPROC][NREC];
+	unsigned next[NPROC] = { 0 };
+	sm_log *l;
+	sm_log_iter *it;
+	sm_slice *r;
+	unsigned w, i;
+	int rc, n = 0;
+
+	(void)in;
+	if (sm_log_open(path, SM_RDONLY, NULL, &l) < 0 || sm_log_iter_open(l, 0, &it) < 0)
+		return 10;
+	tu_send(out, "ready");
+	while (n < NPROC * NREC) {
+		if ((rc = sm_log_iter_next(it, &r, NULL)) < 0)
+			return 11;
+		if (rc == 0) {
+			sched_yield(); /* at the committed tail: poll again */
+			continue;
+		}
+		if (!rec_check(r, &w, &i) || w >= NPROC || i >= NREC || seen[w][i] || i != next[w])
+			return 12;
+		seen[w][i] = 1;
+		next[w]++;
+		sm_release(r);
+		n++;
+	}
+	sm_log_iter_close(it);
+	return sm_log_close(l) < 0 ? 13 : 0;
+}
+
 START_TEST(three_appenders_exactly_once)
 {
+	struct tu_child rd;
 	const char *path = tu_tmpfile(0);
 	struct tu_child c[NPROC];
 	struct app_arg a[NPROC];
@@ -245,10 +282,13 @@ START_TEST(three_appenders_exactly_once)
 	}
 	for (int k = 0; k < NPROC; k++)
 		ck_assert(tu_recv(c[k].from, line, sizeof(line)));
+	tu_spawn(&rd, follower, (void *)path);
+	ck_assert(tu_recv(rd.from, line, sizeof(line)));
 	for (int k = 0; k < NPROC; k++)
 		tu_send(c[k].to, "go");
 	for (int k = 0; k < NPROC; k++)
 		ck_assert_int_eq(tu_wait(&c[k]), 0);
+	ck_assert_int_eq(tu_wait(&rd), 0);
 
 	ck_assert_int_eq(sm_log_open(path, SM_RDONLY, NULL, &l), 0);
 	ck_assert_int_eq(sm_log_iter_open(l, 0, &it), 0);
