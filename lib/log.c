@@ -10,8 +10,8 @@
  *               read again (pread/pwrite promise no atomicity).
  *   [4096, ...) records, each at an 8-byte aligned offset (its LSN):
  *               u32 length, u32 CRC-32C, payload, zero padding to 8 bytes.
- *               The CRC covers the LSN, the length and the payload, so a
- *               stale record left at another offset never validates.
+ *               The CRC covers the payload, then the LSN and the length, so
+ *               a stale record left at another offset never validates.
  *
  * Appenders serialise on a kernel lock (mutex bytes far beyond any data, on
  * the log's own open file description, so they block instead of spinning),
@@ -132,14 +132,16 @@ static void put64le(unsigned char *p, uint64_t v)
 	put32le(p + 4, (uint32_t)(v >> 32));
 }
 
-/* The CRC of the record at lsn: over its LSN and length, then its payload. */
-static uint32_t frame_crc(uint64_t lsn, uint32_t len)
+/* The CRC of the record at lsn: its payload's CRC (pcrc) continued over its
+ * LSN and length.  Payload first, so appenders checksum it before they take
+ * the tail, where the LSN becomes known. */
+static uint32_t frame_crc(uint32_t pcrc, uint64_t lsn, uint32_t len)
 {
 	unsigned char b[12];
 
 	put64le(b, lsn);
 	put32le(b + 8, len);
-	return sm_crc32c(0, b, sizeof(b));
+	return sm_crc32c(pcrc, b, sizeof(b));
 }
 
 /* --- fork ------------------------------------------------------------------
@@ -317,7 +319,7 @@ static int scan_fn(void *p, size_t n, void *arg)
 		}
 		if (sc->pos + sz > sc->wend)
 			break; /* continues past the window */
-		if (sm_crc32c(frame_crc(sc->pos, len), fr + FRAME, len) != crc) {
+		if (frame_crc(sm_crc32c(0, fr + FRAME, len), sc->pos, len) != crc) {
 			sc->bad = true;
 			break;
 		}
@@ -569,7 +571,7 @@ static int log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
 	unsigned char fr[FRAME], small[SMALL_REC];
 	sm_slice *s = NULL;
 	uint64_t t, sz;
-	uint32_t crc;
+	uint32_t crc, pcrc;
 	int rc;
 
 	if (!l || !rec || len == 0)
@@ -581,6 +583,11 @@ static int log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
 	if (len > REC_MAX)
 		return -ERANGE;
 	sz = align8((uint64_t)FRAME + len);
+	pcrc = sm_crc32c(0, rec, len);
+	if (sz <= SMALL_REC) {
+		memset(small + FRAME + len, 0, sz - FRAME - len);
+		memcpy(small + FRAME, rec, len);
+	}
 	if ((rc = log_lock(l, &l->app_mu, MUTEX_APPEND)) < 0)
 		return rc;
 	if ((rc = slot_read(l, SLOT_TAIL, &t)) < 0)
@@ -598,13 +605,11 @@ static int log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
 	if ((rc = sm_map_write(l->f, t, sz, SM_EXTEND, &s)) < 0)
 		goto out;
 	/* The CRC covers the LSN, known only now. */
-	crc = sm_crc32c(frame_crc(t, (uint32_t)len), rec, len);
+	crc = frame_crc(pcrc, t, (uint32_t)len);
 	if (sz <= SMALL_REC) {
 		/* One copy into the slice for the whole frame. */
-		memset(small + FRAME + len, 0, sz - FRAME - len);
 		put32le(small, (uint32_t)len);
 		put32le(small + 4, crc);
-		memcpy(small + FRAME, rec, len);
 		if ((rc = sm_write(s, 0, small, sz)) < 0)
 			goto out;
 	} else {
