@@ -192,6 +192,37 @@ START_TEST(record_outlives_log)
 }
 END_TEST
 
+/* A fork child shares the parent's open file description (and with it
+ * the kernel-lock mutexes): its handle is stale. */
+static sm_log *parent_log;
+static int stale_child(void *arg, int in, int out)
+{
+	sm_log_iter *it;
+
+	(void)arg, (void)in;
+	tu_send(out, "%d %d %d", sm_log_append(parent_log, "x", 1, NULL),
+		sm_log_commit(parent_log), sm_log_iter_open(parent_log, 0, &it));
+	return 0;
+}
+
+START_TEST(fork_child_is_stale)
+{
+	const char *path = tu_tmpfile(0);
+	struct tu_child c;
+	char line[64];
+
+	ck_assert_int_eq(sm_log_open(path, SM_RDWR | SM_CREATE, NULL, &parent_log), 0);
+	tu_spawn(&c, stale_child, NULL);
+	ck_assert(tu_recv(c.from, line, sizeof(line)));
+	ck_assert_int_eq(tu_wait(&c), 0);
+	snprintf(line + 32, 32, "%d %d %d", -ESTALE, -ESTALE, -ESTALE);
+	ck_assert_str_eq(line, line + 32);
+	ck_assert_int_eq(append_one(parent_log, 1, 0, NULL), 0);
+	ck_assert_int_eq(sm_log_commit(parent_log), 0);
+	ck_assert_int_eq(sm_log_close(parent_log), 0);
+}
+END_TEST
+
 /* ---- several processes ------------------------------------------------- */
 
 #define NPROC 3
@@ -734,6 +765,7 @@ static Suite *log_suite(void)
 	tcase_add_test(tc, append_commit_iterate);
 	tcase_add_test(tc, record_outlives_log);
 	tcase_add_test(tc, open_cuts_lost_record);
+	tcase_add_test(tc, fork_child_is_stale);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("appenders");
