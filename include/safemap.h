@@ -407,6 +407,98 @@ SM__INLINE_ALL(64)
 #endif /* !SM_NO_INLINE */
 #endif /* __GNUC__ */
 
+
+/* --- logs and objects (SPEC §13; see sm_log(3), sm_object(3)) -------------
+ * Small layers over slices.  Same conventions: 0 (or a count) on success, a
+ * negative errno on failure; nothing aborts.
+ */
+typedef struct sm_log sm_log;
+typedef struct sm_log_iter sm_log_iter;
+typedef struct sm_object sm_object;
+
+/* Open (SM_CREATE: create and initialise) a log.  flags: SM_RDONLY or
+ * SM_RDWR, plus SM_CREATE (with SM_RDWR only).  opt as for sm_open (may be
+ * NULL).  A read-write open repairs the tail after a crash (a torn or lost
+ * record past the committed tail is cut) and commits whole records left
+ * there.  Errors: as sm_open, and -EINVAL (bad flags, or the file is not a
+ * log of this version), -EBADMSG (corrupt header), -EIO/-ENOSPC (writing
+ * or flushing a new header, or the repair's commit). */
+SM_EXPORT SM_WUR int sm_log_open(const char *path, int flags, const sm_options *opt,
+				 sm_log **out);
+
+/* Append one record (len bytes at rec) at the tail; *lsn (if lsn is not
+ * NULL) receives its LSN, the byte offset of its frame in the file.
+ * Records of several threads and processes interleave whole.  The record is
+ * visible to iterators only after a commit (of any process).  Errors:
+ * -EINVAL (NULL, zero length), -EBADF (read-only log), -ERANGE (record
+ * longer than 4 GiB - 64, or the log would pass INT64_MAX), -ENOSPC (space
+ * for it could not be reserved: never a SIGBUS later), -ESTALE (used in a
+ * fork child), -EBADMSG (corrupt tail slot), -ENOMEM, and errors of
+ * sm_map_write. */
+SM_EXPORT SM_WUR int sm_log_append(sm_log *log, const void *rec, size_t len, uint64_t *lsn);
+
+/* Make every record appended so far (by any process) durable with one
+ * fdatasync shared by concurrent committers (group commit), then publish
+ * the committed tail.  Errors: -EINVAL, -EBADF (read-only log), -ESTALE,
+ * -EBADMSG (corrupt header), and the flush's error (-EIO, -ENOSPC, ...),
+ * which is sticky: later commits through this handle return it, since Linux
+ * reports a write-back error once and then marks the pages clean. */
+SM_EXPORT SM_WUR int sm_log_commit(sm_log *log);
+
+/* Close a log.  Record slices from its iterators stay valid until released.
+ * Errors: -EINVAL (NULL), -EBUSY (iterators still open: close them first;
+ * the log stays open). */
+SM_EXPORT int sm_log_close(sm_log *log);
+
+/* An iterator over committed records, from from_lsn: 0 (the first record),
+ * a committed record's LSN, or the committed tail (to wait for new records).
+ * Errors: -EINVAL (NULL, or from_lsn is none of those), -ESTALE, -EBADMSG,
+ * -ENOMEM, and errors of sm_map_read. */
+SM_EXPORT SM_WUR int sm_log_iter_open(sm_log *log, uint64_t from_lsn, sm_log_iter **out);
+
+/* The next committed record: returns 1 with *rec a read slice of its payload
+ * (zero-copy, framing excluded; the caller releases it) and *lsn (if not
+ * NULL) its LSN; 0 at the committed tail (call again later to see records
+ * committed since); or an error: -EINVAL, -EBADMSG (a committed record
+ * fails its checksum: the file was damaged; the iterator stays before it),
+ * -ENXIO (the log was truncated), and errors of sm_map_read/sm_sub. */
+SM_EXPORT SM_WUR int sm_log_iter_next(sm_log_iter *it, sm_slice **rec, uint64_t *lsn);
+
+/* Free an iterator (record slices it returned stay valid).  Errors: -EINVAL. */
+SM_EXPORT int sm_log_iter_close(sm_log_iter *it);
+
+/* sm_object_create() flags */
+#define SM_OBJECT_REPLACE 0x1 /* sm_object_publish may replace an existing name */
+
+/* Start an object that will appear under dir/name only when published: an
+ * unnamed file in dir (O_TMPFILE where the filesystem supports it, else a
+ * hidden name ".NAME.XXXXXX.smtmp" removed on abort).  Objects use no lock
+ * table.  Errors: -EINVAL (NULL, empty name, a name with '/', "." or "..",
+ * unknown flags), -ENOMEM, and open(2) errors (-ENOENT, -EACCES, ...). */
+SM_EXPORT SM_WUR int sm_object_create(const char *dir, const char *name, int flags,
+				      sm_object **out);
+
+/* A write slice over [off, off+len) of the object, growing it as needed
+ * (direct, blocks reserved).  Release it before publishing.  Errors: as
+ * sm_map_write (-EINVAL, -ERANGE, -ENOSPC, -EBUSY for an overlapping live
+ * slice, ...). */
+SM_EXPORT SM_WUR int sm_object_map(sm_object *o, uint64_t off, uint64_t len, sm_slice **out);
+
+/* Make the object durable (fdatasync), link it under its name atomically
+ * (linkat; with SM_OBJECT_REPLACE a rename over an existing name), then
+ * fsync the directory.  Frees the object on success only; after an error
+ * the caller still owns it (and usually aborts it).  Errors: -EINVAL,
+ * -EBUSY (live slices), -EEXIST (the name exists, without
+ * SM_OBJECT_REPLACE), -EIO/-ENOSPC (the flush; sticky for this object),
+ * and linkat/renameat/fsync errors.  If only the directory fsync fails the
+ * name is already visible: the error is returned and abort cannot take the
+ * name back. */
+SM_EXPORT SM_WUR int sm_object_publish(sm_object *o);
+
+/* Drop an unpublished object: nothing is left under its name or beside it.
+ * Slices of it stay usable until released.  Errors: -EINVAL (NULL). */
+SM_EXPORT int sm_object_abort(sm_object *o);
+
 #ifdef __cplusplus
 }
 #endif

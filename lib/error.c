@@ -43,7 +43,8 @@ static const struct {
 	{ ENOENT, "no such file (give SM_CREATE to create it)" },
 	{ ENAMETOOLONG, "the path of the file or of its lock table is too long" },
 	{ EAGAIN, "the lock table kept changing while it was opened; try again" },
-	{ EEXIST, "the name already exists" },
+	{ EEXIST, "the name already exists (sm_object_publish without SM_OBJECT_REPLACE)" },
+	{ EBADMSG, "the log's header or a record failed its checksum (corrupted log)" },
 };
 
 const char *sm_strerror(int err)

@@ -1,0 +1,874 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * log.c - append-only logs of framed records over slices (SPEC §13).
+ *
+ * File layout (all integers little-endian):
+ *   [0, 4096)   header: magic, version, header size, and two slots of
+ *               {u64 value, u64 ~value}: the committed tail (offset 64) and
+ *               the appended tail (offset 128).  The complement lets a
+ *               reader of a slot that races its writer see the tear and
+ *               read again (pread/pwrite promise no atomicity).
+ *   [4096, ...) records, each at an 8-byte aligned offset (its LSN):
+ *               u32 length, u32 CRC-32C, payload, zero padding to 8 bytes.
+ *               The CRC covers the payload, then the LSN and the length, so
+ *               a stale record left at another offset never validates.
+ *
+ * Appenders serialise on a kernel lock (mutex bytes far beyond any data, on
+ * the log's own open file description, so they block instead of spinning),
+ * read the appended tail, place the record through a write slice at the
+ * tail (the tail region is write-locked while the record is placed), and
+ * only then move the appended tail.  A process killed mid-record leaves
+ * bytes past the appended tail, which no reader looks at and the next
+ * appender overwrites.
+ *
+ * sm_log_commit is a group commit: a committer that finds the committed tail
+ * already past what it needs returns at once.  Otherwise it shares a flush:
+ * flushes run in two "lanes" (a kernel-lock byte each, like a journal's
+ * committing and running transactions), each announcing the appended tail
+ * it covers before its fdatasync (one flush covers every record any process
+ * placed before it: the page cache is shared) and publishing the committed
+ * tail only after it.  A committer covered by a running flush waits for it;
+ * else it leads a flush in a free lane, or waits for the older one and then
+ * leads the next, covering everyone who arrived meanwhile.  Whole records
+ * left past the committed tail by a dead appender are kept: the next commit
+ * of any process commits them.
+ *
+ * Iterators read up to the committed tail only, and check each record's
+ * CRC; a record is handed out as a read sub-slice of a larger read slice
+ * (zero-copy), which keeps the mapping and read lock alive until released.
+ *
+ * Public calls run with thread cancellation disabled (SPEC §2): pread and
+ * fdatasync are cancellation points, and a thread cancelled there would
+ * leave the mutexes held.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "crc32c.h"
+#include "safemap-internal.h"
+
+#define LOG_MAGIC "SMLOG\0\0\1"
+#define LOG_VERSION 1u
+#define LOG_HDR 4096u
+#define SLOT_COMMITTED 64
+#define SLOT_TAIL 128
+#define SLOT_FLUSHING 192 /* and 208: tail covered by each lane's running flush */
+/* Kernel-lock mutex bytes: never mapped, far beyond any log. */
+#define MUTEX_BASE ((uint64_t)1 << 62)
+#define MUTEX_INIT (MUTEX_BASE + 0)
+#define MUTEX_APPEND (MUTEX_BASE + 1)
+#define MUTEX_PUBLISH (MUTEX_BASE + 2)
+#define MUTEX_LANE (MUTEX_BASE + 4) /* and + 5: the two flush lanes */
+/* Space is reserved ahead in steps of at least this much (or 1/8 of the log). */
+#define RESERVE_STEP ((uint64_t)1 << 20)
+/* Iterators map this much at a time, sub-slicing records out of it. */
+#define ITER_WINDOW ((uint64_t)1 << 20)
+#define FRAME 8u
+/* Frames up to this size are assembled on the stack and copied once. */
+#define SMALL_REC 1024u
+#define REC_MAX ((size_t)UINT32_MAX - 64)
+/* A slot that stays torn this long is corrupt, not racing a writer. */
+#define SLOT_TRIES 100000
+/* A group-commit leader waits at most this many yields for the tail to settle. */
+#define SETTLE_MAX 8
+
+struct sm_log {
+	sm_file *f;
+	int fd; /* own open file description: slots, mutexes, fdatasync */
+	int flags;
+	unsigned long gen; /* fork generation at open */
+	pthread_mutex_t app_mu;  /* in-process half of the append mutex */
+	pthread_mutex_t lane_mu[2]; /* in-process halves of the flush lanes */
+	uint64_t reserved;       /* file size known reserved (under app_mu) */
+	pthread_mutex_t pub_mu;  /* in-process half of the publish mutex */
+	int poison;              /* first failed flush (atomic) */
+	unsigned long iters;     /* live iterators (atomic) */
+};
+
+/* A read slice over [beg, end) of the log, moved along as records are read. */
+struct window {
+	sm_slice *s;
+	uint64_t beg, end;
+};
+
+struct sm_log_iter {
+	sm_log *log;
+	uint64_t pos;    /* next record's LSN */
+	uint64_t end;    /* committed tail last read */
+	uint64_t valid;  /* records in [pos, valid) are checked */
+	struct window w;
+};
+
+static uint64_t align8(uint64_t n)
+{
+	return (n + 7) & ~(uint64_t)7;
+}
+
+static uint32_t get32le(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get64le(const unsigned char *p)
+{
+	return (uint64_t)get32le(p) | (uint64_t)get32le(p + 4) << 32;
+}
+
+static void put32le(unsigned char *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put64le(unsigned char *p, uint64_t v)
+{
+	put32le(p, (uint32_t)v);
+	put32le(p + 4, (uint32_t)(v >> 32));
+}
+
+/* The CRC of the record at lsn: its payload's CRC (pcrc) continued over its
+ * LSN and length.  Payload first, so appenders checksum it before they take
+ * the tail, where the LSN becomes known. */
+static uint32_t frame_crc(uint32_t pcrc, uint64_t lsn, uint32_t len)
+{
+	unsigned char b[12];
+
+	put64le(b, lsn);
+	put32le(b + 8, len);
+	return sm_crc32c(pcrc, b, sizeof(b));
+}
+
+/* --- fork ------------------------------------------------------------------
+ * A log handle belongs to the process that opened it (a child shares its
+ * open file description, so its kernel-lock mutexes would be the parent's).
+ * A fork counter, not getpid(): getpid is a system call, per append. */
+static unsigned long forks;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void fork_child(void)
+{
+	__atomic_fetch_add(&forks, 1, __ATOMIC_RELAXED);
+}
+
+static void fork_init(void)
+{
+	pthread_atfork(NULL, NULL, fork_child);
+}
+
+static int log_forked(const sm_log *l)
+{
+	return __atomic_load_n(&forks, __ATOMIC_RELAXED) != l->gen ? -ESTALE : 0;
+}
+
+/* --- kernel-lock mutexes ------------------------------------------------- */
+
+static int mutex_lock(int fd, short type, uint64_t at)
+{
+	struct flock fl;
+	int rc = 0;
+	SM_NOCANCEL_BEGIN;
+
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = type;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = (off_t)at;
+	fl.l_len = 1;
+	while (fcntl(fd, F_OFD_SETLKW, &fl) < 0) {
+		if (errno != EINTR) {
+			rc = -errno;
+			break;
+		}
+	}
+	SM_NOCANCEL_END;
+	return rc;
+}
+
+/* Take a write lock on a mutex byte without waiting: 0 or -EBUSY. */
+static int mutex_try(int fd, uint64_t at)
+{
+	struct flock fl;
+
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_WRLCK;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = (off_t)at;
+	fl.l_len = 1;
+	if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
+		return 0;
+	return errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
+}
+
+static void mutex_unlock(int fd, uint64_t at)
+{
+	struct flock fl;
+
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_UNLCK;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = (off_t)at;
+	fl.l_len = 1;
+	(void)fcntl(fd, F_OFD_SETLK, &fl);
+}
+
+/* Both halves: the pthread mutex orders this process's threads (which share
+ * one open file description, so the kernel lock does not), the kernel lock
+ * orders processes and other handles. */
+static int log_lock(sm_log *l, pthread_mutex_t *mu, uint64_t at)
+{
+	int rc;
+
+	pthread_mutex_lock(mu);
+	if ((rc = mutex_lock(l->fd, F_WRLCK, at)) < 0)
+		pthread_mutex_unlock(mu);
+	return rc;
+}
+
+static void log_unlock(sm_log *l, pthread_mutex_t *mu, uint64_t at)
+{
+	mutex_unlock(l->fd, at);
+	pthread_mutex_unlock(mu);
+}
+
+/* --- header slots -------------------------------------------------------- */
+
+static int slot_read(const sm_log *l, off_t at, uint64_t *v)
+{
+	unsigned char b[16];
+
+	for (int i = 0; i < SLOT_TRIES; i++) {
+		ssize_t n = pread(l->fd, b, sizeof(b), at);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n != (ssize_t)sizeof(b))
+			return -EBADMSG;
+		if (get64le(b) == ~get64le(b + 8)) {
+			*v = get64le(b);
+			return 0;
+		}
+		sched_yield(); /* a writer is halfway through the slot */
+	}
+	return -EBADMSG;
+}
+
+static int slot_write(sm_log *l, off_t at, uint64_t v)
+{
+	unsigned char b[16];
+	ssize_t n;
+	SM_NOCANCEL_BEGIN;
+
+	put64le(b, v);
+	put64le(b + 8, ~v);
+	while ((n = sm_sys.pwrite(l->fd, b, sizeof(b), at)) < 0 && errno == EINTR)
+		;
+	SM_NOCANCEL_END;
+	if (n < 0)
+		return -errno;
+	return n == (ssize_t)sizeof(b) ? 0 : -EIO;
+}
+
+/* --- records --------------------------------------------------------------- */
+
+static void window_drop(struct window *w)
+{
+	if (w->s)
+		sm_release(w->s);
+	w->s = NULL;
+}
+
+static int window_map(sm_log *l, struct window *w, uint64_t beg, uint64_t end)
+{
+	int rc;
+
+	window_drop(w);
+	if ((rc = sm_map_read(l->f, beg, end - beg, 0, &w->s)) < 0)
+		return rc;
+	w->beg = beg;
+	w->end = end;
+	return 0;
+}
+
+/* Checks the records of a window in one guarded pass (one library call
+ * for many records, instead of one per record). */
+struct scan {
+	uint64_t base, pos, limit, wend;
+	bool bad; /* stopped at an invalid record, not at the window's end */
+};
+
+static int scan_fn(void *p, size_t n, void *arg)
+{
+	struct scan *sc = arg;
+	const unsigned char *b = p;
+
+	(void)n;
+	while (sc->pos + FRAME <= sc->limit && sc->pos + FRAME <= sc->wend) {
+		const unsigned char *fr = b + (sc->pos - sc->base);
+		uint32_t len = get32le(fr), crc = get32le(fr + 4);
+		uint64_t sz = align8((uint64_t)FRAME + len);
+
+		if (len == 0 || len > REC_MAX || sz > sc->limit - sc->pos) {
+			sc->bad = true;
+			break;
+		}
+		if (sc->pos + sz > sc->wend)
+			break; /* continues past the window */
+		if (frame_crc(sm_crc32c(0, fr + FRAME, len), sc->pos, len) != crc) {
+			sc->bad = true;
+			break;
+		}
+		sc->pos += sz;
+	}
+	return 0;
+}
+
+/*
+ * Check the records from pos on (they must end by limit), mapping w over
+ * them: *upto receives the end of the run of valid records that starts at
+ * pos and lies in the window (at least one).  -EBADMSG: the record at pos
+ * is not valid.
+ */
+static int scan_from(sm_log *l, struct window *w, uint64_t pos, uint64_t limit, uint64_t *upto)
+{
+	struct scan sc;
+	uint64_t end = limit - pos > ITER_WINDOW ? pos + ITER_WINDOW : limit;
+	uint32_t len;
+	int rc;
+
+	if (pos + FRAME > limit)
+		return -EBADMSG;
+	if (!w->s || pos < w->beg || pos + FRAME > w->end || w->end < end) {
+		if ((rc = window_map(l, w, pos, end)) < 0)
+			return rc;
+	}
+	if ((rc = sm_get_u32_le(w->s, pos - w->beg, &len)) < 0)
+		return rc;
+	if (len == 0 || len > REC_MAX || align8((uint64_t)FRAME + len) > limit - pos)
+		return -EBADMSG;
+	if (pos + align8((uint64_t)FRAME + len) > w->end &&
+	    (rc = window_map(l, w, pos, pos + align8((uint64_t)FRAME + len))) < 0)
+		return rc;
+	sc = (struct scan){ .base = w->beg, .pos = pos, .limit = limit, .wend = w->end };
+	if ((rc = sm_guarded(w->s, scan_fn, &sc)) < 0)
+		return rc;
+	if (sc.pos == pos)
+		return -EBADMSG;
+	*upto = sc.pos;
+	return 0;
+}
+
+/* Reserve blocks so that the file covers [0, end): in steps, so appends
+ * rarely grow the file, and so that a full disk is -ENOSPC here rather
+ * than SIGBUS at a store into a hole.  Caller holds the append mutex. */
+static int reserve(sm_log *l, uint64_t end)
+{
+	struct stat st;
+	uint64_t size, step, want;
+
+	if (end <= l->reserved)
+		return 0;
+	if (fstat(l->fd, &st) < 0)
+		return -errno;
+	size = (uint64_t)st.st_size;
+	if (end <= size) {
+		l->reserved = size;
+		return 0;
+	}
+	step = size / 8 > RESERVE_STEP ? size / 8 : RESERVE_STEP;
+	want = (end + step - 1) / step * step;
+	if (sm_sys.fallocate(l->fd, 0, (off_t)size, (off_t)(want - size)) == 0) {
+		l->reserved = want;
+		return 0;
+	}
+	if (errno == ENOSPC && sm_sys.fallocate(l->fd, 0, (off_t)size, (off_t)(end - size)) == 0) {
+		l->reserved = end; /* the disk is nearly full: just this record */
+		return 0;
+	}
+	if (errno != EOPNOTSUPP)
+		return -errno;
+	/* No reservation on this filesystem (documented risk): just grow. */
+	if (sm_sys.ftruncate(l->fd, (off_t)want) < 0)
+		return -errno;
+	l->reserved = want;
+	return 0;
+}
+
+static int log_commit(sm_log *l);
+
+/* --- open / close ------------------------------------------------------------ */
+
+/* Write the header of a new (empty) log.  Caller holds MUTEX_INIT. */
+static int init_header(sm_log *l)
+{
+	unsigned char *h = calloc(1, LOG_HDR);
+	ssize_t n;
+	int rc = 0;
+
+	if (!h)
+		return -ENOMEM;
+	memcpy(h, LOG_MAGIC, 8);
+	put32le(h + 8, LOG_VERSION);
+	put32le(h + 12, LOG_HDR);
+	put64le(h + SLOT_COMMITTED, LOG_HDR);
+	put64le(h + SLOT_COMMITTED + 8, ~(uint64_t)LOG_HDR);
+	put64le(h + SLOT_TAIL, LOG_HDR);
+	put64le(h + SLOT_TAIL + 8, ~(uint64_t)LOG_HDR);
+	put64le(h + SLOT_FLUSHING, 0);
+	put64le(h + SLOT_FLUSHING + 8, ~(uint64_t)0);
+	put64le(h + SLOT_FLUSHING + 16, 0);
+	put64le(h + SLOT_FLUSHING + 24, ~(uint64_t)0);
+	n = sm_sys.pwrite(l->fd, h, LOG_HDR, 0);
+	if (n < 0)
+		rc = -errno;
+	else if (n != LOG_HDR)
+		rc = -EIO;
+	else if (sm_sys.fdatasync(l->fd) < 0)
+		rc = -errno;
+	free(h);
+	return rc;
+}
+
+static int check_header(sm_log *l)
+{
+	unsigned char h[16];
+	ssize_t n = pread(l->fd, h, sizeof(h), 0);
+
+	if (n < 0)
+		return -errno;
+	if (n != (ssize_t)sizeof(h) || memcmp(h, LOG_MAGIC, 8) != 0 ||
+	    get32le(h + 8) != LOG_VERSION || get32le(h + 12) != LOG_HDR)
+		return -EINVAL; /* not a log (of this version) */
+	return 0;
+}
+
+static int setup(sm_log *l)
+{
+	struct stat st;
+	int rc;
+
+	if ((rc = mutex_lock(l->fd, (l->flags & SM_RDWR) ? F_WRLCK : F_RDLCK, MUTEX_INIT)) < 0)
+		return rc;
+	if (fstat(l->fd, &st) < 0)
+		rc = -errno;
+	else if (st.st_size == 0 && (l->flags & SM_RDWR))
+		rc = init_header(l);
+	if (rc == 0)
+		rc = check_header(l);
+	mutex_unlock(l->fd, MUTEX_INIT);
+	return rc;
+}
+
+/*
+ * Repair the appended tail (read-write opens): after a machine crash the
+ * tail slot may have reached the disk before the records it covers, so walk
+ * the records past the committed tail and cut at the first invalid one, then
+ * commit the rest (they may include records whose commit had succeeded while
+ * the committed slot itself had not reached the disk yet).
+ */
+static int recover(sm_log *l)
+{
+	struct window w = { 0 };
+	uint64_t c, t, pos, upto;
+	int rc;
+
+	if ((rc = log_lock(l, &l->app_mu, MUTEX_APPEND)) < 0)
+		return rc;
+	if ((rc = slot_read(l, SLOT_COMMITTED, &c)) < 0 || (rc = slot_read(l, SLOT_TAIL, &t)) < 0)
+		goto out;
+	if (c < LOG_HDR || t < c || (c & 7) || (t & 7) || t > INT64_MAX) {
+		rc = -EBADMSG;
+		goto out;
+	}
+	for (pos = c; pos < t; pos = upto)
+		if ((rc = scan_from(l, &w, pos, t, &upto)) < 0)
+			break;
+	window_drop(&w);
+	/* Garbage, or a file shorter than the tail says: cut there. */
+	if (rc == -EBADMSG || rc == -ERANGE || rc == -ENXIO) {
+		rc = slot_write(l, SLOT_TAIL, pos);
+		t = pos;
+	}
+out:
+	log_unlock(l, &l->app_mu, MUTEX_APPEND);
+	if (rc == 0 && t > c)
+		rc = log_commit(l);
+	return rc;
+}
+
+static int log_open(const char *path, int flags, const sm_options *opt, sm_log **out)
+{
+	sm_log *l;
+	int rc, oflags;
+
+	if (!path || !out || (flags & ~(SM_RDONLY | SM_RDWR | SM_CREATE)) ||
+	    !(flags & SM_RDONLY) == !(flags & SM_RDWR) ||
+	    ((flags & SM_CREATE) && (flags & SM_RDONLY)))
+		return -EINVAL;
+	if (!(l = calloc(1, sizeof(*l))))
+		return -ENOMEM;
+	l->fd = -1;
+	l->flags = flags;
+	pthread_once(&fork_once, fork_init);
+	l->gen = __atomic_load_n(&forks, __ATOMIC_RELAXED);
+	pthread_mutex_init(&l->app_mu, NULL);
+	pthread_mutex_init(&l->lane_mu[0], NULL);
+	pthread_mutex_init(&l->lane_mu[1], NULL);
+	pthread_mutex_init(&l->pub_mu, NULL);
+	if ((rc = sm_open(path, flags, opt, &l->f)) < 0)
+		goto err;
+	oflags = ((flags & SM_RDWR) ? O_RDWR : O_RDONLY) | O_CLOEXEC;
+	if ((l->fd = open(path, oflags)) < 0) {
+		rc = -errno;
+		goto err;
+	}
+	if ((rc = setup(l)) < 0)
+		goto err;
+	if ((flags & SM_RDWR) && (rc = recover(l)) < 0)
+		goto err;
+	*out = l;
+	return 0;
+err:
+	if (l->fd >= 0)
+		close(l->fd);
+	if (l->f)
+		sm_close(l->f);
+	pthread_mutex_destroy(&l->app_mu);
+	pthread_mutex_destroy(&l->lane_mu[0]);
+	pthread_mutex_destroy(&l->lane_mu[1]);
+	pthread_mutex_destroy(&l->pub_mu);
+	free(l);
+	return rc;
+}
+
+int sm_log_close(sm_log *l)
+{
+	int rc;
+
+	if (!l)
+		return -EINVAL;
+	if (__atomic_load_n(&l->iters, __ATOMIC_ACQUIRE))
+		return -EBUSY;
+	rc = sm_close(l->f);
+	close(l->fd);
+	pthread_mutex_destroy(&l->app_mu);
+	pthread_mutex_destroy(&l->lane_mu[0]);
+	pthread_mutex_destroy(&l->lane_mu[1]);
+	pthread_mutex_destroy(&l->pub_mu);
+	free(l);
+	return rc;
+}
+
+/* --- append / commit --------------------------------------------------------- */
+
+static int log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
+{
+	unsigned char fr[FRAME], small[SMALL_REC];
+	sm_slice *s = NULL;
+	uint64_t t, sz;
+	uint32_t crc, pcrc;
+	int rc;
+
+	if (!l || !rec || len == 0)
+		return -EINVAL;
+	if (!(l->flags & SM_RDWR))
+		return -EBADF;
+	if ((rc = log_forked(l)) < 0)
+		return rc;
+	if (len > REC_MAX)
+		return -ERANGE;
+	sz = align8((uint64_t)FRAME + len);
+	pcrc = sm_crc32c(0, rec, len);
+	if (sz <= SMALL_REC) {
+		memset(small + FRAME + len, 0, sz - FRAME - len);
+		memcpy(small + FRAME, rec, len);
+	}
+	if ((rc = log_lock(l, &l->app_mu, MUTEX_APPEND)) < 0)
+		return rc;
+	if ((rc = slot_read(l, SLOT_TAIL, &t)) < 0)
+		goto out;
+	if (t < LOG_HDR || (t & 7)) {
+		rc = -EBADMSG;
+		goto out;
+	}
+	if (t > INT64_MAX - sz) {
+		rc = -ERANGE;
+		goto out;
+	}
+	if ((rc = reserve(l, t + sz)) < 0)
+		goto out;
+	if ((rc = sm_map_write(l->f, t, sz, SM_EXTEND, &s)) < 0)
+		goto out;
+	/* The CRC covers the LSN, known only now. */
+	crc = frame_crc(pcrc, t, (uint32_t)len);
+	if (sz <= SMALL_REC) {
+		/* One copy into the slice for the whole frame. */
+		put32le(small, (uint32_t)len);
+		put32le(small + 4, crc);
+		if ((rc = sm_write(s, 0, small, sz)) < 0)
+			goto out;
+	} else {
+		put32le(fr, (uint32_t)len);
+		put32le(fr + 4, crc);
+		if ((rc = sm_write(s, FRAME, rec, len)) < 0 ||
+		    (sz > FRAME + len && (rc = sm_fill(s, FRAME + len, 0, sz - FRAME - len)) < 0) ||
+		    (rc = sm_write(s, 0, fr, FRAME)) < 0)
+			goto out;
+	}
+	sm_release(s);
+	s = NULL;
+	/* Only now is the record whole: move the tail past it. */
+	if ((rc = slot_write(l, SLOT_TAIL, t + sz)) < 0)
+		goto out;
+	if (lsn)
+		*lsn = t;
+out:
+	if (s)
+		sm_release(s);
+	log_unlock(l, &l->app_mu, MUTEX_APPEND);
+	return rc;
+}
+
+/* Let a moving tail settle: while it moves, appenders are placing records
+ * that would otherwise need a flush of their own right after ours (the
+ * kernel's journal batches concurrent fsyncs the same way). */
+static int settled_tail(sm_log *l, uint64_t *t)
+{
+	int rc;
+
+	if ((rc = slot_read(l, SLOT_TAIL, t)) < 0)
+		return rc;
+	for (int k = 0; k < SETTLE_MAX; k++) {
+		uint64_t t2;
+		sched_yield();
+		if ((rc = slot_read(l, SLOT_TAIL, &t2)) < 0)
+			return rc;
+		if (t2 == *t)
+			break;
+		*t = t2;
+	}
+	return 0;
+}
+
+/* One flush covering every record below the tail t, then publish t as the
+ * committed tail (unless a later flush already published more). */
+static int flush_and_publish(sm_log *l, uint64_t t)
+{
+	uint64_t c;
+	int rc = 0;
+
+	{
+		SM_NOCANCEL_BEGIN;
+		if (sm_sys.fdatasync(l->fd) < 0)
+			rc = -errno;
+		SM_NOCANCEL_END;
+	}
+	if (rc < 0) {
+		/* Linux reports a write-back error once and marks the pages
+		 * clean: a retry would "succeed" over lost data (SPEC §6.4). */
+		int zero = 0;
+		__atomic_compare_exchange_n(&l->poison, &zero, rc, false, __ATOMIC_ACQ_REL,
+					    __ATOMIC_ACQUIRE);
+		return rc;
+	}
+	if ((rc = log_lock(l, &l->pub_mu, MUTEX_PUBLISH)) < 0)
+		return rc;
+	if ((rc = slot_read(l, SLOT_COMMITTED, &c)) == 0 && c < t)
+		rc = slot_write(l, SLOT_COMMITTED, t);
+	log_unlock(l, &l->pub_mu, MUTEX_PUBLISH);
+	return rc;
+}
+
+/* The flush lanes: a flush runs holding one lane (in-process mutex and
+ * kernel lock) and announces in the lane's slot the tail it covers. */
+static int lane_try(sm_log *l, int i)
+{
+	int rc;
+
+	if (pthread_mutex_trylock(&l->lane_mu[i]) != 0)
+		return -EBUSY;
+	if ((rc = mutex_try(l->fd, MUTEX_LANE + (uint64_t)i)) < 0)
+		pthread_mutex_unlock(&l->lane_mu[i]);
+	return rc;
+}
+
+/* Flush everything placed so far as the holder of lane i, then free it. */
+static int lead(sm_log *l, int i)
+{
+	uint64_t t;
+	int rc;
+
+	if ((rc = settled_tail(l, &t)) == 0 &&
+	    (rc = slot_write(l, SLOT_FLUSHING + 16 * i, t)) == 0)
+		rc = flush_and_publish(l, t);
+	log_unlock(l, &l->lane_mu[i], MUTEX_LANE + (uint64_t)i);
+	return rc;
+}
+
+/*
+ * Group commit with two lanes, as a journal has a committing and a running
+ * transaction: at most two flushes run at once, and every other committer
+ * shares one of them.  A committer whose records a running flush covers
+ * waits for that flush.  Otherwise it takes a free lane and flushes
+ * everything placed so far (the second lane lets a new flush start while
+ * one runs, instead of queueing records behind a flush that cannot cover
+ * them).  With both lanes busy and neither covering it, it waits for the
+ * older flush and then leads the next one, covering all who arrived
+ * meanwhile.
+ */
+static int log_commit(sm_log *l)
+{
+	uint64_t want, c, f[2];
+	int rc, i;
+
+	if (!l)
+		return -EINVAL;
+	if (!(l->flags & SM_RDWR))
+		return -EBADF;
+	if ((rc = log_forked(l)) < 0)
+		return rc;
+	if ((rc = slot_read(l, SLOT_TAIL, &want)) < 0)
+		return rc;
+	if ((rc = __atomic_load_n(&l->poison, __ATOMIC_ACQUIRE)) < 0 ||
+	    (rc = slot_read(l, SLOT_COMMITTED, &c)) < 0 || c >= want)
+		return rc;
+	for (i = 0; i < 2; i++) {
+		if ((rc = lane_try(l, i)) == 0)
+			return lead(l, i);
+		if (rc != -EBUSY)
+			return rc;
+	}
+	if ((rc = slot_read(l, SLOT_FLUSHING, &f[0])) < 0 ||
+	    (rc = slot_read(l, SLOT_FLUSHING + 16, &f[1])) < 0)
+		return rc;
+	i = f[0] >= want ? 0 : f[1] >= want ? 1 : f[0] <= f[1] ? 0 : 1;
+	if ((rc = log_lock(l, &l->lane_mu[i], MUTEX_LANE + (uint64_t)i)) < 0)
+		return rc;
+	/* The flush we waited for may have covered our records. */
+	if ((rc = __atomic_load_n(&l->poison, __ATOMIC_ACQUIRE)) < 0 ||
+	    (rc = slot_read(l, SLOT_COMMITTED, &c)) < 0 || c >= want) {
+		log_unlock(l, &l->lane_mu[i], MUTEX_LANE + (uint64_t)i);
+		return rc;
+	}
+	return lead(l, i);
+}
+
+/* --- iterators ---------------------------------------------------------------- */
+
+static int log_iter_open(sm_log *l, uint64_t from, sm_log_iter **out)
+{
+	sm_log_iter *it;
+	uint64_t c;
+	int rc;
+
+	if (!l || !out)
+		return -EINVAL;
+	if ((rc = log_forked(l)) < 0)
+		return rc;
+	if ((rc = slot_read(l, SLOT_COMMITTED, &c)) < 0)
+		return rc;
+	if (from == 0)
+		from = LOG_HDR;
+	if (from < LOG_HDR || (from & 7) || from > c)
+		return -EINVAL;
+	if (!(it = calloc(1, sizeof(*it))))
+		return -ENOMEM;
+	it->log = l;
+	it->pos = it->valid = from;
+	it->end = c;
+	/* A record's LSN, or the committed tail: check the record is there. */
+	if (from < c && (rc = scan_from(l, &it->w, from, c, &it->valid)) < 0) {
+		window_drop(&it->w);
+		free(it);
+		return rc == -EBADMSG ? -EINVAL : rc;
+	}
+	__atomic_fetch_add(&l->iters, 1, __ATOMIC_ACQ_REL);
+	*out = it;
+	return 0;
+}
+
+static int log_iter_next(sm_log_iter *it, sm_slice **rec, uint64_t *lsn)
+{
+	uint32_t len;
+	int rc;
+
+	if (!it || !rec)
+		return -EINVAL;
+	if (it->pos >= it->end) {
+		if ((rc = slot_read(it->log, SLOT_COMMITTED, &it->end)) < 0)
+			return rc;
+		if (it->pos >= it->end)
+			return 0;
+	}
+	if (it->pos >= it->valid &&
+	    (rc = scan_from(it->log, &it->w, it->pos, it->end, &it->valid)) < 0)
+		return rc;
+	/* Checked, and inside the window. */
+	if ((rc = sm_get_u32_le(it->w.s, it->pos - it->w.beg, &len)) < 0 ||
+	    (rc = sm_sub(it->w.s, it->pos - it->w.beg + FRAME, len, rec)) < 0)
+		return rc;
+	if (lsn)
+		*lsn = it->pos;
+	it->pos += align8((uint64_t)FRAME + len);
+	return 1;
+}
+
+int sm_log_iter_close(sm_log_iter *it)
+{
+	if (!it)
+		return -EINVAL;
+	window_drop(&it->w);
+	__atomic_fetch_sub(&it->log->iters, 1, __ATOMIC_ACQ_REL);
+	free(it);
+	return 0;
+}
+
+int sm_log_open(const char *path, int flags, const sm_options *opt, sm_log **out)
+{
+	int old = sm_nocancel();
+	int rc = log_open(path, flags, opt, out);
+
+	sm_cancel_restore(old);
+	return rc;
+}
+
+int sm_log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
+{
+	int old = sm_nocancel();
+	int rc = log_append(l, rec, len, lsn);
+
+	sm_cancel_restore(old);
+	return rc;
+}
+
+int sm_log_commit(sm_log *l)
+{
+	int old = sm_nocancel();
+	int rc = log_commit(l);
+
+	sm_cancel_restore(old);
+	return rc;
+}
+
+int sm_log_iter_open(sm_log *l, uint64_t from, sm_log_iter **out)
+{
+	int old = sm_nocancel();
+	int rc = log_iter_open(l, from, out);
+
+	sm_cancel_restore(old);
+	return rc;
+}
+
+int sm_log_iter_next(sm_log_iter *it, sm_slice **rec, uint64_t *lsn)
+{
+	int old = sm_nocancel();
+	int rc = log_iter_next(it, rec, lsn);
+
+	sm_cancel_restore(old);
+	return rc;
+}
