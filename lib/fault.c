@@ -216,9 +216,14 @@ static bool synchronous(const siginfo_t *info)
 }
 
 /* The default action of SIGBUS, for real: terminate (with a core dump).
- * The signal is sent again to this thread with its own siginfo, unblocked,
- * so it is delivered before the syscall returns, whatever it was (a fault,
- * an asynchronous memory error, a sent signal). */
+ * A synchronous fault needs no new signal: with the default disposition
+ * restored, returning re-executes the access, which faults again and the
+ * kernel kills the process with the fault's own siginfo (this also works
+ * under valgrind, which cannot re-queue a kernel siginfo to itself).  Any
+ * other SIGBUS (an asynchronous memory error, a sent signal) is sent again
+ * to this thread, unblocked, so it is delivered before the syscall returns;
+ * a kernel-made siginfo (si_code > 0) cannot be queued faithfully, so that
+ * one is raised plainly. */
 static void die_by_default(siginfo_t *info)
 {
 	struct sigaction dfl, cur;
@@ -231,7 +236,10 @@ static void die_by_default(siginfo_t *info)
 	sigemptyset(&set);
 	sigaddset(&set, SIGBUS);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-	if (!info || syscall(SYS_rt_tgsigqueueinfo, getpid(), gettid(), SIGBUS, info) < 0)
+	if (synchronous(info))
+		return;
+	if (!info || info->si_code > 0 ||
+	    syscall(SYS_rt_tgsigqueueinfo, getpid(), gettid(), SIGBUS, info) < 0)
 		raise(SIGBUS);
 	/* Still alive: another thread installed a handler meanwhile.  Never
 	 * leave the process without the guard. */
