@@ -379,6 +379,189 @@ START_TEST(test_lock_ebusy_old_order_misses)
 }
 END_TEST
 
+/* --- SM_NOLOCK coordination memory ----------------------------------------- */
+
+/* A peer sharing [0, 4096) as SM_NOLOCK memory:
+ *   "get OFF"       -> the u64 at OFF
+ *   "put OFF VAL"   -> sm_put_u64 (rc)
+ *   "lock OFF"      -> sm_lock write [OFF, OFF+8) tagged "PEER" (rc; kept)
+ *   "unlock"        -> sm_unlock (rc)
+ *   "who OFF"       -> pid of the first holder of [OFF, OFF+8) that is not
+ *                      an unlocked mapping, 0 if none
+ *   "quit"          -> exit */
+static int nolock_peer(void *arg, int in, int out)
+{
+	sm_file *f;
+	sm_slice *s;
+	sm_range *r = NULL;
+	char cmd[128];
+	unsigned long long a, b;
+
+	if (sm_open(arg, SM_RDWR, NULL, &f) < 0 || sm_map_write(f, 0, 4096, SM_NOLOCK, &s) < 0)
+		return 10;
+	tu_send(out, "ready");
+	while (tu_recv(in, cmd, sizeof(cmd))) {
+		if (sscanf(cmd, "get %llu", &a) == 1) {
+			uint64_t v = 0;
+			tu_send(out, "%d", sm_get_u64(s, a, &v) == 0 ? (int)v : -1);
+		} else if (sscanf(cmd, "put %llu %llu", &a, &b) == 2) {
+			tu_send(out, "%d", sm_put_u64(s, a, b));
+		} else if (sscanf(cmd, "lock %llu", &a) == 1) {
+			tu_send(out, "%d", sm_lock(f, a, 8, SM_LOCK_WRITE, "PEER", &r));
+		} else if (strcmp(cmd, "unlock") == 0) {
+			tu_send(out, "%d", sm_unlock(r));
+			r = NULL;
+		} else if (sscanf(cmd, "who %llu", &a) == 1) {
+			sm_holder h[8];
+			int n = sm_holders(f, a, 8, h, 8), pid = 0;
+			for (int i = 0; i < n && i < 8 && !pid; i++)
+				if (h[i].state != SM_UNLOCKED)
+					pid = h[i].pid;
+			tu_send(out, "%d", pid);
+		} else {
+			break;
+		}
+	}
+	if (r)
+		sm_unlock(r);
+	sm_release(s);
+	sm_close(f);
+	return 0;
+}
+
+static int ask(struct tu_child *c, const char *fmt, unsigned long long a, unsigned long long b)
+{
+	tu_send(c->to, fmt, a, b);
+	return tu_recv_int(c->from);
+}
+
+START_TEST(test_nolock_shared)
+{
+	const char *path = tu_tmpfile(4096);
+	struct tu_child c;
+	char buf[64];
+	sm_file *f;
+	sm_slice *s, *w;
+	sm_range *r;
+	sm_holder h[8];
+	uint64_t v;
+	int n, unlocked = 0, held = 0;
+
+	ck_assert_int_eq(sm_open(path, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(sm_map_write(f, 0, 4096, SM_NOLOCK, &s), 0);
+	tu_spawn(&c, nolock_peer, (void *)path);
+	ck_assert(tu_recv(c.from, buf, sizeof(buf)));
+	ck_assert_str_eq(buf, "ready");
+	/* no kernel lock from either mapping */
+	ck_assert_int_eq(tu_probe(path, F_WRLCK, 0, 4096), F_UNLCK);
+	/* each sees the other's stores */
+	ck_assert_int_eq(sm_put_u64(s, 0, 42), 0);
+	ck_assert_int_eq(ask(&c, "get %llu", 0, 0), 42);
+	ck_assert_int_eq(ask(&c, "put %llu %llu", 8, 7), 0);
+	ck_assert_int_eq(sm_get_u64(s, 8, &v), 0);
+	ck_assert_uint_eq(v, 7);
+	/* a lock range inside one's own SM_NOLOCK mapping is fine, and it
+	 * excludes the peer */
+	ck_assert_int_eq(sm_lock(f, 120, 8, SM_LOCK_WRITE, "WAL_WRITE", &r), 0);
+	ck_assert_int_eq(ask(&c, "lock %llu", 120, 0), -EBUSY);
+	ck_assert_int_eq(ask(&c, "who %llu", 120, 0), getpid());
+	ck_assert_int_eq(tu_probe(path, F_RDLCK, 120, 8), F_WRLCK);
+	ck_assert_int_eq(tu_probe(path, F_WRLCK, 0, 120), F_UNLCK);
+	/* so is a locked write slice over it */
+	ck_assert_int_eq(sm_map_write(f, 0, 100, 0, &w), 0);
+	ck_assert_int_eq(sm_put_u64(w, 16, 99), 0);
+	ck_assert_int_eq(ask(&c, "get %llu", 16, 0), 99);
+	ck_assert_int_eq(sm_release(w), 0);
+	/* both mappings are listed as unlocked, the range as held */
+	n = holders(f, 0, 4096, h, 8);
+	for (int i = 0; i < n && i < 8; i++) {
+		unlocked += h[i].state == SM_UNLOCKED;
+		if (h[i].state == SM_HELD) {
+			held++;
+			ck_assert_str_eq(h[i].tag, "WAL_WRITE");
+		}
+	}
+	ck_assert_int_eq(unlocked, 2);
+	ck_assert_int_eq(held, 1);
+	ck_assert_int_eq(sm_unlock(r), 0);
+	ck_assert_int_eq(ask(&c, "lock %llu", 120, 0), 0);
+	ck_assert_int_eq(sm_lock(f, 124, 1, SM_LOCK_READ, NULL, &r), -EBUSY);
+	ck_assert_int_eq(ask(&c, "unlock", 0, 0), 0);
+	tu_send(c.to, "quit");
+	ck_assert_int_eq(tu_wait(&c), 0);
+	n = holders(f, 0, 4096, h, 8);
+	ck_assert_int_eq(n, 1); /* our own mapping */
+	ck_assert_int_eq(h[0].state, SM_UNLOCKED);
+	ck_assert_int_eq(sm_commit(s, SM_SYNC), 0);
+	ck_assert_int_eq(sm_release(s), 0);
+	ck_assert_int_eq(holders(f, 0, 4096, h, 8), 0);
+	sm_close(f);
+}
+END_TEST
+
+START_TEST(test_nolock_rules)
+{
+	const char *path = tu_tmpfile(8192);
+	sm_file *f, *ro;
+	sm_slice *s = NULL, *t, *sub;
+	uint64_t v;
+	int fd;
+
+	ck_assert_int_eq(sm_open(path, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(sm_open(path, SM_RDONLY, NULL, &ro), 0);
+	ck_assert_int_eq(sm_map_write(f, 0, 10, SM_NOLOCK | SM_BUFFERED, &s), -EINVAL);
+	ck_assert_int_eq(sm_map_write(f, 0, 10, SM_NOLOCK | SM_WAIT, &s), -EINVAL);
+	ck_assert_int_eq(sm_map_read(f, 0, 10, SM_NOLOCK | SM_WAIT, &s), -EINVAL);
+	ck_assert_int_eq(sm_map_write(ro, 0, 10, SM_NOLOCK, &s), -EBADF);
+	ck_assert_int_eq(sm_map_read(f, 8000, 1000, SM_NOLOCK, &s), -ERANGE);
+	/* a write slice of another sm_file does not exclude coordination memory */
+	ck_assert_int_eq(sm_map_write(f, 0, 4096, 0, &t), 0);
+	ck_assert_int_eq(sm_map_read(ro, 0, 4096, SM_NOLOCK, &s), 0);
+	ck_assert_int_eq(sm_put_u64(t, 0, 1234), 0);
+	ck_assert_int_eq(sm_get_u64(s, 0, &v), 0);
+	ck_assert_uint_eq(v, 1234);
+	ck_assert_int_eq(sm_release(s), 0);
+	ck_assert_int_eq(sm_release(t), 0);
+	/* accessors, sub-slices, commit; no downgrade */
+	ck_assert_int_eq(sm_map_write(f, 100, 5000, SM_NOLOCK, &s), 0);
+	ck_assert_int_eq(sm_downgrade(s), -EINVAL);
+	ck_assert_int_eq(sm_sub(s, 10, 8, &sub), 0);
+	ck_assert_int_eq(sm_put_u64_le(sub, 0, 0x1122334455667788ull), 0);
+	ck_assert_int_eq(sm_dirty_pages(s), 1);
+	ck_assert_int_eq(sm_commit(s, SM_SYNC), 0);
+	ck_assert_int_eq(sm_dirty_pages(s), 0);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, &v, 8, 110), 8);
+	ck_assert_uint_eq(v, 0x1122334455667788ull);
+	close(fd);
+	/* a close is deferred by coordination mappings too */
+	ck_assert_int_eq(sm_release(sub), 0);
+	ck_assert_int_eq(sm_close(f), 0);
+	ck_assert_int_eq(sm_get_u64_le(s, 10, &v), 0);
+	ck_assert_uint_eq(v, 0x1122334455667788ull);
+	ck_assert_int_eq(sm_release(s), 0);
+	sm_close(ro);
+}
+END_TEST
+
+/* SM_NOLOCK + SM_EXTEND: grows the file and takes no lock. */
+START_TEST(test_nolock_extend)
+{
+	const char *path = tu_tmpfile(4096);
+	sm_file *f;
+	sm_slice *s;
+
+	ck_assert_int_eq(sm_open(path, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(sm_map_write(f, 0, 32768, SM_NOLOCK | SM_EXTEND, &s), 0);
+	ck_assert_int_eq(file_size(path), 32768);
+	ck_assert_int_eq(tu_probe(path, F_WRLCK, 0, 0), F_UNLCK);
+	ck_assert_int_eq(sm_put_u8(s, 32767, 1), 0);
+	ck_assert_int_eq(sm_release(s), 0);
+	sm_close(f);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("lock");
@@ -392,6 +575,13 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_lock_close_defers);
 	tcase_add_test(tc, test_lock_memory);
 	tcase_add_test(tc, test_lock_fork);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("nolock");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_nolock_shared);
+	tcase_add_test(tc, test_nolock_rules);
+	tcase_add_test(tc, test_nolock_extend);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("contention");
