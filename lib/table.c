@@ -17,6 +17,11 @@
  *   also records its owner; its fields change under an odd sequence number.
  *   Readers never block writers: they copy a slot and retry if its sequence
  *   number moved.  One slot write per acquire, no system call.
+ * - Order (format revision 2, SPEC §16): an entry is published pending
+ *   before its kernel lock is asked for, turned held by one store of its
+ *   state word, withdrawn if the kernel refuses, and removed only after the
+ *   kernel lock is dropped (lock.c), so a refused process finds its holder.
+ *   SM_NOLOCK mappings are listed with state unlocked, never as holders.
  * - Liveness without trusting pids (SPEC §4.3): each open of the table (an
  *   owner) holds an OFD write lock on a byte of its own far beyond the end
  *   of the table; a slot whose owner byte is unlocked, asked with
@@ -87,8 +92,10 @@ int smt_check_header(const struct smt_header *h, uint64_t file_size)
 	return 0;
 }
 
-/* Copy slot i consistently into *out.  Returns 1 for a slot in use (fields
- * validated), 0 for a free slot, -EAGAIN if it is being changed (or was
+/* Copy slot i consistently into *out.  Returns 1 for a lock entry (held,
+ * waiting or pending; fields validated), 2 for an unlocked mapping (an
+ * SM_NOLOCK slice: listed, never a holder; readers that predate it skip
+ * anything but 1), 0 for a free slot, -EAGAIN if it is being changed (or was
  * left half-changed by an owner that died: *out->state says whose),
  * -EPROTO for a slot with invalid fields. */
 int smt_snapshot(const struct smt_table *t, uint32_t i, struct smt_slot *out)
@@ -101,6 +108,9 @@ int smt_snapshot(const struct smt_table *t, uint32_t i, struct smt_slot *out)
 		unsigned char *dst = (unsigned char *)out;
 		for (size_t k = 0; k < sizeof(*out); k++)
 			dst[k] = src[k];
+		/* state changes alone (pending -> held) without a sequence
+		 * bump: take it whole */
+		out->state = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
 		__atomic_thread_fence(__ATOMIC_ACQUIRE);
 		s2 = __atomic_load_n(&s->seq, __ATOMIC_RELAXED);
 		if (t->guard->state != SM_MAP_OK)
@@ -111,13 +121,13 @@ int smt_snapshot(const struct smt_table *t, uint32_t i, struct smt_slot *out)
 			return 0;
 		if (SMT_STATE(out->state) == SMT_CLAIMING)
 			return -EAGAIN;
-		if (SMT_STATE(out->state) > SMT_CLAIMING || SMT_OWNER(out->state) >= SMT_MAX_OWNERS ||
+		if (SMT_STATE(out->state) > SMT_UNLOCKED || SMT_OWNER(out->state) >= SMT_MAX_OWNERS ||
 		    (out->mode != SMT_MODE_READ && out->mode != SMT_MODE_WRITE) || out->len == 0 ||
 		    out->off > (uint64_t)INT64_MAX || out->len > (uint64_t)INT64_MAX - out->off)
 			return -EPROTO;
 		out->comm[sizeof(out->comm) - 1] = '\0';
 		out->tag[sizeof(out->tag) - 1] = '\0';
-		return 1;
+		return SMT_STATE(out->state) == SMT_UNLOCKED ? 2 : 1;
 	}
 	out->state = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
 	return -EAGAIN;
@@ -162,7 +172,7 @@ bool smt_owner_alive(const struct smt_table *t, uint32_t owner)
  * mapping). */
 static bool state_invalid(uint32_t st)
 {
-	return SMT_STATE(st) > SMT_CLAIMING || SMT_OWNER(st) >= SMT_MAX_OWNERS ||
+	return SMT_STATE(st) > SMT_UNLOCKED || SMT_OWNER(st) >= SMT_MAX_OWNERS ||
 	       (SMT_STATE(st) == SMT_FREE && st != SMT_FREE);
 }
 
@@ -218,6 +228,7 @@ static int build(const char *tmp, int data_fd, const struct stat *st, uint64_t g
 	h.nslots = SMT_NSLOTS;
 	h.generation = generation;
 	h.live_base = SMT_LIVE_BASE;
+	h.revision = SMT_REVISION;
 	data_identity(data_fd, st, &h);
 	if (ftruncate(fd, (off_t)size) < 0 || pwrite(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h))
 		rc = errno ? -errno : -EIO;
@@ -337,6 +348,9 @@ static int claim_owner(struct smt_table *t)
 			free_slots_of(t, k);
 			t->owner = k;
 			t->owner_held = true;
+			/* Attached in kernel-lock mode (the format's mode bytes,
+			 * SPEC §12.1): best effort, nothing depends on it yet. */
+			(void)sm_ofd_lock(t->fd, false, SMT_MODE_BYTE_KERNEL, 1);
 			return 0;
 		}
 		if (rc != -EBUSY)
@@ -558,18 +572,21 @@ void sm_table_close(sm_file *f)
 	f->table = NULL;
 }
 
-static void fill(struct smt_slot *s, const struct sm_hold *h, const char *tag)
+static void fill(struct smt_slot *s, const struct sm_hold *h, const char *tag, bool own)
 {
 	struct timespec ts;
 
+	s->flags = own ? SMT_SF_OWN_TAG : 0;
 	s->mode = h->write ? SMT_MODE_WRITE : SMT_MODE_READ;
 	s->off = h->off;
 	s->len = h->len;
 	/* Only the opener registers (a fork child gets -ESTALE before), so
 	 * f->pid is ours; the thread id is cached per thread. */
-	static __thread pid_t tid;
-	if (!tid)
+	static __thread pid_t tid, tid_pid;
+	if (tid_pid != h->f->pid) { /* a fork child's thread has a new id */
 		tid = gettid();
+		tid_pid = h->f->pid;
+	}
 	s->pid = (int32_t)h->f->pid;
 	s->tid = (int32_t)tid;
 	s->start_time = self.start_time;
@@ -582,8 +599,10 @@ static void fill(struct smt_slot *s, const struct sm_hold *h, const char *tag)
 		strncpy(s->tag, tag, sizeof(s->tag) - 1);
 }
 
-/* Take a free or invalid slot and fill it for h; false if none. */
-static bool claim_slot(struct smt_table *t, const struct sm_hold *h, const char *tag, uint32_t *out)
+/* Take a free or invalid slot and fill it for h with state and tag (own:
+ * the acquisition's own tag, not the file's); false if none. */
+static bool claim_slot(struct smt_table *t, const struct sm_hold *h, const char *tag, bool own,
+		       uint32_t state, uint32_t *out)
 {
 	for (uint32_t n = 0; n < t->nslots; n++) {
 		uint32_t i = (t->hint + n) % t->nslots;
@@ -600,8 +619,8 @@ static bool claim_slot(struct smt_table *t, const struct sm_hold *h, const char 
 		seq += (seq & 1) ? 2 : 1;
 		__atomic_store_n(&s->seq, seq, __ATOMIC_RELAXED);
 		__atomic_thread_fence(__ATOMIC_RELEASE);
-		fill(s, h, tag);
-		__atomic_store_n(&s->state, t->owner << 8 | SMT_HELD, __ATOMIC_RELAXED);
+		fill(s, h, tag, own);
+		__atomic_store_n(&s->state, t->owner << 8 | state, __ATOMIC_RELAXED);
 		__atomic_store_n(&s->seq, seq + 1, __ATOMIC_RELEASE); /* even: stable */
 		struct smt_header *hdr = t->base;
 		uint32_t hw = __atomic_load_n(&hdr->high_water, __ATOMIC_RELAXED);
@@ -614,20 +633,24 @@ static bool claim_slot(struct smt_table *t, const struct sm_hold *h, const char 
 	return false;
 }
 
-/* Register h; caller holds f->lock.  A full table is -ENOLCK, but only
- * after a reap of the whole table: slots of dead owners and garbage left by
- * a corruption are taken back first, beyond high_water too (the header may
- * be corrupted as well). */
-int sm_table_add(sm_file *f, struct sm_hold *h)
+/* Register h with state (SMT_PENDING before its kernel lock is taken,
+ * SMT_UNLOCKED for an SM_NOLOCK mapping) and tag (NULL: the file's); caller
+ * holds f->lock.  A full table is -ENOLCK, but only after a reap of the
+ * whole table: slots of dead owners and garbage left by a corruption are
+ * taken back first, beyond high_water too (the header may be corrupted as
+ * well). */
+int sm_table_add(sm_file *f, struct sm_hold *h, const char *tag, uint32_t state)
 {
 	struct smt_table *t = f->table;
+	const char *use = tag ? tag : f->tag;
 	uint32_t i;
 
 	h->slot = -1;
 	if (!t)
 		return 0;
-	if (!claim_slot(t, h, f->tag, &i)) {
-		if (reap_upto(t, t->nslots, false) <= 0 || !claim_slot(t, h, f->tag, &i))
+	if (!claim_slot(t, h, use, tag != NULL, state, &i)) {
+		if (reap_upto(t, t->nslots, false) <= 0 ||
+		    !claim_slot(t, h, use, tag != NULL, state, &i))
 			return -ENOLCK;
 	}
 	if (t->guard->state != SM_MAP_OK)
@@ -635,6 +658,20 @@ int sm_table_add(sm_file *f, struct sm_hold *h)
 	t->hint = i + 1;
 	h->slot = (int32_t)i;
 	return 0;
+}
+
+/* h's kernel lock was granted: its pending entry becomes held.  One atomic
+ * store of the state word, no sequence bump: the other fields do not
+ * change, and a reader never finds the entry of a lock holder "changing"
+ * (a holder preempted mid-update would otherwise hide itself from a
+ * process it just refused). */
+void sm_table_held(sm_file *f, struct sm_hold *h)
+{
+	struct smt_table *t = f->table;
+
+	if (!t || h->slot < 0)
+		return;
+	__atomic_store_n(&t->slots[h->slot].state, t->owner << 8 | SMT_HELD, __ATOMIC_RELEASE);
 }
 
 void sm_table_remove(sm_file *f, struct sm_hold *h, bool owner)
@@ -706,8 +743,14 @@ int sm_holders(sm_file *f, uint64_t off, uint64_t len, sm_holder *out, size_t ca
 			continue;
 		if (!smt_owner_alive(t, SMT_OWNER(s.state)))
 			state = SM_STALE;
+		else if (SMT_STATE(s.state) == SMT_WAITING)
+			state = SM_WAITING;
+		else if (SMT_STATE(s.state) == SMT_PENDING)
+			state = SM_PENDING;
+		else if (SMT_STATE(s.state) == SMT_UNLOCKED)
+			state = SM_UNLOCKED;
 		else
-			state = SMT_STATE(s.state) == SMT_WAITING ? SM_WAITING : SM_HELD;
+			state = SM_HELD;
 		if (n < cap)
 			to_holder(&s, state, &out[n]);
 		n++;
