@@ -774,7 +774,14 @@ static const char *state_name(const struct smt_table *t, const struct smt_slot *
 {
 	if (!smt_owner_alive(t, SMT_OWNER(s->state)))
 		return "stale";
-	return SMT_STATE(s->state) == SMT_WAITING ? "waiting" : "held";
+	switch (SMT_STATE(s->state)) {
+	case SMT_WAITING:
+		return "waiting";
+	case SMT_PENDING: /* published before its kernel lock: may hold it */
+		return "pending";
+	default:
+		return "held";
+	}
 }
 
 /* The live entries of a table. */
@@ -1210,7 +1217,7 @@ static int cmd_check(int argc, char **argv)
 	for (size_t i = 0; i < e.n; i++) {
 		const struct smt_slot *s = &e.v[i];
 		if (!overlaps(s->off, s->len, off, len) || (!write && s->mode != SMT_MODE_WRITE) ||
-		    strcmp(e.state[i], "held") != 0)
+		    (strcmp(e.state[i], "held") != 0 && strcmp(e.state[i], "pending") != 0))
 			continue;
 		printf("held by pid %d (%s)%s%s%s: %s ", s->pid, s->comm, *s->tag ? " tag \"" : "", s->tag,
 		       *s->tag ? "\"" : "", s->mode == SMT_MODE_WRITE ? "WRITE" : "READ");
