@@ -19,61 +19,6 @@
 
 #include "safemap-internal.h"
 
-unsigned sm_page_shift;
-uint64_t sm_page_size;
-pid_t sm_cached_pid;
-uint32_t *sm_fork_word;
-
-static pthread_once_t init_once = PTHREAD_ONCE_INIT;
-
-pid_t sm_pid_slow(void)
-{
-	pid_t pid = getpid();
-
-	__atomic_store_n(&sm_cached_pid, pid, __ATOMIC_RELAXED);
-	if (sm_fork_word) /* any thread may re-arm: all store the same pid */
-		__atomic_store_n(sm_fork_word, 1, __ATOMIC_RELEASE);
-	return pid;
-}
-
-static void init(void)
-{
-	long ps = sysconf(_SC_PAGESIZE);
-	void *p;
-
-	if (ps <= 0 || (ps & (ps - 1)))
-		ps = 4096;
-	sm_page_size = (uint64_t)ps;
-	sm_page_shift = (unsigned)__builtin_ctzl((unsigned long)ps);
-	/* One page whose contents a child that copies our memory sees as
-	 * zeros (fork, _Fork, clone without CLONE_VM): the pid cache's
-	 * fork detector, no system call per check (see sm_pid()). */
-	p = mmap(NULL, (size_t)ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p != MAP_FAILED) {
-		if (madvise(p, (size_t)ps, MADV_WIPEONFORK) == 0)
-			sm_fork_word = p;
-		else
-			munmap(p, (size_t)ps);
-	}
-	sm_pid_slow();
-}
-
-void sm_init_once(void)
-{
-	pthread_once(&init_once, init);
-}
-
-int sm_check_range(uint64_t off, uint64_t len)
-{
-	if (len == 0)
-		return -EINVAL;
-	if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
-		return -ERANGE;
-	if (sizeof(size_t) < sizeof(uint64_t) && len > SIZE_MAX)
-		return -ERANGE;
-	return 0;
-}
-
 static int check_options(const sm_options *opt, sm_options *o)
 {
 	size_t n;
@@ -128,11 +73,6 @@ int sm_open(const char *path, int flags, const sm_options *opt, sm_file **out)
 	f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
-	if (o.tag && !(f->tag = strdup(o.tag))) {
-		free(f);
-		return -ENOMEM;
-	}
-
 	pthread_mutex_init(&f->lock, NULL);
 	f->fd = -1;
 	f->flags = mode;
@@ -141,13 +81,17 @@ int sm_open(const char *path, int flags, const sm_options *opt, sm_file **out)
 	RB_INIT(&f->maps);
 	TAILQ_INIT(&f->idle);
 	LIST_INIT(&f->all_maps);
+	if (o.tag && !(f->tag = strdup(o.tag))) {
+		rc = -ENOMEM;
+		goto fail;
+	}
 	/* Known to the atfork child handler before any descriptor exists, and
 	 * locked until every descriptor is stored in f: a fork from another
 	 * thread waits for the opens (prepare takes every file's lock), so no
 	 * child keeps a descriptor the handler cannot close, which would keep
 	 * our locks alive after we exit (SPEC §3.6). */
 	sm_fork_register(f);
-	SM_NOCANCEL_BEGIN;
+	int cs_ = sm_nocancel();
 	pthread_mutex_lock(&f->lock);
 	/* O_NONBLOCK: opening a FIFO must fail below, not block forever. */
 	fd = f->fd = open(path, oflags, 0666);
@@ -165,16 +109,19 @@ int sm_open(const char *path, int flags, const sm_options *opt, sm_file **out)
 		f->fd = -1;
 	}
 	pthread_mutex_unlock(&f->lock);
-	SM_NOCANCEL_END;
+	sm_cancel_restore(cs_);
 	if (rc < 0) {
 		sm_fork_unregister(f);
-		pthread_mutex_destroy(&f->lock);
-		free(f->tag);
-		free(f);
-		return rc;
+		goto fail;
 	}
 	*out = f;
 	return 0;
+
+fail:
+	pthread_mutex_destroy(&f->lock);
+	free(f->tag);
+	free(f);
+	return rc;
 }
 
 int sm_open_memory(void *buf, size_t len, int flags, sm_file **out)
@@ -229,7 +176,7 @@ void sm_file_destroy(sm_file *f)
 	/* As in sm_open: f stays known to the atfork child handler, and
 	 * locked, until its descriptors are closed, so a fork from another
 	 * thread never gives a child one it cannot close. */
-	SM_NOCANCEL_BEGIN;
+	int cs_ = sm_nocancel();
 	pthread_mutex_lock(&f->lock);
 	sm_table_close(f);
 	sm_window_free_all(f);
@@ -238,7 +185,7 @@ void sm_file_destroy(sm_file *f)
 		close(f->fd); /* drops every OFD lock of the description still held */
 	f->fd = -1;
 	pthread_mutex_unlock(&f->lock);
-	SM_NOCANCEL_END;
+	sm_cancel_restore(cs_);
 	sm_fork_unregister(f);
 	pthread_mutex_destroy(&f->lock);
 	free(f->tag);

@@ -172,7 +172,7 @@ static int mutex_lock(int fd, short type, uint64_t at)
 {
 	struct flock fl;
 	int rc = 0;
-	SM_NOCANCEL_BEGIN;
+	int cs_ = sm_nocancel();
 
 	memset(&fl, 0, sizeof(fl));
 	fl.l_type = type;
@@ -185,7 +185,7 @@ static int mutex_lock(int fd, short type, uint64_t at)
 			break;
 		}
 	}
-	SM_NOCANCEL_END;
+	sm_cancel_restore(cs_);
 	return rc;
 }
 
@@ -262,13 +262,13 @@ static int slot_write(sm_log *l, off_t at, uint64_t v)
 {
 	unsigned char b[16];
 	ssize_t n;
-	SM_NOCANCEL_BEGIN;
+	int cs_ = sm_nocancel();
 
 	put64le(b, v);
 	put64le(b + 8, ~v);
 	while ((n = sm_sys.pwrite(l->fd, b, sizeof(b), at)) < 0 && errno == EINTR)
 		;
-	SM_NOCANCEL_END;
+	sm_cancel_restore(cs_);
 	if (n < 0)
 		return -errno;
 	return n == (ssize_t)sizeof(b) ? 0 : -EIO;
@@ -663,10 +663,10 @@ static int flush_and_publish(sm_log *l, uint64_t t)
 	int rc = 0;
 
 	{
-		SM_NOCANCEL_BEGIN;
+		int cs_ = sm_nocancel();
 		if (sm_sys.fdatasync(l->fd) < 0)
 			rc = -errno;
-		SM_NOCANCEL_END;
+		sm_cancel_restore(cs_);
 	}
 	if (rc < 0) {
 		/* Linux reports a write-back error once and marks the pages

@@ -209,7 +209,7 @@ static int place(sm_object *o)
 int sm_object_publish(sm_object *o)
 {
 	int rc = 0;
-	SM_NOCANCEL_BEGIN;
+	int cs_ = sm_nocancel();
 
 	if (!o) {
 		rc = -EINVAL;
@@ -237,7 +237,7 @@ int sm_object_publish(sm_object *o)
 	}
 	object_free(o);
 out:
-	SM_NOCANCEL_END;
+	sm_cancel_restore(cs_);
 	return rc;
 }
 

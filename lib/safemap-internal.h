@@ -203,12 +203,8 @@ static inline uint64_t sm_word_mask(uint64_t p, uint64_t last)
 	return (hi == 63 ? ~(uint64_t)0 : (((uint64_t)1 << (hi + 1)) - 1)) & ~(((uint64_t)1 << lo) - 1);
 }
 
-/* Disable thread cancellation around blocking syscalls (SPEC §2). */
-#define SM_NOCANCEL_BEGIN                                                     \
-	int sm__oldcs_;                                                       \
-	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &sm__oldcs_)
-#define SM_NOCANCEL_END pthread_setcancelstate(sm__oldcs_, NULL)
-/* The same for a whole call: returns the state to give to sm_cancel_restore. */
+/* Disable thread cancellation around blocking syscalls (SPEC §2): returns
+ * the state to give back to sm_cancel_restore. */
 static inline int sm_nocancel(void)
 {
 	int old;

@@ -29,20 +29,6 @@
 
 #define MAP_FLAGS (SM_BUFFERED | SM_WAIT | SM_EXTEND | SM_POPULATE | SM_NOLOCK)
 
-int sm_file_size(sm_file *f, uint64_t *size)
-{
-	struct stat st;
-
-	if (f->memory) {
-		*size = f->mem_len;
-		return 0;
-	}
-	if (fstat(f->fd, &st) < 0)
-		return -errno;
-	*size = (uint64_t)st.st_size;
-	return 0;
-}
-
 /* The last slice of h is gone: unlock, unmap, free.  Caller holds f->lock. */
 static int hold_free(struct sm_hold *h)
 {

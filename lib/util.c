@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * util.c - process-wide helpers every part of the library uses: the page
+ * size, the cached pid and its fork detector, argument range checks and the
+ * file size.  They live here, not in file.c or slice.c, so that no two
+ * concept files depend on each other for them.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "safemap-internal.h"
+
+unsigned sm_page_shift;
+uint64_t sm_page_size;
+pid_t sm_cached_pid;
+uint32_t *sm_fork_word;
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+pid_t sm_pid_slow(void)
+{
+	pid_t pid = getpid();
+
+	__atomic_store_n(&sm_cached_pid, pid, __ATOMIC_RELAXED);
+	if (sm_fork_word) /* any thread may re-arm: all store the same pid */
+		__atomic_store_n(sm_fork_word, 1, __ATOMIC_RELEASE);
+	return pid;
+}
+
+static void init(void)
+{
+	long ps = sysconf(_SC_PAGESIZE);
+	void *p;
+
+	if (ps <= 0 || (ps & (ps - 1)))
+		ps = 4096;
+	sm_page_size = (uint64_t)ps;
+	sm_page_shift = (unsigned)__builtin_ctzl((unsigned long)ps);
+	/* One page whose contents a child that copies our memory sees as
+	 * zeros (fork, _Fork, clone without CLONE_VM): the pid cache's
+	 * fork detector, no system call per check (see sm_pid()). */
+	p = mmap(NULL, (size_t)ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p != MAP_FAILED) {
+		if (madvise(p, (size_t)ps, MADV_WIPEONFORK) == 0)
+			sm_fork_word = p;
+		else
+			munmap(p, (size_t)ps);
+	}
+	sm_pid_slow();
+}
+
+void sm_init_once(void)
+{
+	pthread_once(&init_once, init);
+}
+
+int sm_check_range(uint64_t off, uint64_t len)
+{
+	if (len == 0)
+		return -EINVAL;
+	if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
+		return -ERANGE;
+	if (sizeof(size_t) < sizeof(uint64_t) && len > SIZE_MAX)
+		return -ERANGE;
+	return 0;
+}
+
+int sm_file_size(sm_file *f, uint64_t *size)
+{
+	struct stat st;
+
+	if (f->memory) {
+		*size = f->mem_len;
+		return 0;
+	}
+	if (fstat(f->fd, &st) < 0)
+		return -errno;
+	*size = (uint64_t)st.st_size;
+	return 0;
+}
