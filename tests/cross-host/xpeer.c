@@ -16,7 +16,11 @@
  *   ofd r|w|u OFF LEN               plain F_OFD_SETLK on a separate description
  *   bench N                         N F_OFD_SETLK lock+unlock pairs on the open
  *                                   file's path (a fresh description): "ok NS_PER_PAIR"
+ *   close                           sm_close (slices released first)
  *   pid                             "ok PID"
+ *   sh CMDLINE                      run CMDLINE with /bin/sh (lockctl in a guest):
+ *                                   "ok STATUS OUT<RS>ERR", newlines sent as
+ *                                   <US> (0x1f), RS is 0x1e
  *   crash                           SIGKILL itself (no answer: the pipe closes)
  *   quit                            release everything, close, exit 0
  */
@@ -27,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,6 +62,55 @@ static int raw(void)
 	return rawfd;
 }
 
+/* Runs cmd; its output and error output, newlines as 0x1f, into out. */
+static int run_sh(const char *cmd, char *out, size_t cap)
+{
+	int po[2], pe[2], st = 0;
+	size_t n;
+	pid_t pid;
+
+	if (pipe2(po, O_CLOEXEC) < 0)
+		return -errno;
+	if (pipe2(pe, O_CLOEXEC) < 0) {
+		close(po[0]);
+		close(po[1]);
+		return -errno;
+	}
+	if ((pid = fork()) == 0) {
+		dup2(po[1], 1);
+		dup2(pe[1], 2);
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	close(po[1]);
+	close(pe[1]);
+	n = (size_t)snprintf(out, cap, "0 ");
+	for (int k = 0; k < 2; k++) {
+		char sink[256];
+		ssize_t r;
+		int fd = k ? pe[0] : po[0];
+		if (k && n + 1 < cap)
+			out[n++] = 0x1e;
+		for (;;) {
+			size_t room = cap - n - 1;
+			r = room ? read(fd, out + n, room) : read(fd, sink, sizeof(sink));
+			if (r <= 0)
+				break;
+			if (room)
+				n += (size_t)r;
+		}
+		close(fd);
+	}
+	out[n] = '\0';
+	for (size_t i = 0; i < n; i++)
+		if (out[i] == '\n')
+			out[i] = 0x1f;
+	if (pid < 0 || waitpid(pid, &st, 0) < 0)
+		return -ECHILD;
+	out[0] = (char)('0' + (WIFEXITED(st) ? (WEXITSTATUS(st) > 9 ? 9 : WEXITSTATUS(st)) : 9));
+	return 0;
+}
+
 static const char *state_name(int state)
 {
 	switch (state) {
@@ -73,12 +127,14 @@ static const char *state_name(int state)
 int main(void)
 {
 	struct rlimit no_core = { 0, 0 };
-	char line[1024], out[1024];
+	char line[1024], raw_line[1024], out[8192];
 
 	setrlimit(RLIMIT_CORE, &no_core); /* crashes on purpose */
 	while (fgets(line, sizeof(line), stdin)) {
 		char *tok[8];
 		int n = 0, rc;
+		snprintf(raw_line, sizeof(raw_line), "%s", line);
+		raw_line[strcspn(raw_line, "\r\n")] = '\0';
 		for (char *save = NULL, *t = strtok_r(line, " \t\r\n", &save); t && n < 8;
 		     t = strtok_r(NULL, " \t\r\n", &save))
 			tok[n++] = t;
@@ -181,9 +237,20 @@ int main(void)
 				snprintf(out, sizeof(out), "%.0f",
 					 ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / (double)iters);
 			reply(rc, out);
+		} else if (!strcmp(c, "close")) {
+			for (int i = 0; i < MAXS; i++)
+				if (slices[i]) {
+					sm_release(slices[i]);
+					slices[i] = NULL;
+				}
+			reply(f ? sm_close(f) : -EBADF, NULL);
+			f = NULL;
 		} else if (!strcmp(c, "pid")) {
 			snprintf(out, sizeof(out), "%d", (int)getpid());
 			reply(0, out);
+		} else if (!strcmp(c, "sh") && n >= 2) {
+			rc = run_sh(strstr(raw_line, "sh") + 3, out, sizeof(out));
+			reply(rc, out);
 		} else if (!strcmp(c, "crash")) {
 			raise(SIGKILL);
 		} else if (!strcmp(c, "quit")) {
