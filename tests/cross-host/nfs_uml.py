@@ -18,6 +18,8 @@ import shutil
 import subprocess
 import time
 
+LEASE = 10     # seconds: the server's NFSv4 lease
+
 MODULES = ["net/sunrpc/sunrpc", "fs/nfs_common/grace", "fs/lockd/lockd", "fs/netfs/netfs",
            "fs/fscache/fscache", "fs/nfs/nfs", "net/dns_resolver/dns_resolver", "fs/nfs/nfsv4"]
 
@@ -30,7 +32,7 @@ GANESHA_CONF = """NFS_CORE_PARAM {{
 }}
 NFSV4 {{
 	Graceless = true;
-	Lease_Lifetime = 15;
+	Lease_Lifetime = {lease};
 	RecoveryBackend = fs;
 	RecoveryRoot = {recov};
 }}
@@ -196,15 +198,21 @@ def nfs(workdir, builddir, srcdir, xpeer, local_cost, run):
             run.sh(["ip", "-n", ns] + c, timeout=30, check=True)
         conf = os.path.join(d, "ganesha.conf")
         with open(conf, "w") as fp:
-            fp.write(GANESHA_CONF.format(recov=recov, export=export))
-        glog = open(os.path.join(d, "ganesha.out"), "w")
-        g = subprocess.Popen(nsx + ["ganesha.nfsd", "-F", "-f", conf, "-L", os.path.join(d, "ganesha.log"),
-                                    "-p", os.path.join(d, "ganesha.pid")],
-                             stdout=glog, stderr=subprocess.STDOUT, start_new_session=True)
-        run.cleanups.append(lambda: killpg(g))
-        if not run.wait_for(lambda: g.poll() is None and subprocess.run(
-                nsx + ["ss", "-ltnH", "sport = :2049"], stdout=subprocess.PIPE, text=True).stdout.strip(), 30, 0.1):
-            raise RuntimeError("nfs-ganesha does not listen on 10.99.0.1:2049 (see %s/ganesha.log)" % d)
+            fp.write(GANESHA_CONF.format(recov=recov, export=export, lease=LEASE))
+        gan = {}
+
+        def start_ganesha():
+            glog = open(os.path.join(d, "ganesha.out"), "a")
+            g = subprocess.Popen(nsx + ["ganesha.nfsd", "-F", "-f", conf, "-L", os.path.join(d, "ganesha.log"),
+                                        "-p", os.path.join(d, "ganesha.pid")],
+                                 stdout=glog, stderr=subprocess.STDOUT, start_new_session=True)
+            gan["p"] = g
+            if not run.wait_for(lambda: g.poll() is None and subprocess.run(
+                    nsx + ["ss", "-ltnH", "sport = :2049"], stdout=subprocess.PIPE, text=True).stdout.strip(),
+                    30, 0.1):
+                raise RuntimeError("nfs-ganesha does not listen on 10.99.0.1:2049 (see %s/ganesha.log)" % d)
+        run.cleanups.append(lambda: gan.get("p") and killpg(gan["p"]))
+        start_ganesha()
         hosts = {}
         for name, ip, tap in (("A", "10.99.0.2", "tapA"), ("B", "10.99.0.3", "tapB")):
             init = os.path.join(d, "init" + name)
@@ -250,4 +258,91 @@ def nfs(workdir, builddir, srcdir, xpeer, local_cost, run):
     except Exception as e:
         run.log("COST: nfs guest-local pair not measured: %s" % e)
     run.run_cases(fs, GuestHost("A", a, lockctl), GuestHost("B", b, lockctl), local_cost, bench_iters=200)
+    lost_locks(run, fs, a, b, ns, gan, start_ganesha)
     run.log("nfs: %.1f s" % (time.monotonic() - t0))
+
+
+def errno_of(ans):
+    return -int(ans.split()[1]) if ans.startswith("err") else 0
+
+
+def poll_map(b, timeout):
+    """B retries a write slice over [0,100) until granted: (answer, seconds)."""
+    t1 = time.monotonic()
+    ans = "?"
+    while time.monotonic() - t1 < timeout:
+        ans = b.cmd("map w 0 100", timeout=60)
+        if ans.startswith("ok"):
+            break
+        time.sleep(0.5)
+    return ans, time.monotonic() - t1
+
+
+def lost_locks(run, fs, a, b, ns, gan, start_ganesha):
+    """What does not hold across hosts: a partitioned holder's lease expires,
+    a server restart without grace loses locks; the holder finds out by EIO
+    (nfs.recover_lost_locks=0, the default)."""
+
+    def case(name, fn):
+        try:
+            ok, detail = fn()
+        except Exception as e:
+            ok, detail = False, "error: %s" % e
+        run.result(fs, name, ok, detail)
+
+    def setup(fname):
+        a.ok("open /run/nfs/%s rw" % fname)
+        sa = a.ok("map w 0 4096")
+        a.ok("put %s 0 1" % sa)
+        a.ok("commit %s" % sa)
+        b.ok("open /run/nfs/%s rw" % fname)
+        first = b.cmd("map w 0 100")
+        if errno_of(first) != 16:
+            raise RuntimeError("B got %r while A holds the region" % first)
+        return sa
+
+    st = {}
+
+    def lease_expiry():
+        sa = setup("xhost-lease")
+        run.sh(["ip", "-n", ns, "link", "set", "tapA", "down"], check=True)  # A is cut off
+        try:
+            ans, secs = poll_map(b, 6 * LEASE)
+        finally:
+            run.sh(["ip", "-n", ns, "link", "set", "tapA", "up"], check=True)
+        st["lease"] = sa
+        return ans.startswith("ok"), (
+            "A cut off from the server while holding w [0,4096): B's write [0,100) %s after %.1f s "
+            "(lease %d s): the server expired A's lease and gave A's region away" % (ans, secs, LEASE))
+    case("lease_expiry_gives_cut_off_holders_region_to_B", lease_expiry)
+
+    def lease_eio():
+        sa = st["lease"]
+        put = a.cmd("put %s 8 2" % sa, timeout=120)
+        com = a.cmd("commit %s" % sa, timeout=120)
+        return errno_of(com) == 5, (
+            "A back on the network: put %s, commit %s (want err -5: the lock was lost, "
+            "nfs.recover_lost_locks=0)" % (put, com))
+    case("cut_off_holder_gets_EIO_after_lease_loss", lease_eio)
+    for p in (a, b):
+        p.quit()
+
+    def restart():
+        sa = setup("xhost-restart")
+        st["restart"] = sa
+        killpg(gan["p"])
+        start_ganesha()
+        ans, secs = poll_map(b, 6 * LEASE)
+        return ans.startswith("ok"), (
+            "nfs-ganesha killed and restarted (Graceless = true) while A holds w [0,4096): "
+            "B's write [0,100) %s after %.1f s: A's lock did not survive the restart" % (ans, secs))
+    case("server_restart_without_grace_loses_locks", restart)
+
+    def restart_eio():
+        sa = st["restart"]
+        put = a.cmd("put %s 8 3" % sa, timeout=120)
+        com = a.cmd("commit %s" % sa, timeout=120)
+        return errno_of(com) == 5, "A after the restart: put %s, commit %s (want err -5)" % (put, com)
+    case("holder_gets_EIO_after_lock_lost_in_restart", restart_eio)
+    for p in (a, b):
+        p.quit()

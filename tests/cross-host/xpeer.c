@@ -10,6 +10,8 @@
  *                                   (SM_OPT_TABLE_LOCKS) where this tree has it
  *   map r|w OFF LEN                 map a slice: "ok ID"
  *   release ID                      sm_release
+ *   put ID OFF VALUE                sm_put_u64_le
+ *   commit ID                       sm_commit (SM_SYNC)
  *   holders OFF LEN                 sm_holders: "ok N PID:r|w:held|waiting|stale|remote:TAG ..."
  *   kernel OFF LEN r|w              F_OFD_GETLK on a separate description:
  *                                   "ok free" or "ok held r|w PID"
@@ -183,6 +185,15 @@ int main(void)
 			if (i >= 0 && i < MAXS)
 				slices[i] = NULL;
 			reply(rc, NULL);
+		} else if (!strcmp(c, "put") && n == 4) {
+			int i = atoi(tok[1]);
+			rc = i >= 0 && i < MAXS && slices[i]
+				     ? sm_put_u64_le(slices[i], strtoull(tok[2], NULL, 0), strtoull(tok[3], NULL, 0))
+				     : -EINVAL;
+			reply(rc, NULL);
+		} else if (!strcmp(c, "commit") && n == 2) {
+			int i = atoi(tok[1]);
+			reply(i >= 0 && i < MAXS && slices[i] ? sm_commit(slices[i], SM_SYNC) : -EINVAL, NULL);
 		} else if (!strcmp(c, "holders") && n == 3) {
 			sm_holder h[8];
 			rc = sm_holders(f, strtoull(tok[1], NULL, 0), strtoull(tok[2], NULL, 0), h, 8);
