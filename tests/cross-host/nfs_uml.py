@@ -87,6 +87,7 @@ class GuestPeer:
 
     def __init__(self, name, rfd, wfd):
         self.name, self.rfd, self.wfd, self.buf = name, rfd, wfd, b""
+        self.pending = 0   # answers still owed for commands that timed out
 
     def readline(self, timeout):
         end = time.monotonic() + timeout
@@ -105,20 +106,31 @@ class GuestPeer:
     def send(self, line):
         os.write(self.wfd, (line + "\n").encode())
 
-    def cmd(self, line, timeout=30):
-        self.send(line)
+    def answer(self, timeout):
         while True:
             ans = self.readline(timeout)
             if ans.strip():
                 return ans.strip()
 
-    def ok(self, line, timeout=30):
+    def cmd(self, line, timeout=120):
+        # a guest under a loaded host can be slow; a late answer to an
+        # earlier command must not be taken for this one's
+        while self.pending:
+            self.answer(timeout)
+            self.pending -= 1
+        self.send(line)
+        self.pending += 1
+        ans = self.answer(timeout)
+        self.pending -= 1
+        return ans
+
+    def ok(self, line, timeout=120):
         ans = self.cmd(line, timeout)
         if not ans.startswith("ok"):
             raise RuntimeError("%s: %r answered %r" % (self.name, line, ans))
         return ans[3:]
 
-    def wait_exited(self, timeout=30):
+    def wait_exited(self, timeout=120):
         while True:
             ans = self.readline(timeout)
             if ans.startswith("exited"):
@@ -247,6 +259,8 @@ def nfs(workdir, builddir, srcdir, xpeer, local_cost, run):
         return
     lockctl = os.path.join(builddir, "tools/lockctl")
     a, b = hosts["A"], hosts["B"]
+    run.run_cases(fs, GuestHost("A", a, lockctl), GuestHost("B", b, lockctl), local_cost, bench_iters=200)
+    lost_locks(run, fs, a, b, ns, gan, start_ganesha)
     # the same pair on the guest's own tmpfs: the UML system-call overhead
     try:
         b.ok("open /run/table/local-bench rw")
@@ -257,8 +271,6 @@ def nfs(workdir, builddir, srcdir, xpeer, local_cost, run):
         run.log("COST: nfs F_OFD_SETLK lock+unlock pair on guest B's local tmpfs: %.1f us" % (guest_local / 1000))
     except Exception as e:
         run.log("COST: nfs guest-local pair not measured: %s" % e)
-    run.run_cases(fs, GuestHost("A", a, lockctl), GuestHost("B", b, lockctl), local_cost, bench_iters=200)
-    lost_locks(run, fs, a, b, ns, gan, start_ganesha)
     run.log("nfs: %.1f s" % (time.monotonic() - t0))
 
 
