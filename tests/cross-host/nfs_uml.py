@@ -67,17 +67,20 @@ for m in {modules}; do
 done
 $B ifconfig lo 127.0.0.1 up
 $B ifconfig eth0 {ip} netmask 255.255.255.0 up
+# keep the serial line open for good: input that arrives while no process
+# has the tty open is dropped, and would leave a command unanswered
+exec 3<>/dev/ttyS0
 $B stty -F /dev/ttyS0 raw -echo
 if /usr/bin/mount -i -t nfs4 -o vers=4.2,addr=10.99.0.1,clientaddr={ip} 10.99.0.1:/x /run/nfs; then
-	echo READY > /dev/ttyS0
+	echo READY >&3
 else
-	echo "MOUNTFAIL $?" > /dev/ttyS0
+	echo "MOUNTFAIL $?" >&3
 fi
 export SAFEMAP_TABLE_DIR=/run/table
 cd /run
 while :; do
-	{xpeer} < /dev/ttyS0 > /dev/ttyS0
-	echo "exited $?" > /dev/ttyS0
+	{xpeer} <&3 >&3
+	echo "exited $?" >&3
 done
 """
 
