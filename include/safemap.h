@@ -108,6 +108,9 @@ typedef struct sm_options {
 #define SM_STALE 3 /* its process is gone; the kernel lock went with it */
 #define SM_PENDING 4  /* entry published, the kernel lock is being taken (or refused) */
 #define SM_UNLOCKED 5 /* an SM_NOLOCK mapping: listed, but holds no lock */
+#define SM_REMOTE 6   /* network filesystem: a lock the kernel reports that no
+		       * holder of this host's table covers (another host's, or a
+		       * program without safemap); pid from F_OFD_GETLK or 0 */
 #define SM_REMOTE 6   /* reserved: a conflict only the kernel knows (network fs) */
 typedef struct sm_holder {
 	uint32_t size;       /* sizeof(sm_holder) */

@@ -720,8 +720,41 @@ static void to_holder(const struct smt_slot *s, int state, sm_holder *h)
 	h->state = state;
 }
 
+/* On a network filesystem the kernel also knows locks of other hosts, which
+ * no table of this host lists: ask it (F_OFD_GETLK, through our own
+ * description, so our own locks are never reported) whether something
+ * conflicts with a write over [off, off+len), and if no live entry of the
+ * table covers that lock, report it as a remote holder (SPEC §15, §16). */
+static bool remote_holder(sm_file *f, const struct smt_table *t, uint64_t off, uint64_t len,
+			  sm_holder *h)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = (off_t)off,
+			    .l_len = (off_t)len };
+
+	if (!f->netfs || f->fd < 0 || fcntl(f->fd, F_OFD_GETLK, &fl) < 0 || fl.l_type == F_UNLCK)
+		return false;
+	for (uint32_t i = 0, lim = t ? smt_scan_limit(t) : 0; i < lim; i++) {
+		struct smt_slot s;
+		if (smt_snapshot(t, i, &s) != 1 || !smt_owner_alive(t, SMT_OWNER(s.state)) ||
+		    SMT_STATE(s.state) == SMT_WAITING)
+			continue;
+		if (s.off <= (uint64_t)fl.l_start && (uint64_t)fl.l_start < s.off + s.len &&
+		    (s.mode == SMT_MODE_WRITE) == (fl.l_type == F_WRLCK))
+			return false; /* a holder of this host: already listed */
+	}
+	memset(h, 0, sizeof(*h));
+	h->size = sizeof(*h);
+	h->pid = fl.l_pid > 0 ? fl.l_pid : 0;
+	h->mode = fl.l_type == F_WRLCK ? SM_MODE_WRITE : SM_MODE_READ;
+	h->off = (uint64_t)fl.l_start;
+	h->len = fl.l_len ? (uint64_t)fl.l_len : (uint64_t)INT64_MAX - (uint64_t)fl.l_start;
+	h->state = SM_REMOTE;
+	return true;
+}
+
 int sm_holders(sm_file *f, uint64_t off, uint64_t len, sm_holder *out, size_t cap)
 {
+	sm_holder remote;
 	struct smt_table *t;
 	size_t n = 0;
 	int rc, cs;
@@ -753,6 +786,11 @@ int sm_holders(sm_file *f, uint64_t off, uint64_t len, sm_holder *out, size_t ca
 			state = SM_HELD;
 		if (n < cap)
 			to_holder(&s, state, &out[n]);
+		n++;
+	}
+	if (remote_holder(f, t, off, len, &remote)) {
+		if (n < cap)
+			out[n] = remote;
 		n++;
 	}
 	sm_cancel_restore(cs);
