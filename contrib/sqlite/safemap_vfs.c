@@ -25,7 +25,8 @@
  * Build: as ordinary core code by default (linked beside sqlite3.c or with
  * -lsqlite3; call sqlite3_safemap_vfs_register()); with
  * -DSAFEMAP_VFS_EXTENSION it is a loadable extension whose entry point is
- * sqlite3_safemapvfs_init.
+ * sqlite3_safemapvfs_init.  Outside this tree compile with -D_GNU_SOURCE
+ * (F_OFD_GETLK), as the tree's config.h does.
  */
 #ifdef SAFEMAP_VFS_EXTENSION
 #include <sqlite3ext.h>
@@ -410,10 +411,24 @@ static int smv_shm_attach(struct smv_shm *s)
 	sm_range *w;
 	int e;
 
-	e = sm_test(s->f, SMV_SHM_DMS, 1, SM_LOCK_WRITE);
+	if (s->readonly) {
+		/* sm_test refuses a write test on a read-only file: ask the
+		 * kernel through the plain descriptor (a description of its own,
+		 * holding nothing) who holds the byte, as the unix VFS does. */
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET,
+				    .l_start = SMV_SHM_DMS, .l_len = 1 };
+
+		if (fcntl(s->fd, F_OFD_GETLK, &fl))
+			return SQLITE_IOERR_LOCK;
+		if (fl.l_type == F_UNLCK)
+			return SQLITE_READONLY_CANTINIT; /* nobody attached: cannot reset it */
+		if (fl.l_type == F_WRLCK)
+			return SQLITE_BUSY;
+		e = -EBUSY; /* attached readers: join them */
+	} else {
+		e = sm_test(s->f, SMV_SHM_DMS, 1, SM_LOCK_WRITE);
+	}
 	if (e == 0) {
-		if (s->readonly)
-			return SQLITE_READONLY_CANTINIT;
 		e = sm_lock(s->f, SMV_SHM_DMS, 1, SM_LOCK_WRITE, "DMS", &w);
 		if (e == 0) {
 			int bad = ftruncate(s->fd, 3);
@@ -562,6 +577,11 @@ static int smvShmLock(sqlite3_file *pf, int ofst, int n, int flags)
 		} else {
 			e = sm_lock(s->f, SMV_SHM_BASE + (uint64_t)i, 1, mode, smv_slot_tag[i],
 				    &s->slot[i]);
+			if (e == -ENOTSUP && (mode & SM_WAIT)) { /* a library without SM_WAIT */
+				mode &= ~SM_WAIT;
+				e = sm_lock(s->f, SMV_SHM_BASE + (uint64_t)i, 1, mode,
+					    smv_slot_tag[i], &s->slot[i]);
+			}
 			if (!e) {
 				if (excl)
 					s->excl |= 1u << i;
