@@ -14,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,7 +22,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -77,14 +77,6 @@ static void setup(void)
 		registered = getpid();
 		atexit(rm_dir);
 	}
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* Open dbpath with vfs ("unix" or "safemap"), WAL and synchronous=NORMAL;
@@ -199,13 +191,14 @@ static int writer(void *arg, int in, int out)
 /* Read until the table holds j->n rows: inside each read transaction two
  * queries agree (a snapshot), across transactions the count never goes
  * down, and each writer's rows are a prefix 0..k-1 (commits are atomic and
- * in order).  Gives up after 40 s. */
+ * in order).  Fails if the parent says the writers are done (or goes away)
+ * and the rows are still missing. */
 static int reader(void *arg, int in, int out)
 {
 	const struct job *j = arg;
 	sqlite3 *db;
 	long long last = 0;
-	double deadline = now_s() + 40;
+	int writers_done = 0;
 
 	if (sqlite3_safemap_vfs_register(0) != SQLITE_OK)
 		return 1;
@@ -214,9 +207,11 @@ static int reader(void *arg, int in, int out)
 		return 2;
 	while (last < j->n) {
 		long long c1, c2, bad;
+		struct pollfd pfd = { .fd = in, .events = POLLIN };
 
-		if (now_s() > deadline)
+		if (writers_done)
 			return 3;
+		writers_done = poll(&pfd, 1, 0) > 0; /* one more round after it */
 		if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
 			return 4;
 		c1 = query_int(db, "SELECT count(*) FROM t");
@@ -232,6 +227,11 @@ static int reader(void *arg, int in, int out)
 		if (c1 < last)
 			return 8;
 		last = c1;
+	}
+	if (!writers_done) { /* wait for the word, so that it never meets a closed pipe */
+		char line[16];
+
+		tu_recv(in, line, sizeof(line));
 	}
 	return sqlite3_close(db) == SQLITE_OK ? 0 : 9;
 }
@@ -255,7 +255,12 @@ static void run_mix(const char *const *wvfs, int nw, const char *const *rvfs, in
 		tu_spawn(&c[n], reader, &jobs[n]);
 	}
 	for (int i = 0; i < n; i++) {
-		int st = tu_wait(&c[i]);
+		int st;
+
+		if (i == nw) /* the writers are done: the readers must see it all */
+			for (int k = nw; k < n; k++)
+				tu_send(c[k].to, "done");
+		st = tu_wait(&c[i]);
 
 		ck_assert_msg(st == 0, "%s %d (%s) failed: %d", i < nw ? "writer" : "reader", i,
 			      jobs[i].vfs, st);
