@@ -79,11 +79,15 @@ static void setup(void)
 	}
 }
 
-/* Open dbpath with vfs ("unix" or "safemap"), WAL and synchronous=NORMAL;
- * NULL on failure. */
+/* The journal mode db_open sets (a test may change it before forking). */
+static const char *journal = "WAL";
+
+/* Open dbpath with vfs ("unix" or "safemap"), journal mode `journal` and
+ * synchronous=NORMAL; NULL on failure. */
 static sqlite3 *db_open(const char *vfs, int busy_ms)
 {
 	sqlite3 *db = NULL;
+	char sql[96];
 
 	if (sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, vfs) !=
 	    SQLITE_OK) {
@@ -91,8 +95,8 @@ static sqlite3 *db_open(const char *vfs, int busy_ms)
 		return NULL;
 	}
 	sqlite3_busy_timeout(db, busy_ms);
-	if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
-			 NULL) != SQLITE_OK) {
+	snprintf(sql, sizeof(sql), "PRAGMA journal_mode=%s; PRAGMA synchronous=NORMAL;", journal);
+	if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) {
 		sqlite3_close(db);
 		return NULL;
 	}
@@ -356,6 +360,26 @@ START_TEST(test_stock_and_safemap)
 }
 END_TEST
 
+/* A rollback-journal database: the xLock family (SHARED, RESERVED, PENDING,
+ * EXCLUSIVE on the lock bytes at 1 GiB) between stock and safemap
+ * processes, readers holding SHARED across two queries. */
+START_TEST(test_rollback_journal_mix)
+{
+	static const char *const w[] = { "safemap", "unix", "safemap", "unix" };
+	static const char *const r[] = { "unix", "safemap" };
+	struct stat st;
+
+	setup();
+	journal = "DELETE";
+	ck_assert_int_eq(sqlite3_safemap_vfs_register(0), SQLITE_OK);
+	create_table("safemap");
+	run_mix(w, 4, r, 2, 100);
+	/* The lock bytes past end of file never grew it. */
+	ck_assert_int_eq(stat(dbpath, &st), 0);
+	ck_assert_int_lt(st.st_size, 1 << 20);
+}
+END_TEST
+
 /* Holds a write transaction on vfs until told to go: sends 0 once it holds
  * it (or the failing step). */
 static int tx_holder(void *arg, int in, int out)
@@ -582,6 +606,7 @@ static Suite *sqlite_suite(void)
 	tcase_add_test(tc, test_writers_readers);
 	tcase_add_test(tc, test_stock_and_safemap);
 	tcase_add_test(tc, test_stock_excludes_safemap);
+	tcase_add_test(tc, test_rollback_journal_mix);
 	tcase_add_test(tc, test_sigkill_mid_transaction);
 	tcase_add_test(tc, test_extension);
 	suite_add_tcase(s, tc);
