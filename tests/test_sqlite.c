@@ -134,6 +134,9 @@ static int integrity_ok(sqlite3 *db)
 	return ok;
 }
 
+static int holders_tagged(sm_file *f, uint64_t off, uint64_t len, const char *tag, pid_t pid,
+			  int *states);
+
 static void create_table(const char *vfs)
 {
 	sqlite3 *db = db_open(vfs, 10000);
@@ -357,6 +360,61 @@ START_TEST(test_stock_and_safemap)
 	ck_assert_int_eq(sqlite3_safemap_vfs_register(0), SQLITE_OK);
 	create_table("unix");
 	run_mix(w, 4, r, 2, 300);
+}
+END_TEST
+
+/* Keeps a safemap connection attached to the -shm (DMS read lock) until
+ * told to go. */
+static int attached(void *arg, int in, int out)
+{
+	char line[16];
+	sqlite3 *db;
+
+	if (sqlite3_safemap_vfs_register(0) != SQLITE_OK)
+		return 1;
+	db = db_open("safemap", 5000);
+	if (!db || query_int(db, "SELECT count(*) FROM t") < 0) {
+		tu_send(out, "2");
+		return 2;
+	}
+	tu_send(out, "0");
+	tu_recv(in, line, sizeof(line));
+	return sqlite3_close(db) == SQLITE_OK ? 0 : 3;
+}
+
+/* readonly_shm=1: a read-only -shm joins the attached connections (its DMS
+ * read lock beside theirs), maps the regions read-only and reads. */
+START_TEST(test_readonly_shm)
+{
+	struct tu_child a;
+	sqlite3 *db, *ro = NULL;
+	char uri[PATH_MAX + 64];
+	sm_file *shm;
+	int states;
+
+	setup();
+	ck_assert_int_eq(sqlite3_safemap_vfs_register(0), SQLITE_OK);
+	create_table("safemap");
+	db = db_open("safemap", 5000);
+	ck_assert_ptr_nonnull(db);
+	ck_assert_int_eq(sqlite3_exec(db, "INSERT INTO t(w, n) VALUES (1, 1), (1, 2)", NULL, NULL,
+				      NULL),
+			 SQLITE_OK);
+	ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
+	tu_spawn(&a, attached, NULL);
+	ck_assert_int_eq(tu_recv_int(a.from), 0);
+
+	snprintf(uri, sizeof(uri), "file:%s?readonly_shm=1", dbpath);
+	ck_assert_int_eq(sqlite3_open_v2(uri, &ro, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, "safemap"),
+			 SQLITE_OK);
+	ck_assert_int_eq(query_int(ro, "SELECT count(*) FROM t"), 2);
+	ck_assert_int_eq(sm_open(shmpath, SM_RDONLY, NULL, &shm), 0);
+	ck_assert_int_eq(holders_tagged(shm, SHM_DMS, 1, "DMS", getpid(), &states), 1);
+	ck_assert_int_eq(states, 1 << SM_HELD);
+	ck_assert_int_eq(sm_close(shm), 0);
+	ck_assert_int_eq(sqlite3_close(ro), SQLITE_OK);
+	tu_send(a.to, "go");
+	ck_assert_int_eq(tu_wait(&a), 0);
 }
 END_TEST
 
@@ -607,6 +665,7 @@ static Suite *sqlite_suite(void)
 	tcase_add_test(tc, test_stock_and_safemap);
 	tcase_add_test(tc, test_stock_excludes_safemap);
 	tcase_add_test(tc, test_rollback_journal_mix);
+	tcase_add_test(tc, test_readonly_shm);
 	tcase_add_test(tc, test_sigkill_mid_transaction);
 	tcase_add_test(tc, test_extension);
 	suite_add_tcase(s, tc);
