@@ -57,6 +57,7 @@ extern "C" {
 
 typedef struct sm_file sm_file;
 typedef struct sm_slice sm_slice;
+typedef struct sm_range sm_range;
 
 /* sm_open() flags */
 #define SM_RDONLY 0x0001 /* read slices only */
@@ -69,6 +70,11 @@ typedef struct sm_slice sm_slice;
 #define SM_WAIT 0x0020     /* wait for a conflicting lock (not yet available) */
 #define SM_EXTEND 0x0040   /* write slice may grow the file */
 #define SM_POPULATE 0x0080 /* pre-fault the pages of the slice */
+#define SM_NOLOCK 0x40000  /* coordination memory: no lock (see sm_map_read(3)) */
+
+/* sm_lock() / sm_test() flags: exactly one of the modes, plus SM_WAIT (sm_lock) */
+#define SM_LOCK_READ 0x10000
+#define SM_LOCK_WRITE 0x20000
 
 /* sm_commit() flags */
 #define SM_SYNC 0x0000  /* write back and wait (the default) */
@@ -99,15 +105,18 @@ typedef struct sm_options {
 #define SM_HELD 1
 #define SM_WAITING 2
 #define SM_STALE 3 /* its process is gone; the kernel lock went with it */
+#define SM_PENDING 4  /* entry published, the kernel lock is being taken (or refused) */
+#define SM_UNLOCKED 5 /* an SM_NOLOCK mapping: listed, but holds no lock */
+#define SM_REMOTE 6   /* reserved: a conflict only the kernel knows (network fs) */
 typedef struct sm_holder {
 	uint32_t size;       /* sizeof(sm_holder) */
 	int32_t pid, tid;    /* for display: pids are reused and differ across namespaces */
 	uint64_t start_time; /* holder process start time, clock ticks since boot */
 	uint64_t pidns;      /* inode of its pid namespace */
 	char comm[16];       /* program name */
-	char tag[32];        /* the holder's sm_options.tag */
+	char tag[32];        /* the acquisition's tag (sm_lock), else its sm_options.tag */
 	int mode;            /* SM_MODE_READ / SM_MODE_WRITE */
-	int state;           /* SM_HELD / SM_WAITING / SM_STALE */
+	int state;           /* SM_HELD / SM_WAITING / SM_STALE / SM_PENDING / SM_UNLOCKED */
 	uint64_t off, len;
 	uint64_t since;      /* acquired at, ns since the epoch (CLOCK_REALTIME) */
 } sm_holder;
@@ -158,8 +167,14 @@ SM_EXPORT int sm_close(sm_file *f);
  * writes, any overlapping slice of this sm_file), -EBADF (write slice on a
  * read-only file), -ENOTSUP (SM_WAIT; SM_BUFFERED on a memory file),
  * -ENOSPC (blocks could
- * not be reserved), -ENOMEM, -ENOLCK.  SM_BUFFERED (write slices) makes a
- * private copy that reaches the file only at sm_commit.  See sm_map_read(3). */
+ * not be reserved), -ENOMEM, -ENOLCK, -ESTALE (fork child).  SM_BUFFERED
+ * (write slices) makes a private copy that reaches the file only at
+ * sm_commit.  SM_NOLOCK maps coordination memory: accessors, truncation
+ * guard and commit, but no lock and no part in the file's in-process lock
+ * counting (sm_lock ranges inside it are fine); other processes share it and
+ * synchronise through sm_lock ranges and atomics; it is listed by
+ * sm_holders as SM_UNLOCKED.  SM_NOLOCK with SM_BUFFERED or SM_WAIT is
+ * -EINVAL.  See sm_map_read(3). */
 SM_EXPORT SM_WUR int sm_map_read(sm_file *f, uint64_t off, uint64_t len, int flags,
 				 sm_slice **out);
 SM_EXPORT SM_WUR int sm_map_write(sm_file *f, uint64_t off, uint64_t len, int flags,
@@ -177,8 +192,8 @@ SM_EXPORT int sm_release(sm_slice *s);
 SM_EXPORT SM_WUR int sm_sub(sm_slice *s, uint64_t off, uint64_t len, sm_slice **out);
 
 /* Turn a write slice into a read slice atomically (one F_OFD_SETLK converts
- * the kernel lock: no other writer can slip in).  Errors: -EINVAL (NULL or a
- * sub-slice), -EBADF (not a write slice), -EBUSY (a buffered slice with
+ * the kernel lock: no other writer can slip in).  Errors: -EINVAL (NULL, a
+ * sub-slice or an SM_NOLOCK slice), -EBADF (not a write slice), -EBUSY (a buffered slice with
  * uncommitted changes, or live writable sub-slices), -ESTALE, -ENXIO.  A
  * direct slice's uncommitted changes stay in the page cache uncommitted:
  * commit first.  See sm_sub(3). */
@@ -266,11 +281,44 @@ SM_EXPORT SM_WUR int sm_abort(sm_slice *s);
  * Errors: -EINVAL. */
 SM_EXPORT int sm_dirty_pages(const sm_slice *s);
 
+/* --- range locks without a mapping (see sm_lock(3)) -------------------- */
+
+/* Lock [off, off+len) of f: flags SM_LOCK_READ or SM_LOCK_WRITE.  No mapping
+ * and no size check: the range may lie past end of file (it never grows the
+ * file).  Same protocol as a slice's lock: an OFD lock, the same in-process
+ * counting (a range conflicts with the file's overlapping slices and ranges
+ * as slices do with each other, SPEC §3.2), a lock table entry named tag (at
+ * most 31 bytes are kept; NULL: the file's sm_options.tag), published before
+ * the kernel lock is taken so that a refused process can name the holder.
+ * sm_close with live ranges is deferred to the last sm_unlock.  Errors:
+ * -EINVAL (NULL f or out, zero length, not exactly one mode, unknown flags),
+ * -ERANGE (off + len beyond INT64_MAX), -EBADF (write lock on a read-only
+ * file, or f is closing), -EBUSY (held elsewhere, or conflicting with a slice
+ * or range of f), -ENOTSUP (SM_WAIT: not implemented yet), -ESTALE (fork
+ * child), -ENOLCK (lock table full, or kernel lock table), -ENOMEM. */
+SM_EXPORT SM_WUR int sm_lock(sm_file *f, uint64_t off, uint64_t len, int flags, const char *tag,
+			     sm_range **out);
+
+/* Unlock and free a range; its table entry is removed after the kernel lock
+ * is dropped.  Errors: -EINVAL (NULL), -ESTALE (fork child: r is freed but
+ * the bytes stay locked, they are the parent's), or an unlock error; r is
+ * freed in every case. */
+SM_EXPORT int sm_unlock(sm_range *r);
+
+/* Would sm_lock(f, off, len, flags) succeed now?  0 free, -EBUSY held by
+ * another process or sm_file (F_OFD_GETLK) or conflicting with a slice or
+ * range of f (sm_holders names who).  Never locks; the answer may be stale
+ * by the time it returns.  Errors: -EINVAL (as sm_lock, or SM_WAIT),
+ * -ERANGE, -EBADF (write test on a read-only file), -ESTALE. */
+SM_EXPORT SM_WUR int sm_test(sm_file *f, uint64_t off, uint64_t len, int flags);
+
 /* --- holders ------------------------------------------------------------ */
 
 /* Who holds regions overlapping [off, off+len): fills up to cap entries of
  * out and returns how many holders overlap (which may exceed cap), like
- * snprintf.  Includes this process's own slices.  Errors: -EINVAL, -ERANGE,
+ * snprintf.  Includes this process's own slices and ranges, pending
+ * acquisitions (SM_PENDING) and SM_NOLOCK mappings (SM_UNLOCKED, which
+ * hold no lock: skip them when naming who refused a lock).  Errors: -EINVAL, -ERANGE,
  * -ENOTSUP (no lock table: memory file, SM_OPT_NO_TABLE), or why the table
  * could not be opened.  See sm_holders(3). */
 SM_EXPORT int sm_holders(sm_file *f, uint64_t off, uint64_t len, sm_holder *out, size_t cap);

@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,17 +21,41 @@
 
 unsigned sm_page_shift;
 uint64_t sm_page_size;
+pid_t sm_cached_pid;
+uint32_t *sm_fork_word;
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+pid_t sm_pid_slow(void)
+{
+	pid_t pid = getpid();
+
+	__atomic_store_n(&sm_cached_pid, pid, __ATOMIC_RELAXED);
+	if (sm_fork_word) /* any thread may re-arm: all store the same pid */
+		__atomic_store_n(sm_fork_word, 1, __ATOMIC_RELEASE);
+	return pid;
+}
 
 static void init(void)
 {
 	long ps = sysconf(_SC_PAGESIZE);
+	void *p;
 
 	if (ps <= 0 || (ps & (ps - 1)))
 		ps = 4096;
 	sm_page_size = (uint64_t)ps;
 	sm_page_shift = (unsigned)__builtin_ctzl((unsigned long)ps);
+	/* One page whose contents a child that copies our memory sees as
+	 * zeros (fork, _Fork, clone without CLONE_VM): the pid cache's
+	 * fork detector, no system call per check (see sm_pid()). */
+	p = mmap(NULL, (size_t)ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p != MAP_FAILED) {
+		if (madvise(p, (size_t)ps, MADV_WIPEONFORK) == 0)
+			sm_fork_word = p;
+		else
+			munmap(p, (size_t)ps);
+	}
+	sm_pid_slow();
 }
 
 void sm_init_once(void)
@@ -111,7 +136,7 @@ int sm_open(const char *path, int flags, const sm_options *opt, sm_file **out)
 	pthread_mutex_init(&f->lock, NULL);
 	f->fd = -1;
 	f->flags = mode;
-	f->pid = getpid();
+	f->pid = sm_pid();
 	RB_INIT(&f->segs);
 	RB_INIT(&f->maps);
 	TAILQ_INIT(&f->idle);
@@ -183,7 +208,7 @@ int sm_open_memory(void *buf, size_t len, int flags, sm_file **out)
 	pthread_mutex_init(&f->lock, NULL);
 	f->fd = -1;
 	f->flags = flags;
-	f->pid = getpid();
+	f->pid = sm_pid();
 	f->memory = true;
 	f->mem = buf;
 	f->mem_len = len;

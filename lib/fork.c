@@ -11,8 +11,11 @@
  *     access) and every other call on an inherited slice return -ESTALE;
  *   - every inherited safemap descriptor is closed (closing one of several
  *     descriptors of a description never unlocks it);
- * and the lock/unlock paths compare getpid() with the opener's pid, which
- * also covers vfork, _Fork and raw clone, which skip the atfork handlers.
+ * and the lock/unlock paths compare the current pid with the opener's; the
+ * current pid is cached (sm_pid()) and re-read in any child that copied our
+ * memory, through a MADV_WIPEONFORK page, which also covers _Fork and raw
+ * clone, which skip the atfork handlers.  A vfork child shares our memory
+ * and may only exec or _exit.
  *
  * The prepare handler takes the registry lock, every file's lock, then the
  * fault registry's spinlock (fault.c), so the child sees consistent trees
@@ -57,6 +60,11 @@ static void child(void)
 	sm_file *f;
 
 	sm_fault_atfork_release(); /* taken by this thread, the only one here */
+	/* the atfork generation of the pid cache (the wiped page covers the
+	 * children that skip this handler) */
+	if (sm_fork_word)
+		__atomic_store_n(sm_fork_word, 0, __ATOMIC_RELAXED);
+	sm_pid_slow();
 	LIST_FOREACH(f, &registry, registry) {
 		LIST_FOREACH(m, &f->all_maps, all)
 			m->state = SM_MAP_STALE;

@@ -41,3 +41,18 @@ int sm_ofd_unlock(int fd, uint64_t off, uint64_t len)
 {
 	return ofd_set(fd, F_UNLCK, off, len);
 }
+
+int sm_ofd_test(int fd, bool write, uint64_t off, uint64_t len)
+{
+	struct flock fl;
+
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = write ? F_WRLCK : F_RDLCK;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = (off_t)off;
+	fl.l_len = (off_t)len;
+	/* never reports this description's own locks: ranges.c covers them */
+	if (fcntl(fd, F_OFD_GETLK, &fl) < 0)
+		return -errno;
+	return fl.l_type == F_UNLCK ? 0 : -EBUSY;
+}

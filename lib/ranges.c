@@ -14,6 +14,10 @@
  * runs whose count drops to zero).  Every lookup is O(log n) in the number of
  * runs, plus the runs the slice overlaps.
  *
+ * One structure for every hold of the file: slices and sm_lock ranges
+ * (lock.c) follow the same rules between each other.  SM_NOLOCK mappings
+ * hold nothing and never appear here.
+ *
  * Every node a mutation needs is allocated before the kernel lock is taken,
  * and each read slice reserves the two nodes its release may need to split
  * runs, so the tree and the kernel never disagree on an allocation failure.
@@ -302,7 +306,7 @@ int sm_ranges_downgrade(sm_file *f, struct sm_hold *h)
 		return rc;
 	/* One F_OFD_SETLK converts the write lock to a read lock atomically:
 	 * no moment where another writer could slip in. */
-	if (!f->memory && getpid() == f->pid &&
+	if (!f->memory && sm_pid() == f->pid &&
 	    (rc = sm_ofd_lock(f->fd, false, h->off, h->len)) < 0) {
 		list_free(f, list);
 		return rc;
@@ -314,6 +318,16 @@ int sm_ranges_downgrade(sm_file *f, struct sm_hold *h)
 	h->write = false;
 	merge_at(f, h->off);
 	merge_at(f, h->off + h->len);
+	return 0;
+}
+
+int sm_ranges_conflict(sm_file *f, uint64_t off, uint64_t len, bool write)
+{
+	struct sm_seg *n;
+
+	for (n = first_after(f, off); n && n->start < off + len; n = RB_NEXT(sm_segtree, &f->segs, n))
+		if (write || n->write)
+			return -EBUSY;
 	return 0;
 }
 

@@ -137,10 +137,16 @@ struct sm_hold {
 	bool write;            /* lock mode */
 	bool buffered;         /* map is a private copy, written at commit */
 	bool need_sync;        /* sm_commit_many: written, awaiting its file's flush */
+	bool nolock;           /* SM_NOLOCK mapping: no lock, not in f->segs */
 	unsigned long refs;    /* slices using this hold; guarded by f->lock */
 	unsigned long wsubs;   /* live writable sub-slices; guarded by f->lock */
 	int32_t slot;          /* lock table slot, or -1 */
 	struct sm_seg *spare[2]; /* nodes reserved for release (ranges.c) */
+};
+
+/* An sm_lock range: a hold without a mapping (lock.c). */
+struct sm_range {
+	struct sm_hold h;
 };
 
 struct sm_slice {
@@ -169,6 +175,23 @@ SM_HIDDEN void sm_sys_reset(void);
 SM_HIDDEN extern unsigned sm_page_shift;
 SM_HIDDEN extern uint64_t sm_page_size;
 SM_HIDDEN void sm_init_once(void);
+/* The current pid without a system call (SPEC §16): cached, and re-read
+ * when the word in a MADV_WIPEONFORK page reads 0, which it does in any
+ * child that copied our memory (fork, _Fork, clone without CLONE_VM)
+ * before its first call.  Without MADV_WIPEONFORK (Linux < 4.14) every
+ * call asks getpid().  A vfork child shares our memory and cannot be told
+ * apart: it may only exec or _exit (POSIX). */
+SM_HIDDEN extern pid_t sm_cached_pid;
+SM_HIDDEN extern uint32_t *sm_fork_word;
+SM_HIDDEN pid_t sm_pid_slow(void);
+static inline pid_t sm_pid(void)
+{
+	uint32_t *w = sm_fork_word;
+
+	if (w && __atomic_load_n(w, __ATOMIC_ACQUIRE))
+		return __atomic_load_n(&sm_cached_pid, __ATOMIC_RELAXED);
+	return sm_pid_slow();
+}
 /* Check off/len against SPEC §2: nonzero, off + len <= INT64_MAX. */
 SM_HIDDEN int sm_check_range(uint64_t off, uint64_t len);
 
@@ -200,6 +223,8 @@ static inline void sm_cancel_restore(int old)
 /* --- ofd.c: kernel locks ------------------------------------------------ */
 SM_HIDDEN int sm_ofd_lock(int fd, bool write, uint64_t off, uint64_t len);
 SM_HIDDEN int sm_ofd_unlock(int fd, uint64_t off, uint64_t len);
+/* Would another description's lock conflict?  0 no, -EBUSY yes (F_OFD_GETLK). */
+SM_HIDDEN int sm_ofd_test(int fd, bool write, uint64_t off, uint64_t len);
 
 /* --- ranges.c: in-process lock counting (caller holds f->lock) ----------- */
 SM_HIDDEN int sm_ranges_acquire(sm_file *f, struct sm_hold *h);
@@ -210,6 +235,20 @@ SM_HIDDEN int sm_ranges_downgrade(sm_file *f, struct sm_hold *h);
  * (The kernel cannot say: f's own locks never conflict with each other.) */
 SM_HIDDEN bool sm_ranges_alone_from(sm_file *f, const struct sm_hold *h, uint64_t from);
 SM_HIDDEN void sm_ranges_free_all(sm_file *f);
+/* Would a hold of [off, off+len) in this mode conflict with f's own holds
+ * (SPEC §3.2)?  0 no, -EBUSY yes. */
+SM_HIDDEN int sm_ranges_conflict(sm_file *f, uint64_t off, uint64_t len, bool write);
+
+/* --- lock.c: taking and dropping a hold's lock (caller holds f->lock) ---- */
+/* Publish h's entry (pending, tag: NULL for the file's), take the in-process
+ * range and the kernel lock, mark the entry held; undone on failure.  An
+ * SM_NOLOCK hold only gets an unlocked-mapping entry. */
+SM_HIDDEN int sm_hold_lock(sm_file *f, struct sm_hold *h, const char *tag);
+/* Drop the kernel lock (owner only), then the entry. */
+SM_HIDDEN int sm_hold_unlock(sm_file *f, struct sm_hold *h, bool owner);
+/* Tests only: the pre-0.2 order (entry after the lock, removed before the
+ * unlock), to show that the race it had is measurable. */
+SM_HIDDEN extern int sm_debug_late_publish;
 
 /* --- map.c: the window cache (caller holds f->lock) ----------------------- */
 SM_HIDDEN int sm_window_get(sm_file *f, uint64_t off, uint64_t len, bool writable,
@@ -235,7 +274,8 @@ SM_HIDDEN void sm_fault_atfork_release(void);
 SM_HIDDEN int sm_table_open(sm_file *f, const char *data_path, const struct stat *st,
 			    const sm_options *o);
 SM_HIDDEN void sm_table_close(sm_file *f);
-SM_HIDDEN int sm_table_add(sm_file *f, struct sm_hold *h);
+SM_HIDDEN int sm_table_add(sm_file *f, struct sm_hold *h, const char *tag, uint32_t state);
+SM_HIDDEN void sm_table_held(sm_file *f, struct sm_hold *h);
 /* owner: this process opened f (a fork child must not touch the parent's
  * entries or locks) */
 SM_HIDDEN void sm_table_remove(sm_file *f, struct sm_hold *h, bool owner);

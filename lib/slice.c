@@ -26,7 +26,7 @@
 
 #include "safemap-internal.h"
 
-#define MAP_FLAGS (SM_BUFFERED | SM_WAIT | SM_EXTEND | SM_POPULATE)
+#define MAP_FLAGS (SM_BUFFERED | SM_WAIT | SM_EXTEND | SM_POPULATE | SM_NOLOCK)
 
 int sm_file_size(sm_file *f, uint64_t *size)
 {
@@ -46,13 +46,12 @@ int sm_file_size(sm_file *f, uint64_t *size)
 static int hold_free(struct sm_hold *h)
 {
 	sm_file *f = h->f;
-	/* A pid comparison, not only the atfork state: vfork, _Fork and raw
-	 * clone children skip atfork handlers (SPEC §3.6). */
-	bool owner = getpid() == f->pid;
+	/* A pid comparison, not only the atfork state: _Fork and raw clone
+	 * children skip atfork handlers (SPEC §3.6); sm_pid() catches them. */
+	bool owner = sm_pid() == f->pid;
 	int rc;
 
-	sm_table_remove(f, h, owner);
-	rc = sm_ranges_release(f, h, owner);
+	rc = sm_hold_unlock(f, h, owner);
 
 	sm_window_put(f, h->map);
 	f->nslices--;
@@ -99,20 +98,28 @@ static int slice_free(sm_slice *s)
 static void unreserve(struct sm_hold *h, uint64_t old_size)
 {
 	sm_file *f = h->f;
-	uint64_t a = h->off > old_size ? h->off : old_size, end = h->off + h->len, size;
+	uint64_t a = h->off > old_size ? h->off : old_size, end = h->off + h->len, size = 0;
 
 	if (a >= end)
 		return; /* nothing was past end of file */
 	sm_sys.fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)a,
 			 (off_t)(end - a));
 	pthread_mutex_lock(&f->lock);
-	if (sm_ranges_alone_from(f, h, old_size) && sm_ofd_lock(f->fd, true, old_size, 0) == 0) {
+	/* An SM_NOLOCK hold has no range of its own: then no run at all may
+	 * lie past old_size (the dummy hold covers nothing). */
+	struct sm_hold none = { .off = UINT64_MAX, .len = 0 };
+	if (sm_ranges_alone_from(f, h->nolock ? &none : h, old_size) &&
+	    sm_ofd_lock(f->fd, true, old_size, 0) == 0) {
 		if (sm_file_size(f, &size) == 0 && size < end)
 			sm_sys.ftruncate(f->fd, (off_t)size);
 		/* give back the tail, keeping h's own range locked */
-		if (old_size < h->off)
-			sm_ofd_unlock(f->fd, old_size, h->off - old_size);
-		sm_ofd_unlock(f->fd, end, 0);
+		if (h->nolock) {
+			sm_ofd_unlock(f->fd, old_size, 0);
+		} else {
+			if (old_size < h->off)
+				sm_ofd_unlock(f->fd, old_size, h->off - old_size);
+			sm_ofd_unlock(f->fd, end, 0);
+		}
 	}
 	pthread_mutex_unlock(&f->lock);
 }
@@ -229,20 +236,15 @@ static int hold_attach(sm_file *f, struct sm_hold *h)
 
 	if (f->closing)
 		return -EBADF;
-	if ((rc = sm_ranges_acquire(f, h)) < 0)
+	if ((rc = sm_hold_lock(f, h, NULL)) < 0)
 		return rc;
-	if ((rc = sm_table_add(f, h)) == 0) {
-		rc = h->buffered ? sm_window_anon(f, h->off, h->len, &h->map)
-				 : sm_window_get(f, h->off, h->len, h->write, &h->map);
-		if (rc < 0)
-			sm_table_remove(f, h, true);
-		else
-			sm_fault_bind(h->map, f->fd); /* for the fault handler */
-	}
+	rc = h->buffered ? sm_window_anon(f, h->off, h->len, &h->map)
+			 : sm_window_get(f, h->off, h->len, h->write, &h->map);
 	if (rc < 0) {
-		sm_ranges_release(f, h, true);
+		sm_hold_unlock(f, h, true);
 		return rc;
 	}
+	sm_fault_bind(h->map, f->fd); /* for the fault handler */
 	f->nslices++;
 	return 0;
 }
@@ -267,6 +269,7 @@ static int do_map(sm_file *f, uint64_t off, uint64_t len, int flags, bool write,
 	h->len = len;
 	h->write = write;
 	h->buffered = write && (flags & SM_BUFFERED);
+	h->nolock = flags & SM_NOLOCK;
 	h->refs = 1;
 	h->slot = -1;
 	if (write) {
@@ -323,13 +326,15 @@ static int map_slice(sm_file *f, uint64_t off, uint64_t len, int flags, bool wri
 		return -EINVAL;
 	if (!write && (flags & (SM_EXTEND | SM_BUFFERED)))
 		return -EINVAL;
+	if ((flags & SM_NOLOCK) && (flags & (SM_BUFFERED | SM_WAIT)))
+		return -EINVAL; /* coordination memory is shared and never waits */
 	if ((rc = sm_check_range(off, len)) < 0)
 		return rc;
 	if ((flags & SM_WAIT) || (f->memory && (flags & SM_BUFFERED)))
 		return -ENOTSUP;
 	if (write && f->flags != SM_RDWR)
 		return -EBADF;
-	if (getpid() != f->pid)
+	if (sm_pid() != f->pid)
 		return -ESTALE; /* a fork child must sm_open afresh */
 	cs = sm_nocancel();
 	rc = do_map(f, off, len, flags, write, out);
@@ -384,8 +389,8 @@ int sm_downgrade(sm_slice *s)
 {
 	int rc, cs;
 
-	if (!s || s->sub)
-		return -EINVAL;
+	if (!s || s->sub || s->h->nolock)
+		return -EINVAL; /* an SM_NOLOCK slice holds no lock to convert */
 	if ((rc = sm_slice_error(s)) < 0)
 		return rc;
 	if (!s->write)
@@ -433,7 +438,7 @@ int sm_slice_error(const sm_slice *s)
 	uint32_t state = s->map->state;
 	int rc;
 
-	if (state == SM_MAP_STALE || getpid() != s->f->pid)
+	if (state == SM_MAP_STALE || sm_pid() != s->f->pid)
 		return -ESTALE;
 	if ((rc = __atomic_load_n(&s->dead, __ATOMIC_RELAXED)) < 0)
 		return rc;

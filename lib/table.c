@@ -87,8 +87,10 @@ int smt_check_header(const struct smt_header *h, uint64_t file_size)
 	return 0;
 }
 
-/* Copy slot i consistently into *out.  Returns 1 for a slot in use (fields
- * validated), 0 for a free slot, -EAGAIN if it is being changed (or was
+/* Copy slot i consistently into *out.  Returns 1 for a lock entry (held,
+ * waiting or pending; fields validated), 2 for an unlocked mapping (an
+ * SM_NOLOCK slice: listed, never a holder; readers that predate it skip
+ * anything but 1), 0 for a free slot, -EAGAIN if it is being changed (or was
  * left half-changed by an owner that died: *out->state says whose),
  * -EPROTO for a slot with invalid fields. */
 int smt_snapshot(const struct smt_table *t, uint32_t i, struct smt_slot *out)
@@ -111,13 +113,13 @@ int smt_snapshot(const struct smt_table *t, uint32_t i, struct smt_slot *out)
 			return 0;
 		if (SMT_STATE(out->state) == SMT_CLAIMING)
 			return -EAGAIN;
-		if (SMT_STATE(out->state) > SMT_CLAIMING || SMT_OWNER(out->state) >= SMT_MAX_OWNERS ||
+		if (SMT_STATE(out->state) > SMT_UNLOCKED || SMT_OWNER(out->state) >= SMT_MAX_OWNERS ||
 		    (out->mode != SMT_MODE_READ && out->mode != SMT_MODE_WRITE) || out->len == 0 ||
 		    out->off > (uint64_t)INT64_MAX || out->len > (uint64_t)INT64_MAX - out->off)
 			return -EPROTO;
 		out->comm[sizeof(out->comm) - 1] = '\0';
 		out->tag[sizeof(out->tag) - 1] = '\0';
-		return 1;
+		return SMT_STATE(out->state) == SMT_UNLOCKED ? 2 : 1;
 	}
 	out->state = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
 	return -EAGAIN;
@@ -173,6 +175,7 @@ static int build(const char *tmp, int data_fd, const struct stat *st, uint64_t g
 	h.nslots = SMT_NSLOTS;
 	h.generation = generation;
 	h.live_base = SMT_LIVE_BASE;
+	h.revision = SMT_REVISION;
 	data_identity(data_fd, st, &h);
 	if (ftruncate(fd, (off_t)size) < 0 || pwrite(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h))
 		rc = errno ? -errno : -EIO;
@@ -289,6 +292,9 @@ static int claim_owner(struct smt_table *t)
 			free_slots_of(t, k);
 			t->owner = k;
 			t->owner_held = true;
+			/* Attached in kernel-lock mode (the format's mode bytes,
+			 * SPEC §12.1): best effort, nothing depends on it yet. */
+			(void)sm_ofd_lock(t->fd, false, SMT_MODE_BYTE_KERNEL, 1);
 			return 0;
 		}
 		if (rc != -EBUSY)
@@ -480,18 +486,21 @@ void sm_table_close(sm_file *f)
 	f->table = NULL;
 }
 
-static void fill(struct smt_slot *s, const struct sm_hold *h, const char *tag)
+static void fill(struct smt_slot *s, const struct sm_hold *h, const char *tag, bool own)
 {
 	struct timespec ts;
 
+	s->flags = own ? SMT_SF_OWN_TAG : 0;
 	s->mode = h->write ? SMT_MODE_WRITE : SMT_MODE_READ;
 	s->off = h->off;
 	s->len = h->len;
 	/* Only the opener registers (a fork child gets -ESTALE before), so
 	 * f->pid is ours; the thread id is cached per thread. */
-	static __thread pid_t tid;
-	if (!tid)
+	static __thread pid_t tid, tid_pid;
+	if (tid_pid != h->f->pid) { /* a fork child's thread has a new id */
 		tid = gettid();
+		tid_pid = h->f->pid;
+	}
 	s->pid = (int32_t)h->f->pid;
 	s->tid = (int32_t)tid;
 	s->start_time = self.start_time;
@@ -504,8 +513,10 @@ static void fill(struct smt_slot *s, const struct sm_hold *h, const char *tag)
 		strncpy(s->tag, tag, sizeof(s->tag) - 1);
 }
 
-/* Register h; caller holds f->lock.  A full table is -ENOLCK. */
-int sm_table_add(sm_file *f, struct sm_hold *h)
+/* Register h with state (SMT_PENDING before its kernel lock is taken,
+ * SMT_UNLOCKED for an SM_NOLOCK mapping) and tag (NULL: the file's);
+ * caller holds f->lock.  A full table is -ENOLCK. */
+int sm_table_add(sm_file *f, struct sm_hold *h, const char *tag, uint32_t state)
 {
 	struct smt_table *t = f->table;
 
@@ -521,8 +532,8 @@ int sm_table_add(sm_file *f, struct sm_hold *h)
 						 __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
 			continue;
 		__atomic_fetch_add(&s->seq, 1, __ATOMIC_ACQ_REL); /* odd: changing */
-		fill(s, h, f->tag);
-		__atomic_store_n(&s->state, t->owner << 8 | SMT_HELD, __ATOMIC_RELAXED);
+		fill(s, h, tag ? tag : f->tag, tag != NULL);
+		__atomic_store_n(&s->state, t->owner << 8 | state, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&s->seq, 1, __ATOMIC_RELEASE); /* even: stable */
 		struct smt_header *hdr = t->base;
 		uint32_t hw = __atomic_load_n(&hdr->high_water, __ATOMIC_RELAXED);
@@ -536,6 +547,20 @@ int sm_table_add(sm_file *f, struct sm_hold *h)
 		return 0;
 	}
 	return -ENOLCK;
+}
+
+/* h's kernel lock was granted: its pending entry becomes held. */
+void sm_table_held(sm_file *f, struct sm_hold *h)
+{
+	struct smt_table *t = f->table;
+	struct smt_slot *s;
+
+	if (!t || h->slot < 0)
+		return;
+	s = &t->slots[h->slot];
+	__atomic_fetch_add(&s->seq, 1, __ATOMIC_ACQ_REL);
+	__atomic_store_n(&s->state, t->owner << 8 | SMT_HELD, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&s->seq, 1, __ATOMIC_RELEASE);
 }
 
 void sm_table_remove(sm_file *f, struct sm_hold *h, bool owner)
@@ -607,8 +632,14 @@ int sm_holders(sm_file *f, uint64_t off, uint64_t len, sm_holder *out, size_t ca
 			continue;
 		if (!smt_owner_alive(t, SMT_OWNER(s.state)))
 			state = SM_STALE;
+		else if (SMT_STATE(s.state) == SMT_WAITING)
+			state = SM_WAITING;
+		else if (SMT_STATE(s.state) == SMT_PENDING)
+			state = SM_PENDING;
+		else if (SMT_STATE(s.state) == SMT_UNLOCKED)
+			state = SM_UNLOCKED;
 		else
-			state = SMT_STATE(s.state) == SMT_WAITING ? SM_WAITING : SM_HELD;
+			state = SM_HELD;
 		if (n < cap)
 			to_holder(&s, state, &out[n]);
 		n++;

@@ -11,7 +11,8 @@
 #include <stdint.h>
 
 #define SMT_MAGIC "SMLOCKT\0"   /* 8 bytes */
-#define SMT_VERSION 1u
+#define SMT_VERSION 1u          /* revision 2 is a compatible extension */
+#define SMT_REVISION 2u
 #define SMT_HEADER_SIZE 4096u
 #define SMT_SLOT_SIZE 128u
 #define SMT_NSLOTS 16384u       /* capacity of a new table */
@@ -20,12 +21,23 @@
 /* Owner k's liveness byte: an OFD write lock on byte SMT_LIVE_BASE + k of
  * the table file, held for as long as the owner has the table open. */
 #define SMT_LIVE_BASE ((uint64_t)1 << 40)
+/* Mode bytes (SPEC §12.1): read-locked by every owner attached in that
+ * mode; above the liveness bytes, so every lock on a table file lies at or
+ * above SMT_LIVE_BASE (lockctl tells tables from data files that way). */
+#define SMT_MODE_BYTE_KERNEL (SMT_LIVE_BASE + SMT_MAX_OWNERS)
+#define SMT_MODE_BYTE_TABLE (SMT_LIVE_BASE + SMT_MAX_OWNERS + 1) /* reserved */
+#define SMT_MAX_BUCKETS 128u                    /* reserved: waiting (SPEC §3.4) */
 
 /* slot states */
 #define SMT_FREE 0u
 #define SMT_HELD 1u
 #define SMT_WAITING 2u
 #define SMT_CLAIMING 3u /* being filled in by its owner */
+#define SMT_PENDING 4u  /* published before the kernel lock is taken */
+#define SMT_UNLOCKED 5u /* an SM_NOLOCK mapping: listed, never a holder */
+
+/* slot flags */
+#define SMT_SF_OWN_TAG 0x1u /* tag is the acquisition's own, not the file's */
 
 #define SMT_STATE(w) ((w) & 0xffu)
 #define SMT_OWNER(w) ((w) >> 8)
@@ -48,8 +60,19 @@ struct smt_header {
 	uint64_t live_base;   /* SMT_LIVE_BASE */
 	uint32_t high_water;  /* slots [high_water, nslots) have never been used:
 			       * scans stop there (and never touch those pages) */
-	uint32_t reserved0;
-	uint8_t reserved[4016];
+	uint32_t revision;    /* SMT_REVISION; 0 in tables built by revision 1 */
+	uint32_t nbuckets;    /* reserved (waiting): 0 */
+	uint32_t bucket_shift; /* reserved (waiting): 0 */
+	uint64_t table_id;    /* reserved (table-authority mode): 0 */
+	uint64_t tree_off;    /* reserved (table-authority mode): 0 */
+	uint64_t tree_size;   /* reserved (table-authority mode): 0 */
+	uint8_t reserved1[912];
+	struct smt_bucket {   /* reserved (waiting): all 0, at offset 1024 */
+		uint32_t futex;
+		uint32_t waiters;
+		uint64_t reserved;
+	} buckets[SMT_MAX_BUCKETS];
+	uint8_t reserved2[1024];
 };
 
 /* One holder.  A slot is claimed with one compare-and-swap of `state`
@@ -60,7 +83,7 @@ struct smt_header {
 struct smt_slot {
 	uint32_t seq;
 	uint32_t state;      /* bits 0-7: SMT_FREE/HELD/WAITING/CLAIMING; 8-31: owner */
-	uint32_t reserved0;
+	uint32_t flags;      /* SMT_SF_* */
 	uint32_t mode;       /* SMT_MODE_READ / WRITE */
 	uint64_t off, len;   /* the locked range */
 	int32_t pid, tid;    /* for display only: pids are reused and namespaced */
@@ -68,11 +91,17 @@ struct smt_slot {
 	uint64_t pidns;      /* inode of the holder's pid namespace */
 	uint64_t since_ns;   /* CLOCK_REALTIME when acquired */
 	char comm[16];
-	char tag[32];
-	uint8_t reserved[16];
+	char tag[32];        /* the acquisition's tag, else the file's */
+	uint32_t wait_for;   /* reserved (waiting): 0 */
+	uint32_t acquirer;   /* reserved (waiting): 0 */
+	uint64_t reserved1;
 };
 
 _Static_assert(sizeof(struct smt_header) == SMT_HEADER_SIZE, "table header layout");
 _Static_assert(sizeof(struct smt_slot) == SMT_SLOT_SIZE, "table slot layout");
+_Static_assert(__builtin_offsetof(struct smt_header, revision) == 76, "revision");
+_Static_assert(__builtin_offsetof(struct smt_header, tree_size) == 104, "tree_size");
+_Static_assert(__builtin_offsetof(struct smt_header, buckets) == 1024, "buckets");
+_Static_assert(__builtin_offsetof(struct smt_slot, wait_for) == 112, "wait_for");
 
 #endif
