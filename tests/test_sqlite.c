@@ -14,8 +14,10 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -438,6 +440,40 @@ START_TEST(test_rollback_journal_mix)
 }
 END_TEST
 
+static void *writer_thread(void *arg)
+{
+	return (void *)(intptr_t)writer(arg, -1, -1);
+}
+
+/* Threads of one process, each with its own connection: each has its own
+ * sm_files, which exclude each other as processes do (SPEC §3.3). */
+START_TEST(test_threads)
+{
+	struct job jobs[4];
+	pthread_t t[4];
+	sqlite3 *db;
+
+	setup();
+	ck_assert_int_eq(sqlite3_safemap_vfs_register(0), SQLITE_OK);
+	create_table("safemap");
+	for (int i = 0; i < 4; i++) {
+		jobs[i] = (struct job){ .vfs = "safemap", .w = i, .n = 200 };
+		ck_assert_int_eq(pthread_create(&t[i], NULL, writer_thread, &jobs[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		void *ret;
+
+		ck_assert_int_eq(pthread_join(t[i], &ret), 0);
+		ck_assert_msg(ret == NULL, "thread %d failed: %d", i, (int)(intptr_t)ret);
+	}
+	db = db_open("safemap", 5000);
+	ck_assert_ptr_nonnull(db);
+	ck_assert_int_eq(query_int(db, "SELECT count(*) FROM t"), 800);
+	ck_assert(integrity_ok(db));
+	ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
+}
+END_TEST
+
 /* Holds a write transaction on vfs until told to go: sends 0 once it holds
  * it (or the failing step). */
 static int tx_holder(void *arg, int in, int out)
@@ -663,6 +699,7 @@ static Suite *sqlite_suite(void)
 	tcase_add_test(tc, test_register);
 	tcase_add_test(tc, test_writers_readers);
 	tcase_add_test(tc, test_stock_and_safemap);
+	tcase_add_test(tc, test_threads);
 	tcase_add_test(tc, test_stock_excludes_safemap);
 	tcase_add_test(tc, test_rollback_journal_mix);
 	tcase_add_test(tc, test_readonly_shm);

@@ -37,6 +37,7 @@ SQLITE_EXTENSION_INIT1
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -897,28 +898,36 @@ static struct smv_variant smv_kernel = { SMV_VFS("safemap"), 0 };
 static struct smv_variant smv_table = { SMV_VFS("safemap-table"), SM_OPT_TABLE_LOCKS };
 #endif
 
-static int smv_register(struct smv_variant *v, int make_default)
+static pthread_once_t smv_once = PTHREAD_ONCE_INIT;
+
+/* Once per process: find "unix" and size the VFSes after it, so that
+ * threads registering at once never write what an open reads. */
+static void smv_init(void)
 {
-	v->vfs.szOsFile = (int)(SMV_REAL_OFFSET + (size_t)smv_root->szOsFile);
-	v->vfs.mxPathname = smv_root->mxPathname;
-	return sqlite3_vfs_register(&v->vfs, make_default);
+	sqlite3_vfs *root = sqlite3_vfs_find("unix");
+
+	if (!root)
+		return;
+	smv_kernel.vfs.szOsFile = (int)(SMV_REAL_OFFSET + (size_t)root->szOsFile);
+	smv_kernel.vfs.mxPathname = root->mxPathname;
+#ifdef SM_OPT_TABLE_LOCKS
+	smv_table.vfs.szOsFile = smv_kernel.vfs.szOsFile;
+	smv_table.vfs.mxPathname = root->mxPathname;
+#endif
+	smv_root = root;
 }
 
 int sqlite3_safemap_vfs_register(int make_default)
 {
-	sqlite3_vfs *root;
 	int rc;
 
-	if (!smv_root) {
-		root = sqlite3_vfs_find("unix");
-		if (!root)
-			return SQLITE_ERROR;
-		smv_root = root;
-	}
-	rc = smv_register(&smv_kernel, make_default);
+	pthread_once(&smv_once, smv_init);
+	if (!smv_root)
+		return SQLITE_ERROR;
+	rc = sqlite3_vfs_register(&smv_kernel.vfs, make_default);
 #ifdef SM_OPT_TABLE_LOCKS
 	if (rc == SQLITE_OK)
-		rc = smv_register(&smv_table, 0);
+		rc = sqlite3_vfs_register(&smv_table.vfs, 0);
 #endif
 	return rc;
 }
