@@ -530,13 +530,17 @@ START_TEST(test_stock_excludes_safemap)
 		struct job hj = { .vfs = pairs[i][0], .n = i }, pj = { .vfs = pairs[i][1], .n = i };
 		struct tu_child h, p;
 		sm_file *shm;
-		int st;
+		int st, states;
 
 		tu_spawn(&h, tx_holder, &hj);
 		ck_assert_int_eq(tu_recv_int(h.from), 0);
 		/* The WAL write lock is on the -shm byte both VFSes use. */
 		ck_assert_int_eq(sm_open(shmpath, SM_RDWR, NULL, &shm), 0);
 		ck_assert_int_eq(sm_test(shm, SHM_WAL_WRITE, 1, SM_LOCK_WRITE), -EBUSY);
+		/* A safemap holder is named after the refusal; a stock one holds
+		 * the byte through a POSIX lock only the kernel knows. */
+		ck_assert_int_eq(holders_tagged(shm, SHM_WAL_WRITE, 1, "WAL_WRITE", h.pid, &states),
+				 strcmp(hj.vfs, "safemap") == 0);
 		ck_assert_int_eq(sm_test(shm, SHM_DMS, 1, SM_LOCK_READ), 0);
 		ck_assert_int_eq(sm_test(shm, SHM_DMS, 1, SM_LOCK_WRITE), -EBUSY);
 		ck_assert_int_eq(sm_close(shm), 0);
