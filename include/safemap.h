@@ -27,8 +27,9 @@
  *    slice are visible to other processes at once and may reach the disk
  *    before any commit.
  *
- * Each function has a manual page: sm_open(3), sm_map_read(3), sm_read(3),
- * sm_get_u64(3), sm_commit(3), sm_strerror(3), and the overview safemap(7).
+ * Each function has a manual page: sm_open(3), sm_map_read(3), sm_lock(3),
+ * sm_read(3), sm_get_u64(3), sm_commit(3), sm_strerror(3), and the overview
+ * safemap(7).
  */
 #ifndef SAFEMAP_H
 #define SAFEMAP_H

@@ -3,8 +3,9 @@
  * slice.c - creating, sharing, downgrading and releasing slices.
  *
  * Order of a map: validate arguments, check the file size (a read slice
- * must lie inside the file), take the in-process range and the kernel lock
- * (ranges.c), take a window from the mapping cache (map.c) or, for
+ * must lie inside the file), publish the table entry as pending, take the
+ * in-process range and the kernel lock (ranges.c), mark the entry held
+ * (lock.c; an SM_NOLOCK slice only publishes an unlocked entry), take a window from the mapping cache (map.c) or, for
  * SM_BUFFERED, make and fill a private copy, then for write slices reserve
  * the blocks with fallocate so a full disk is -ENOSPC here instead of
  * SIGBUS at the first store (SPEC §5.4), and last grow the file for

@@ -103,6 +103,9 @@ int smt_snapshot(const struct smt_table *t, uint32_t i, struct smt_slot *out)
 		unsigned char *dst = (unsigned char *)out;
 		for (size_t k = 0; k < sizeof(*out); k++)
 			dst[k] = src[k];
+		/* state changes alone (pending -> held) without a sequence
+		 * bump: take it whole */
+		out->state = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
 		__atomic_thread_fence(__ATOMIC_ACQUIRE);
 		s2 = __atomic_load_n(&s->seq, __ATOMIC_RELAXED);
 		if (t->guard->state != SM_MAP_OK)
@@ -549,18 +552,18 @@ int sm_table_add(sm_file *f, struct sm_hold *h, const char *tag, uint32_t state)
 	return -ENOLCK;
 }
 
-/* h's kernel lock was granted: its pending entry becomes held. */
+/* h's kernel lock was granted: its pending entry becomes held.  One atomic
+ * store of the state word, no sequence bump: the other fields do not
+ * change, and a reader never finds the entry of a lock holder "changing"
+ * (a holder preempted mid-update would otherwise hide itself from a
+ * process it just refused). */
 void sm_table_held(sm_file *f, struct sm_hold *h)
 {
 	struct smt_table *t = f->table;
-	struct smt_slot *s;
 
 	if (!t || h->slot < 0)
 		return;
-	s = &t->slots[h->slot];
-	__atomic_fetch_add(&s->seq, 1, __ATOMIC_ACQ_REL);
-	__atomic_store_n(&s->state, t->owner << 8 | SMT_HELD, __ATOMIC_RELAXED);
-	__atomic_fetch_add(&s->seq, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&t->slots[h->slot].state, t->owner << 8 | SMT_HELD, __ATOMIC_RELEASE);
 }
 
 void sm_table_remove(sm_file *f, struct sm_hold *h, bool owner)

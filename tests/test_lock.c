@@ -379,6 +379,48 @@ START_TEST(test_lock_ebusy_old_order_misses)
 }
 END_TEST
 
+/* Format revision 2 (safemap-table(5)): new tables say so, tables of
+ * revision 1 are used as they are (compatible: same version), and every
+ * owner read-locks the kernel-mode byte. */
+START_TEST(test_table_revision)
+{
+	const char *path = tu_tmpfile(4096);
+	char tp[4200];
+	struct smt_header hd;
+	sm_file *f, *g;
+	sm_range *r;
+	int fd;
+
+	snprintf(tp, sizeof(tp), "%s.smlock", path);
+	ck_assert_int_eq(sm_open(path, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(tu_probe(tp, F_WRLCK, (off_t)SMT_MODE_BYTE_KERNEL, 1), F_RDLCK);
+	ck_assert_int_eq(tu_probe(tp, F_WRLCK, (off_t)SMT_MODE_BYTE_TABLE, 1), F_UNLCK);
+	fd = open(tp, O_RDWR | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, &hd, sizeof(hd), 0), sizeof(hd));
+	ck_assert_uint_eq(hd.version, SMT_VERSION);
+	ck_assert_uint_eq(hd.revision, SMT_REVISION);
+	ck_assert_uint_eq(hd.nbuckets, 0);
+	ck_assert_uint_eq(hd.tree_off, 0);
+	/* pretend revision 1 built it: the next opener keeps it */
+	hd.revision = 0;
+	ck_assert_int_eq(pwrite(fd, &hd, sizeof(hd), 0), sizeof(hd));
+	ck_assert_int_eq(sm_lock(f, 5, 1, SM_LOCK_WRITE, "kept", &r), 0);
+	ck_assert_int_eq(sm_open(path, SM_RDWR, NULL, &g), 0);
+	ck_assert_int_eq(g->table_err, 0);
+	ck_assert_int_eq(pread(fd, &hd, sizeof(hd), 0), sizeof(hd));
+	ck_assert_uint_eq(hd.revision, 0);
+	ck_assert_uint_eq(hd.generation, 1);
+	sm_holder h;
+	ck_assert_int_eq(sm_holders(g, 5, 1, &h, 1), 1);
+	ck_assert_str_eq(h.tag, "kept");
+	close(fd);
+	ck_assert_int_eq(sm_unlock(r), 0);
+	sm_close(g);
+	sm_close(f);
+}
+END_TEST
+
 /* --- SM_NOLOCK coordination memory ----------------------------------------- */
 
 /* A peer sharing [0, 4096) as SM_NOLOCK memory:
@@ -575,6 +617,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_lock_close_defers);
 	tcase_add_test(tc, test_lock_memory);
 	tcase_add_test(tc, test_lock_fork);
+	tcase_add_test(tc, test_table_revision);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("nolock");

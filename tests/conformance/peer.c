@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@
 
 static sm_file *f;
 static sm_slice *slices[MAXS];
+static sm_range *ranges[MAXS];
 static int rawfd = -1;
 static char path[4096];
 
@@ -69,8 +71,20 @@ static int parse_flags(char **tok, int n)
 		if (!strcmp(tok[i], "extend")) flags |= SM_EXTEND;
 		else if (!strcmp(tok[i], "buffered")) flags |= SM_BUFFERED;
 		else if (!strcmp(tok[i], "populate")) flags |= SM_POPULATE;
+		else if (!strcmp(tok[i], "nolock")) flags |= SM_NOLOCK;
 	}
 	return flags;
+}
+
+static const char *state_name(int state)
+{
+	switch (state) {
+	case SM_STALE: return "stale";
+	case SM_PENDING: return "pending";
+	case SM_UNLOCKED: return "unlocked";
+	case SM_WAITING: return "waiting";
+	default: return "held";
+	}
 }
 
 static int raw_lock(bool ofd, const char *mode, long long off, long long len)
@@ -135,6 +149,32 @@ int main(void)
 			if (i >= 0 && i < MAXS)
 				slices[i] = NULL;
 			reply(rc, NULL);
+		} else if (!strcmp(c, "lock") && n >= 4) {
+			sm_range *r = NULL;
+			int id = -1;
+			rc = sm_lock(f, strtoull(tok[2], NULL, 0), strtoull(tok[3], NULL, 0),
+				     tok[1][0] == 'w' ? SM_LOCK_WRITE : SM_LOCK_READ, n >= 5 ? tok[4] : NULL, &r);
+			for (int i = 0; rc == 0 && i < MAXS && id < 0; i++)
+				if (!ranges[i])
+					ranges[id = i] = r;
+			if (rc == 0 && id < 0) {
+				sm_unlock(r);
+				rc = -ENOMEM;
+			}
+			reply(rc, "%d", id);
+		} else if (!strcmp(c, "unlock") && n == 2) {
+			int i = atoi(tok[1]);
+			rc = i >= 0 && i < MAXS && ranges[i] ? sm_unlock(ranges[i]) : -EINVAL;
+			if (i >= 0 && i < MAXS)
+				ranges[i] = NULL;
+			reply(rc, NULL);
+		} else if (!strcmp(c, "test") && n == 4) {
+			reply(sm_test(f, strtoull(tok[2], NULL, 0), strtoull(tok[3], NULL, 0),
+				      tok[1][0] == 'w' ? SM_LOCK_WRITE : SM_LOCK_READ), NULL);
+		} else if (!strcmp(c, "size") && n == 1) {
+			struct stat st;
+			rc = stat(path, &st) == 0 ? 0 : -errno;
+			reply(rc, "%lld", rc == 0 ? (long long)st.st_size : 0LL);
 		} else if (!strcmp(c, "truncate") && n == 2) {
 			reply(truncate(path, (off_t)strtoll(tok[1], NULL, 0)) == 0 ? 0 : -errno, NULL);
 		} else if (!strcmp(c, "pread") && n == 2) {
@@ -154,7 +194,7 @@ int main(void)
 				size_t l = strlen(buf);
 				snprintf(buf + l, sizeof(buf) - l, " %d:%s:%s:%s", h[i].pid,
 					 h[i].mode == SM_MODE_WRITE ? "w" : "r",
-					 h[i].state == SM_STALE ? "stale" : "held", h[i].tag[0] ? h[i].tag : "-");
+					 state_name(h[i].state), h[i].tag[0] ? h[i].tag : "-");
 			}
 			reply(rc, "%d%s", rc, buf);
 		} else if (!strcmp(c, "fork") && n == 2) {
@@ -202,9 +242,12 @@ int main(void)
 			reply(-EINVAL, NULL);
 		}
 	}
-	for (int i = 0; i < MAXS; i++)
+	for (int i = 0; i < MAXS; i++) {
 		if (slices[i])
 			sm_release(slices[i]);
+		if (ranges[i])
+			sm_unlock(ranges[i]);
+	}
 	if (f)
 		sm_close(f);
 	return 0;

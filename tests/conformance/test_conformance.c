@@ -299,6 +299,69 @@ START_TEST(bad_input_is_an_error_not_a_crash)
 }
 END_TEST
 
+/* SPEC §16: lock ranges without mappings. */
+START_TEST(lock_past_eof_never_grows_the_file)
+{
+	const char *f = tu_tmpfile(2 * PG);
+	struct peer a, b;
+
+	start(&a, f, "rw", NULL);
+	start(&b, f, "rw", NULL);
+	SAYS("ok 0", &a, "lock w 0x40000000 1 PENDING"); /* SQLite's lock byte at 1 GiB */
+	SAYS("ok 8192", &b, "size");
+	SAYS("err -16", &b, "lock r 0x40000000 1");
+	SAYS("err -16", &b, "test r 0x40000000 1");
+	SAYS("ok", &b, "test w 0x40000001 510");
+	char want[128];
+	snprintf(want, sizeof(want), "ok 1 %d:w:held:PENDING", (int)a.pid);
+	SAYS(want, &b, "holders 0x40000000 1");          /* named by its lock's own tag */
+	SAYS("err -16", &b, "ofd r 0x40000000 1");       /* plain fcntl sees it */
+	OK(&a, "unlock 0");
+	SAYS("ok", &b, "test w 0x40000000 1");
+	SAYS("ok 0", &b, "lock w 0x3fffffff 2");
+	SAYS("ok 8192", &a, "size");
+	ck_assert_int_eq(finish(&a), 0);
+	ck_assert_int_eq(finish(&b), 0);
+}
+END_TEST
+
+/* SPEC §16: SM_NOLOCK coordination memory shared by two processes, and lock
+ * ranges inside it that still exclude. */
+START_TEST(nolock_memory_shared_and_lock_ranges_inside)
+{
+	const char *f = tu_tmpfile(PG);
+	struct peer a, b;
+
+	start(&a, f, "rw", "A");
+	start(&b, f, "rw", "B");
+	SAYS("ok 0", &a, "map w 0 4096 nolock");
+	SAYS("ok 0", &b, "map w 0 4096 nolock");
+	OK(&a, "put 0 64 777");
+	SAYS("ok 777", &b, "get 0 64");
+	OK(&b, "put 0 72 778");
+	SAYS("ok 778", &a, "get 0 72");
+	SAYS("ok", &b, "ofd w 0 4096");                 /* no kernel lock from them */
+	SAYS("ok", &b, "ofd u 0 4096");
+	SAYS("ok 0", &a, "lock w 120 1 WAL_WRITE");     /* inside its own mapping */
+	SAYS("err -16", &b, "lock w 120 1");
+	SAYS("err -16", &b, "lock r 120 8");
+	SAYS("ok 0", &b, "lock r 121 7 READ-0");
+	SAYS("err -16", &a, "lock w 121 1");
+	SAYS("ok 1", &a, "lock r 122 1 READ-1");
+	char want[256];
+	/* the mappings are listed as unlocked (slot order: as claimed) */
+	snprintf(want, sizeof(want),
+		 "ok 5 %d:w:unlocked:A %d:w:unlocked:B %d:w:held:WAL_WRITE %d:r:held:READ-0 %d:r:held:READ-1",
+		 (int)a.pid, (int)b.pid, (int)a.pid, (int)b.pid, (int)a.pid);
+	SAYS(want, &a, "holders 120 8");
+	OK(&a, "unlock 0");
+	SAYS("ok 1", &b, "lock w 120 1 WAL_WRITE");
+	OK(&b, "commit 0");
+	ck_assert_int_eq(finish(&a), 0);
+	ck_assert_int_eq(finish(&b), 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("conformance");
@@ -313,6 +376,8 @@ int main(void)
 	tcase_add_test(tc, plain_fcntl_lockers_interoperate);
 	tcase_add_test(tc, fork_children_never_unlock);
 	tcase_add_test(tc, bad_input_is_an_error_not_a_crash);
+	tcase_add_test(tc, lock_past_eof_never_grows_the_file);
+	tcase_add_test(tc, nolock_memory_shared_and_lock_ranges_inside);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }
