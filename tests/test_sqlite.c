@@ -3,8 +3,9 @@
  * test_sqlite.c - the "safemap" SQLite VFS (contrib/sqlite/safemap_vfs.c)
  * with real processes on one WAL database: writers and readers, a writer
  * killed with SIGKILL in the middle of a transaction, stock ("unix") and
- * "safemap" processes at once, the lock table naming SQLite's locks, and
- * the loadable extension.
+ * "safemap" processes at once, a rollback-journal mix, threads, a read-only
+ * -shm, the lock table (sm_holders, lockctl) naming SQLite's locks and the
+ * dead holder as stale, and the loadable extension.
  *
  * Workers are forked children that open their own connections (nothing
  * SQLite is open across a fork) and report through their exit status: 0,
@@ -602,8 +603,28 @@ static int holders_tagged(sm_file *f, uint64_t off, uint64_t len, const char *ta
 	return found;
 }
 
+/* `lockctl list -r -n -o START,STATE,TAG paths` into out. */
+static void lockctl_list(char *out, size_t n, const char *paths)
+{
+	char lockctl[PATH_MAX + 32], cmd[3 * PATH_MAX + 256], sink[4096];
+	size_t len = 0;
+	FILE *p;
+
+	tu_sibling("../tools/lockctl", lockctl, sizeof(lockctl));
+	snprintf(cmd, sizeof(cmd), "%s list -r -n -o START,STATE,TAG %s 2>&1", lockctl, paths);
+	p = popen(cmd, "r");
+	ck_assert_ptr_nonnull(p);
+	while (len + 1 < n && fgets(out + len, (int)(n - len), p))
+		len += strlen(out + len);
+	out[len] = '\0';
+	while (fgets(sink, sizeof(sink), p)) /* never SIGPIPE lockctl */
+		;
+	ck_assert_int_eq(pclose(p), 0);
+}
+
 START_TEST(test_sigkill_mid_transaction)
 {
+	char paths[2 * PATH_MAX + 64], out[8192];
 	struct tu_child v;
 	sm_file *shm, *dbf;
 	sqlite3 *db;
@@ -624,6 +645,12 @@ START_TEST(test_sigkill_mid_transaction)
 	ck_assert_int_eq(holders_tagged(shm, SHM_DMS, 1, "DMS", v.pid, &states), 1);
 	ck_assert_int_eq(holders_tagged(dbf, SHARED_FIRST, 510, "SHARED", v.pid, &states), 1);
 	ck_assert_int_eq(sm_test(shm, SHM_WAL_WRITE, 1, SM_LOCK_READ), -EBUSY);
+	/* and so does lockctl, with SQLite's lock names */
+	snprintf(paths, sizeof(paths), "%s %s", shmpath, dbpath);
+	lockctl_list(out, sizeof(out), paths);
+	ck_assert_msg(strstr(out, "120 held WAL_WRITE\n"), "lockctl: %s", out);
+	ck_assert_msg(strstr(out, "128 held DMS\n"), "lockctl: %s", out);
+	ck_assert_msg(strstr(out, "1073741826 held SHARED\n"), "lockctl: %s", out);
 
 	ck_assert_int_eq(kill(v.pid, SIGKILL), 0);
 	ck_assert_int_eq(tu_wait(&v), 128 + SIGKILL);
@@ -631,6 +658,9 @@ START_TEST(test_sigkill_mid_transaction)
 	/* The table shows the dead holder stale; the kernel dropped its locks. */
 	ck_assert_int_eq(holders_tagged(shm, SHM_WAL_WRITE, 1, "WAL_WRITE", v.pid, &states), 1);
 	ck_assert_int_eq(states, 1 << SM_STALE);
+	lockctl_list(out, sizeof(out), paths);
+	ck_assert_msg(strstr(out, "120 stale WAL_WRITE\n"), "lockctl: %s", out);
+	ck_assert_msg(strstr(out, "1073741826 stale SHARED\n"), "lockctl: %s", out);
 	ck_assert_int_eq(sm_test(shm, SHM_WAL_WRITE, 1, SM_LOCK_WRITE), 0);
 	ck_assert_int_eq(sm_close(shm), 0);
 	ck_assert_int_eq(sm_close(dbf), 0);
