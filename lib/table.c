@@ -17,6 +17,11 @@
  *   also records its owner; its fields change under an odd sequence number.
  *   Readers never block writers: they copy a slot and retry if its sequence
  *   number moved.  One slot write per acquire, no system call.
+ * - Order (format revision 2, SPEC §16): an entry is published pending
+ *   before its kernel lock is asked for, turned held by one store of its
+ *   state word, withdrawn if the kernel refuses, and removed only after the
+ *   kernel lock is dropped (lock.c), so a refused process finds its holder.
+ *   SM_NOLOCK mappings are listed with state unlocked, never as holders.
  * - Liveness without trusting pids (SPEC §4.3): each open of the table (an
  *   owner) holds an OFD write lock on a byte of its own far beyond the end
  *   of the table; a slot whose owner byte is unlocked, asked with

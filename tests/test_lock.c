@@ -9,6 +9,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -379,6 +380,66 @@ START_TEST(test_lock_ebusy_old_order_misses)
 }
 END_TEST
 
+/* Threads of one process share one sm_file's counting: overlapping read
+ * ranges and slices, write ranges refused while they overlap; at the end
+ * nothing is locked and no entry is left. */
+struct thr_arg {
+	sm_file *f;
+	int k;
+	int bad;
+};
+
+static void *thr_main(void *p)
+{
+	struct thr_arg *a = p;
+
+	for (int i = 0; i < 3000; i++) {
+		sm_range *r, *w;
+		sm_slice *s;
+		uint64_t off = (uint64_t)((i + a->k) % 8) * 10;
+		if (sm_lock(a->f, off, 25, SM_LOCK_READ, "T", &r) != 0) {
+			a->bad++; /* no write range ever overlaps a read one here */
+			continue;
+		}
+		if (sm_map_read(a->f, off + 5, 10, 0, &s) == 0 && sm_release(s) != 0)
+			a->bad++;
+		int rc = sm_lock(a->f, off + 20, 2, SM_LOCK_WRITE, NULL, &w);
+		if (rc != -EBUSY) /* overlaps our own read range */
+			a->bad++;
+		if (rc == 0)
+			sm_unlock(w);
+		if (sm_unlock(r) != 0)
+			a->bad++;
+		if (sm_lock(a->f, 1000 + (uint64_t)a->k, 1, SM_LOCK_WRITE, NULL, &w) != 0 || sm_unlock(w) != 0)
+			a->bad++;
+	}
+	return NULL;
+}
+
+START_TEST(test_lock_threads)
+{
+	const char *path = tu_tmpfile(4096);
+	struct thr_arg a[4];
+	pthread_t t[4];
+	sm_file *f;
+	sm_holder h;
+
+	ck_assert_int_eq(sm_open(path, SM_RDWR, NULL, &f), 0);
+	for (int k = 0; k < 4; k++) {
+		a[k] = (struct thr_arg){ f, k, 0 };
+		ck_assert_int_eq(pthread_create(&t[k], NULL, thr_main, &a[k]), 0);
+	}
+	for (int k = 0; k < 4; k++) {
+		ck_assert_int_eq(pthread_join(t[k], NULL), 0);
+		ck_assert_int_eq(a[k].bad, 0);
+	}
+	ck_assert_int_eq(tu_probe(path, F_WRLCK, 0, 0), F_UNLCK);
+	ck_assert_int_eq(sm_holders(f, 0, INT64_MAX, &h, 1), 0);
+	ck_assert(RB_EMPTY(&f->segs));
+	sm_close(f);
+}
+END_TEST
+
 /* Format revision 2 (safemap-table(5)): new tables say so, tables of
  * revision 1 are used as they are (compatible: same version), and every
  * owner read-locks the kernel-mode byte. */
@@ -618,6 +679,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_lock_memory);
 	tcase_add_test(tc, test_lock_fork);
 	tcase_add_test(tc, test_table_revision);
+	tcase_add_test(tc, test_lock_threads);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("nolock");
