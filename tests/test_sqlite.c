@@ -703,7 +703,8 @@ START_TEST(test_extension)
 		*strrchr(self, '/') = '\0';
 	snprintf(so, sizeof(so), "%s/../contrib/sqlite/.libs/safemapvfs.so", self);
 	if (access(so, R_OK) != 0) {
-		fprintf(stderr, "test_extension: %s not built (--disable-shared): skipped\n", so);
+		printf("SKIP test_extension: %s not built (--disable-shared)\n", so);
+		fflush(stdout);
 		return;
 	}
 	ck_assert_ptr_null(sqlite3_vfs_find("safemap"));
