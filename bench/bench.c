@@ -692,7 +692,9 @@ static void figure_7(void)
 			if ((rc = sm_log_iter_open(l, 0, &it)) < 0)
 				die("sm_log_iter_open", rc);
 			while ((rc = sm_log_iter_next(it, &s, NULL)) == 1) {
-				sm_guarded(s, count_cb, &bytes); /* touch the payload once */
+				/* touch the payload once */
+				if ((rc = sm_guarded(s, count_cb, &bytes)) < 0)
+					die("sm_guarded", rc);
 				sm_release(s);
 			}
 			if (rc < 0)
