@@ -189,31 +189,16 @@ static int mutex_lock(int fd, short type, uint64_t at)
 	return rc;
 }
 
-/* Take a write lock on a mutex byte without waiting: 0 or -EBUSY. */
+/* A mutex byte of the log file: a write OFD lock without waiting (0 or
+ * -EBUSY), through lib/ofd.c. */
 static int mutex_try(int fd, uint64_t at)
 {
-	struct flock fl;
-
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = F_WRLCK;
-	fl.l_whence = SEEK_SET;
-	fl.l_start = (off_t)at;
-	fl.l_len = 1;
-	if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
-		return 0;
-	return errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
+	return sm_ofd_lock(fd, true, at, 1);
 }
 
 static void mutex_unlock(int fd, uint64_t at)
 {
-	struct flock fl;
-
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = F_UNLCK;
-	fl.l_whence = SEEK_SET;
-	fl.l_start = (off_t)at;
-	fl.l_len = 1;
-	(void)fcntl(fd, F_OFD_SETLK, &fl);
+	(void)sm_ofd_unlock(fd, at, 1);
 }
 
 /* Both halves: the pthread mutex orders this process's threads (which share
