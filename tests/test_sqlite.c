@@ -414,6 +414,9 @@ START_TEST(test_readonly_shm)
 	ck_assert_int_eq(sm_open(shmpath, SM_RDONLY, NULL, &shm), 0);
 	ck_assert_int_eq(holders_tagged(shm, SHM_DMS, 1, "DMS", getpid(), &states), 1);
 	ck_assert_int_eq(states, 1 << SM_HELD);
+	/* the -shm region is listed as an unlocked mapping named after it (sm_slice_tag) */
+	ck_assert_int_eq(holders_tagged(shm, 0, 1, "SHM-0", getpid(), &states), 1);
+	ck_assert_int_eq(states, 1 << SM_UNLOCKED);
 	ck_assert_int_eq(sm_close(shm), 0);
 	ck_assert_int_eq(sqlite3_close(ro), SQLITE_OK);
 	tu_send(a.to, "go");
