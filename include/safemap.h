@@ -203,6 +203,16 @@ SM_EXPORT SM_WUR int sm_sub(sm_slice *s, uint64_t off, uint64_t len, sm_slice **
  * commit first.  See sm_sub(3). */
 SM_EXPORT SM_WUR int sm_downgrade(sm_slice *s);
 
+/* Name the slice's lock table entry tag (at most 31 bytes are kept; NULL:
+ * back to the file's sm_options.tag), as sm_lock's tag argument names a
+ * range: lockctl and sm_holders then say e.g. "READ-2".  The entry belongs
+ * to the acquisition, so a slice and its sub-slices share it.  Until it is
+ * called the entry carries the file's tag.  Errors: -EINVAL (NULL),
+ * -ESTALE (fork child), -ENOTSUP (no lock table: memory file,
+ * SM_OPT_NO_TABLE) or why the table could not be opened.  See
+ * sm_slice_tag(3). */
+SM_EXPORT int sm_slice_tag(sm_slice *s, const char *tag);
+
 /* The slice's file offset and length (0 for NULL). */
 SM_EXPORT uint64_t sm_offset(const sm_slice *s);
 SM_EXPORT uint64_t sm_length(const sm_slice *s);

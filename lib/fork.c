@@ -11,6 +11,9 @@
  *     access) and every other call on an inherited slice return -ESTALE;
  *   - every inherited safemap descriptor is closed (closing one of several
  *     descriptors of a description never unlocks it);
+ *   - every inherited shared mapping (windows, the lock table) is replaced
+ *     by anonymous pages at the same address: a mapping pins its
+ *     description, and with it the parent's locks, as a descriptor does;
  * and the lock/unlock paths compare the current pid with the opener's; the
  * current pid is cached (sm_pid()) and re-read in any child that copied our
  * memory, through a MADV_WIPEONFORK page, which also covers _Fork and raw
@@ -26,6 +29,7 @@
  * opens or sees every descriptor they made.
  */
 #include <pthread.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "safemap-internal.h"
@@ -54,6 +58,21 @@ static void parent(void)
 	pthread_mutex_unlock(&registry_lock);
 }
 
+/* Replace the inherited shared mapping [addr, addr+len) with anonymous
+ * zero pages at the same address.  A mapping holds a reference to its open
+ * file description, and OFD locks live as long as the description: a child
+ * that kept the parent's windows or table mapping would keep the parent's
+ * data locks and liveness byte alive after the parent died, however many
+ * descriptors it closed.  The addresses stay valid (the child's stale
+ * slices read zeros there before their state check says -ESTALE, and its
+ * sm_close unmaps them as usual). */
+static void unpin(void *addr, size_t len, bool writable)
+{
+	if (addr && len)
+		(void)mmap(addr, len, PROT_READ | (writable ? PROT_WRITE : 0),
+			   MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+}
+
 static void child(void)
 {
 	struct sm_map *m;
@@ -66,8 +85,13 @@ static void child(void)
 		__atomic_store_n(sm_fork_word, 0, __ATOMIC_RELAXED);
 	sm_pid_slow();
 	LIST_FOREACH(f, &registry, registry) {
-		LIST_FOREACH(m, &f->all_maps, all)
+		LIST_FOREACH(m, &f->all_maps, all) {
 			m->state = SM_MAP_STALE;
+			if (!m->anon)
+				unpin(m->addr, (size_t)m->len, m->writable);
+		}
+		if (f->table && f->table->base)
+			unpin(f->table->base, f->table->size, true);
 		if (f->fd >= 0) {
 			close(f->fd);
 			f->fd = -1;

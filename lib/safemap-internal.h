@@ -94,6 +94,7 @@ struct smt_table {
 	bool owner_held;
 	uint32_t hint;    /* next slot to try */
 	struct sm_map *guard; /* registers the mapping with the SIGBUS guard */
+	char *path;       /* where sm_table_open found it (NULL in lockctl) */
 };
 
 struct sm_file {

@@ -496,6 +496,160 @@ static bool is_netfs(int fd)
 	return fstatfs(fd, &sfs) == 0 && smt_netfs_type((unsigned long)sfs.f_type);
 }
 
+static int replace(const char *path, const char *data_path, int data_fd, const struct stat *st,
+		   struct smt_table *t);
+static bool names_file(const char *path, int fd);
+
+/* Open (create or rebuild as needed) the table at path for the data file
+ * f->fd and map it; identity checked, no owner byte yet. */
+static int attach(sm_file *f, const char *data_path, const char *path, const struct stat *st,
+		  struct smt_table *t)
+{
+	int rc = 0;
+
+	/* Every round that publishes a table ends in -EAGAIN, so running out
+	 * of rounds (openers and closers racing on a path whose data file is
+	 * replaced over and over) is -EAGAIN, never "attached" without a table. */
+	for (int attempt = 0; attempt < 8; attempt++) {
+		struct stat ts;
+		rc = smt_attach_path(path, true, t);
+		if (rc == -ENOENT) {
+			/* the table path belongs to the file now at data_path */
+			if (!names_file(data_path, f->fd)) {
+				rc = -ESTALE;
+				break;
+			}
+			if ((rc = publish(path, f->fd, st, 1, false)) < 0)
+				break;
+			rc = -EAGAIN;
+			continue;
+		}
+		if (rc == -EPROTO) {
+			/* not a table we can read: rebuild it (generation unknown) */
+			if ((rc = publish(path, f->fd, st, 1, true)) < 0)
+				break;
+			rc = -EAGAIN;
+			continue;
+		}
+		if (rc < 0)
+			break;
+		/* accept only a table owned by the data file's owner, us, or root */
+		if (fstat(t->fd, &ts) < 0 || (ts.st_uid != st->st_uid && ts.st_uid != geteuid() && ts.st_uid != 0)) {
+			smt_detach(t);
+			rc = -EPERM;
+			break;
+		}
+		struct smt_header want;
+		data_identity(f->fd, st, &want);
+		if (t->hdr.data_dev != want.data_dev || t->hdr.data_ino != want.data_ino ||
+		    t->hdr.data_btime_sec != want.data_btime_sec ||
+		    t->hdr.data_btime_nsec != want.data_btime_nsec) {
+			/* left over from a deleted or replaced data file */
+			rc = replace(path, data_path, f->fd, st, t);
+			smt_detach(t);
+			if (rc < 0)
+				break;
+			rc = -EAGAIN;
+			continue;
+		}
+		break;
+	}
+	return rc;
+}
+
+/*
+ * Footprint (SPEC §16): no table is left behind once its data file is
+ * deleted and the last user closes.  The closer that finds the data file
+ * unlinked and no other owner attached unlinks the table.  The cleanup byte
+ * makes that atomic against openers: the closer write-locks it around "no
+ * other owner byte is locked, the path still names this table, unlink"; an
+ * opener, once it holds its owner byte, read-locks it around "the path still
+ * names the table I attached".  Either the opener's owner byte is seen (no
+ * unlink) or the opener sees its table gone and starts over: two openers
+ * never end up on two tables because of a cleanup.  An opener that rebuilds
+ * a table left over from a replaced data file write-locks the old table's
+ * byte around "the path still names it, rename the new one over it", so a
+ * closer of the old data file never unlinks the new table.
+ */
+static int cleanup_lock(int fd, short type, int cmd)
+{
+	struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = (off_t)SMT_CLEANUP_BYTE, .l_len = 1 };
+
+	while (fcntl(fd, cmd, &fl) < 0) {
+		if (errno == EINTR)
+			continue;
+		return errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
+	}
+	return 0;
+}
+
+static bool names_table(const char *path, int fd)
+{
+	struct stat a, b;
+
+	return lstat(path, &a) == 0 && fstat(fd, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+/* Does path (followed) still name the file open on fd? */
+static bool names_file(const char *path, int fd)
+{
+	struct stat a, b;
+
+	return stat(path, &a) == 0 && fstat(fd, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+/* After claiming an owner byte: 0, or -EAGAIN if the path no longer names
+ * our table (a closer removed it, or an opener rebuilt it): start over. */
+static int still_named(struct smt_table *t, const char *path)
+{
+	int rc;
+
+	if ((rc = cleanup_lock(t->fd, F_RDLCK, F_OFD_SETLKW)) < 0) /* held only briefly */
+		return rc;
+	rc = names_table(path, t->fd) ? 0 : -EAGAIN;
+	(void)cleanup_lock(t->fd, F_UNLCK, F_OFD_SETLK);
+	return rc;
+}
+
+/* Replace the table t, attached from path, by a new one for the data file
+ * data_fd, under t's cleanup byte and only if path still names t: a closer
+ * removing t (which it does under the same byte, after the same check)
+ * never removes the new table instead. */
+static int replace(const char *path, const char *data_path, int data_fd, const struct stat *st,
+		   struct smt_table *t)
+{
+	int rc;
+
+	/* An opener whose data file was deleted or replaced since it opened
+	 * it must not replace the table of the file now at data_path. */
+	if (!names_file(data_path, data_fd))
+		return -ESTALE;
+	if ((rc = cleanup_lock(t->fd, F_WRLCK, F_OFD_SETLKW)) < 0)
+		return rc;
+	if (names_table(path, t->fd))
+		rc = publish(path, data_fd, st, t->hdr.generation + 1, true);
+	(void)cleanup_lock(t->fd, F_UNLCK, F_OFD_SETLK);
+	return rc; /* 0 also when it changed meanwhile: the caller starts over */
+}
+
+/* Unlink the table if f's data file is gone and nobody else is attached. */
+static void cleanup(sm_file *f, struct smt_table *t)
+{
+	struct stat st;
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = (off_t)SMT_LIVE_BASE,
+			    .l_len = (off_t)SMT_MAX_OWNERS };
+
+	/* a fork child shares our descriptions: it would not see our owner byte */
+	if (!t->path || !t->owner_held || sm_pid() != f->pid || fstat(f->fd, &st) < 0 || st.st_nlink > 0)
+		return;
+	if (cleanup_lock(t->fd, F_WRLCK, F_OFD_SETLK) < 0)
+		return; /* an opener is checking: it will stay, let it clean up */
+	/* our own owner byte is never reported (same description) */
+	if (fcntl(t->fd, F_OFD_GETLK, &fl) == 0 && fl.l_type == F_UNLCK && names_table(t->path, t->fd))
+		(void)unlink(t->path);
+	(void)cleanup_lock(t->fd, F_UNLCK, F_OFD_SETLK);
+}
+
 int sm_table_open(sm_file *f, const char *data_path, const struct stat *st, const sm_options *o)
 {
 	struct smt_table *t;
@@ -513,44 +667,16 @@ int sm_table_open(sm_file *f, const char *data_path, const struct stat *st, cons
 		return -ENOMEM;
 	pthread_once(&self.once, read_self);
 
-	for (int attempt = 0; attempt < 4; attempt++) {
-		struct stat ts;
-		rc = smt_attach_path(path, true, t);
-		if (rc == -ENOENT) {
-			if ((rc = publish(path, f->fd, st, 1, false)) < 0)
-				break;
-			continue;
-		}
-		if (rc == -EPROTO) {
-			/* not a table we can read: rebuild it (generation unknown) */
-			if ((rc = publish(path, f->fd, st, 1, true)) < 0)
-				break;
-			continue;
-		}
-		if (rc < 0)
+	for (int round = 0; round < 4; round++) {
+		if ((rc = attach(f, data_path, path, st, t)) < 0)
 			break;
-		/* accept only a table owned by the data file's owner, us, or root */
-		if (fstat(t->fd, &ts) < 0 || (ts.st_uid != st->st_uid && ts.st_uid != geteuid() && ts.st_uid != 0)) {
-			smt_detach(t);
-			rc = -EPERM;
+		if ((rc = claim_owner(t)) < 0 || (rc = still_named(t, path)) != -EAGAIN)
 			break;
-		}
-		struct smt_header want;
-		data_identity(f->fd, st, &want);
-		if (t->hdr.data_dev != want.data_dev || t->hdr.data_ino != want.data_ino ||
-		    t->hdr.data_btime_sec != want.data_btime_sec ||
-		    t->hdr.data_btime_nsec != want.data_btime_nsec) {
-			/* left over from a deleted or replaced data file */
-			uint64_t gen = t->hdr.generation + 1;
-			smt_detach(t);
-			if ((rc = publish(path, f->fd, st, gen, true)) < 0)
-				break;
-			rc = -EAGAIN;
-			continue;
-		}
-		break;
+		smt_detach(t); /* removed or replaced meanwhile: start over */
 	}
-	if (rc == 0 && (rc = claim_owner(t)) == 0) {
+	if (rc == 0 && !(t->path = strdup(path)))
+		rc = -ENOMEM;
+	if (rc == 0) {
 		smt_reap(t, false); /* lazily, by every opener */
 		f->table = t;
 		return 0;
@@ -567,7 +693,9 @@ void sm_table_close(sm_file *f)
 {
 	if (!f->table)
 		return;
+	cleanup(f, f->table);
 	smt_detach(f->table);
+	free(f->table->path);
 	free(f->table);
 	f->table = NULL;
 }

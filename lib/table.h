@@ -26,6 +26,10 @@
  * above SMT_LIVE_BASE (lockctl tells tables from data files that way). */
 #define SMT_MODE_BYTE_KERNEL (SMT_LIVE_BASE + SMT_MAX_OWNERS)
 #define SMT_MODE_BYTE_TABLE (SMT_LIVE_BASE + SMT_MAX_OWNERS + 1) /* reserved */
+/* Cleanup byte: write-locked by a closer that unlinks the table of a deleted
+ * data file, read-locked by an opener checking that its table is still the
+ * one at the path (table.c, "Footprint"). */
+#define SMT_CLEANUP_BYTE (SMT_LIVE_BASE + SMT_MAX_OWNERS + 3)
 #define SMT_MAX_BUCKETS 128u                    /* reserved: waiting (SPEC §3.4) */
 
 /* slot states */

@@ -111,6 +111,70 @@ START_TEST(test_lock_tags)
 }
 END_TEST
 
+/* sm_slice_tag: a slice's entry takes a per-acquisition tag, shared by its
+ * sub-slices, kept across sm_downgrade, reset by NULL; other processes see it. */
+START_TEST(test_slice_tag)
+{
+	const char *path = tu_tmpfile(8192);
+	sm_options o = { .size = sizeof(o), .tag = "filetag" }, nt = { .size = sizeof(nt) };
+	sm_file *f, *g;
+	sm_slice *s, *sub, *w, *m;
+	sm_holder h[4];
+	pid_t pid;
+	int st;
+
+	ck_assert_int_eq(sm_open(path, SM_RDWR, &o, &f), 0);
+	ck_assert_int_eq(sm_map_read(f, 0, 100, 0, &s), 0);
+	ck_assert_int_eq(holders(f, 0, 1, h, 4), 1);
+	ck_assert_str_eq(h[0].tag, "filetag");
+	ck_assert_int_eq(sm_slice_tag(s, "PAGE-0"), 0);
+	ck_assert_int_eq(holders(f, 0, 1, h, 4), 1);
+	ck_assert_str_eq(h[0].tag, "PAGE-0");
+	ck_assert_int_eq(sm_sub(s, 10, 10, &sub), 0);
+	ck_assert_int_eq(sm_slice_tag(sub, "READ-2"), 0); /* the acquisition's entry */
+	ck_assert_int_eq(holders(f, 0, 100, h, 4), 1);
+	ck_assert_str_eq(h[0].tag, "READ-2");
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		/* another process reads the same entry; the child may not retag it */
+		sm_file *c;
+		int ok = sm_slice_tag(s, "CHILD") == -ESTALE && sm_open(path, SM_RDONLY, NULL, &c) == 0 &&
+			 sm_holders(c, 0, 1, h, 4) == 1 && strcmp(h[0].tag, "READ-2") == 0;
+		_exit(ok ? 0 : 1);
+	}
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ck_assert_int_eq(sm_slice_tag(s, NULL), 0);
+	ck_assert_int_eq(holders(f, 0, 1, h, 4), 1);
+	ck_assert_str_eq(h[0].tag, "filetag");
+	ck_assert_int_eq(sm_release(sub), 0);
+	ck_assert_int_eq(sm_release(s), 0);
+
+	ck_assert_int_eq(sm_map_write(f, 4096, 64, 0, &w), 0);
+	ck_assert_int_eq(sm_slice_tag(w, "WAL_WRITE-and-a-tag-longer-than-31-bytes"), 0);
+	ck_assert_int_eq(sm_downgrade(w), 0);
+	ck_assert_int_eq(holders(f, 4096, 1, h, 4), 1);
+	ck_assert_int_eq(h[0].mode, SM_MODE_READ);
+	ck_assert_str_eq(h[0].tag, "WAL_WRITE-and-a-tag-longer-than"); /* 31 bytes */
+	ck_assert_int_eq(sm_map_write(f, 4100, 8, SM_NOLOCK, &m), 0);
+	ck_assert_int_eq(sm_slice_tag(m, "SHM"), 0);
+	ck_assert_int_eq(holders(f, 4100, 1, h, 4), 2);
+	ck_assert(strcmp(h[0].tag, "SHM") == 0 || strcmp(h[1].tag, "SHM") == 0);
+	ck_assert_int_eq(sm_release(m), 0);
+	ck_assert_int_eq(sm_release(w), 0);
+	ck_assert_int_eq(sm_slice_tag(NULL, "x"), -EINVAL);
+
+	nt.flags = SM_OPT_NO_TABLE;
+	ck_assert_int_eq(sm_open(path, SM_RDWR, &nt, &g), 0);
+	ck_assert_int_eq(sm_map_read(g, 0, 8, 0, &s), 0);
+	ck_assert_int_eq(sm_slice_tag(s, "x"), -ENOTSUP);
+	ck_assert_int_eq(sm_release(s), 0);
+	sm_close(g);
+	sm_close(f);
+}
+END_TEST
+
 START_TEST(test_lock_args)
 {
 	const char *path = tu_tmpfile(4096);
@@ -673,6 +737,7 @@ static Suite *suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_lock_past_eof);
 	tcase_add_test(tc, test_lock_tags);
+	tcase_add_test(tc, test_slice_tag);
 	tcase_add_test(tc, test_lock_args);
 	tcase_add_test(tc, test_lock_counting);
 	tcase_add_test(tc, test_lock_close_defers);

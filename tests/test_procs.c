@@ -343,6 +343,59 @@ START_TEST(fork_child_cannot_unlock_parent)
 }
 END_TEST
 
+/* A mapping pins its open file description, and OFD locks live as long as
+ * the description: a fork child that inherited the holder's windows or
+ * table mapping kept the holder's data lock and liveness byte alive after
+ * the holder died.  The child must inherit neither. */
+static int holder_with_child(void *arg, int in, int out)
+{
+	const char *p = arg;
+	sm_file *f;
+	sm_slice *s;
+	char buf[8];
+
+	if (sm_open(p, SM_RDWR, NULL, &f) || sm_map_write(f, 0, 100, 0, &s))
+		return 1;
+	if (fork() == 0) {
+		/* past fork(): the atfork handlers have run */
+		tu_send(out, "%d", (int)getpid());
+		for (;;)
+			pause(); /* a child that neither execs nor exits */
+	}
+	tu_recv(in, buf, sizeof(buf)); /* killed while waiting here */
+	return 0;
+}
+
+START_TEST(fork_child_keeps_no_lock_of_dead_parent)
+{
+	const char *p = tu_tmpfile(PG);
+	struct tu_child c;
+	sm_file *f;
+	sm_slice *s;
+	sm_holder h[4];
+	pid_t g;
+	int n;
+
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	tu_spawn(&c, holder_with_child, (void *)p);
+	g = (pid_t)tu_recv_int(c.from);
+	ck_assert_int_gt(g, 0);
+	ck_assert_int_eq(sm_map_read(f, 0, 1, 0, &s), -EBUSY);
+	ck_assert_int_eq(kill(c.pid, SIGKILL), 0);
+	ck_assert_int_eq(tu_wait(&c), 128 + SIGKILL);
+	/* the grandchild is still alive, holding copies of the dead holder's memory */
+	ck_assert_int_eq(kill(g, 0), 0);
+	n = sm_holders(f, 0, 100, h, 4);
+	ck_assert_int_eq(n, 1);
+	ck_assert_int_eq(h[0].state, SM_STALE); /* its liveness byte went with it */
+	ck_assert_int_eq(tu_probe(p, F_WRLCK, 0, 100), F_UNLCK);
+	ck_assert_int_eq(sm_map_write(f, 0, 100, 0, &s), 0);
+	ck_assert_int_eq(sm_release(s), 0);
+	ck_assert_int_eq(kill(g, SIGKILL), 0);
+	sm_close(f);
+}
+END_TEST
+
 /* An executed program inherits no safemap descriptor (all O_CLOEXEC). */
 extern char **environ;
 START_TEST(exec_inherits_no_descriptor)
@@ -600,6 +653,7 @@ static Suite *procs_suite(void)
 	tcase_add_test(tc, killed_holder_leaves_no_lock);
 	tcase_add_test(tc, commit_visible_to_another_process);
 	tcase_add_test(tc, fork_child_cannot_unlock_parent);
+	tcase_add_test(tc, fork_child_keeps_no_lock_of_dead_parent);
 	tcase_add_test(tc, exec_inherits_no_descriptor);
 	suite_add_tcase(s, tc);
 

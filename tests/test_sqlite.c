@@ -354,6 +354,27 @@ START_TEST(test_writers_readers)
 }
 END_TEST
 
+/* Footprint (SPEC §16): SQLite deletes the -shm when the last connection
+ * closes; its lock table goes with it. */
+START_TEST(test_no_sidecar_left)
+{
+	char smlock[PATH_MAX + 64];
+	sqlite3 *db;
+
+	setup();
+	ck_assert_int_eq(sqlite3_safemap_vfs_register(0), SQLITE_OK);
+	create_table("safemap");
+	db = db_open("safemap", 5000);
+	ck_assert_ptr_nonnull(db);
+	ck_assert_int_eq(sqlite3_exec(db, "INSERT INTO t(w, n) VALUES (1, 1)", NULL, NULL, NULL), SQLITE_OK);
+	snprintf(smlock, sizeof(smlock), "%s.smlock", shmpath);
+	ck_assert_int_eq(access(smlock, F_OK), 0); /* in use */
+	ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
+	ck_assert_int_eq(access(shmpath, F_OK), -1); /* SQLite removed the -shm */
+	ck_assert_int_eq(access(smlock, F_OK), -1);  /* and its table went with it */
+}
+END_TEST
+
 START_TEST(test_stock_and_safemap)
 {
 	static const char *const w[] = { "unix", "safemap", "unix", "safemap" };
@@ -414,6 +435,9 @@ START_TEST(test_readonly_shm)
 	ck_assert_int_eq(sm_open(shmpath, SM_RDONLY, NULL, &shm), 0);
 	ck_assert_int_eq(holders_tagged(shm, SHM_DMS, 1, "DMS", getpid(), &states), 1);
 	ck_assert_int_eq(states, 1 << SM_HELD);
+	/* the -shm region is listed as an unlocked mapping named after it (sm_slice_tag) */
+	ck_assert_int_eq(holders_tagged(shm, 0, 1, "SHM-0", getpid(), &states), 1);
+	ck_assert_int_eq(states, 1 << SM_UNLOCKED);
 	ck_assert_int_eq(sm_close(shm), 0);
 	ck_assert_int_eq(sqlite3_close(ro), SQLITE_OK);
 	tu_send(a.to, "go");
@@ -733,6 +757,7 @@ static Suite *sqlite_suite(void)
 	tcase_set_timeout(tc, 45);
 	tcase_add_test(tc, test_register);
 	tcase_add_test(tc, test_writers_readers);
+	tcase_add_test(tc, test_no_sidecar_left);
 	tcase_add_test(tc, test_stock_and_safemap);
 	tcase_add_test(tc, test_threads);
 	tcase_add_test(tc, test_stock_excludes_safemap);

@@ -8,6 +8,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -709,6 +710,114 @@ END_TEST
 
 /* A FIFO where the table belongs (issue 13, defect 7): sm_open neither
  * blocks nor gives up the table; the FIFO is replaced by a table. */
+/* Footprint (SPEC §16): the table of a deleted data file goes with its last
+ * user, whether that user is this process or another; a table whose data
+ * file still exists, or that another owner still uses, stays. */
+START_TEST(table_removed_with_its_deleted_file)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	char t[PATH_MAX + 16];
+	struct tu_holder_arg ha = { .path = p, .off = 0, .len = 8, .write = false, .tag = "other" };
+	struct tu_child c;
+	sm_file *f, *g;
+	int fd;
+
+	table_of(p, t, sizeof(t));
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(access(t, F_OK), 0);
+	ck_assert_int_eq(sm_close(f), 0);
+	ck_assert_int_eq(access(t, F_OK), 0); /* the data file exists: the table stays */
+
+	/* two users in this process (two descriptions): the first close leaves it */
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(sm_open(p, SM_RDONLY, NULL, &g), 0);
+	ck_assert_int_eq(unlink(p), 0);
+	ck_assert_int_eq(sm_close(f), 0);
+	ck_assert_int_eq(access(t, F_OK), 0);
+	ck_assert_int_eq(sm_close(g), 0);
+	ck_assert_int_eq(access(t, F_OK), -1);
+
+	/* another process attached: it is the last user, and removes it */
+	fd = open(p, O_RDWR | O_CREAT | O_EXCL, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, 4 * PG), 0);
+	close(fd);
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	tu_spawn(&c, tu_holder, &ha);
+	ck_assert_int_eq(tu_recv_int(c.from), 0);
+	ck_assert_int_eq(unlink(p), 0);
+	ck_assert_int_eq(sm_close(f), 0);
+	ck_assert_int_eq(access(t, F_OK), 0);
+	tu_send(c.to, "release");
+	ck_assert_int_eq(tu_wait(&c), 0);
+	ck_assert_int_eq(access(t, F_OK), -1);
+
+	/* a new file under the same name gets a table of its own, and keeps it */
+	fd = open(p, O_RDWR | O_CREAT | O_EXCL, 0600);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(access(t, F_OK), 0);
+	ck_assert_int_eq(sm_close(f), 0);
+	ck_assert_int_eq(access(t, F_OK), 0);
+}
+END_TEST
+
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_ctim.tv_sec == b->st_ctim.tv_sec &&
+	       a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/* A closer removing the table races openers of a new file of the same
+ * name: every opener ends on the table at the path (never on a removed
+ * one, which would split the holders over two tables). */
+START_TEST(cleanup_races_openers)
+{
+	const char *p = tu_tmpfile(PG);
+	char t[PATH_MAX + 16];
+	pid_t kids[2];
+
+	table_of(p, t, sizeof(t));
+	for (int k = 0; k < 2; k++) {
+		kids[k] = fork();
+		ck_assert_int_ge(kids[k], 0);
+		if (kids[k] == 0) {
+			int bad = 0;
+			for (int i = 0; i < 300; i++) {
+				sm_file *f;
+				struct stat a, b;
+				int fd = open(p, O_RDWR | O_CREAT, 0600);
+				if (fd >= 0)
+					close(fd);
+				if (sm_open(p, SM_RDWR, NULL, &f) != 0)
+					continue; /* the file was unlinked between open and sm_open */
+				/* while our data file is the one at the path, our table
+				 * must be the one at the table's path (once it is
+				 * replaced, a new file may rebuild the table).  Inode
+				 * numbers are reused at once: compare ctime too, which
+				 * also changes when our file is unlinked. */
+				struct stat d0, d1, mine;
+				bool same = fstat(f->fd, &mine) == 0 && stat(p, &d0) == 0 && same_file(&d0, &mine);
+				bool named = f->table && lstat(t, &a) == 0 && fstat(f->table->fd, &b) == 0 &&
+					     a.st_ino == b.st_ino;
+				if (same && !named && stat(p, &d1) == 0 && same_file(&d1, &mine))
+					bad++;
+				if (i % 3 == k)
+					(void)unlink(p);
+				sm_close(f);
+			}
+			_exit(bad ? 1 : 0);
+		}
+	}
+	for (int k = 0; k < 2; k++) {
+		int st;
+		ck_assert_int_eq(waitpid(kids[k], &st, 0), kids[k]);
+		ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "an opener was left on a removed table");
+	}
+}
+END_TEST
+
 START_TEST(fifo_in_place_of_the_table)
 {
 	const char *p = tu_tmpfile(PG);
@@ -755,6 +864,8 @@ static Suite *table_suite(void)
 	tcase_add_test(tc, corrupted_slots_never_break_mapping);
 	tcase_add_test(tc, reaper_never_frees_a_new_owner);
 	tcase_add_test(tc, fifo_in_place_of_the_table);
+	tcase_add_test(tc, table_removed_with_its_deleted_file);
+	tcase_add_test(tc, cleanup_races_openers);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -10,7 +10,8 @@
  *    510-byte SHARED range (+2), tagged PENDING, RESERVED, SHARED (read) or
  *    EXCLUSIVE (the SHARED range written);
  *  - the -shm regions are SM_NOLOCK slices (coordination memory shared
- *    with every other connection, stock SQLite's included);
+ *    with every other connection, stock SQLite's included), tagged SHM-0,
+ *    SHM-1, ...;
  *  - the 8 WAL locks and the dead-man switch are sm_lock() ranges on the
  *    -shm bytes the unix VFS uses (120..127, 128), tagged WAL_WRITE, CKPT,
  *    RECOVER, READ-0..READ-4 and DMS.
@@ -40,6 +41,7 @@ SQLITE_EXTENSION_INIT1
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -534,6 +536,10 @@ static int smvShmMap(sqlite3_file *pf, int iregion, int szregion, int extend,
 			return SQLITE_IOERR_SHMMAP;
 		}
 		s->region[i] = ptr;
+		/* display only: lockctl lists the region as SHM-i, not by the file's tag */
+		char tag[16];
+		snprintf(tag, sizeof(tag), "SHM-%d", i);
+		(void)sm_slice_tag(s->slice[i], tag);
 	}
 	*pp = s->region[iregion];
 	return s->readonly ? SQLITE_READONLY : SQLITE_OK;
