@@ -512,8 +512,12 @@ static int32_t writer_to_yield_to(struct waiter *x, uint64_t since)
 			break;
 		}
 	}
-	if (!any || !(n = read_ents(x->t, &e)))
+	if (!any)
 		return -1;
+	if (!(n = read_ents(x->t, &e))) {
+		free(e);
+		return -1;
+	}
 	group_nodes(e, n);
 	uint32_t me = node_of(e, n, x->pidns, x->me);
 	uint32_t *via = malloc((n + 1) * sizeof(*via));

@@ -43,6 +43,11 @@ static uint64_t mono_ns(void)
  *   lock I J OFF LEN W WAIT     sm_lock into range J         -> rc mono_ns
  *   map I J OFF LEN W WAIT      sm_map_read/write, slice J   -> rc mono_ns
  *   unlock J / release J                                     -> rc */
+static void on_usr1(int sig)
+{
+	(void)sig;
+}
+
 static int agent(void *arg, int in, int out)
 {
 	const char *path = arg;
@@ -50,7 +55,9 @@ static int agent(void *arg, int in, int out)
 	sm_range *ranges[8] = { 0 };
 	sm_slice *slices[8] = { 0 };
 	char line[256];
+	struct sigaction sa = { .sa_handler = on_usr1 }; /* no SA_RESTART */
 
+	sigaction(SIGUSR1, &sa, NULL);
 	while (tu_recv(in, line, sizeof(line))) {
 		unsigned i, j, w, wait, flags;
 		unsigned long long off, len, ns;
@@ -239,6 +246,16 @@ START_TEST(test_wait_timeout)
 	ck_assert_msg(t1 - t0 < 400 * MS, "gave up after %llu ms", (unsigned long long)(t1 - t0) / MS);
 	ck_assert_int_eq(count_state(f, 0, 4096, SM_WAITING), 0);
 	ck_assert_uint_eq(bucket_waiters(path), 0);
+	/* signals (a handler without SA_RESTART) do not end a wait */
+	{
+		struct pollfd p = { .fd = c.from, .events = POLLIN };
+		tu_send(c.to, "lock 0 0 5 1 1 1");
+		await_waiters(f, 0, 10, 1);
+		for (int i = 0; i < 5; i++)
+			ck_assert_int_eq(kill(c.pid, SIGUSR1), 0);
+		ck_assert_int_eq(poll(&p, 1, 50), 0); /* still waiting */
+		ck_assert_int_eq(reply(&c, NULL), -ETIMEDOUT);
+	}
 	/* a read waiter does not wait for a reader */
 	ck_assert_int_eq(ask(&c, "lock 0 0 5 1 0 1"), 0);
 	ck_assert_int_eq(ask(&c, "unlock 0"), 0);
