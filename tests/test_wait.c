@@ -190,6 +190,23 @@ static unsigned bucket_waiters(const char *path)
 	return sum;
 }
 
+/* Sum of the futex words of the table's buckets. */
+static unsigned long bucket_words(const char *path)
+{
+	char tp[4200];
+	struct smt_header hd;
+	unsigned long sum = 0;
+	int fd;
+
+	snprintf(tp, sizeof(tp), "%s.smlock", path);
+	ck_assert_int_ge(fd = open(tp, O_RDONLY | O_CLOEXEC), 0);
+	ck_assert_int_eq(pread(fd, &hd, sizeof(hd), 0), sizeof(hd));
+	close(fd);
+	for (unsigned k = 0; k < SMT_MAX_BUCKETS; k++)
+		sum += hd.buckets[k].futex;
+	return sum;
+}
+
 /* ---- cases ---------------------------------------------------------------- */
 
 /* Measures time: a waiter returns within 50 ms of the release, for a range
@@ -206,6 +223,15 @@ START_TEST(test_wait_wakeup)
 	ck_assert_int_eq(sm_open(path, SM_RDWR, NULL, &f), 0);
 	spawn(&c, path, 0, SM_WAIT_FOREVER);
 
+	/* uncontended releases leave the futex words alone (and so make no
+	 * futex system call: strace -c shows none) */
+	unsigned long words = bucket_words(path);
+	for (int i = 0; i < 100; i++) {
+		ck_assert_int_eq(sm_lock(f, 0, 65536, SM_LOCK_WRITE | SM_WAIT, NULL, &r), 0);
+		ck_assert_int_eq(sm_unlock(r), 0);
+	}
+	ck_assert_uint_eq(bucket_words(path), words);
+
 	ck_assert_int_eq(sm_lock(f, 100, 10, SM_LOCK_WRITE, NULL, &r), 0);
 	tu_send(c.to, "lock 0 0 105 10 1 1");
 	await_waiters(f, 100, 10, 1);
@@ -214,6 +240,7 @@ START_TEST(test_wait_wakeup)
 	ck_assert_int_eq(sm_unlock(r), 0);
 	ck_assert_int_eq(reply(&c, &t1), 0);
 	ck_assert_msg(t1 - t0 < bound(50 * MS), "woke %llu us after the release", (unsigned long long)(t1 - t0) / 1000);
+	ck_assert_uint_gt(bucket_words(path), words); /* that release bumped */
 	/* its entry is a holder now, the waiting one is gone */
 	ck_assert_int_eq(count_state(f, 0, 65536, SM_WAITING), 0);
 	ck_assert_int_eq(count_state(f, 0, 65536, SM_HELD), 1);
