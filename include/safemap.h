@@ -68,7 +68,7 @@ typedef struct sm_range sm_range;
 /* sm_map_read() / sm_map_write() flags */
 #define SM_DIRECT 0x0000   /* shared mapping (the default) */
 #define SM_BUFFERED 0x0010 /* private copy, written to the file only at commit */
-#define SM_WAIT 0x0020     /* wait for a conflicting lock (not yet available) */
+#define SM_WAIT 0x0020     /* wait (bounded by sm_options.wait_ns) for a conflicting lock */
 #define SM_EXTEND 0x0040   /* write slice may grow the file */
 #define SM_POPULATE 0x0080 /* pre-fault the pages of the slice */
 #define SM_NOLOCK 0x40000  /* coordination memory: no lock (see sm_map_read(3)) */
@@ -92,8 +92,12 @@ typedef struct sm_options {
 	const char *tag; /* caller's label for its locks (shown by sm_holders, lockctl) */
 	const char *table_dir; /* put lock tables here (named DEV-INO.smlock); NULL:
 				* $SAFEMAP_TABLE_DIR, else PATH.smlock beside the file */
-	uint64_t reserved[5]; /* must be 0 */
+	uint64_t wait_ns; /* SM_WAIT bound in ns: 0 = 10 s, SM_WAIT_FOREVER = none */
+	uint64_t reserved[4]; /* must be 0 */
 } sm_options;
+
+/* sm_options.wait_ns: wait without a bound (the caller's explicit choice) */
+#define SM_WAIT_FOREVER UINT64_MAX
 
 /* sm_options.flags */
 #define SM_OPT_TABLE_REQUIRED 0x1u /* fail sm_open if the lock table is unusable */
@@ -169,7 +173,7 @@ SM_EXPORT int sm_close(sm_file *f);
  * overflows or lies beyond end of file without SM_EXTEND), -EBUSY (a
  * conflicting lock is held by another process, another sm_file or, for
  * writes, any overlapping slice of this sm_file), -EBADF (write slice on a
- * read-only file), -ENOTSUP (SM_WAIT; SM_BUFFERED on a memory file),
+ * read-only file), -ENOTSUP (SM_BUFFERED on a memory file),
  * -ENOSPC (blocks could
  * not be reserved), -ENOMEM, -ENOLCK, -ESTALE (fork child).  SM_BUFFERED
  * (write slices) makes a private copy that reaches the file only at
@@ -178,7 +182,11 @@ SM_EXPORT int sm_close(sm_file *f);
  * counting (sm_lock ranges inside it are fine); other processes share it and
  * synchronise through sm_lock ranges and atomics; it is listed by
  * sm_holders as SM_UNLOCKED.  SM_NOLOCK with SM_BUFFERED or SM_WAIT is
- * -EINVAL.  See sm_map_read(3). */
+ * -EINVAL.  SM_WAIT waits for conflicting holders instead of -EBUSY, up to
+ * sm_options.wait_ns (0: 10 s), then -ETIMEDOUT; -EDEADLK if waiting would
+ * deadlock (a wait-for cycle, or a conflict with f's own holds that only
+ * the calling thread could release).  A waiting thread holds no mutex and
+ * is a cancellation point.  See sm_map_read(3). */
 SM_EXPORT SM_WUR int sm_map_read(sm_file *f, uint64_t off, uint64_t len, int flags,
 				 sm_slice **out);
 SM_EXPORT SM_WUR int sm_map_write(sm_file *f, uint64_t off, uint64_t len, int flags,
@@ -308,8 +316,8 @@ SM_EXPORT int sm_dirty_pages(const sm_slice *s);
  * -EINVAL (NULL f or out, zero length, not exactly one mode, unknown flags),
  * -ERANGE (off + len beyond INT64_MAX), -EBADF (write lock on a read-only
  * file, or f is closing), -EBUSY (held elsewhere, or conflicting with a slice
- * or range of f), -ENOTSUP (SM_WAIT: not implemented yet), -ESTALE (fork
- * child), -ENOLCK (lock table full, or kernel lock table), -ENOMEM. */
+ * or range of f), -ETIMEDOUT / -EDEADLK (SM_WAIT, as sm_map_read),
+ * -ESTALE (fork child), -ENOLCK (lock table full, or kernel lock table), -ENOMEM. */
 SM_EXPORT SM_WUR int sm_lock(sm_file *f, uint64_t off, uint64_t len, int flags, const char *tag,
 			     sm_range **out);
 

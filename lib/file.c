@@ -102,6 +102,7 @@ int sm_open(const char *path, int flags, const sm_options *opt, sm_file **out)
 		rc = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
 	if (!rc && fcntl(fd, F_SETFL, 0) < 0)
 		rc = -errno;
+	f->wait_ns = o.wait_ns; /* SM_WAIT's bound (wait.c) */
 	if (!rc)
 		rc = sm_table_open(f, path, &st, &o);
 	if (rc < 0 && fd >= 0) {

@@ -67,6 +67,10 @@ int sm_hold_unlock(sm_file *f, struct sm_hold *h, bool owner)
 	 * parent's bytes nor clears the parent's entries (SPEC §3.6). */
 	rc = sm_ranges_release(f, h, owner);
 	sm_table_remove(f, h, owner);
+	/* Waiters (wait.c): unlock, remove, then bump.  No system call unless
+	 * a bucket of the range has waiters. */
+	if (owner)
+		sm_wait_bump(f->table, h->off, h->len);
 	return rc;
 }
 
@@ -88,43 +92,68 @@ static int check_args(sm_file *f, uint64_t off, uint64_t len, int flags, bool *w
 	return 0;
 }
 
+struct lock_args {
+	sm_file *f;
+	uint64_t off, len;
+	bool write;
+	const char *tag;
+	sm_range **out;
+};
+
+/* One fail-fast acquisition (also each attempt of an SM_WAIT one: it
+ * allocates and frees nothing across a wait). */
+static int lock_once(void *arg)
+{
+	struct lock_args *a = arg;
+	sm_file *f = a->f;
+	struct sm_range *r;
+	int rc;
+
+	if (!(r = calloc(1, sizeof(*r))))
+		return -ENOMEM;
+	r->h.f = f;
+	r->h.off = a->off;
+	r->h.len = a->len;
+	r->h.write = a->write;
+	r->h.refs = 1;
+	r->h.slot = -1;
+
+	pthread_mutex_lock(&f->lock);
+	if (f->closing)
+		rc = -EBADF;
+	else if ((rc = sm_hold_lock(f, &r->h, a->tag)) == 0)
+		f->nslices++; /* sm_close waits for ranges as for slices */
+	pthread_mutex_unlock(&f->lock);
+	if (rc < 0) {
+		free(r);
+		return rc;
+	}
+	*a->out = r;
+	return 0;
+}
+
 int sm_lock(sm_file *f, uint64_t off, uint64_t len, int flags, const char *tag, sm_range **out)
 {
-	struct sm_range *r;
-	bool write;
+	struct lock_args a = { .off = off, .len = len, .tag = tag, .out = out };
 	int rc, cs;
 
 	if (out)
 		*out = NULL;
 	if (!out)
 		return -EINVAL;
-	if ((rc = check_args(f, off, len, flags, &write)) < 0)
+	if ((rc = check_args(f, off, len, flags, &a.write)) < 0)
 		return rc;
-	if (flags & SM_WAIT)
-		return -ENOTSUP; /* waiting (SPEC §3.4) is not implemented yet */
-	if (!(r = calloc(1, sizeof(*r))))
-		return -ENOMEM;
-	r->h.f = f;
-	r->h.off = off;
-	r->h.len = len;
-	r->h.write = write;
-	r->h.refs = 1;
-	r->h.slot = -1;
-
+	a.f = f;
 	cs = sm_nocancel();
-	pthread_mutex_lock(&f->lock);
-	if (f->closing)
-		rc = -EBADF;
-	else if ((rc = sm_hold_lock(f, &r->h, tag)) == 0)
-		f->nslices++; /* sm_close waits for ranges as for slices */
-	pthread_mutex_unlock(&f->lock);
-	sm_cancel_restore(cs);
-	if (rc < 0) {
-		free(r);
-		return rc;
+	if (flags & SM_WAIT) {
+		struct sm_wait w = { .f = f, .off = off, .len = len, .write = a.write, .tag = tag,
+				     .cancel_state = cs, .attempt = lock_once, .arg = &a };
+		rc = sm_wait_acquire(&w);
+	} else {
+		rc = lock_once(&a);
 	}
-	*out = r;
-	return 0;
+	sm_cancel_restore(cs);
+	return rc;
 }
 
 int sm_unlock(sm_range *r)

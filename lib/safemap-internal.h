@@ -122,6 +122,7 @@ struct sm_file {
 	struct smt_table *table; /* NULL: no table (memory file, option, or error) */
 	int table_err;           /* why there is no table */
 	bool netfs;              /* on a network filesystem: the table sees this host only */
+	uint64_t wait_ns;        /* sm_options.wait_ns (wait.c) */
 };
 
 /* What a slice and its sub-slices share: the lock, the mapping (a window,
@@ -289,6 +290,39 @@ bool smt_owner_alive(const struct smt_table *t, uint32_t owner);
 int smt_reap(struct smt_table *t, bool dry);
 /* statfs f_type of a network filesystem (NFS, SMB, Ceph, FUSE, GPFS)? */
 bool smt_netfs_type(unsigned long f_type);
+
+/* --- wait.c: SM_WAIT (SPEC §3.4) ------------------------------------------ */
+/* One blocking acquisition.  attempt(arg) does the whole fail-fast
+ * acquisition (0, -EBUSY on a conflict, or another error) and is called
+ * with f->lock NOT held; the waiter never holds f->lock while it sleeps.
+ * conflicts (NULL: range overlap and mode) says whether a table entry
+ * blocks this acquisition: table-authority mode may give its own.
+ * table_authority: the table is the whole truth (no backoff for invisible
+ * holders).  cancel_state: the caller's saved cancel state (sm_nocancel),
+ * restored around each sleep (a wait is a cancellation point). */
+struct sm_wait {
+	sm_file *f;
+	uint64_t off, len;
+	bool write;
+	const char *tag;      /* the waiting entry's (NULL: the file's) */
+	bool table_authority;
+	int cancel_state;
+	int (*attempt)(void *arg);
+	void *arg;
+	bool (*conflicts)(const struct sm_wait *w, const struct smt_slot *s);
+};
+SM_HIDDEN int sm_wait_acquire(struct sm_wait *w);
+/* A release of [off, off+len) of t: call after the lock is dropped and the
+ * entry removed.  Bumps and wakes the buckets that have waiters; no system
+ * call when none has. */
+SM_HIDDEN void sm_wait_bump(struct smt_table *t, uint64_t off, uint64_t len);
+/* A waiting slot (copy s) of a dead owner was freed by a reaper: give back
+ * its bucket counts. */
+SM_HIDDEN void sm_wait_forget(struct smt_table *t, const struct smt_slot *s);
+/* The calling thread's acquirer id (its thread id, cached). */
+SM_HIDDEN uint32_t sm_acquirer(void);
+/* Set the bucket geometry of a table that has none (0 -> default, CAS). */
+SM_HIDDEN void sm_wait_geometry_init(struct smt_table *t);
 
 /* --- fork.c: fork safety ------------------------------------------------- */
 SM_HIDDEN void sm_fork_register(sm_file *f);

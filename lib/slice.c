@@ -302,6 +302,21 @@ fail:
 	return rc;
 }
 
+struct map_args {
+	sm_file *f;
+	uint64_t off, len;
+	int flags;
+	bool write;
+	sm_slice **out;
+};
+
+static int map_once(void *arg)
+{
+	struct map_args *a = arg;
+
+	return do_map(a->f, a->off, a->len, a->flags, a->write, a->out);
+}
+
 static int map_slice(sm_file *f, uint64_t off, uint64_t len, int flags, bool write,
 		     sm_slice **out)
 {
@@ -317,14 +332,21 @@ static int map_slice(sm_file *f, uint64_t off, uint64_t len, int flags, bool wri
 		return -EINVAL; /* coordination memory is shared and never waits */
 	if ((rc = sm_check_range(off, len)) < 0)
 		return rc;
-	if ((flags & SM_WAIT) || (f->memory && (flags & SM_BUFFERED)))
+	if (f->memory && (flags & SM_BUFFERED))
 		return -ENOTSUP;
 	if (write && f->flags != SM_RDWR)
 		return -EBADF;
 	if (sm_pid() != f->pid)
 		return -ESTALE; /* a fork child must sm_open afresh */
 	cs = sm_nocancel();
-	rc = do_map(f, off, len, flags, write, out);
+	if (flags & SM_WAIT) { /* wait.c: each attempt is a whole do_map */
+		struct map_args a = { f, off, len, flags & ~SM_WAIT, write, out };
+		struct sm_wait w = { .f = f, .off = off, .len = len, .write = write,
+				     .cancel_state = cs, .attempt = map_once, .arg = &a };
+		rc = sm_wait_acquire(&w);
+	} else {
+		rc = do_map(f, off, len, flags, write, out);
+	}
 	sm_cancel_restore(cs);
 	return rc;
 }
@@ -388,6 +410,7 @@ int sm_downgrade(sm_slice *s)
 		rc = -EBUSY; /* commit or abort first; release writable subs */
 	else if ((rc = sm_ranges_downgrade(s->f, s->h)) == 0) {
 		sm_table_downgrade(s->f, s->h);
+		sm_wait_bump(s->f->table, s->h->off, s->h->len); /* readers may go (wait.c) */
 		s->write = false;
 		s->v.flags &= ~SM_VIEW_WRITE;
 	}

@@ -229,6 +229,8 @@ static int build(const char *tmp, int data_fd, const struct stat *st, uint64_t g
 	h.generation = generation;
 	h.live_base = SMT_LIVE_BASE;
 	h.revision = SMT_REVISION;
+	h.nbuckets = SMT_NBUCKETS; /* waiting (wait.c) */
+	h.bucket_shift = SMT_BUCKET_SHIFT;
 	data_identity(data_fd, st, &h);
 	if (ftruncate(fd, (off_t)size) < 0 || pwrite(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h))
 		rc = errno ? -errno : -EIO;
@@ -366,9 +368,15 @@ static void free_slots_of(struct smt_table *t, uint32_t owner)
 		 * slots): retry a few times if it moved the word */
 		for (int tries = 0; tries < 4; tries++) {
 			union smt_word w = load_word(t, i);
-			if (w.state == SMT_FREE || state_invalid(w.state) || SMT_OWNER(w.state) != owner ||
-			    free_slot(t, i, w))
+			struct smt_slot copy;
+			if (w.state == SMT_FREE || state_invalid(w.state) || SMT_OWNER(w.state) != owner)
 				break;
+			copy = t->slots[i]; /* a dead owner's: stable */
+			if (free_slot(t, i, w)) {
+				if (SMT_STATE(w.state) == SMT_WAITING)
+					sm_wait_forget(t, &copy);
+				break;
+			}
 		}
 	}
 }
@@ -427,8 +435,15 @@ static int reap_upto(struct smt_table *t, uint32_t lim, bool dry)
 			if (known[owner] == 1)
 				continue;
 		}
-		if (dry || free_slot(t, c[k].i, c[k].w))
+		struct smt_slot copy = t->slots[c[k].i];
+		if (dry) {
 			n++;
+		} else if (free_slot(t, c[k].i, c[k].w)) {
+			n++;
+			/* a dead waiter's bucket counts (wait.c) */
+			if (!c[k].invalid && SMT_STATE(c[k].w.state) == SMT_WAITING)
+				sm_wait_forget(t, &copy);
+		}
 	}
 out:
 	free(c);
@@ -722,6 +737,8 @@ static void fill(struct smt_slot *s, const struct sm_hold *h, const char *tag, b
 	clock_gettime(CLOCK_REALTIME, &ts);
 	s->since_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 	memcpy(s->comm, self.comm, sizeof(s->comm));
+	s->wait_for = 0;
+	s->acquirer = sm_acquirer(); /* the wait-for graph's node (wait.c) */
 	memset(s->tag, 0, sizeof(s->tag));
 	if (tag)
 		strncpy(s->tag, tag, sizeof(s->tag) - 1);

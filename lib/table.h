@@ -30,7 +30,9 @@
  * data file, read-locked by an opener checking that its table is still the
  * one at the path (table.c, "Footprint"). */
 #define SMT_CLEANUP_BYTE (SMT_LIVE_BASE + SMT_MAX_OWNERS + 3)
-#define SMT_MAX_BUCKETS 128u                    /* reserved: waiting (SPEC §3.4) */
+#define SMT_MAX_BUCKETS 128u /* waiting (SPEC §3.4): futex buckets in the header */
+#define SMT_NBUCKETS 128u    /* what a new table (or the first waiter) sets */
+#define SMT_BUCKET_SHIFT 12u /* byte x -> bucket (x >> shift) % nbuckets */
 
 /* slot states */
 #define SMT_FREE 0u
@@ -42,6 +44,7 @@
 
 /* slot flags */
 #define SMT_SF_OWN_TAG 0x1u /* tag is the acquisition's own, not the file's */
+#define SMT_SF_COUNTED 0x2u /* a waiter: counted in its buckets' waiter counts */
 
 #define SMT_STATE(w) ((w) & 0xffu)
 #define SMT_OWNER(w) ((w) >> 8)
@@ -65,15 +68,17 @@ struct smt_header {
 	uint32_t high_water;  /* slots [high_water, nslots) have never been used:
 			       * scans stop there (and never touch those pages) */
 	uint32_t revision;    /* SMT_REVISION; 0 in tables built by revision 1 */
-	uint32_t nbuckets;    /* reserved (waiting): 0 */
-	uint32_t bucket_shift; /* reserved (waiting): 0 */
+	uint32_t nbuckets;    /* waiting: buckets in use (0: none yet, > 128: none) */
+	uint32_t bucket_shift; /* waiting: byte x is in bucket (x >> shift) % nbuckets;
+				* set together with nbuckets (one 64-bit CAS) */
 	uint64_t table_id;    /* reserved (table-authority mode): 0 */
 	uint64_t tree_off;    /* reserved (table-authority mode): 0 */
 	uint64_t tree_size;   /* reserved (table-authority mode): 0 */
 	uint8_t reserved1[912];
-	struct smt_bucket {   /* reserved (waiting): all 0, at offset 1024 */
-		uint32_t futex;
-		uint32_t waiters;
+	struct smt_bucket {   /* waiting, at offset 1024 */
+		uint32_t futex;   /* bumped by every release that covers the bucket
+				   * and has waiters; waiters FUTEX_WAIT on it */
+		uint32_t waiters; /* waiting entries covering the bucket (a hint) */
 		uint64_t reserved;
 	} buckets[SMT_MAX_BUCKETS];
 	uint8_t reserved2[1024];
@@ -101,8 +106,9 @@ struct smt_slot {
 	uint64_t since_ns;   /* CLOCK_REALTIME when acquired */
 	char comm[16];
 	char tag[32];        /* the acquisition's tag, else the file's */
-	uint32_t wait_for;   /* reserved (waiting): 0 */
-	uint32_t acquirer;   /* reserved (waiting): 0 */
+	uint32_t wait_for;   /* waiting: slot index + 1 of a holder it waits for, 0 */
+	uint32_t acquirer;   /* thread id of the acquirer (in pidns): the wait-for
+			      * graph's node is (pidns, acquirer) */
 	uint64_t reserved1;
 };
 

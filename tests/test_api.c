@@ -187,10 +187,13 @@ START_TEST(map_bad_arguments)
 	ck_assert_int_eq(sm_map_write(f, 4 * PG, 1, 0, &s), -ERANGE);
 	ck_assert_int_eq(sm_map_read(f, 4 * PG - 1, 1, 0, &s), 0);
 	ck_assert_int_eq(sm_release(s), 0);
-	/* buffered read slices make no sense; waiting is not available yet */
+	/* buffered read slices make no sense; an uncontended SM_WAIT map
+	 * does not wait (tests/test_wait.c has the rest) */
 	ck_assert_int_eq(sm_map_read(f, 0, 1, SM_BUFFERED, &s), -EINVAL);
-	ck_assert_int_eq(sm_map_read(f, 0, 1, SM_WAIT, &s), -ENOTSUP);
-	ck_assert_int_eq(sm_map_write(f, 0, 1, SM_WAIT, &s), -ENOTSUP);
+	ck_assert_int_eq(sm_map_read(f, 0, 1, SM_WAIT, &s), 0);
+	ck_assert_int_eq(sm_release(s), 0);
+	ck_assert_int_eq(sm_map_write(f, 0, 1, SM_WAIT, &s), 0);
+	ck_assert_int_eq(sm_release(s), 0);
 	/* write slice on a read-only file */
 	ck_assert_int_eq(sm_open(p, SM_RDONLY, NULL, &ro), 0);
 	ck_assert_int_eq(sm_map_write(ro, 0, 1, 0, &s), -EBADF);

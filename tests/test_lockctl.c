@@ -7,6 +7,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
@@ -904,6 +905,54 @@ START_TEST(completion_script)
 }
 END_TEST
 
+/* A safemap waiter (SM_WAIT): listed as waiting, BLOCKER naming the pid
+ * of the holder it waits for (JSON: a number). */
+static int safemap_waiter(void *arg, int in, int out)
+{
+	sm_options o = { .size = sizeof(o), .wait_ns = SM_WAIT_FOREVER };
+	sm_file *f;
+	sm_slice *s;
+	char buf[8];
+
+	if (sm_open(arg, SM_RDWR, &o, &f) < 0)
+		return 1;
+	tu_send(out, "%d", sm_map_write(f, 10, 10, SM_WAIT, &s));
+	tu_recv(in, buf, sizeof(buf));
+	return sm_release(s) == 0 ? 0 : 1;
+}
+
+START_TEST(safemap_waiter_blocker)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	struct tu_holder_arg ha = { p, 0, 100, true, "holder" };
+	struct tu_child h, w;
+	char out[8192], args[ARGS_MAX], want[256];
+
+	find_lockctl();
+	tu_spawn(&h, tu_holder, &ha);
+	ck_assert_int_eq(tu_recv_int(h.from), 0);
+	tu_spawn(&w, safemap_waiter, (void *)p);
+	snprintf(args, sizeof(args), "list -r -n -o STATE %s", p);
+	for (int i = 0; i < 5000 && (run(out, sizeof(out), args), !strstr(out, "waiting")); i++)
+		sched_yield(); /* until the waiter's entry shows */
+	snprintf(args, sizeof(args), "list -r -n -o PID,TYPE,MODE,STATE,START,END,BLOCKER %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	snprintf(want, sizeof(want), "%d SAFEMAP WRITE waiting 10 19 %d\n", (int)w.pid, (int)h.pid);
+	ck_assert_msg(strstr(out, want) != NULL, "no '%s' in\n%s", want, out);
+	snprintf(want, sizeof(want), "%d SAFEMAP WRITE held 0 99 \n", (int)h.pid);
+	ck_assert_msg(strstr(out, want) != NULL, "no '%s' in\n%s", want, out);
+	snprintf(args, sizeof(args), "list -J -o STATE,BLOCKER %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	snprintf(want, sizeof(want), "\"blocker\": %d", (int)h.pid);
+	ck_assert_msg(strstr(out, want) != NULL, "no '%s' in\n%s", want, out);
+	tu_send(h.to, "go");
+	ck_assert_int_eq(tu_recv_int(w.from), 0); /* the waiter gets the region */
+	tu_send(w.to, "go");
+	ck_assert_int_eq(tu_wait(&w), 0);
+	ck_assert_int_eq(tu_wait(&h), 0);
+}
+END_TEST
+
 static Suite *lockctl_suite(void)
 {
 	Suite *s = suite_create("lockctl");
@@ -920,6 +969,7 @@ static Suite *lockctl_suite(void)
 	tcase_add_test(tc, errors_say_what_is_wrong);
 	tcase_add_test(tc, thousands_of_kernel_locks);
 	tcase_add_test(tc, waiters_blockers_and_owners);
+	tcase_add_test(tc, safemap_waiter_blocker);
 	tcase_add_test(tc, map_and_watch_golden_picture);
 	tcase_add_test(tc, unprivileged_list_says_what_it_missed);
 	tcase_add_test(tc, completion_script);

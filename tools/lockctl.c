@@ -932,6 +932,18 @@ static void remote_rows(struct libscols_table *tb, const struct klocks *kl, cons
 	close(fd);
 }
 
+/* The pid of the holder a waiting entry names in wait_for (slot + 1),
+ * 0 if none (or no longer a lock entry). */
+static long safemap_blocker(const struct smt_table *t, const struct smt_slot *s)
+{
+	struct smt_slot b;
+
+	if (SMT_STATE(s->state) != SMT_WAITING || s->wait_for == 0 ||
+	    s->wait_for > smt_scan_limit(t) || smt_snapshot(t, s->wait_for - 1, &b) != 1)
+		return 0;
+	return b.pid;
+}
+
 /* quiet: a file found by scanning (it may vanish or be rewritten while we
  * look): no message, and a table we cannot read leaves the kernel's rows. */
 static int list_file(struct libscols_table *tb, const struct klocks *kl, const char *path, bool quiet)
@@ -962,7 +974,7 @@ static int list_file(struct libscols_table *tb, const struct klocks *kl, const c
 					 .mode = s->mode == SMT_MODE_WRITE ? "WRITE" : "READ", .state = e.state[i],
 					 .comm = s->comm, .tag = s->tag, .start = s->off, .len = s->len,
 					 .since = s->since_ns, .pid = s->pid, .tid = s->tid, .dev = st.st_dev,
-					 .ino = st.st_ino };
+					 .ino = st.st_ino, .blocker = safemap_blocker(&t, s) };
 			add_row(tb, &r);
 		}
 	}
