@@ -421,6 +421,42 @@ static void rebuild(struct sm_tmode *tm)
 	free(known);
 }
 
+/* Free the slots of dead owners and unlink every node whose slot is no
+ * longer the held slot it indexes (freed outside the mutex: by a new owner
+ * of a dead owner's liveness byte before it attached, by lockctl reap).
+ * O(high_water), one liveness probe per owner.  Caller holds the mutex.
+ * Returns the number of slots freed. */
+static int purge(struct sm_tmode *tm)
+{
+	struct smt_table *t = tm->t;
+	uint32_t lim = scan_limit(tm);
+	uint8_t *known = calloc(SMT_MAX_OWNERS, 1);
+	int freed = 0;
+
+	if (!known)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < lim && t->guard->state == SM_MAP_OK && !tm->err; i++) {
+		union smt_word w = load_word(t, i);
+		const struct smt_slot *s = &t->slots[i];
+		struct smt_node *n = &tm->nodes[i];
+		uint32_t owner = SMT_OWNER(w.state);
+		if (w.state != SMT_FREE && !state_invalid(w.state) && SMT_STATE(w.state) != SMT_CLAIMING) {
+			if (!known[owner])
+				known[owner] = smt_owner_alive(t, owner) ? 1 : 2;
+			if (known[owner] == 2 && free_slot_if(t, i, w)) {
+				freed++;
+				w.state = SMT_FREE;
+			}
+		}
+		if ((n->flags & NF_IN) &&
+		    (w.state != (NF_OWNER(n->flags) << 8 | SMT_HELD) || s->off != n->off ||
+		     s->off + s->len != n->end))
+			tree_remove(tm, i);
+	}
+	free(known);
+	return freed;
+}
+
 static int tree_lock(struct sm_tmode *tm)
 {
 	int rc = pthread_mutex_lock(&tm->th->m.mu);
@@ -535,8 +571,7 @@ static int tree_acquire(sm_file *f, struct sm_hold *h, const char *tag)
 		goto out;
 	if (!claim(tm, &i)) {
 		/* full: take back the slots of dead owners, then try again */
-		(void)smt_reap(t, false);
-		if (!claim(tm, &i)) {
+		if (purge(tm) <= 0 || !claim(tm, &i)) {
 			rc = -ENOLCK;
 			goto out;
 		}
@@ -863,6 +898,12 @@ int sm_tmode_attach(sm_file *f, struct smt_table *t, const sm_options *o)
 	}
 	rc = attach_table_mode(f, t, tm);
 	(void)sm_ofd_unlock(t->fd, INIT_BYTE, 1);
+	if (rc == 0 && (rc = tree_lock(tm)) == 0) {
+		/* the lazy reaper of every opener, under the mutex here, and the
+		 * slots our claim of a liveness byte freed: out of the tree */
+		int prc = purge(tm), urc = tree_unlock(tm);
+		rc = prc < 0 ? prc : urc;
+	}
 	if (rc < 0) {
 		free(tm);
 		return rc;
