@@ -727,7 +727,9 @@ static int band_test(int fd, uint64_t from, uint64_t to)
 
 int sm_tmode_no_table(sm_file *f)
 {
-	return band_test(f->fd, BAND + BAND_ID_MIN, BAND + BAND_LEN);
+	/* best effort beyond the one verdict that matters: a kernel-mode open
+	 * never fails because the probe itself could not be made */
+	return band_test(f->fd, BAND + BAND_ID_MIN, BAND + BAND_LEN) == -EPROTO ? -EPROTO : 0;
 }
 
 /* Map the whole table (header, slots, tree area) in place of table.c's
