@@ -49,7 +49,10 @@
  *     conflict with a node that fails that test removes the node, and a
  *     claimer of a slot whose node is still linked unlinks it first.  A slot
  *     becomes held only under the mutex, together with its node, so such a
- *     check cannot be fooled by a reused slot.
+ *     check cannot be fooled by a reused slot.  Table-mode openers run the
+ *     lazy reap under the mutex (purge: free dead owners' slots, unlink
+ *     every node whose slot no longer matches), so the tree indexes
+ *     exactly the held slots except after an outside reaper (lockctl reap).
  *   - A corrupted tree (an impossible link, a path deeper than MAX_DEPTH) is
  *     rebuilt from the slots under the mutex too.
  *
@@ -76,6 +79,13 @@
  * Kernel-mode openers read-lock the kernel-mode byte and test the
  * table-mode byte, and every kernel-mode opener (with or without a table)
  * tests the band once.
+ *
+ * Contention: one mutex serialises every decision of every process (a few
+ * hundred instructions each).  A holder preempted inside it stalls the
+ * others until it runs again (glibc's robust mutex sleeps on the futex, it
+ * does not spin), so an oversubscribed machine shows tail latency, never
+ * lost exclusion; a sharded mutex (per region of the file) is the next
+ * step if that matters.
  *
  * Kernel calls made in this mode: none for map (cached window, cached file
  * size) + access + release of a read slice; write slices still fallocate
