@@ -554,7 +554,8 @@ int sm_table_open(sm_file *f, const char *data_path, const struct stat *st, cons
 			free(t);
 			return rc;
 		}
-		smt_reap(t, false); /* lazily, by every opener */
+		if (!f->tmode)
+			smt_reap(t, false); /* lazily, by every opener (tmode.c: under its mutex) */
 		f->table = t;
 		return 0;
 	}

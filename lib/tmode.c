@@ -68,7 +68,9 @@
  *      sm_file's own description of the data file (-EBUSY if a foreign
  *      write lock is there), so plain fcntl writers are refused;
  *   4. identity: read-lock data byte 2^62 + (table_id mod 2^32) and test
- *      the rest of the band [2^62, 2^62 + 2^32) with F_OFD_GETLK: a lock
+ *      the rest of the band [2^62 + 2^16, 2^62 + 2^32) with F_OFD_GETLK
+ *      (table_id mod 2^32 is at least 2^16: the first 2^16 bytes at 2^62
+ *      are sm_log's mutex bytes, lib/log.c): a lock
  *      there is a table-mode owner of another table for the same data file
  *      (a hard link, a bind mount, another table_dir): -EPROTO.
  * Kernel-mode openers read-lock the kernel-mode byte and test the
@@ -107,6 +109,9 @@
 #define TMODE_NSLOTS 131072u /* capacity in this mode: >= 100,000 regions */
 #define BAND ((uint64_t)1 << 62)
 #define BAND_LEN ((uint64_t)1 << 32)
+/* Identity bytes start here: the band's first 65536 bytes are left to other
+ * users of bytes at 2^62 (sm_log's mutex bytes, lib/log.c). */
+#define BAND_ID_MIN ((uint64_t)1 << 16)
 #define INIT_BYTE (SMT_LIVE_BASE + SMT_MAX_OWNERS + 2)
 #define MAX_DEPTH 200 /* a treap of 2^20 nodes this deep: corrupted */
 
@@ -421,6 +426,42 @@ static void rebuild(struct sm_tmode *tm)
 	free(known);
 }
 
+/* Free the slots of dead owners and unlink every node whose slot is no
+ * longer the held slot it indexes (freed outside the mutex: by a new owner
+ * of a dead owner's liveness byte before it attached, by lockctl reap).
+ * O(high_water), one liveness probe per owner.  Caller holds the mutex.
+ * Returns the number of slots freed. */
+static int purge(struct sm_tmode *tm)
+{
+	struct smt_table *t = tm->t;
+	uint32_t lim = scan_limit(tm);
+	uint8_t *known = calloc(SMT_MAX_OWNERS, 1);
+	int freed = 0;
+
+	if (!known)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < lim && t->guard->state == SM_MAP_OK && !tm->err; i++) {
+		union smt_word w = load_word(t, i);
+		const struct smt_slot *s = &t->slots[i];
+		struct smt_node *n = &tm->nodes[i];
+		uint32_t owner = SMT_OWNER(w.state);
+		if (w.state != SMT_FREE && !state_invalid(w.state) && SMT_STATE(w.state) != SMT_CLAIMING) {
+			if (!known[owner])
+				known[owner] = smt_owner_alive(t, owner) ? 1 : 2;
+			if (known[owner] == 2 && free_slot_if(t, i, w)) {
+				freed++;
+				w.state = SMT_FREE;
+			}
+		}
+		if ((n->flags & NF_IN) &&
+		    (w.state != (NF_OWNER(n->flags) << 8 | SMT_HELD) || s->off != n->off ||
+		     s->off + s->len != n->end))
+			tree_remove(tm, i);
+	}
+	free(known);
+	return freed;
+}
+
 static int tree_lock(struct sm_tmode *tm)
 {
 	int rc = pthread_mutex_lock(&tm->th->m.mu);
@@ -535,8 +576,7 @@ static int tree_acquire(sm_file *f, struct sm_hold *h, const char *tag)
 		goto out;
 	if (!claim(tm, &i)) {
 		/* full: take back the slots of dead owners, then try again */
-		(void)smt_reap(t, false);
-		if (!claim(tm, &i)) {
+		if (purge(tm) <= 0 || !claim(tm, &i)) {
 			rc = -ENOLCK;
 			goto out;
 		}
@@ -671,7 +711,7 @@ static int band_test(int fd, uint64_t from, uint64_t to)
 	if (fl.l_type == F_UNLCK)
 		return 0;
 	/* only a lock lying inside the band is a table-mode owner's */
-	if ((uint64_t)fl.l_start >= BAND && fl.l_len > 0 &&
+	if ((uint64_t)fl.l_start >= BAND + BAND_ID_MIN && fl.l_len > 0 &&
 	    (uint64_t)fl.l_start + (uint64_t)fl.l_len <= BAND + BAND_LEN)
 		return -EPROTO;
 	return 0;
@@ -679,7 +719,7 @@ static int band_test(int fd, uint64_t from, uint64_t to)
 
 int sm_tmode_no_table(sm_file *f)
 {
-	return band_test(f->fd, BAND, BAND + BAND_LEN);
+	return band_test(f->fd, BAND + BAND_ID_MIN, BAND + BAND_LEN);
 }
 
 /* Map the whole table (header, slots, tree area) in place of table.c's
@@ -724,7 +764,7 @@ static int use_tree(struct smt_table *t, struct sm_tmode *tm)
 		return -EPROTO;
 	slots_end = (uint64_t)SMT_HEADER_SIZE + (uint64_t)h.nslots * SMT_SLOT_SIZE;
 	if (h.tree_off < slots_end || (h.tree_off & 4095) || h.tree_size != tree_bytes(h.nslots) ||
-	    h.tree_off + h.tree_size > (uint64_t)st.st_size || (uint32_t)h.table_id == 0)
+	    h.tree_off + h.tree_size > (uint64_t)st.st_size || (uint32_t)h.table_id < BAND_ID_MIN)
 		return -EPROTO;
 	if (t->size != h.tree_off + h.tree_size) {
 		int rc = remap(t, h.tree_off + h.tree_size);
@@ -766,7 +806,7 @@ static int build_tree(struct smt_table *t, struct sm_tmode *tm)
 	/* zeros (sparse) wherever the punch works; a memset where it does not */
 	if (fallocate(t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)size) < 0)
 		memset((unsigned char *)t->base + off, 0, (size_t)size);
-	while ((uint32_t)id == 0)
+	while ((uint32_t)id < BAND_ID_MIN)
 		if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id))
 			id = ((uint64_t)random() << 32) ^ (uint64_t)random() ^ (uint64_t)getpid();
 	tm->th = (struct smt_tree_hdr *)((unsigned char *)t->base + off);
@@ -838,7 +878,8 @@ static int attach_table_mode(sm_file *f, struct smt_table *t, struct sm_tmode *t
 	idb = BAND + (uint32_t)tm->table_id;
 	if ((rc = sm_ofd_lock(f->fd, false, idb, 1)) < 0)
 		return rc == -EBUSY ? -EPROTO : rc;
-	if ((rc = band_test(f->fd, BAND, idb)) < 0 || (rc = band_test(f->fd, idb + 1, BAND + BAND_LEN)) < 0)
+	if ((rc = band_test(f->fd, BAND + BAND_ID_MIN, idb)) < 0 ||
+	    (rc = band_test(f->fd, idb + 1, BAND + BAND_LEN)) < 0)
 		return rc;
 	return 0;
 }
@@ -863,6 +904,12 @@ int sm_tmode_attach(sm_file *f, struct smt_table *t, const sm_options *o)
 	}
 	rc = attach_table_mode(f, t, tm);
 	(void)sm_ofd_unlock(t->fd, INIT_BYTE, 1);
+	if (rc == 0 && (rc = tree_lock(tm)) == 0) {
+		/* the lazy reaper of every opener, under the mutex here, and the
+		 * slots our claim of a liveness byte freed: out of the tree */
+		int prc = purge(tm), urc = tree_unlock(tm);
+		rc = prc < 0 ? prc : urc;
+	}
 	if (rc < 0) {
 		free(tm);
 		return rc;

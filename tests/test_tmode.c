@@ -175,7 +175,7 @@ START_TEST(flags_and_layout)
 	ck_assert_uint_ne(t.hdr.tree_off, 0);
 	ck_assert_uint_eq(t.hdr.tree_off % 4096, 0);
 	ck_assert_uint_ge(t.hdr.tree_off, 4096 + (uint64_t)t.hdr.nslots * 128);
-	ck_assert_uint_ne((uint32_t)t.hdr.table_id, 0);
+	ck_assert_uint_ge((uint32_t)t.hdr.table_id, 65536);
 	smt_detach(&t);
 	/* the fence and the identity byte are on the data file */
 	ck_assert_int_eq(tu_probe(path, F_WRLCK, 0, 4096), F_RDLCK);
@@ -552,6 +552,128 @@ START_TEST(fast_path_has_no_fstat)
 }
 END_TEST
 
+
+/* ---- differential test -------------------------------------------------------
+ * Three peers in table mode take and drop random sm_lock ranges over a small
+ * span (so they collide often); the model is the list of held ranges of
+ * every peer, and the rule is the same between peers and within one
+ * sm_file (SPEC §3.2, §3.3): read/read share, anything with a write
+ * conflicts.  Every result must match the model; a fourth owner (this
+ * process) checks with sm_test and smt_tree_check, and now and then a peer
+ * is SIGKILLed (its ranges leave the model) and replaced. */
+#define NPEERS 3
+#define MAXH 24
+#define SPAN 64
+
+struct mrange {
+	bool live, write;
+	uint64_t off, len;
+	int k; /* the peer's handle */
+};
+
+static bool model_conflict(struct mrange m[NPEERS][MAXH], uint64_t off, uint64_t len, bool write)
+{
+	for (int p = 0; p < NPEERS; p++)
+		for (int i = 0; i < MAXH; i++)
+			if (m[p][i].live && m[p][i].off < off + len && off < m[p][i].off + m[p][i].len &&
+			    (write || m[p][i].write))
+				return true;
+	return false;
+}
+
+static uint64_t rng;
+static uint64_t rnd(void)
+{
+	uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+START_TEST(differential_against_a_model)
+{
+	static const uint64_t seeds[] = { 1, 2, 0x5afe, 20261126 };
+	const char *path = tu_tmpfile(4096);
+	struct mrange m[NPEERS][MAXH];
+	struct tu_child c[NPEERS];
+	sm_file *f;
+
+	rng = seeds[_i];
+	memset(m, 0, sizeof(m));
+	ck_assert_int_eq(open_mode(path, 't', &f), 0);
+	for (int p = 0; p < NPEERS; p++)
+		peer_start(&c[p], path, 't', 0);
+	for (int step = 0; step < 1500; step++) {
+		int p = (int)(rnd() % NPEERS), i, r = (int)(rnd() % 100);
+		uint64_t off = rnd() % SPAN, len = 1 + rnd() % 12;
+		bool write = rnd() % 3 == 0;
+		if (r < 55) {
+			for (i = 0; i < MAXH && m[p][i].live; i++)
+				;
+			if (i == MAXH)
+				continue;
+			bool want = model_conflict(m, off, len, write);
+			int k, rc = peer_take(&c[p], "lock", write ? 'w' : 'r', off, len, &k);
+			ck_assert_msg(rc == (want ? -EBUSY : 0),
+				      "seed %llu step %d: peer %d lock %c [%llu, +%llu) = %d, model %d",
+				      (unsigned long long)seeds[_i], step, p, write ? 'w' : 'r',
+				      (unsigned long long)off, (unsigned long long)len, rc, want ? -EBUSY : 0);
+			if (rc == 0)
+				m[p][i] = (struct mrange){ true, write, off, len, k };
+		} else if (r < 90) {
+			int live[MAXH], n = 0;
+			for (i = 0; i < MAXH; i++)
+				if (m[p][i].live)
+					live[n++] = i;
+			if (!n)
+				continue;
+			i = live[rnd() % (uint64_t)n];
+			ck_assert_int_eq(peer_cmd(&c[p], "drop", m[p][i].k), 0);
+			m[p][i].live = false;
+		} else if (r < 98) {
+			bool want = model_conflict(m, off, len, write);
+			ck_assert_int_eq(sm_test(f, off, len, write ? SM_LOCK_WRITE : SM_LOCK_READ),
+					 want ? -EBUSY : 0);
+			tree_ok(f);
+		} else {
+			/* a peer dies holding its ranges: they are free at the
+			 * next conflict */
+			kill(c[p].pid, SIGKILL);
+			ck_assert_int_eq(tu_wait(&c[p]), 128 + SIGKILL);
+			memset(m[p], 0, sizeof(m[p]));
+			peer_start(&c[p], path, 't', 0);
+		}
+	}
+	tree_ok(f);
+	for (int p = 0; p < NPEERS; p++)
+		peer_quit(&c[p]);
+	ck_assert_int_eq(sm_test(f, 0, SPAN + 16, SM_LOCK_WRITE), 0);
+	tree_ok(f);
+	ck_assert_int_eq(sm_close(f), 0);
+}
+END_TEST
+
+START_TEST(lockctl_info_shows_the_mode)
+{
+	const char *path = tu_tmpfile(4096);
+	char lockctl[PATH_MAX], cmd[2 * PATH_MAX], line[256];
+	bool table = false;
+	sm_file *f;
+	FILE *p;
+
+	tu_sibling("../tools/lockctl", lockctl, sizeof(lockctl));
+	ck_assert_int_eq(open_mode(path, 't', &f), 0);
+	snprintf(cmd, sizeof(cmd), "%s info %s", lockctl, path);
+	ck_assert_ptr_nonnull(p = popen(cmd, "r"));
+	while (fgets(line, sizeof(line), p))
+		table |= strncmp(line, "mode:", 5) == 0 && strstr(line, "table") != NULL;
+	ck_assert_int_eq(pclose(p), 0);
+	ck_assert(table);
+	ck_assert_int_eq(sm_close(f), 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("tmode");
@@ -570,6 +692,8 @@ int main(void)
 	tcase_add_test(tc, hundred_thousand_regions);
 	tcase_add_test(tc, full_table_is_enolck);
 	tcase_add_test(tc, fast_path_has_no_fstat);
+	tcase_add_loop_test(tc, differential_against_a_model, 0, 4);
+	tcase_add_test(tc, lockctl_info_shows_the_mode);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }
