@@ -33,6 +33,12 @@ static sm_slice *slices[MAXS];
 static sm_range *ranges[MAXS];
 static int rawfd = -1;
 static char path[4096];
+static bool table_mode;
+
+static void die_now(void)
+{
+	raise(SIGKILL);
+}
 
 static void reply(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void reply(int rc, const char *fmt, ...)
@@ -124,7 +130,8 @@ int main(void)
 			const char *mode = n >= 5 ? tok[4] : getenv("SAFEMAP_TEST_MODE");
 			sm_options o = { .size = sizeof(o),
 					 .tag = n >= 4 && strcmp(tok[3], "-") != 0 ? tok[3] : NULL };
-			if (mode && !strcmp(mode, "table"))
+			table_mode = mode && !strcmp(mode, "table");
+			if (table_mode)
 				o.flags |= SM_OPT_TABLE_LOCKS;
 			snprintf(path, sizeof(path), "%s", tok[1]);
 			rc = sm_open(path, !strcmp(tok[2], "rw") ? SM_RDWR | SM_CREATE : SM_RDONLY, &o, &f);
@@ -234,6 +241,16 @@ int main(void)
 			waitpid(pid, NULL, 0);
 			reply(0, "%d %d %d", r[0], r[1], r[2]);
 		} else if (!strcmp(c, "crash") && n == 2) {
+			if (!strcmp(tok[1], "midupdate") && f && table_mode) {
+				/* die inside the table's critical section (lib/tmode.c's
+				 * test seam), a new holder published, its index node not
+				 * yet linked: the next locker must rebuild */
+				sm_range *r;
+				smt_test_in_tree_lock = die_now;
+				(void)!sm_lock(f, 1ull << 30, 1, SM_LOCK_WRITE, NULL, &r);
+				fprintf(stderr, "peer: the table-mode seam was not reached\n");
+				_exit(3);
+			}
 			if (!strcmp(tok[1], "midupdate") && f && f->table) {
 				/* die with a table slot half-written */
 				for (int i = 0; i < MAXS; i++)
