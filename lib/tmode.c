@@ -49,7 +49,10 @@
  *     conflict with a node that fails that test removes the node, and a
  *     claimer of a slot whose node is still linked unlinks it first.  A slot
  *     becomes held only under the mutex, together with its node, so such a
- *     check cannot be fooled by a reused slot.
+ *     check cannot be fooled by a reused slot.  Table-mode openers run the
+ *     lazy reap under the mutex (purge: free dead owners' slots, unlink
+ *     every node whose slot no longer matches), so the tree indexes
+ *     exactly the held slots except after an outside reaper (lockctl reap).
  *   - A corrupted tree (an impossible link, a path deeper than MAX_DEPTH) is
  *     rebuilt from the slots under the mutex too.
  *
@@ -76,6 +79,13 @@
  * Kernel-mode openers read-lock the kernel-mode byte and test the
  * table-mode byte, and every kernel-mode opener (with or without a table)
  * tests the band once.
+ *
+ * Contention: one mutex serialises every decision of every process (a few
+ * hundred instructions each).  A holder preempted inside it stalls the
+ * others until it runs again (glibc's robust mutex sleeps on the futex, it
+ * does not spin), so an oversubscribed machine shows tail latency, never
+ * lost exclusion; a sharded mutex (per region of the file) is the next
+ * step if that matters.
  *
  * Kernel calls made in this mode: none for map (cached window, cached file
  * size) + access + release of a read slice; write slices still fallocate
@@ -208,10 +218,12 @@ static void pull(struct sm_tmode *tm, uint32_t r)
 	x->max_wend = mw;
 }
 
-/* Insert node r into the subtree at root; the new subtree root. */
+/* Insert node r into the subtree at root; the new subtree root.  The
+ * subtree maxima on the way down only grow by r's end (no child is read);
+ * only the two nodes of a rotation are recomputed. */
 static uint32_t ins(struct sm_tmode *tm, uint32_t root, uint32_t r, int depth)
 {
-	struct smt_node *x;
+	struct smt_node *x, *n = NODE(tm, r);
 	uint32_t sub;
 
 	if (!root)
@@ -221,12 +233,16 @@ static uint32_t ins(struct sm_tmode *tm, uint32_t root, uint32_t r, int depth)
 		return root;
 	}
 	x = NODE(tm, root);
+	if (n->end > x->max_end)
+		x->max_end = n->end;
+	if ((n->flags & NF_WRITE) && n->end > x->max_wend)
+		x->max_wend = n->end;
 	if (key_less(tm, r, root)) {
 		sub = ins(tm, x->left, r, depth + 1);
 		x->left = sub;
-		if (sub == r && NODE(tm, r)->prio > x->prio) {
-			x->left = NODE(tm, r)->right;
-			NODE(tm, r)->right = root;
+		if (sub == r && n->prio > x->prio) {
+			x->left = n->right;
+			n->right = root;
 			pull(tm, root);
 			pull(tm, r);
 			return r;
@@ -234,21 +250,20 @@ static uint32_t ins(struct sm_tmode *tm, uint32_t root, uint32_t r, int depth)
 	} else {
 		sub = ins(tm, x->right, r, depth + 1);
 		x->right = sub;
-		if (sub == r && NODE(tm, r)->prio > x->prio) {
-			x->right = NODE(tm, r)->left;
-			NODE(tm, r)->left = root;
+		if (sub == r && n->prio > x->prio) {
+			x->right = n->left;
+			n->left = root;
 			pull(tm, root);
 			pull(tm, r);
 			return r;
 		}
 	}
-	pull(tm, root);
 	return root;
 }
 
 /* Rotations bring r up only while its priority beats its parent's: the
- * child test above (sub == r) is enough because r starts as a leaf and
- * rises one level per return. */
+ * child test (sub == r) is enough because r starts as a leaf and rises one
+ * level per return. */
 
 static uint32_t merge(struct sm_tmode *tm, uint32_t a, uint32_t b, int depth)
 {
@@ -270,10 +285,12 @@ static uint32_t merge(struct sm_tmode *tm, uint32_t a, uint32_t b, int depth)
 	return b;
 }
 
-/* Remove node r from the subtree at root; the new subtree root. */
+/* Remove node r from the subtree at root; the new subtree root.  A maximum
+ * on the path can only shrink, and only where it was r's end: other nodes
+ * are not recomputed. */
 static uint32_t del(struct sm_tmode *tm, uint32_t root, uint32_t r, int depth)
 {
-	struct smt_node *x;
+	struct smt_node *x, *n = NODE(tm, r);
 
 	if (!root || depth > MAX_DEPTH || !ref_ok(tm, root)) {
 		tm->err = -EPROTO; /* not found: the tree is not what the flags say */
@@ -286,7 +303,8 @@ static uint32_t del(struct sm_tmode *tm, uint32_t root, uint32_t r, int depth)
 		x->left = del(tm, x->left, r, depth + 1);
 	else
 		x->right = del(tm, x->right, r, depth + 1);
-	pull(tm, root);
+	if (x->max_end == n->end || ((n->flags & NF_WRITE) && x->max_wend == n->end))
+		pull(tm, root);
 	return root;
 }
 
@@ -719,7 +737,9 @@ static int band_test(int fd, uint64_t from, uint64_t to)
 
 int sm_tmode_no_table(sm_file *f)
 {
-	return band_test(f->fd, BAND + BAND_ID_MIN, BAND + BAND_LEN);
+	/* best effort beyond the one verdict that matters: a kernel-mode open
+	 * never fails because the probe itself could not be made */
+	return band_test(f->fd, BAND + BAND_ID_MIN, BAND + BAND_LEN) == -EPROTO ? -EPROTO : 0;
 }
 
 /* Map the whole table (header, slots, tree area) in place of table.c's
