@@ -218,53 +218,6 @@ static void pull(struct sm_tmode *tm, uint32_t r)
 	x->max_wend = mw;
 }
 
-/* Insert node r into the subtree at root; the new subtree root.  The
- * subtree maxima on the way down only grow by r's end (no child is read);
- * only the two nodes of a rotation are recomputed. */
-static uint32_t ins(struct sm_tmode *tm, uint32_t root, uint32_t r, int depth)
-{
-	struct smt_node *x, *n = NODE(tm, r);
-	uint32_t sub;
-
-	if (!root)
-		return r;
-	if (depth > MAX_DEPTH || !ref_ok(tm, root) || root == r) {
-		tm->err = -EPROTO;
-		return root;
-	}
-	x = NODE(tm, root);
-	if (n->end > x->max_end)
-		x->max_end = n->end;
-	if ((n->flags & NF_WRITE) && n->end > x->max_wend)
-		x->max_wend = n->end;
-	if (key_less(tm, r, root)) {
-		sub = ins(tm, x->left, r, depth + 1);
-		x->left = sub;
-		if (sub == r && n->prio > x->prio) {
-			x->left = n->right;
-			n->right = root;
-			pull(tm, root);
-			pull(tm, r);
-			return r;
-		}
-	} else {
-		sub = ins(tm, x->right, r, depth + 1);
-		x->right = sub;
-		if (sub == r && n->prio > x->prio) {
-			x->right = n->left;
-			n->left = root;
-			pull(tm, root);
-			pull(tm, r);
-			return r;
-		}
-	}
-	return root;
-}
-
-/* Rotations bring r up only while its priority beats its parent's: the
- * child test (sub == r) is enough because r starts as a leaf and rises one
- * level per return. */
-
 static uint32_t merge(struct sm_tmode *tm, uint32_t a, uint32_t b, int depth)
 {
 	if (!a)
@@ -285,27 +238,97 @@ static uint32_t merge(struct sm_tmode *tm, uint32_t a, uint32_t b, int depth)
 	return b;
 }
 
-/* Remove node r from the subtree at root; the new subtree root.  A maximum
- * on the path can only shrink, and only where it was r's end: other nodes
- * are not recomputed. */
-static uint32_t del(struct sm_tmode *tm, uint32_t root, uint32_t r, int depth)
+/* Insert node r (a leaf with its own maxima set): down the path, each
+ * subtree maximum only grows by r's end (no child is read); then r rises by
+ * rotations while its priority beats its parent's, and only the two nodes
+ * of a rotation are recomputed.  Iterative: a corrupted tree deeper than
+ * MAX_DEPTH stops it (tm->err) instead of the stack. */
+static void ins_root(struct sm_tmode *tm, uint32_t r)
 {
-	struct smt_node *x, *n = NODE(tm, r);
+	uint32_t path[MAX_DEPTH + 1], cur = tm->th->root;
+	struct smt_node *n = NODE(tm, r);
+	int d = 0;
 
-	if (!root || depth > MAX_DEPTH || !ref_ok(tm, root)) {
-		tm->err = -EPROTO; /* not found: the tree is not what the flags say */
-		return root;
+	while (cur) {
+		struct smt_node *x;
+		if (d > MAX_DEPTH || !ref_ok(tm, cur) || cur == r) {
+			tm->err = -EPROTO;
+			return;
+		}
+		x = NODE(tm, cur);
+		if (n->end > x->max_end)
+			x->max_end = n->end;
+		if ((n->flags & NF_WRITE) && n->end > x->max_wend)
+			x->max_wend = n->end;
+		path[d++] = cur;
+		cur = key_less(tm, r, cur) ? x->left : x->right;
 	}
-	x = NODE(tm, root);
-	if (root == r)
-		return merge(tm, x->left, x->right, depth);
-	if (key_less(tm, r, root))
-		x->left = del(tm, x->left, r, depth + 1);
+	if (!d) {
+		tm->th->root = r;
+		return;
+	}
+	if (key_less(tm, r, path[d - 1]))
+		NODE(tm, path[d - 1])->left = r;
 	else
-		x->right = del(tm, x->right, r, depth + 1);
-	if (x->max_end == n->end || ((n->flags & NF_WRITE) && x->max_wend == n->end))
-		pull(tm, root);
-	return root;
+		NODE(tm, path[d - 1])->right = r;
+	while (d > 0) {
+		uint32_t p = path[d - 1];
+		struct smt_node *px = NODE(tm, p);
+		if (n->prio <= px->prio)
+			break;
+		if (px->left == r) {
+			px->left = n->right;
+			n->right = p;
+		} else {
+			px->right = n->left;
+			n->left = p;
+		}
+		pull(tm, p);
+		pull(tm, r);
+		if (--d == 0) {
+			tm->th->root = r;
+		} else {
+			struct smt_node *g = NODE(tm, path[d - 1]);
+			if (g->left == p)
+				g->left = r;
+			else
+				g->right = r;
+		}
+	}
+}
+
+/* Remove node r: find its path, replace it by the merge of its children,
+ * and recompute the maxima upwards only while they were r's end (a maximum
+ * that was another node's does not change, nor do those above it). */
+static void del_root(struct sm_tmode *tm, uint32_t r)
+{
+	uint32_t path[MAX_DEPTH + 1], cur = tm->th->root, sub;
+	struct smt_node *n = NODE(tm, r);
+	int d = 0;
+
+	while (cur != r) {
+		if (!cur || d > MAX_DEPTH || !ref_ok(tm, cur)) {
+			tm->err = -EPROTO; /* not found: the tree is not what the flags say */
+			return;
+		}
+		path[d++] = cur;
+		cur = key_less(tm, r, cur) ? NODE(tm, cur)->left : NODE(tm, cur)->right;
+	}
+	sub = merge(tm, n->left, n->right, d);
+	if (!d) {
+		tm->th->root = sub;
+		return;
+	}
+	if (NODE(tm, path[d - 1])->left == r)
+		NODE(tm, path[d - 1])->left = sub;
+	else
+		NODE(tm, path[d - 1])->right = sub;
+	while (d-- > 0) {
+		struct smt_node *x = NODE(tm, path[d]);
+		if (x->max_end != n->end && !((n->flags & NF_WRITE) && x->max_wend == n->end))
+			break;
+		pull(tm, path[d]);
+	}
 }
 
 /* The first node (in key order) of the subtree at root that overlaps
@@ -346,7 +369,7 @@ static void tree_insert(struct sm_tmode *tm, uint32_t i, uint32_t owner, bool wr
 	n->end = end;
 	n->flags = owner << 8 | (write ? NF_WRITE : 0);
 	pull(tm, i + 1);
-	tm->th->root = ins(tm, tm->th->root, i + 1, 0);
+	ins_root(tm, i + 1);
 	n->flags |= NF_IN;
 	tm->th->count++;
 }
@@ -357,7 +380,7 @@ static void tree_remove(struct sm_tmode *tm, uint32_t i)
 
 	if (!(n->flags & NF_IN))
 		return;
-	tm->th->root = del(tm, tm->th->root, i + 1, 0);
+	del_root(tm, i + 1);
 	n->flags &= ~NF_IN;
 	n->left = n->right = 0;
 	tm->th->count--;
