@@ -198,11 +198,11 @@ int tu_vma_count(void)
 int tu_holder(void *arg, int in, int out)
 {
 	struct tu_holder_arg *a = arg;
-	sm_options o = { .size = sizeof(o), .tag = a->tag };
+	sm_options o;
 	sm_file *f;
 	sm_slice *s;
 	char buf[8];
-	int rc = sm_open(a->path, SM_RDWR, &o, &f);
+	int rc = sm_open(a->path, SM_RDWR, tu_options(&o, a->tag), &f);
 
 	if (rc == 0 &&
 	    (rc = a->write ? sm_map_write(f, a->off, a->len, 0, &s) : sm_map_read(f, a->off, a->len, 0, &s)) < 0)
@@ -249,4 +249,73 @@ int tu_run(Suite *s)
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
 	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+bool tu_table_mode(void)
+{
+	const char *m = getenv("SAFEMAP_TEST_MODE");
+
+	return m && strcmp(m, "table") == 0;
+}
+
+sm_options *tu_options(sm_options *o, const char *tag)
+{
+	memset(o, 0, sizeof(*o));
+	o->size = sizeof(*o);
+	o->tag = tag;
+	if (tu_table_mode())
+		o->flags |= SM_OPT_TABLE_LOCKS;
+	return o;
+}
+
+int tu_open(const char *path, int flags, const sm_options *opt, sm_file **out)
+{
+	sm_options o;
+
+	tu_options(&o, NULL);
+	if (opt) {
+		o = *opt;
+		o.size = sizeof(o);
+		if (tu_table_mode())
+			o.flags |= SM_OPT_TABLE_LOCKS;
+	}
+	return sm_open(path, flags, &o, out);
+}
+
+bool tu_mode_usable(const char *casename)
+{
+	char name[128], dir[PATH_MAX], path[PATH_MAX + 16];
+	const char *t = getenv("TMPDIR");
+	sm_options o;
+	sm_file *f;
+	int fd, rc;
+
+	if (!tu_table_mode())
+		return true;
+	/* a private file: probing must not attach to the case's own files */
+	snprintf(dir, sizeof(dir), "%s/safemap-probe.XXXXXX", t && *t ? t : "/tmp");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/f", dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, 4096), 0);
+	close(fd);
+	rc = sm_open(path, SM_RDWR, tu_options(&o, NULL), &f);
+	if (rc == 0)
+		sm_close(f);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/f.smlock", dir);
+	unlink(path);
+	rmdir(dir);
+	if (rc == -EINVAL || rc == -ENOTSUP) {
+		snprintf(name, sizeof(name), "%s", casename);
+		size_t n = strlen(name);
+		if (n > 3 && strcmp(name + n - 3, "_fn") == 0)
+			name[n - 3] = '\0';
+		printf("SKIP %s: SM_OPT_TABLE_LOCKS not available (%s)\n", name, sm_strerror(rc));
+		fflush(stdout);
+		return false;
+	}
+	ck_assert_msg(rc == 0, "sm_open with SM_OPT_TABLE_LOCKS: %s", sm_strerror(rc));
+	return true;
 }

@@ -13,6 +13,13 @@
 
 #include <check.h>
 
+#include "safemap.h"
+
+/* Until the library defines it (SPEC §12), the suites still build. */
+#ifndef SM_OPT_TABLE_LOCKS
+#define SM_OPT_TABLE_LOCKS 0x8u
+#endif
+
 /* Create a new file of size bytes (all zero) in a private temporary
  * directory, removed at exit; returns its path (static storage). */
 const char *tu_tmpfile(off_t size);
@@ -63,6 +70,28 @@ void tu_sibling(const char *rel, char *out, size_t size);
 /* This process's program name as the kernel reports it (/proc/self/comm):
  * "memcheck-amd64-" under valgrind. */
 void tu_comm(char *out, size_t size);
+
+/* The lock mode under test: SAFEMAP_TEST_MODE=table (set by Makefile.am
+ * for the second run of the mode-parametrised suites: tests/NAME-table)
+ * makes every sm_open the suites make add SM_OPT_TABLE_LOCKS (SPEC §12);
+ * unset or "kernel", kernel-lock mode.  The peer program reads the same
+ * variable. */
+bool tu_table_mode(void);
+/* Fill o (zeroing it) for an sm_open in the mode under test, with tag. */
+sm_options *tu_options(sm_options *o, const char *tag);
+/* sm_open in the mode under test (opt may be NULL; its flags are kept). */
+int tu_open(const char *path, int flags, const sm_options *opt, sm_file **out);
+/* In table mode, false (after printing "SKIP case: SM_OPT_TABLE_LOCKS not
+ * available") when sm_open refuses the flag with -EINVAL/-ENOTSUP: the
+ * library predates it.  Always true in kernel mode. */
+bool tu_mode_usable(const char *casename);
+/* First statement of a mode-parametrised case.  Check names the function
+ * NAME_fn; the SKIP line names the case. */
+#define TU_REQUIRE_MODE()                       \
+	do {                                    \
+		if (!tu_mode_usable(__func__)) \
+			return;                 \
+	} while (0)
 
 /* Run a suite in Check's fork mode; returns the exit status for main. */
 int tu_run(Suite *s);

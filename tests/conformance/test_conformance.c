@@ -4,6 +4,10 @@
  * program, exec'd) cooperate, conflict, crash and truncate, driven line by
  * line over pipes; every step is a request and its answer, nothing sleeps.
  * SPEC §9.  The peer protocol is in tests/conformance/README.
+ * Every case runs in both lock modes (SPEC §12.6): make check runs this
+ * program again as test_conformance-table with SAFEMAP_TEST_MODE=table,
+ * which the peers inherit; where the modes differ by design (plain fcntl
+ * lockers, stale entries, cached file size) a case asserts each mode's rule.
  */
 #include <check.h>
 #include <errno.h>
@@ -29,7 +33,8 @@ struct peer {
 
 static char peer_bin[PATH_MAX + 64];
 
-static void start(struct peer *p, const char *path, const char *mode, const char *tag)
+/* Start a peer and send its first line; return the answer. */
+static const char *launch(struct peer *p, const char *first)
 {
 	int down[2], up[2];
 
@@ -51,12 +56,38 @@ static void start(struct peer *p, const char *path, const char *mode, const char
 	p->out = fdopen(up[0], "r");
 	ck_assert_ptr_nonnull(p->in);
 	ck_assert_ptr_nonnull(p->out);
-	char cmd[PATH_MAX + 64];
-	snprintf(cmd, sizeof(cmd), "open %s %s %s", path, mode, tag ? tag : "");
-	fprintf(p->in, "%s\n", cmd);
+	fprintf(p->in, "%s\n", first);
 	fflush(p->in);
 	ck_assert_ptr_nonnull(fgets(p->line, sizeof(p->line), p->out));
-	ck_assert_str_eq(p->line, "ok\n");
+	p->line[strcspn(p->line, "\n")] = '\0';
+	return p->line;
+}
+
+/* A peer that opened path in the mode under test (the peer reads
+ * SAFEMAP_TEST_MODE), or in `lockmode` ("table"/"kernel") when not NULL. */
+static const char *start_in(struct peer *p, const char *path, const char *tag, const char *lockmode)
+{
+	char first[PATH_MAX + 64];
+
+	snprintf(first, sizeof(first), "open %s rw %s %s", path, tag ? tag : "-", lockmode ? lockmode : "");
+	return launch(p, first);
+}
+
+static void start(struct peer *p, const char *path, const char *mode, const char *tag)
+{
+	char first[PATH_MAX + 64];
+
+	snprintf(first, sizeof(first), "open %s %s %s", path, mode, tag ? tag : "-");
+	ck_assert_str_eq(launch(p, first), "ok");
+}
+
+/* A program that does not use safemap (plain fcntl locks only). */
+static void start_raw(struct peer *p, const char *path)
+{
+	char first[PATH_MAX + 16];
+
+	snprintf(first, sizeof(first), "raw %s", path);
+	ck_assert_str_eq(launch(p, first), "ok");
 }
 
 /* Send one command; return the answer without its newline. */
@@ -98,6 +129,7 @@ static int crash(struct peer *p, const char *how)
 
 START_TEST(sharing_and_conflicts_among_eight)
 {
+	TU_REQUIRE_MODE();
 	const char *f = tu_tmpfile(PG);
 	struct peer p[8];
 
@@ -119,6 +151,7 @@ END_TEST
 
 START_TEST(in_process_counting_seen_by_others)
 {
+	TU_REQUIRE_MODE();
 	const char *f = tu_tmpfile(PG);
 	struct peer a, b;
 
@@ -128,13 +161,25 @@ START_TEST(in_process_counting_seen_by_others)
 	SAYS("ok 1", &a, "map r 50 100");
 	SAYS("err -16", &a, "map w 60 1"); /* never an upgrade of its own read */
 	OK(&a, "release 0");
-	OK(&b, "ofd w 0 50");
-	OK(&b, "ofd u 0 50");
-	SAYS("err -16", &b, "ofd w 50 1");
-	SAYS("err -16", &b, "posix w 149 1");
-	OK(&b, "posix w 150 1");
-	OK(&a, "release 1");
-	OK(&b, "ofd w 0 150");
+	if (!tu_table_mode()) { /* others see a's bytes through the kernel */
+		OK(&b, "ofd w 0 50");
+		OK(&b, "ofd u 0 50");
+		SAYS("err -16", &b, "ofd w 50 1");
+		SAYS("err -16", &b, "posix w 149 1");
+		OK(&b, "posix w 150 1");
+		OK(&a, "release 1");
+		OK(&b, "ofd w 0 150");
+	} else { /* through the table; plain writers meet the fence (§12.4) */
+		OK(&b, "test w 0 50");
+		SAYS("err -16", &b, "test w 50 1");
+		SAYS("err -16", &b, "test w 149 1");
+		OK(&b, "test w 150 1");
+		SAYS("err -16", &b, "ofd w 0 50");
+		SAYS("err -16", &b, "posix w 150 1");
+		OK(&a, "release 1");
+		OK(&b, "test w 0 150");
+		SAYS("ok 0", &b, "map w 0 150");
+	}
 	ck_assert_int_eq(finish(&a), 0);
 	ck_assert_int_eq(finish(&b), 0);
 }
@@ -142,6 +187,7 @@ END_TEST
 
 START_TEST(holder_killed_at_each_step)
 {
+	TU_REQUIRE_MODE();
 	const char *f = tu_tmpfile(PG);
 	struct peer a, b, c;
 
@@ -153,10 +199,14 @@ START_TEST(holder_killed_at_each_step)
 	snprintf(want, sizeof(want), "ok 1 %d:w:held:victim", (int)a.pid);
 	SAYS(want, &b, "holders 0 64");
 	ck_assert_int_eq(crash(&a, "kill"), 128 + SIGKILL);
-	SAYS("ok 0", &b, "map w 0 64"); /* the kernel lock went with it */
+	SAYS("ok 0", &b, "map w 0 64"); /* the kernel lock (table mode: the region) went with it */
 	OK(&b, "release 0");
-	snprintf(want, sizeof(want), "ok 1 %d:w:stale:victim", (int)a.pid);
-	SAYS(want, &b, "holders 0 64");
+	if (tu_table_mode()) {
+		SAYS("ok 0", &b, "holders 0 64"); /* §12.3: reaped at the conflict */
+	} else {
+		snprintf(want, sizeof(want), "ok 1 %d:w:stale:victim", (int)a.pid);
+		SAYS(want, &b, "holders 0 64");
+	}
 	start(&c, f, "rw", NULL); /* an opener reaps */
 	SAYS("ok 0", &b, "holders 0 64");
 
@@ -189,6 +239,7 @@ END_TEST
 
 START_TEST(truncation_while_others_read_and_write)
 {
+	TU_REQUIRE_MODE();
 	const char *f = tu_tmpfile(4 * PG);
 	struct peer a, b, c;
 
@@ -206,7 +257,19 @@ START_TEST(truncation_while_others_read_and_write)
 	SAYS("err -6", &b, "commit 0");
 	OK(&a, "release 0");
 	OK(&b, "release 0");
-	SAYS("err -34", &a, "map r 0 1");     /* the file is empty now */
+	if (!tu_table_mode()) {
+		SAYS("err -34", &a, "map r 0 1"); /* the file is empty now */
+	} else {
+		/* §12.5: the size may be a cached value, so a read slice past
+		 * a foreign truncation is refused, or granted and dead at its
+		 * first access */
+		const char *r = cmd(&a, "map r 0 8");
+		if (strcmp(r, "err -34") != 0) {
+			ck_assert_str_eq(r, "ok 0");
+			SAYS("err -6", &a, "get 0 0");
+			OK(&a, "release 0");
+		}
+	}
 	ck_assert_int_eq(finish(&a), 0);      /* alive to the end */
 	ck_assert_int_eq(finish(&b), 0);
 	ck_assert_int_eq(finish(&c), 0);
@@ -215,6 +278,7 @@ END_TEST
 
 START_TEST(commit_visibility_to_pread)
 {
+	TU_REQUIRE_MODE();
 	const char *f = tu_tmpfile(PG);
 	struct peer a, b;
 
@@ -240,11 +304,57 @@ START_TEST(commit_visibility_to_pread)
 }
 END_TEST
 
+/* SPEC §12.4, the table-mode rule for programs without safemap: a plain
+ * fcntl write lock present at attach time makes sm_open fail with -EBUSY;
+ * while a table-mode user is attached, plain writers are refused anywhere
+ * in [0, 2^62) by the fence; plain readers are not excluded, and do not
+ * exclude table-mode writers (documented); safemap users still exclude
+ * each other; when the last one is gone, so is the fence. */
+static void plain_fcntl_meets_the_fence(const char *f)
+{
+	struct peer a, b, c, d;
+
+	start_raw(&c, f);
+	OK(&c, "ofd w 10 1");
+	ck_assert_str_eq(start_in(&d, f, NULL, NULL), "err -16");
+	ck_assert_int_eq(finish(&d), 0);
+	OK(&c, "ofd u 10 1");
+	OK(&c, "posix w 20 1");
+	ck_assert_str_eq(start_in(&d, f, NULL, NULL), "err -16");
+	ck_assert_int_eq(finish(&d), 0);
+	OK(&c, "posix u 20 1");
+
+	start(&a, f, "rw", NULL);
+	start(&b, f, "rw", NULL);
+	SAYS("err -16", &c, "ofd w 100 100");
+	SAYS("err -16", &c, "posix w 100 100");
+	SAYS("err -16", &c, "ofd w 0x3ffffffffffffff0 16"); /* far past EOF too */
+	OK(&c, "ofd r 100 100");
+	OK(&c, "posix r 300 10");
+	SAYS("ok 0", &b, "map w 150 10");
+	SAYS("ok 1", &b, "map w 305 1");
+	SAYS("ok 0", &a, "map r 0 100");
+	SAYS("err -16", &a, "map r 150 1");
+	SAYS("err -16", &a, "map w 305 1");
+	SAYS("err -16", &a, "ofd w 3000 1"); /* an attached process's own plain writer too */
+	ck_assert_int_eq(finish(&a), 0);
+	SAYS("err -16", &c, "ofd w 1000 10"); /* b is still attached */
+	ck_assert_int_eq(finish(&b), 0);
+	OK(&c, "ofd w 1000 10");
+	OK(&c, "posix w 2000 10");
+	ck_assert_int_eq(finish(&c), 0);
+}
+
 START_TEST(plain_fcntl_lockers_interoperate)
 {
+	TU_REQUIRE_MODE();
 	const char *f = tu_tmpfile(PG);
 	struct peer a, b;
 
+	if (tu_table_mode()) {
+		plain_fcntl_meets_the_fence(f);
+		return;
+	}
 	start(&a, f, "rw", NULL);
 	start(&b, f, "rw", NULL);
 	OK(&a, "posix w 100 100");
@@ -262,6 +372,7 @@ END_TEST
 
 START_TEST(fork_children_never_unlock)
 {
+	TU_REQUIRE_MODE();
 	const char *f = tu_tmpfile(PG);
 	struct peer a, b;
 
@@ -280,6 +391,7 @@ END_TEST
 
 START_TEST(bad_input_is_an_error_not_a_crash)
 {
+	TU_REQUIRE_MODE();
 	const char *f = tu_tmpfile(PG);
 	struct peer a;
 
@@ -302,6 +414,7 @@ END_TEST
 /* SPEC §16: lock ranges without mappings. */
 START_TEST(lock_past_eof_never_grows_the_file)
 {
+	TU_REQUIRE_MODE();
 	const char *f = tu_tmpfile(2 * PG);
 	struct peer a, b;
 
@@ -315,7 +428,12 @@ START_TEST(lock_past_eof_never_grows_the_file)
 	char want[128];
 	snprintf(want, sizeof(want), "ok 1 %d:w:held:PENDING", (int)a.pid);
 	SAYS(want, &b, "holders 0x40000000 1");          /* named by its lock's own tag */
-	SAYS("err -16", &b, "ofd r 0x40000000 1");       /* plain fcntl sees it */
+	if (!tu_table_mode()) {
+		SAYS("err -16", &b, "ofd r 0x40000000 1"); /* plain fcntl sees it */
+	} else { /* plain readers are not excluded in table mode (§12.4) */
+		OK(&b, "ofd r 0x40000000 1");
+		OK(&b, "ofd u 0x40000000 1");
+	}
 	OK(&a, "unlock 0");
 	SAYS("ok", &b, "test w 0x40000000 1");
 	SAYS("ok 0", &b, "lock w 0x3fffffff 2");
@@ -329,6 +447,7 @@ END_TEST
  * ranges inside it that still exclude. */
 START_TEST(nolock_memory_shared_and_lock_ranges_inside)
 {
+	TU_REQUIRE_MODE();
 	const char *f = tu_tmpfile(PG);
 	struct peer a, b;
 
@@ -340,7 +459,8 @@ START_TEST(nolock_memory_shared_and_lock_ranges_inside)
 	SAYS("ok 777", &b, "get 0 64");
 	OK(&b, "put 0 72 778");
 	SAYS("ok 778", &a, "get 0 72");
-	SAYS("ok", &b, "ofd w 0 4096");                 /* no kernel lock from them */
+	/* no kernel lock from them (table mode: the fence refuses plain writers) */
+	SAYS(tu_table_mode() ? "err -16" : "ok", &b, "ofd w 0 4096");
 	SAYS("ok", &b, "ofd u 0 4096");
 	SAYS("ok 0", &a, "lock w 120 1 WAL_WRITE");     /* inside its own mapping */
 	SAYS("err -16", &b, "lock w 120 1");
@@ -362,9 +482,41 @@ START_TEST(nolock_memory_shared_and_lock_ranges_inside)
 }
 END_TEST
 
+/* SPEC §12.1: an opener in the other lock mode while owners of this mode
+ * are attached gets -EPROTO; once they are gone it may attach, and then
+ * this mode is refused. */
+START_TEST(modes_never_mix)
+{
+	TU_REQUIRE_MODE();
+	const char *f = tu_tmpfile(PG);
+	const char *other = tu_table_mode() ? "kernel" : "table";
+	struct peer a, b, c;
+	const char *r;
+
+	start(&a, f, "rw", NULL);
+	SAYS("ok 0", &a, "map w 0 10");
+	r = start_in(&b, f, NULL, other);
+	if (strcmp(r, "err -22") == 0 || strcmp(r, "err -95") == 0) {
+		printf("SKIP modes_never_mix: SM_OPT_TABLE_LOCKS not available (%s)\n", r);
+		ck_assert_int_eq(finish(&b), 0);
+		ck_assert_int_eq(finish(&a), 0);
+		return;
+	}
+	ck_assert_str_eq(r, "err -71"); /* -EPROTO */
+	ck_assert_int_eq(finish(&b), 0);
+	SAYS("ok 1", &a, "map r 100 10"); /* a is unharmed */
+	ck_assert_int_eq(finish(&a), 0);
+	ck_assert_str_eq(start_in(&c, f, NULL, other), "ok");
+	SAYS("ok 0", &c, "map w 0 10");
+	ck_assert_str_eq(start_in(&b, f, NULL, NULL), "err -71");
+	ck_assert_int_eq(finish(&b), 0);
+	ck_assert_int_eq(finish(&c), 0);
+}
+END_TEST
+
 int main(void)
 {
-	Suite *s = suite_create("conformance");
+	Suite *s = suite_create(tu_table_mode() ? "conformance (table mode)" : "conformance");
 	TCase *tc = tcase_create("peers");
 
 	tcase_set_timeout(tc, 60);
@@ -378,6 +530,7 @@ int main(void)
 	tcase_add_test(tc, bad_input_is_an_error_not_a_crash);
 	tcase_add_test(tc, lock_past_eof_never_grows_the_file);
 	tcase_add_test(tc, nolock_memory_shared_and_lock_ranges_inside);
+	tcase_add_test(tc, modes_never_mix);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }

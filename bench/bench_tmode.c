@@ -1,0 +1,575 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench_tmode.c - SPEC §8's table-authority figures (issue 15), each with
+ * its baselines measured in the same run: medians of several rounds in
+ * which the contenders alternate, the ratio, the target.
+ *
+ *   bench/bench_tmode [-r REPS] [-d DIR] [-f FIGURE]
+ *
+ *   A. map + first read + release of a 4 KiB read slice from a cached
+ *      window: table mode vs the raw sequence done by hand (F_OFD_SETLK +
+ *      mmap + read + munmap + unlock, as bench/bench figure 1) and vs an
+ *      LMDB read transaction (mdb_txn_renew + mdb_get + mdb_txn_reset on a
+ *      small environment; only when configure found liblmdb); kernel mode
+ *      in the same run.
+ *   B. the same with 100,000 other regions held by another process (table
+ *      mode) against none held; kernel mode with 10,000 held as the
+ *      comparison (100,000 kernel locks would take minutes).
+ *   C. 2 and 8 processes on random non-overlapping 4 KiB slices of one
+ *      cached window: throughput, table mode vs kernel mode; read slices
+ *      (the lock path), then 1 in 4 a write slice (which fallocates).
+ *   D. contended: 2/4/8 processes on overlapping slices in a shared 1 MiB:
+ *      busy rate and throughput, both modes.
+ *
+ * Before the library has SM_OPT_TABLE_LOCKS (sm_open says -EINVAL) it
+ * prints the kernel-mode figures and "table mode: not available".  The
+ * whole run stays under a minute here.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef HAVE_LMDB
+#include <lmdb.h>
+#endif
+
+#include "safemap.h"
+
+#ifndef SM_OPT_TABLE_LOCKS /* until the library has SPEC §12's mode */
+#define SM_OPT_TABLE_LOCKS 0x8u
+#endif
+
+#define PG 4096
+#define NOINLINE __attribute__((noinline))
+#define SPAN_A (1ull << 20)  /* figure A's slices: 256 pages of one cached window */
+#define FILE_SIZE (32ull << 20)
+#define HELD_BASE (16ull << 20)
+
+static int reps = 5;
+static char dir[256] = "/var/tmp";
+static char kpath[512], tpath[512]; /* kernel-mode and table-mode files */
+static int table_ok;
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+__attribute__((noreturn)) static void die(const char *what, int rc)
+{
+	fprintf(stderr, "bench_tmode: %s: %s\n", what, rc < 0 ? sm_strerror(rc) : strerror(errno));
+	exit(1);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static double median(const double *v, int n)
+{
+	double s[64];
+
+	memcpy(s, v, (size_t)n * sizeof(*v));
+	qsort(s, (size_t)n, sizeof(*s), cmp_double);
+	return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+static void make_file(const char *p, uint64_t size)
+{
+	int fd = open(p, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	char *buf = calloc(1, 1 << 20);
+
+	if (fd < 0 || ftruncate(fd, (off_t)size) < 0)
+		die(p, 0);
+	for (uint64_t o = 0; o < size; o += 1 << 20) /* real blocks, in the page cache */
+		if (pwrite(fd, buf, 1 << 20, (off_t)o) < 0)
+			die("pwrite", 0);
+	free(buf);
+	close(fd);
+}
+
+static void remove_file(const char *p)
+{
+	char t[600];
+
+	unlink(p);
+	snprintf(t, sizeof(t), "%s.smlock", p);
+	unlink(t);
+}
+
+static int open_mode(const char *p, int table, sm_file **f)
+{
+	sm_options o = { .size = sizeof(o), .flags = table ? SM_OPT_TABLE_LOCKS : 0 };
+	return sm_open(p, SM_RDWR, &o, f);
+}
+
+static int raw_lock(int fd, short type, uint64_t off, uint64_t len)
+{
+	struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = (off_t)off,
+			    .l_len = (off_t)len };
+	return fcntl(fd, F_OFD_SETLK, &fl);
+}
+
+/* One row: a's median, b's median, a/b, the target.  NAN medians print as
+ * "n/a" (a contender that is not available). */
+static void row(const char *name, const char *an, const double *a, const char *bn, const double *b,
+		int n, const char *unit, const char *target)
+{
+	double x = a ? median(a, n) : 0, y = b ? median(b, n) : 0;
+	char ratio[32] = "  n/a";
+
+	if (a && b && y > 0)
+		snprintf(ratio, sizeof(ratio), "%.3fx", x / y);
+	printf("  %-40s %s %9.1f %-5s %s %9.1f %-5s ratio %s  (target %s)\n", name, an, x, unit, bn, y,
+	       unit, ratio, target);
+}
+
+/* ---- A and B: one 4 KiB read slice, map + first read + release --------- */
+
+NOINLINE static void slices(sm_file *f, long iters)
+{
+	for (long i = 0; i < iters; i++) {
+		uint64_t off = ((uint64_t)i * 7 * PG) % SPAN_A;
+		sm_slice *s;
+		uint8_t b;
+		int rc = sm_map_read(f, off, PG, 0, &s);
+		if (rc < 0 || (rc = sm_get_u8(s, 0, &b)) < 0 || (rc = sm_release(s)) < 0)
+			die("slice", rc);
+	}
+}
+
+NOINLINE static void raw_slices(int fd, long iters)
+{
+	for (long i = 0; i < iters; i++) {
+		uint64_t off = ((uint64_t)i * 7 * PG) % SPAN_A;
+		if (raw_lock(fd, F_RDLCK, off, PG) < 0)
+			die("F_OFD_SETLK", 0);
+		volatile uint8_t *p = mmap(NULL, PG, PROT_READ, MAP_SHARED, fd, (off_t)off);
+		if (p == MAP_FAILED)
+			die("mmap", 0);
+		(void)p[0];
+		munmap((void *)p, PG);
+		raw_lock(fd, F_UNLCK, off, PG);
+	}
+}
+
+#ifdef HAVE_LMDB
+static MDB_env *env;
+static MDB_txn *rtxn;
+static MDB_dbi dbi;
+static char lmdb_dir[600];
+
+static void lmdb_setup(void)
+{
+	MDB_txn *t;
+	char *val = calloc(1, PG);
+	int rc;
+
+	snprintf(lmdb_dir, sizeof(lmdb_dir), "%s/safemap-bench-lmdb.%d", dir, (int)getpid());
+	if (mkdir(lmdb_dir, 0755) < 0)
+		die(lmdb_dir, 0);
+	if ((rc = mdb_env_create(&env)) || (rc = mdb_env_set_mapsize(env, 16u << 20)) ||
+	    (rc = mdb_env_open(env, lmdb_dir, MDB_NOSYNC, 0644)) || (rc = mdb_txn_begin(env, NULL, 0, &t)) ||
+	    (rc = mdb_dbi_open(t, NULL, 0, &dbi))) {
+		fprintf(stderr, "bench_tmode: lmdb: %s\n", mdb_strerror(rc));
+		exit(1);
+	}
+	for (uint32_t k = 0; k < 256; k++) { /* the same 1 MiB as the slices: 256 values of 4 KiB */
+		MDB_val key = { sizeof(k), &k }, v = { PG, val };
+		if ((rc = mdb_put(t, dbi, &key, &v, 0))) {
+			fprintf(stderr, "bench_tmode: mdb_put: %s\n", mdb_strerror(rc));
+			exit(1);
+		}
+	}
+	if ((rc = mdb_txn_commit(t)) || (rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &rtxn))) {
+		fprintf(stderr, "bench_tmode: lmdb: %s\n", mdb_strerror(rc));
+		exit(1);
+	}
+	mdb_txn_reset(rtxn);
+	free(val);
+}
+
+NOINLINE static void lmdb_reads(long iters)
+{
+	for (long i = 0; i < iters; i++) {
+		uint32_t k = (uint32_t)((i * 7) % 256);
+		MDB_val key = { sizeof(k), &k }, v;
+		int rc;
+		if ((rc = mdb_txn_renew(rtxn)) || (rc = mdb_get(rtxn, dbi, &key, &v))) {
+			fprintf(stderr, "bench_tmode: mdb_get: %s\n", mdb_strerror(rc));
+			exit(1);
+		}
+		(void)*(volatile const char *)v.mv_data; /* the first read */
+		mdb_txn_reset(rtxn);
+	}
+}
+
+static void lmdb_teardown(void)
+{
+	char p[700];
+
+	mdb_txn_abort(rtxn);
+	mdb_env_close(env);
+	snprintf(p, sizeof(p), "%s/data.mdb", lmdb_dir);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s/lock.mdb", lmdb_dir);
+	unlink(p);
+	rmdir(lmdb_dir);
+}
+#endif
+
+/* Iterations for ~TARGET_S seconds per round, from a short trial: the
+ * contenders differ by 1000x (and a loaded machine by more). */
+#define TARGET_S 0.06
+static long calibrate(void (*fn)(void *, long), void *arg)
+{
+	long n = 16;
+	double t;
+
+	for (;;) {
+		double t0 = now();
+		fn(arg, n);
+		t = now() - t0;
+		if (t > TARGET_S / 8 || n >= 1L << 24)
+			break;
+		n *= 4;
+	}
+	n = (long)((double)n * TARGET_S / (t > 0 ? t : 1e-9));
+	return n < 16 ? 16 : n;
+}
+
+static double time_per_op(void (*fn)(void *, long), void *arg, long iters)
+{
+	double t0 = now();
+	fn(arg, iters);
+	return (now() - t0) / (double)iters * 1e9;
+}
+
+static void sm_fn(void *f, long n) { slices(f, n); }
+static void raw_fn(void *fd, long n) { raw_slices(*(int *)fd, n); }
+#ifdef HAVE_LMDB
+static void lmdb_fn(void *unused, long n) { lmdb_reads(n); }
+#endif
+
+/* ns per slice of `iters` slices (after the caller's warm-up). */
+static double time_slices(sm_file *f, long iters)
+{
+	return time_per_op(sm_fn, f, iters);
+}
+
+/* Another process holding n regions until told to stop: table mode,
+ * sm_lock read ranges of 32 bytes at HELD_BASE + i * 64; kernel mode, raw
+ * OFD read locks there (as bench/bench figure 2). */
+static pid_t hold_in_child(const char *p, int table, int n, int *stop_fd)
+{
+	int ready[2], stop[2];
+	pid_t pid;
+	char c = 0;
+
+	if (pipe(ready) < 0 || pipe(stop) < 0)
+		die("pipe", 0);
+	if ((pid = fork()) == 0) {
+		close(stop[1]);
+		close(ready[0]);
+		if (table) {
+			sm_file *f;
+			sm_range *r;
+			int rc = open_mode(p, 1, &f);
+			for (int i = 0; rc == 0 && i < n; i++)
+				rc = sm_lock(f, HELD_BASE + (uint64_t)i * 64, 32, SM_LOCK_READ, NULL, &r);
+			if (rc < 0) {
+				fprintf(stderr, "bench_tmode: holding %d regions: %s\n", n, sm_strerror(rc));
+				_exit(1);
+			}
+		} else {
+			int fd = open(p, O_RDONLY | O_CLOEXEC);
+			for (int i = 0; i < n; i++)
+				if (raw_lock(fd, F_RDLCK, HELD_BASE + (uint64_t)i * 64, 32) < 0)
+					_exit(1);
+		}
+		(void)!write(ready[1], "r", 1);
+		(void)!read(stop[0], &c, 1); /* EOF: the parent is done */
+		_exit(0);
+	}
+	close(ready[1]);
+	close(stop[0]);
+	if (read(ready[0], &c, 1) != 1)
+		die("holder child failed", -EIO);
+	close(ready[0]);
+	*stop_fd = stop[1];
+	return pid;
+}
+
+static void release_child(pid_t pid, int stop)
+{
+	close(stop);
+	waitpid(pid, NULL, 0);
+}
+
+static void figures_a_b(void)
+{
+	long ti = 0, ki, ri, li = 0;
+	double tm[64], km[64], raw[64], lm[64], th[64], kh[64];
+	sm_file *kf, *tf = NULL;
+	int fd, rc;
+
+	make_file(kpath, FILE_SIZE);
+	make_file(tpath, FILE_SIZE);
+	if ((rc = open_mode(kpath, 0, &kf)) < 0)
+		die("sm_open (kernel mode)", rc);
+	if (table_ok && (rc = open_mode(tpath, 1, &tf)) < 0)
+		die("sm_open (table mode)", rc);
+	fd = open(kpath, O_RDWR | O_CLOEXEC);
+	/* warm windows, page cache, size caches while calibrating */
+#ifdef HAVE_LMDB
+	lmdb_setup();
+	li = calibrate(lmdb_fn, NULL);
+#endif
+	ki = calibrate(sm_fn, kf);
+	ri = calibrate(raw_fn, &fd);
+	if (tf)
+		ti = calibrate(sm_fn, tf);
+	for (int r = 0; r < reps; r++) {
+		if (tf)
+			tm[r] = time_slices(tf, ti);
+		raw[r] = time_per_op(raw_fn, &fd, ri);
+		km[r] = time_slices(kf, ki);
+#ifdef HAVE_LMDB
+		lm[r] = time_per_op(lmdb_fn, NULL, li);
+#else
+		(void)li;
+		lm[r] = 0;
+#endif
+	}
+	printf("A. map + first read + release of a 4 KiB read slice from a cached window\n");
+	if (tf) {
+		row("table mode vs the raw OFD+mmap sequence", "table", tm, "raw", raw, reps, "ns/op", "<= 0.05x");
+#ifdef HAVE_LMDB
+		row("table mode vs an LMDB read txn (renew+get+reset)", "table", tm, "lmdb", lm, reps, "ns/op",
+		    "<= 3x");
+#else
+		printf("  LMDB: not installed (configure did not find liblmdb: apt-get install liblmdb-dev)\n");
+#endif
+	} else {
+		printf("  table mode: not available (sm_open refuses SM_OPT_TABLE_LOCKS)\n");
+#ifndef HAVE_LMDB
+		printf("  LMDB: not installed (configure did not find liblmdb: apt-get install liblmdb-dev)\n");
+#endif
+	}
+	row("kernel mode vs the raw OFD+mmap sequence", "kernel", km, "raw", raw, reps, "ns/op", "<= 1.0x (SPEC 8)");
+#ifdef HAVE_LMDB
+	row("kernel mode vs an LMDB read txn", "kernel", km, "lmdb", lm, reps, "ns/op", "(comparison)");
+	lmdb_teardown();
+#endif
+
+	printf("B. the same with other regions held by another process\n");
+	if (tf) {
+		int stop;
+		double t0 = now();
+		pid_t pid = hold_in_child(tpath, 1, 100000, &stop);
+		printf("  (another process took 100,000 sm_lock ranges in %.2f s)\n", now() - t0);
+		slices(tf, ti / 4);
+		for (int r = 0; r < reps; r++)
+			th[r] = time_slices(tf, ti);
+		release_child(pid, stop);
+		for (int r = 0; r < reps; r++) /* none held: measured again, right after */
+			tm[r] = time_slices(tf, ti);
+		row("table mode, 100,000 held vs none held", "held", th, "none", tm, reps, "ns/op", "<= 1.5x");
+	} else {
+		printf("  table mode: not available\n");
+	}
+	{
+		int stop;
+		pid_t pid = hold_in_child(kpath, 0, 10000, &stop);
+		long kih = calibrate(sm_fn, kf);
+		for (int r = 0; r < reps; r++)
+			kh[r] = time_slices(kf, kih);
+		release_child(pid, stop);
+		row("kernel mode, 10,000 held vs none held", "held", kh, "none", km, reps, "ns/op",
+		    "(comparison)");
+		if (tf)
+			row("table 100,000 held vs kernel 10,000 held", "table", th, "kernel", kh, reps, "ns/op",
+			    "(comparison)");
+	}
+	close(fd);
+	sm_close(kf);
+	if (tf)
+		sm_close(tf);
+	remove_file(kpath);
+	remove_file(tpath);
+}
+
+/* ---- C and D: throughput of several processes ----------------------------- */
+
+/* Each worker takes random 4 KiB slices for `secs`, 1 in `wfrac` a write
+ * (0: none).  Non-overlapping: pages of a 2 MiB region (one cached window)
+ * whose index modulo nproc is the worker's, so workers never conflict and
+ * the lock path, not mmap, is measured.  Overlapping: anywhere in a shared
+ * 1 MiB at 64-byte offsets (conflicts fail fast and count as busy). */
+static void worker(const char *p, int table, int id, int nproc, int overlap, int wfrac, double secs,
+		   int out)
+{
+	const uint64_t pages = (2ull << 20) / PG;
+	unsigned seed = (unsigned)id * 7919u + 1;
+	long ops = 0, busy = 0;
+	sm_file *f;
+
+	if (open_mode(p, table, &f) < 0)
+		_exit(1);
+	double end = now() + secs;
+	while (now() < end) {
+		for (int k = 0; k < 64; k++) {
+			uint64_t off = overlap ? (uint64_t)(rand_r(&seed) % (int)(((1 << 20) - PG) / 64)) * 64
+					       : ((uint64_t)rand_r(&seed) % (pages / (uint64_t)nproc) * (uint64_t)nproc +
+						  (uint64_t)id) * PG;
+			int write = wfrac && rand_r(&seed) % wfrac == 0;
+			sm_slice *s;
+			uint8_t b;
+			int rc = write ? sm_map_write(f, off, PG, 0, &s) : sm_map_read(f, off, PG, 0, &s);
+			if (rc == -EBUSY) {
+				busy++;
+				continue;
+			}
+			if (rc < 0 || (write ? sm_put_u8(s, 0, 1) : sm_get_u8(s, 0, &b)) < 0)
+				_exit(2);
+			sm_release(s);
+			ops++;
+		}
+	}
+	sm_close(f);
+	dprintf(out, "%ld %ld\n", ops, busy);
+	_exit(0);
+}
+
+static double run_procs(const char *p, int table, int nproc, int overlap, int wfrac, double secs,
+			double *busy_rate)
+{
+	int pp[2];
+	long total = 0, busy = 0, o, b;
+
+	if (pipe(pp) < 0)
+		die("pipe", 0);
+	for (int i = 0; i < nproc; i++)
+		if (fork() == 0) {
+			close(pp[0]);
+			worker(p, table, i, nproc, overlap, wfrac, secs, pp[1]);
+		}
+	close(pp[1]);
+	FILE *in = fdopen(pp[0], "r");
+	while (fscanf(in, "%ld %ld", &o, &b) == 2) {
+		total += o;
+		busy += b;
+	}
+	fclose(in);
+	while (wait(NULL) > 0)
+		;
+	*busy_rate = (double)busy / secs;
+	return (double)total / secs;
+}
+
+static void procs_row(const char *label, int nproc, int overlap, int wfrac, double secs, const char *target)
+{
+	const int r3 = reps < 3 ? reps : 3;
+	double t[8], k[8], tb[8], kb[8];
+	char name[96];
+
+	for (int r = 0; r < r3; r++) {
+		if (table_ok)
+			t[r] = run_procs(tpath, 1, nproc, overlap, wfrac, secs, &tb[r]);
+		k[r] = run_procs(kpath, 0, nproc, overlap, wfrac, secs, &kb[r]);
+	}
+	snprintf(name, sizeof(name), "%d processes, %s", nproc, label);
+	if (!table_ok) {
+		printf("  %-40s table mode: not available; kernel %9.1f op/s (busy %.0f/s)\n", name, median(k, r3),
+		       median(kb, r3));
+		return;
+	}
+	row(name, "table", t, "kernel", k, r3, "op/s", target);
+	if (overlap) {
+		snprintf(name, sizeof(name), "%d processes, refused", nproc);
+		row(name, "table", tb, "kernel", kb, r3, "/s", "(comparison)");
+	}
+}
+
+static void figures_c_d(int which)
+{
+	const double secs = 0.5;
+
+	make_file(kpath, FILE_SIZE);
+	make_file(tpath, FILE_SIZE);
+	if (which == 'C') {
+		printf("C. random non-overlapping 4 KiB slices in a 2 MiB region (the pages of each process\n"
+		       "   are its own), %.1f s per run, throughput\n", secs);
+		procs_row("read slices", 2, 0, 0, secs, ">= 10x");
+		procs_row("read slices", 8, 0, 0, secs, ">= 4x");
+		procs_row("1 in 4 a write slice", 2, 0, 4, secs, "(with fallocate)");
+		procs_row("1 in 4 a write slice", 8, 0, 4, secs, "(with fallocate)");
+	} else {
+		printf("D. contended: random 4 KiB slices (1 in 4 a write) anywhere in a shared 1 MiB, %.1f s\n"
+		       "   per run: throughput and refused (-EBUSY) per second\n", secs);
+		for (int n = 2; n <= 8; n *= 2)
+			procs_row("throughput", n, 1, 4, secs, "(comparison)");
+	}
+	remove_file(kpath);
+	remove_file(tpath);
+}
+
+static int probe_table_mode(void)
+{
+	sm_file *f;
+	int rc;
+
+	make_file(tpath, PG);
+	rc = open_mode(tpath, 1, &f);
+	if (rc == 0)
+		sm_close(f);
+	remove_file(tpath);
+	if (rc == 0)
+		return 1;
+	if (rc != -EINVAL && rc != -ENOTSUP)
+		die("sm_open with SM_OPT_TABLE_LOCKS", rc);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	int only = 0, c;
+	double t0 = now();
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	while ((c = getopt(argc, argv, "r:d:f:")) != -1) {
+		switch (c) {
+		case 'r': reps = atoi(optarg) < 1 ? 1 : atoi(optarg) > 64 ? 64 : atoi(optarg); break;
+		case 'd': snprintf(dir, sizeof(dir), "%s", optarg); break;
+		case 'f': only = optarg[0] & ~0x20; break;
+		default:
+			fprintf(stderr, "usage: bench_tmode [-r REPS] [-d DIR] [-f A|B|C|D]\n");
+			return 2;
+		}
+	}
+	snprintf(kpath, sizeof(kpath), "%s/safemap-bench-kernel.%d", dir, (int)getpid());
+	snprintf(tpath, sizeof(tpath), "%s/safemap-bench-table.%d", dir, (int)getpid());
+	table_ok = probe_table_mode();
+	printf("safemap bench_tmode: table-authority mode (SM_OPT_TABLE_LOCKS), %d repetitions, medians, "
+	       "files in %s%s\n", reps, dir, table_ok ? "" : " -- table mode: not available");
+	if (!only || only == 'A' || only == 'B')
+		figures_a_b();
+	if (!only || only == 'C')
+		figures_c_d('C');
+	if (!only || only == 'D')
+		figures_c_d('D');
+	printf("(bench_tmode took %.0f s)\n", now() - t0);
+	return 0;
+}
