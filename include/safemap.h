@@ -99,6 +99,12 @@ typedef struct sm_options {
 #define SM_OPT_TABLE_REQUIRED 0x1u /* fail sm_open if the lock table is unusable */
 #define SM_OPT_NO_TABLE 0x2u       /* do not use a lock table (kernel locks only) */
 #define SM_OPT_REFUSE_NETFS 0x4u   /* sm_open fails with -EREMOTE on NFS/SMB/Ceph/FUSE */
+/* Table-authority mode (SPEC §12, see sm_open(3) and safemap(7)): the lock
+ * table decides exclusion, so an uncontended slice makes no system call.
+ * Every process using the file must use safemap in this mode; plain fcntl
+ * writers are fenced off, plain fcntl readers are not.  Not with
+ * SM_OPT_NO_TABLE (-EINVAL), nor on a network filesystem (-EREMOTE). */
+#define SM_OPT_TABLE_LOCKS 0x8u
 
 /* One holder of a region, from the lock table (sm_holders). */
 #define SM_MODE_READ 1
@@ -145,9 +151,15 @@ struct sm_view {
 /* --- files ------------------------------------------------------------- */
 
 /* Open (SM_CREATE: create) a shared file.  flags: SM_RDONLY or SM_RDWR, plus
- * SM_CREATE.  opt may be NULL.  Errors: -EINVAL (bad flags or options),
- * -ENOMEM, any open(2) error (-ENOENT, -EACCES, -EISDIR, ...), -EINVAL if the
- * path is not a regular file.  See sm_open(3). */
+ * SM_CREATE.  opt may be NULL.  Errors: -EINVAL (bad flags or options,
+ * SM_OPT_TABLE_LOCKS with SM_OPT_NO_TABLE), -ENOMEM, any open(2) error
+ * (-ENOENT, -EACCES, -EISDIR, ...), -EINVAL if the path is not a regular
+ * file, -EREMOTE (network filesystem with SM_OPT_REFUSE_NETFS or
+ * SM_OPT_TABLE_LOCKS), -EPROTO (the file is in use in the other lock mode,
+ * or in table mode through another table; in table mode also a table that
+ * fails validation while other owners are attached), -EBUSY (table mode: a
+ * foreign write lock lies on the data file), -ENOLCK (table mode: no
+ * liveness byte left), or the table's error in table mode.  See sm_open(3). */
 SM_EXPORT SM_WUR int sm_open(const char *path, int flags, const sm_options *opt,
 			     sm_file **out);
 

@@ -34,8 +34,10 @@ static const struct {
 	{ ENOSPC, "no space left on the device to reserve or write the region" },
 	{ ENOMEM, "out of memory or address space" },
 	{ EPROTO, "the lock table is not a valid safemap table (corrupted, foreign or "
-		  "another version)" },
-	{ EREMOTE, "the file is on a network filesystem and SM_OPT_REFUSE_NETFS was given" },
+		  "another version), or the file is in use in the other lock mode "
+		  "(SM_OPT_TABLE_LOCKS) or through another table" },
+	{ EREMOTE, "the file is on a network filesystem and SM_OPT_REFUSE_NETFS or "
+		   "SM_OPT_TABLE_LOCKS was given" },
 	{ EPERM, "the lock table is owned by another user than the data file's owner, "
 		 "the caller or root; it was not trusted" },
 	{ EACCES, "permission denied on the data file or its lock table" },

@@ -38,8 +38,11 @@ static int check_options(const sm_options *opt, sm_options *o)
 		n = sizeof(*o);
 	}
 	memcpy(o, opt, n);
-	if (o->flags & ~(SM_OPT_TABLE_REQUIRED | SM_OPT_NO_TABLE | SM_OPT_REFUSE_NETFS))
+	if (o->flags & ~(SM_OPT_TABLE_REQUIRED | SM_OPT_NO_TABLE | SM_OPT_REFUSE_NETFS |
+			 SM_OPT_TABLE_LOCKS))
 		return -EINVAL;
+	if ((o->flags & SM_OPT_TABLE_LOCKS) && (o->flags & SM_OPT_NO_TABLE))
+		return -EINVAL; /* table mode decides in the table */
 	for (size_t i = 0; i < sizeof(o->reserved) / sizeof(o->reserved[0]); i++)
 		if (o->reserved[i])
 			return -EINVAL;
@@ -178,6 +181,7 @@ void sm_file_destroy(sm_file *f)
 	 * thread never gives a child one it cannot close. */
 	int cs_ = sm_nocancel();
 	pthread_mutex_lock(&f->lock);
+	sm_tmode_close(f);
 	sm_table_close(f);
 	sm_window_free_all(f);
 	sm_ranges_free_all(f);

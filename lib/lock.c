@@ -30,6 +30,8 @@ int sm_hold_lock(sm_file *f, struct sm_hold *h, const char *tag)
 {
 	int rc;
 
+	if (f->tmode)
+		return sm_tmode_hold_lock(f, h, tag);
 	h->slot = -1;
 	if (h->nolock)
 		return sm_table_add(f, h, tag, SMT_UNLOCKED);
@@ -55,6 +57,8 @@ int sm_hold_unlock(sm_file *f, struct sm_hold *h, bool owner)
 {
 	int rc = 0;
 
+	if (f->tmode)
+		return sm_tmode_hold_unlock(f, h, owner);
 	if (h->nolock) {
 		sm_table_remove(f, h, owner);
 		return 0;
@@ -164,7 +168,7 @@ int sm_test(sm_file *f, uint64_t off, uint64_t len, int flags)
 	if (f->closing)
 		rc = -EBADF;
 	else if ((rc = sm_ranges_conflict(f, off, len, write)) == 0 && !f->memory)
-		rc = sm_ofd_test(f->fd, write, off, len);
+		rc = f->tmode ? sm_tmode_test(f, write, off, len) : sm_ofd_test(f->fd, write, off, len);
 	pthread_mutex_unlock(&f->lock);
 	sm_cancel_restore(cs);
 	return rc;

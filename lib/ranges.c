@@ -14,6 +14,10 @@
  * runs whose count drops to zero).  Every lookup is O(log n) in the number of
  * runs, plus the runs the slice overlaps.
  *
+ * In table-authority mode (tmode.c) the same counting runs without any
+ * kernel call: the table decides between sm_files, and an F_UNLCK through
+ * the description would punch a hole in its fence (sm_kernel_locks()).
+ *
  * One structure for every hold of the file: slices and sm_lock ranges
  * (lock.c) follow the same rules between each other.  SM_NOLOCK mappings
  * hold nothing and never appear here.
@@ -136,7 +140,7 @@ static int acquire_write(sm_file *f, struct sm_hold *s, uint64_t a, uint64_t b)
 		return -EBUSY; /* never let the kernel upgrade our own read lock */
 	if ((rc = seg_alloc_list(f, 1, &list)) < 0)
 		return rc;
-	if (!f->memory && (rc = sm_ofd_lock(f->fd, true, a, b - a)) < 0) {
+	if (sm_kernel_locks(f) && (rc = sm_ofd_lock(f->fd, true, a, b - a)) < 0) {
 		list_free(f, list);
 		return rc;
 	}
@@ -163,7 +167,7 @@ static int acquire_read(sm_file *f, struct sm_hold *s, uint64_t a, uint64_t b)
 	/* gaps new runs + 2 splits now, and 2 spares for the release. */
 	if ((rc = seg_alloc_list(f, gaps + 4, &list)) < 0)
 		return rc;
-	if (!f->memory && (rc = sm_ofd_lock(f->fd, false, a, b - a)) < 0) {
+	if (sm_kernel_locks(f) && (rc = sm_ofd_lock(f->fd, false, a, b - a)) < 0) {
 		list_free(f, list);
 		return rc;
 	}
@@ -223,7 +227,7 @@ static void merge_at(sm_file *f, uint64_t x)
  * unlocks. */
 static int unlock_if_owner(sm_file *f, bool owner, uint64_t off, uint64_t len)
 {
-	if (f->memory || !owner)
+	if (!sm_kernel_locks(f) || !owner)
 		return 0;
 	return sm_ofd_unlock(f->fd, off, len);
 }
@@ -306,7 +310,7 @@ int sm_ranges_downgrade(sm_file *f, struct sm_hold *h)
 		return rc;
 	/* One F_OFD_SETLK converts the write lock to a read lock atomically:
 	 * no moment where another writer could slip in. */
-	if (!f->memory && sm_pid() == f->pid &&
+	if (sm_kernel_locks(f) && sm_pid() == f->pid &&
 	    (rc = sm_ofd_lock(f->fd, false, h->off, h->len)) < 0) {
 		list_free(f, list);
 		return rc;

@@ -121,6 +121,9 @@ struct sm_file {
 	struct smt_table *table; /* NULL: no table (memory file, option, or error) */
 	int table_err;           /* why there is no table */
 	bool netfs;              /* on a network filesystem: the table sees this host only */
+	/* table-authority mode (tmode.c): NULL in kernel-lock mode */
+	struct sm_tmode *tmode;
+	uint64_t size_cache; /* file size as last seen (tmode: trusted for read slices below it) */
 };
 
 /* What a slice and its sub-slices share: the lock, the mapping (a window,
@@ -288,6 +291,32 @@ bool smt_owner_alive(const struct smt_table *t, uint32_t owner);
 int smt_reap(struct smt_table *t, bool dry);
 /* statfs f_type of a network filesystem (NFS, SMB, Ceph, FUSE, GPFS)? */
 bool smt_netfs_type(unsigned long f_type);
+
+/* --- tmode.c: table-authority mode (SM_OPT_TABLE_LOCKS, SPEC §12) --------- */
+/* After claim_owner: the mode bytes (both modes), and in table mode the
+ * tree, the fence and the identity band.  Any error fails sm_open. */
+SM_HIDDEN int sm_tmode_attach(sm_file *f, struct smt_table *t, const sm_options *o);
+/* A kernel-mode opener without a table: -EPROTO if table-mode owners hold
+ * the data file's identity band. */
+SM_HIDDEN int sm_tmode_no_table(sm_file *f);
+SM_HIDDEN void sm_tmode_close(sm_file *f);
+SM_HIDDEN int sm_tmode_hold_lock(sm_file *f, struct sm_hold *h, const char *tag);
+SM_HIDDEN int sm_tmode_hold_unlock(sm_file *f, struct sm_hold *h, bool owner);
+SM_HIDDEN int sm_tmode_downgrade(sm_file *f, struct sm_hold *h);
+SM_HIDDEN int sm_tmode_test(sm_file *f, bool write, uint64_t off, uint64_t len);
+/* table.c's slot filler (pid, tid, comm, tag, since), for tmode.c */
+SM_HIDDEN void sm_table_fill(struct smt_slot *s, const struct sm_hold *h, const char *tag, bool own);
+/* Does f (table mode) keep kernel locks?  No: ranges.c skips them. */
+static inline bool sm_kernel_locks(const sm_file *f)
+{
+	return !f->memory && !f->tmode;
+}
+/* private build (tests): the tree's invariants, and tree == held slots of
+ * live owners; 0 or -EPROTO with the reason in why. */
+int smt_tree_check(sm_file *f, char *why, size_t n);
+/* Test seam: called inside the tree's critical section of an acquire,
+ * after the slot is published and before its node is linked. */
+extern void (*smt_test_in_tree_lock)(void);
 
 /* --- fork.c: fork safety ------------------------------------------------- */
 SM_HIDDEN void sm_fork_register(sm_file *f);

@@ -91,6 +91,8 @@ static void unreserve(struct sm_hold *h, uint64_t old_size)
 		return; /* nothing was past end of file */
 	sm_sys.fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)a,
 			 (off_t)(end - a));
+	if (f->tmode)
+		return; /* no kernel lock may touch the fence: the blocks stay reserved */
 	pthread_mutex_lock(&f->lock);
 	/* An SM_NOLOCK hold has no range of its own: then no run at all may
 	 * lie past old_size (the dummy hold covers nothing). */
@@ -124,7 +126,14 @@ static int grow(sm_file *f, uint64_t end)
 		;
 	if (n < 0)
 		return -errno;
-	return n == 1 ? 0 : -EIO;
+	if (n != 1)
+		return -EIO;
+	/* the file is at least end bytes now (table mode trusts the cache) */
+	uint64_t c = __atomic_load_n(&f->size_cache, __ATOMIC_RELAXED);
+	while (c < end && !__atomic_compare_exchange_n(&f->size_cache, &c, end, true, __ATOMIC_RELAXED,
+							__ATOMIC_RELAXED))
+		;
+	return 0;
 }
 
 /* Reserve the write slice's blocks, then grow the file for SM_EXTEND.
@@ -236,6 +245,22 @@ static int hold_attach(sm_file *f, struct sm_hold *h)
 	return 0;
 }
 
+/* The file's size for a map ending at end.  In table mode, the size last
+ * seen when end lies within it, without an fstat (SPEC §12.5): a read slice
+ * past a foreign truncation may then be granted, and its first access
+ * returns -ENXIO (SPEC §5.3).  Otherwise, and beyond it, fstat. */
+static int map_size(sm_file *f, uint64_t end, uint64_t *size)
+{
+	if (f->tmode) {
+		uint64_t c = __atomic_load_n(&f->size_cache, __ATOMIC_RELAXED);
+		if (end <= c) {
+			*size = c;
+			return 0;
+		}
+	}
+	return sm_file_size(f, size);
+}
+
 static int do_map(sm_file *f, uint64_t off, uint64_t len, int flags, bool write, sm_slice **out)
 {
 	uint64_t size, pmask = sm_page_size - 1;
@@ -243,7 +268,7 @@ static int do_map(sm_file *f, uint64_t off, uint64_t len, int flags, bool write,
 	sm_slice *s = NULL;
 	int rc;
 
-	if ((rc = sm_file_size(f, &size)) < 0)
+	if ((rc = map_size(f, off + len, &size)) < 0)
 		return rc;
 	if (off + len > size && !(write && (flags & SM_EXTEND) && !f->memory))
 		return -ERANGE;
@@ -386,7 +411,10 @@ int sm_downgrade(sm_slice *s)
 	pthread_mutex_lock(&s->f->lock);
 	if (s->h->wsubs > 0 || (s->h->buffered && sm_dirty_any(s)))
 		rc = -EBUSY; /* commit or abort first; release writable subs */
-	else if ((rc = sm_ranges_downgrade(s->f, s->h)) == 0) {
+	else if (s->f->tmode && (rc = sm_tmode_downgrade(s->f, s->h)) == 0) {
+		s->write = false;
+		s->v.flags &= ~SM_VIEW_WRITE;
+	} else if (!s->f->tmode && (rc = sm_ranges_downgrade(s->f, s->h)) == 0) {
 		sm_table_downgrade(s->f, s->h);
 		s->write = false;
 		s->v.flags &= ~SM_VIEW_WRITE;

@@ -348,10 +348,7 @@ static int claim_owner(struct smt_table *t)
 			free_slots_of(t, k);
 			t->owner = k;
 			t->owner_held = true;
-			/* Attached in kernel-lock mode (the format's mode bytes,
-			 * SPEC §12.1): best effort, nothing depends on it yet. */
-			(void)sm_ofd_lock(t->fd, false, SMT_MODE_BYTE_KERNEL, 1);
-			return 0;
+			return 0; /* the mode bytes: sm_tmode_attach */
 		}
 		if (rc != -EBUSY)
 			return rc;
@@ -503,10 +500,10 @@ int sm_table_open(sm_file *f, const char *data_path, const struct stat *st, cons
 	int rc = 0;
 
 	f->netfs = is_netfs(f->fd);
-	if (f->netfs && (o->flags & SM_OPT_REFUSE_NETFS))
-		return -EREMOTE;
+	if (f->netfs && (o->flags & (SM_OPT_REFUSE_NETFS | SM_OPT_TABLE_LOCKS)))
+		return -EREMOTE; /* table mode's exclusion would not cross hosts */
 	if (o->flags & SM_OPT_NO_TABLE)
-		return 0;
+		return sm_tmode_no_table(f);
 	if ((rc = smt_path(data_path, st, o->table_dir, path, sizeof(path))) < 0)
 		return rc;
 	if (!(t = calloc(1, sizeof(*t))))
@@ -551,7 +548,14 @@ int sm_table_open(sm_file *f, const char *data_path, const struct stat *st, cons
 		break;
 	}
 	if (rc == 0 && (rc = claim_owner(t)) == 0) {
-		smt_reap(t, false); /* lazily, by every opener */
+		/* the modes (SPEC §12): a refusal fails the open */
+		if ((rc = sm_tmode_attach(f, t, o)) < 0) {
+			smt_detach(t);
+			free(t);
+			return rc;
+		}
+		if (!f->tmode)
+			smt_reap(t, false); /* lazily, by every opener (tmode.c: under its mutex) */
 		f->table = t;
 		return 0;
 	}
@@ -559,8 +563,12 @@ int sm_table_open(sm_file *f, const char *data_path, const struct stat *st, cons
 		smt_detach(t);
 	free(t);
 	f->table_err = rc;
+	if (o->flags & SM_OPT_TABLE_LOCKS)
+		return rc; /* table mode needs its table */
 	/* exclusion still holds through the kernel locks (SPEC §4.5) */
-	return (o->flags & SM_OPT_TABLE_REQUIRED) ? rc : 0;
+	if (o->flags & SM_OPT_TABLE_REQUIRED)
+		return rc;
+	return sm_tmode_no_table(f);
 }
 
 void sm_table_close(sm_file *f)
@@ -597,6 +605,11 @@ static void fill(struct smt_slot *s, const struct sm_hold *h, const char *tag, b
 	memset(s->tag, 0, sizeof(s->tag));
 	if (tag)
 		strncpy(s->tag, tag, sizeof(s->tag) - 1);
+}
+
+void sm_table_fill(struct smt_slot *s, const struct sm_hold *h, const char *tag, bool own)
+{
+	fill(s, h, tag, own);
 }
 
 /* Take a free or invalid slot and fill it for h with state and tag (own:

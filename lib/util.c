@@ -80,5 +80,7 @@ int sm_file_size(sm_file *f, uint64_t *size)
 	if (fstat(f->fd, &st) < 0)
 		return -errno;
 	*size = (uint64_t)st.st_size;
+	/* table mode maps read slices below it without asking (slice.c) */
+	__atomic_store_n(&f->size_cache, *size, __ATOMIC_RELAXED);
 	return 0;
 }

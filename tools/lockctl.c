@@ -1545,6 +1545,13 @@ static int cmd_info(int argc, char **argv)
 	printf("format:       version %u, %u slots of %u bytes, header %u bytes\n", t.hdr.version,
 	       t.hdr.nslots, t.hdr.slot_size, t.hdr.header_size);
 	printf("generation:   %llu\n", (unsigned long long)t.hdr.generation);
+	{ /* the mode bytes (SPEC §12.1): who is attached, in which lock mode */
+		bool tm = sm_ofd_test(t.fd, true, SMT_MODE_BYTE_TABLE, 1) == -EBUSY;
+		bool km = sm_ofd_test(t.fd, true, SMT_MODE_BYTE_KERNEL, 1) == -EBUSY;
+		printf("mode:         %s\n", tm ? "table (SM_OPT_TABLE_LOCKS: the table decides exclusion; "
+					     "plain fcntl readers are not fenced off)"
+					  : km ? "kernel (OFD locks decide exclusion)" : "none attached");
+	}
 	printf("data file:    dev %llx inode %llu%s\n", (unsigned long long)t.hdr.data_dev,
 	       (unsigned long long)t.hdr.data_ino,
 	       t.hdr.data_dev == (uint64_t)st.st_dev && t.hdr.data_ino == (uint64_t)st.st_ino

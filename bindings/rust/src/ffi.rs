@@ -29,6 +29,7 @@ pub const SM_ASYNC: c_int = 0x0100;
 pub const SM_OPT_TABLE_REQUIRED: u32 = 0x1;
 pub const SM_OPT_NO_TABLE: u32 = 0x2;
 pub const SM_OPT_REFUSE_NETFS: u32 = 0x4;
+pub const SM_OPT_TABLE_LOCKS: u32 = 0x8;
 
 pub const SM_MODE_READ: c_int = 1;
 pub const SM_MODE_WRITE: c_int = 2;

@@ -471,9 +471,11 @@ impl OpenOptions {
         self
     }
 
-    /// Table-authority mode (`SM_OPT_TABLE_LOCKS`, SPEC §12).  This build of
-    /// libsafemap does not provide it: [`OpenOptions::open`] then fails with
-    /// [`io::ErrorKind::Unsupported`].
+    /// Table-authority mode (`SM_OPT_TABLE_LOCKS`, SPEC §12): the lock table
+    /// decides exclusion, so an uncontended slice makes no system call.  Every
+    /// process using the file must open it in this mode (the other mode gets
+    /// an `EPROTO` error); not with [`OpenOptions::no_table`], nor on a network
+    /// filesystem (`EREMOTE`).  See safemap(7).
     pub fn table_locks(&mut self, on: bool) -> &mut OpenOptions {
         self.table_locks = on;
         self
@@ -501,12 +503,6 @@ impl OpenOptions {
         if self.create && !self.write {
             return Err(invalid("safemap: create needs write"));
         }
-        if self.table_locks {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "safemap: table-authority mode (SM_OPT_TABLE_LOCKS) is not available in this libsafemap",
-            ));
-        }
         let cpath = CString::new(path.as_ref().as_os_str().as_bytes())
             .map_err(|_| invalid("safemap: path contains a NUL byte"))?;
         let ctag = match &self.tag {
@@ -523,6 +519,9 @@ impl OpenOptions {
         }
         if self.table_required {
             optflags |= ffi::SM_OPT_TABLE_REQUIRED;
+        }
+        if self.table_locks {
+            optflags |= ffi::SM_OPT_TABLE_LOCKS;
         }
         let opt = ffi::sm_options {
             size: std::mem::size_of::<ffi::sm_options>() as u32,

@@ -25,8 +25,21 @@ fn open_options() {
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
     let e = safemap::OpenOptions::new().read(true).create(true).open(s.path()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
-    let e = safemap::OpenOptions::new().read(true).table_locks(true).open(s.path()).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    let e = safemap::OpenOptions::new().read(true).table_locks(true).no_table(true).open(s.path()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    {
+        // table-authority mode: same API, conflicts decided in the table
+        let a = safemap::OpenOptions::new().read(true).write(true).table_locks(true).open(s.path()).unwrap();
+        let b = safemap::OpenOptions::new().read(true).write(true).table_locks(true).open(s.path()).unwrap();
+        let r = a.map_read(0, 64).unwrap();
+        assert_eq!(r.get_u8(63).unwrap(), 63);
+        let e = b.map_write(10, 1).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock);
+        assert_eq!(safemap::holders_of(&e).len(), 1);
+        // the other mode is refused while table-mode users are attached
+        let e = safemap::OpenOptions::new().read(true).open(s.path()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(71)); // EPROTO
+    }
     let missing = s.path().with_extension("missing");
     let e = safemap::OpenOptions::new().read(true).open(&missing).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
