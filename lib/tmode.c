@@ -49,7 +49,10 @@
  *     conflict with a node that fails that test removes the node, and a
  *     claimer of a slot whose node is still linked unlinks it first.  A slot
  *     becomes held only under the mutex, together with its node, so such a
- *     check cannot be fooled by a reused slot.
+ *     check cannot be fooled by a reused slot.  Table-mode openers run the
+ *     lazy reap under the mutex (purge: free dead owners' slots, unlink
+ *     every node whose slot no longer matches), so the tree indexes
+ *     exactly the held slots except after an outside reaper (lockctl reap).
  *   - A corrupted tree (an impossible link, a path deeper than MAX_DEPTH) is
  *     rebuilt from the slots under the mutex too.
  *
@@ -68,12 +71,21 @@
  *      sm_file's own description of the data file (-EBUSY if a foreign
  *      write lock is there), so plain fcntl writers are refused;
  *   4. identity: read-lock data byte 2^62 + (table_id mod 2^32) and test
- *      the rest of the band [2^62, 2^62 + 2^32) with F_OFD_GETLK: a lock
+ *      the rest of the band [2^62 + 2^16, 2^62 + 2^32) with F_OFD_GETLK
+ *      (table_id mod 2^32 is at least 2^16: the first 2^16 bytes at 2^62
+ *      are sm_log's mutex bytes, lib/log.c): a lock
  *      there is a table-mode owner of another table for the same data file
  *      (a hard link, a bind mount, another table_dir): -EPROTO.
  * Kernel-mode openers read-lock the kernel-mode byte and test the
  * table-mode byte, and every kernel-mode opener (with or without a table)
  * tests the band once.
+ *
+ * Contention: one mutex serialises every decision of every process (a few
+ * hundred instructions each).  A holder preempted inside it stalls the
+ * others until it runs again (glibc's robust mutex sleeps on the futex, it
+ * does not spin), so an oversubscribed machine shows tail latency, never
+ * lost exclusion; a sharded mutex (per region of the file) is the next
+ * step if that matters.
  *
  * Kernel calls made in this mode: none for map (cached window, cached file
  * size) + access + release of a read slice; write slices still fallocate
@@ -107,6 +119,9 @@
 #define TMODE_NSLOTS 131072u /* capacity in this mode: >= 100,000 regions */
 #define BAND ((uint64_t)1 << 62)
 #define BAND_LEN ((uint64_t)1 << 32)
+/* Identity bytes start here: the band's first 65536 bytes are left to other
+ * users of bytes at 2^62 (sm_log's mutex bytes, lib/log.c). */
+#define BAND_ID_MIN ((uint64_t)1 << 16)
 #define INIT_BYTE (SMT_LIVE_BASE + SMT_MAX_OWNERS + 2)
 #define MAX_DEPTH 200 /* a treap of 2^20 nodes this deep: corrupted */
 
@@ -203,10 +218,12 @@ static void pull(struct sm_tmode *tm, uint32_t r)
 	x->max_wend = mw;
 }
 
-/* Insert node r into the subtree at root; the new subtree root. */
+/* Insert node r into the subtree at root; the new subtree root.  The
+ * subtree maxima on the way down only grow by r's end (no child is read);
+ * only the two nodes of a rotation are recomputed. */
 static uint32_t ins(struct sm_tmode *tm, uint32_t root, uint32_t r, int depth)
 {
-	struct smt_node *x;
+	struct smt_node *x, *n = NODE(tm, r);
 	uint32_t sub;
 
 	if (!root)
@@ -216,12 +233,16 @@ static uint32_t ins(struct sm_tmode *tm, uint32_t root, uint32_t r, int depth)
 		return root;
 	}
 	x = NODE(tm, root);
+	if (n->end > x->max_end)
+		x->max_end = n->end;
+	if ((n->flags & NF_WRITE) && n->end > x->max_wend)
+		x->max_wend = n->end;
 	if (key_less(tm, r, root)) {
 		sub = ins(tm, x->left, r, depth + 1);
 		x->left = sub;
-		if (sub == r && NODE(tm, r)->prio > x->prio) {
-			x->left = NODE(tm, r)->right;
-			NODE(tm, r)->right = root;
+		if (sub == r && n->prio > x->prio) {
+			x->left = n->right;
+			n->right = root;
 			pull(tm, root);
 			pull(tm, r);
 			return r;
@@ -229,21 +250,20 @@ static uint32_t ins(struct sm_tmode *tm, uint32_t root, uint32_t r, int depth)
 	} else {
 		sub = ins(tm, x->right, r, depth + 1);
 		x->right = sub;
-		if (sub == r && NODE(tm, r)->prio > x->prio) {
-			x->right = NODE(tm, r)->left;
-			NODE(tm, r)->left = root;
+		if (sub == r && n->prio > x->prio) {
+			x->right = n->left;
+			n->left = root;
 			pull(tm, root);
 			pull(tm, r);
 			return r;
 		}
 	}
-	pull(tm, root);
 	return root;
 }
 
 /* Rotations bring r up only while its priority beats its parent's: the
- * child test above (sub == r) is enough because r starts as a leaf and
- * rises one level per return. */
+ * child test (sub == r) is enough because r starts as a leaf and rises one
+ * level per return. */
 
 static uint32_t merge(struct sm_tmode *tm, uint32_t a, uint32_t b, int depth)
 {
@@ -265,10 +285,12 @@ static uint32_t merge(struct sm_tmode *tm, uint32_t a, uint32_t b, int depth)
 	return b;
 }
 
-/* Remove node r from the subtree at root; the new subtree root. */
+/* Remove node r from the subtree at root; the new subtree root.  A maximum
+ * on the path can only shrink, and only where it was r's end: other nodes
+ * are not recomputed. */
 static uint32_t del(struct sm_tmode *tm, uint32_t root, uint32_t r, int depth)
 {
-	struct smt_node *x;
+	struct smt_node *x, *n = NODE(tm, r);
 
 	if (!root || depth > MAX_DEPTH || !ref_ok(tm, root)) {
 		tm->err = -EPROTO; /* not found: the tree is not what the flags say */
@@ -281,7 +303,8 @@ static uint32_t del(struct sm_tmode *tm, uint32_t root, uint32_t r, int depth)
 		x->left = del(tm, x->left, r, depth + 1);
 	else
 		x->right = del(tm, x->right, r, depth + 1);
-	pull(tm, root);
+	if (x->max_end == n->end || ((n->flags & NF_WRITE) && x->max_wend == n->end))
+		pull(tm, root);
 	return root;
 }
 
@@ -706,7 +729,7 @@ static int band_test(int fd, uint64_t from, uint64_t to)
 	if (fl.l_type == F_UNLCK)
 		return 0;
 	/* only a lock lying inside the band is a table-mode owner's */
-	if ((uint64_t)fl.l_start >= BAND && fl.l_len > 0 &&
+	if ((uint64_t)fl.l_start >= BAND + BAND_ID_MIN && fl.l_len > 0 &&
 	    (uint64_t)fl.l_start + (uint64_t)fl.l_len <= BAND + BAND_LEN)
 		return -EPROTO;
 	return 0;
@@ -714,7 +737,9 @@ static int band_test(int fd, uint64_t from, uint64_t to)
 
 int sm_tmode_no_table(sm_file *f)
 {
-	return band_test(f->fd, BAND, BAND + BAND_LEN);
+	/* best effort beyond the one verdict that matters: a kernel-mode open
+	 * never fails because the probe itself could not be made */
+	return band_test(f->fd, BAND + BAND_ID_MIN, BAND + BAND_LEN) == -EPROTO ? -EPROTO : 0;
 }
 
 /* Map the whole table (header, slots, tree area) in place of table.c's
@@ -759,7 +784,7 @@ static int use_tree(struct smt_table *t, struct sm_tmode *tm)
 		return -EPROTO;
 	slots_end = (uint64_t)SMT_HEADER_SIZE + (uint64_t)h.nslots * SMT_SLOT_SIZE;
 	if (h.tree_off < slots_end || (h.tree_off & 4095) || h.tree_size != tree_bytes(h.nslots) ||
-	    h.tree_off + h.tree_size > (uint64_t)st.st_size || (uint32_t)h.table_id == 0)
+	    h.tree_off + h.tree_size > (uint64_t)st.st_size || (uint32_t)h.table_id < BAND_ID_MIN)
 		return -EPROTO;
 	if (t->size != h.tree_off + h.tree_size) {
 		int rc = remap(t, h.tree_off + h.tree_size);
@@ -801,7 +826,7 @@ static int build_tree(struct smt_table *t, struct sm_tmode *tm)
 	/* zeros (sparse) wherever the punch works; a memset where it does not */
 	if (fallocate(t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)size) < 0)
 		memset((unsigned char *)t->base + off, 0, (size_t)size);
-	while ((uint32_t)id == 0)
+	while ((uint32_t)id < BAND_ID_MIN)
 		if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id))
 			id = ((uint64_t)random() << 32) ^ (uint64_t)random() ^ (uint64_t)getpid();
 	tm->th = (struct smt_tree_hdr *)((unsigned char *)t->base + off);
@@ -873,7 +898,8 @@ static int attach_table_mode(sm_file *f, struct smt_table *t, struct sm_tmode *t
 	idb = BAND + (uint32_t)tm->table_id;
 	if ((rc = sm_ofd_lock(f->fd, false, idb, 1)) < 0)
 		return rc == -EBUSY ? -EPROTO : rc;
-	if ((rc = band_test(f->fd, BAND, idb)) < 0 || (rc = band_test(f->fd, idb + 1, BAND + BAND_LEN)) < 0)
+	if ((rc = band_test(f->fd, BAND + BAND_ID_MIN, idb)) < 0 ||
+	    (rc = band_test(f->fd, idb + 1, BAND + BAND_LEN)) < 0)
 		return rc;
 	return 0;
 }
