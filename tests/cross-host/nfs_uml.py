@@ -19,6 +19,7 @@ import subprocess
 import time
 
 LEASE = 10     # seconds: the server's NFSv4 lease
+BOOT_TIMEOUT = 120   # seconds for both guests to boot and mount the export
 
 MODULES = ["net/sunrpc/sunrpc", "fs/nfs_common/grace", "fs/lockd/lockd", "fs/netfs/netfs",
            "fs/fscache/fscache", "fs/nfs/nfs", "net/dns_resolver/dns_resolver", "fs/nfs/nfsv4"]
@@ -165,6 +166,15 @@ class GuestHost:
         return int(status), out.replace("\x1f", "\n"), err.replace("\x1f", "\n")
 
 
+def console_tail(path, n=3):
+    try:
+        with open(path, errors="replace") as fp:
+            lines = [l.strip() for l in fp if l.strip()]
+    except OSError:
+        return "(no console log)"
+    return " | ".join(lines[-n:]) or "(empty)"
+
+
 def killpg(p):
     if p.poll() is None:
         try:
@@ -181,25 +191,19 @@ def nfs(workdir, builddir, srcdir, xpeer, local_cost, run):
     fs = "nfs"
     t0 = time.monotonic()
     if not os.path.exists("/dev/net/tun"):
-        run.log("SKIP: nfs: /dev/net/tun is missing (UML guests need tap devices)")
+        run.skip(fs, "all_cases", "/dev/net/tun is missing (UML guests need tap devices)")
         return
-    try:
-        run.apt_install(["user-mode-linux"], "linux.uml")
-        run.apt_install(["nfs-ganesha", "nfs-ganesha-vfs"], "ganesha.nfsd")
-        run.apt_install(["busybox-static"], "busybox")
-        if not os.path.exists("/usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so"):
-            run.apt_install(["nfs-ganesha-vfs"], None)
-    except Exception as e:
-        run.result(fs, "install_uml_ganesha", False, str(e))
-        return
+    run.set_phase("nfs: network namespace, nfs-ganesha, booting two UML guests")
     kver = sorted(os.listdir("/usr/lib/uml/modules"))[-1]
     moddir = "/usr/lib/uml/modules/%s/kernel" % kver
     ns = "smx%d" % os.getpid()
     p = subprocess.run(["ip", "netns", "add", ns], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if p.returncode != 0:
-        run.log("SKIP: nfs: cannot create a network namespace: %s" % p.stdout.strip())
+        run.skip(fs, "all_cases", "cannot create a network namespace: %s" % p.stdout.strip())
         return
-    run.cleanups.append(lambda: subprocess.run(["ip", "netns", "del", ns]))
+    with open(os.path.join(workdir, "netns"), "w") as fp:  # for a later run's sweep
+        fp.write(ns + "\n")
+    run.cleanups.append(lambda: subprocess.run(["ip", "netns", "del", ns], timeout=30))
     d = os.path.join(workdir, "nfs")
     export, recov, umldir = (os.path.join(d, x) for x in ("export", "recov", "uml"))
     for x in (export, recov, umldir):
@@ -248,12 +252,17 @@ def nfs(workdir, builddir, srcdir, xpeer, local_cost, run):
             os.close(from_w)
             run.cleanups.append(lambda u=u: killpg(u))
             hosts[name] = GuestPeer("guest " + name, from_r, to_w)
+        boot_end = time.monotonic() + BOOT_TIMEOUT
         for name, gp in hosts.items():
-            line = gp.readline(120)
-            while line.strip() == "":
-                line = gp.readline(120)
+            line = ""
+            try:
+                while line.strip() == "":
+                    line = gp.readline(max(1, boot_end - time.monotonic()))
+            except RuntimeError as e:
+                line = "%s while booting and mounting (%d s for both guests)" % (e, BOOT_TIMEOUT)
             if line != "READY":
-                raise RuntimeError("guest %s: %s (see %s/console%s.log)" % (name, line, d, name))
+                raise RuntimeError("guest %s: %s; its console ends: %s" % (
+                    name, line, console_tail(os.path.join(d, "console%s.log" % name))))
         run.result(fs, "ganesha_and_two_uml_guests_up", True,
                    "namespace %s, ganesha on 10.99.0.1:2049, guests A 10.99.0.2 and B 10.99.0.3 mounted "
                    "NFSv4.2 (%.1f s)" % (ns, time.monotonic() - t0))
@@ -265,16 +274,15 @@ def nfs(workdir, builddir, srcdir, xpeer, local_cost, run):
     run.run_cases(fs, GuestHost("A", a, lockctl), GuestHost("B", b, lockctl), local_cost, bench_iters=200)
     lost_locks(run, fs, a, b, ns, gan, start_ganesha)
     # the same pair on the guest's own tmpfs: the UML system-call overhead
+    run.set_phase("nfs: guest-local lock pair cost")
     try:
         b.ok("open /run/table/local-bench rw")
-        t1 = time.monotonic()
         guest_local = float(b.ok("bench 200", timeout=180))
-        run.log("nfs: 200 local pairs in the guest took %.1f s" % (time.monotonic() - t1))
         b.ok("close")
         run.log("COST: nfs F_OFD_SETLK lock+unlock pair on guest B's local tmpfs: %.1f us" % (guest_local / 1000))
     except Exception as e:
         run.log("COST: nfs guest-local pair not measured: %s" % e)
-    run.log("nfs: %.1f s" % (time.monotonic() - t0))
+    run.log("TIME: nfs: %.1f s (namespace, ganesha, guests, cases)" % (time.monotonic() - t0))
 
 
 def errno_of(ans):
@@ -299,11 +307,7 @@ def lost_locks(run, fs, a, b, ns, gan, start_ganesha):
     (nfs.recover_lost_locks=0, the default)."""
 
     def case(name, fn):
-        try:
-            ok, detail = fn()
-        except Exception as e:
-            ok, detail = False, "error: %s" % e
-        run.result(fs, name, ok, detail)
+        run.case(fs, name, fn)
 
     def setup(fname):
         a.ok("open /run/nfs/%s rw" % fname)
