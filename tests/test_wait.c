@@ -73,7 +73,7 @@ static int agent(void *arg, int in, int out)
 		int rc;
 		if (sscanf(line, "open %u %u %llu", &i, &flags, &ns) == 3) {
 			sm_options o = { .size = sizeof(o), .flags = flags, .wait_ns = ns };
-			tu_send(out, "%d", sm_open(path, SM_RDWR, &o, &files[i]));
+			tu_send(out, "%d", tu_open(path, SM_RDWR, &o, &files[i]));
 		} else if (sscanf(line, "lock %u %u %llu %llu %u %u", &i, &j, &off, &len, &w, &wait) == 6) {
 			rc = sm_lock(files[i], off, len, (w ? SM_LOCK_WRITE : SM_LOCK_READ) | (wait ? SM_WAIT : 0),
 				     NULL, &ranges[j]);
@@ -220,7 +220,7 @@ START_TEST(test_wait_wakeup)
 	sm_slice *s;
 	uint64_t t0, t1;
 
-	ck_assert_int_eq(sm_open(path, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(tu_open(path, SM_RDWR, NULL, &f), 0);
 	spawn(&c, path, 0, SM_WAIT_FOREVER);
 
 	/* uncontended releases leave the futex words alone (and so make no
@@ -281,7 +281,7 @@ START_TEST(test_wait_timeout)
 	sm_range *r;
 	uint64_t t0, t1;
 
-	ck_assert_int_eq(sm_open(path, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(tu_open(path, SM_RDWR, NULL, &f), 0);
 	spawn(&c, path, 0, 200 * MS);
 	ck_assert_int_eq(sm_lock(f, 0, 10, SM_LOCK_READ, NULL, &r), 0);
 	t0 = mono_ns();
@@ -323,10 +323,17 @@ START_TEST(test_wait_invisible)
 	uint64_t t0, t1;
 	int fd;
 
+	if (tu_table_mode()) {
+		/* the table is the whole truth there: the fence refuses plain
+		 * writers at attach (test_tmode), and no table is no table mode */
+		printf("SKIP test_wait_invisible: kernel-lock mode only (holders the table cannot see)\n");
+		return;
+	}
+
 	/* plain OFD lock: no table entry, no wake-up, found by backoff */
 	ck_assert_int_ge(fd = open(path, O_RDWR | O_CLOEXEC), 0);
 	ck_assert_int_eq(fcntl(fd, F_OFD_SETLK, &fl), 0);
-	ck_assert_int_eq(sm_open(path, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(tu_open(path, SM_RDWR, NULL, &f), 0);
 	spawn(&c, path, 0, SM_WAIT_FOREVER);
 	tu_send(c.to, "lock 0 0 0 10 1 1");
 	await_waiters(f, 0, 10, 1);
@@ -362,7 +369,7 @@ START_TEST(test_wait_deadlock2)
 	struct tu_child a, b;
 	sm_file *f;
 
-	ck_assert_int_eq(sm_open(path, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(tu_open(path, SM_RDWR, NULL, &f), 0);
 	spawn(&a, path, 0, SM_WAIT_FOREVER);
 	spawn(&b, path, 0, SM_WAIT_FOREVER);
 	ck_assert_int_eq(ask(&a, "lock 0 0 0 10 1 0"), 0);
@@ -389,7 +396,7 @@ START_TEST(test_wait_deadlock3)
 	struct tu_child a, b, c;
 	sm_file *f;
 
-	ck_assert_int_eq(sm_open(path, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(tu_open(path, SM_RDWR, NULL, &f), 0);
 	spawn(&a, path, 0, SM_WAIT_FOREVER);
 	spawn(&b, path, 0, SM_WAIT_FOREVER);
 	spawn(&c, path, 0, SM_WAIT_FOREVER);
@@ -442,8 +449,8 @@ START_TEST(test_wait_deadlock_threads)
 	sm_range *mine, *x = NULL;
 	pthread_t t;
 
-	ck_assert_int_eq(sm_open(path, SM_RDWR, &o, &ring.f1), 0);
-	ck_assert_int_eq(sm_open(path, SM_RDWR, &o, &ring.f2), 0);
+	ck_assert_int_eq(tu_open(path, SM_RDWR, &o, &ring.f1), 0);
+	ck_assert_int_eq(tu_open(path, SM_RDWR, &o, &ring.f2), 0);
 	pthread_barrier_init(&ring.held, NULL, 2);
 	ck_assert_int_eq(pthread_create(&t, NULL, ring_t1, NULL), 0);
 	/* this thread is T2 */
@@ -487,7 +494,7 @@ START_TEST(test_wait_same_file)
 	pthread_t t;
 	uint64_t t0;
 
-	ck_assert_int_eq(sm_open(path, SM_RDWR, &o, &ring.f1), 0);
+	ck_assert_int_eq(tu_open(path, SM_RDWR, &o, &ring.f1), 0);
 	ck_assert_int_eq(sm_lock(ring.f1, 0, 10, SM_LOCK_READ, NULL, &r), 0);
 	t0 = mono_ns();
 	ck_assert_int_eq(sm_lock(ring.f1, 5, 1, SM_LOCK_WRITE | SM_WAIT, NULL, &q), -EDEADLK);
@@ -519,7 +526,7 @@ START_TEST(test_wait_fairness)
 	sm_range *r;
 	uint64_t end;
 
-	ck_assert_int_eq(sm_open(path, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(tu_open(path, SM_RDWR, NULL, &f), 0);
 	spawn(&w, path, 0, SM_WAIT_FOREVER);
 	spawn(&rd, path, 0, SM_WAIT_FOREVER);
 	ck_assert_int_eq(sm_lock(f, 0, 100, SM_LOCK_READ, NULL, &r), 0);
@@ -554,7 +561,7 @@ START_TEST(test_wait_sigkill)
 	sm_file *f, *g;
 	sm_range *r;
 
-	ck_assert_int_eq(sm_open(path, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(tu_open(path, SM_RDWR, NULL, &f), 0);
 	spawn(&c, path, 0, SM_WAIT_FOREVER);
 	ck_assert_int_eq(sm_lock(f, 0, 10, SM_LOCK_WRITE, NULL, &r), 0);
 	tu_send(c.to, "lock 0 0 0 10 1 1");
@@ -566,7 +573,7 @@ START_TEST(test_wait_sigkill)
 	close(c.from);
 	ck_assert_int_eq(count_state(f, 0, 10, SM_WAITING), 0);
 	ck_assert_int_eq(count_state(f, 0, 10, SM_STALE), 1);
-	ck_assert_int_eq(sm_open(path, SM_RDWR, NULL, &g), 0); /* reaps */
+	ck_assert_int_eq(tu_open(path, SM_RDWR, NULL, &g), 0); /* reaps */
 	ck_assert_int_eq(count_state(f, 0, 10, SM_STALE), 0);
 	ck_assert_uint_eq(bucket_waiters(path), 0);
 	ck_assert_int_eq(sm_unlock(r), 0);
@@ -593,7 +600,7 @@ START_TEST(test_wait_cancel)
 	pthread_t t;
 	void *res;
 
-	ck_assert_int_eq(sm_open(path, SM_RDWR, &o, &f), 0);
+	ck_assert_int_eq(tu_open(path, SM_RDWR, &o, &f), 0);
 	spawn(&c, path, 0, 0);
 	ck_assert_int_eq(ask(&c, "lock 0 0 0 10 1 0"), 0);
 	ck_assert_int_eq(pthread_create(&t, NULL, cancel_waiter, f), 0);
@@ -621,7 +628,12 @@ START_TEST(test_wait_old_table)
 	sm_range *r;
 	int fd;
 
-	ck_assert_int_eq(sm_open(path, SM_RDWR, NULL, &f), 0);
+	if (tu_table_mode()) {
+		printf("SKIP test_wait_old_table: a revision-1 table cannot serve table mode (rebuilt at attach)\n");
+		return;
+	}
+
+	ck_assert_int_eq(tu_open(path, SM_RDWR, NULL, &f), 0);
 	snprintf(tp, sizeof(tp), "%s.smlock", path);
 	ck_assert_int_ge(fd = open(tp, O_RDWR | O_CLOEXEC), 0);
 	ck_assert_int_eq(pread(fd, &hd, sizeof(hd), 0), sizeof(hd));
