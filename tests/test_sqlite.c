@@ -354,6 +354,32 @@ START_TEST(test_writers_readers)
 }
 END_TEST
 
+/* The "safemap-table" VFS (table-authority mode, SPEC §12): the same
+ * multi-process mix of writers and readers, every lock decided in the table. */
+START_TEST(test_table_vfs)
+{
+	static const char *const w[] = { "safemap-table", "safemap-table", "safemap-table", "safemap-table" };
+	static const char *const r[] = { "safemap-table", "safemap-table" };
+	sm_file *f;
+	sm_options o = { .size = sizeof(o), .flags = SM_OPT_TABLE_LOCKS };
+	sqlite3 *db;
+
+	setup();
+	ck_assert_int_eq(sqlite3_safemap_vfs_register(0), SQLITE_OK);
+	ck_assert_ptr_nonnull(sqlite3_vfs_find("safemap-table"));
+	create_table("safemap-table");
+	run_mix(w, 4, r, 2, 400);
+	/* a table-mode connection open: a kernel-mode opener is refused, never mixed */
+	db = db_open("safemap-table", 5000);
+	ck_assert_ptr_nonnull(db);
+	ck_assert_int_eq(query_int(db, "SELECT count(*) FROM t"), 1600);
+	ck_assert_int_eq(sm_open(dbpath, SM_RDWR, NULL, &f), -EPROTO);
+	ck_assert_int_eq(sm_open(dbpath, SM_RDWR, &o, &f), 0);
+	ck_assert_int_eq(sm_close(f), 0);
+	ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
+}
+END_TEST
+
 /* Footprint (SPEC §16): SQLite deletes the -shm when the last connection
  * closes; its lock table goes with it. */
 START_TEST(test_no_sidecar_left)
@@ -758,6 +784,7 @@ static Suite *sqlite_suite(void)
 	tcase_add_test(tc, test_register);
 	tcase_add_test(tc, test_writers_readers);
 	tcase_add_test(tc, test_no_sidecar_left);
+	tcase_add_test(tc, test_table_vfs);
 	tcase_add_test(tc, test_stock_and_safemap);
 	tcase_add_test(tc, test_threads);
 	tcase_add_test(tc, test_stock_excludes_safemap);
