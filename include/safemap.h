@@ -338,8 +338,21 @@ SM_EXPORT const char *sm_strerror(int err);
  * view: bounds check, one access, then one load of the view's state word.
  * sm__access_fail() computes the precise error when a check fails.  Define
  * SM_NO_INLINE before including this header to call the library functions.
+ *
+ * The getters read the view's base, length and state pointer before any
+ * check, and sm__access_fail is declared pure (it changes nothing the
+ * caller can see: only the slice's private sticky error): so in a loop over
+ * a slice the compiler keeps all three in registers, and what stays per
+ * word is one compare, the volatile load of the word and the volatile load
+ * of the state word (which the fault handler sets when a page vanishes:
+ * it must be reloaded after every access, and is).
  */
+#if defined(__GNUC__)
+SM_EXPORT __attribute__((pure)) int sm__access_fail(const sm_slice *s, uint64_t off, uint64_t n,
+						    int write);
+#else
 SM_EXPORT int sm__access_fail(const sm_slice *s, uint64_t off, uint64_t n, int write);
+#endif
 
 #if defined(__GNUC__)
 
@@ -386,12 +399,17 @@ static inline int sm__inline_fail(const sm_slice *s, uint64_t off, unsigned n, i
 						       uint##bits##_t *out)          \
 	{                                                                             \
 		const struct sm_view *v = (const struct sm_view *)s;                  \
-		if (SM_LIKELY(s && out && off < v->len &&                             \
-			      v->len - off >= sizeof(uint##bits##_t))) {              \
+		const unsigned char *b_ = 0;                                          \
+		const volatile uint32_t *st_ = 0;                                     \
+		uint64_t l_ = 0;                                                      \
+		if (SM_LIKELY(s != 0))                                                \
+			b_ = v->base, l_ = v->len, st_ = v->state;                    \
+		if (SM_LIKELY(s && out && l_ >= sizeof(uint##bits##_t) &&             \
+			      off <= l_ - sizeof(uint##bits##_t))) {                  \
 			uint##bits##_t x =                                            \
-				((const volatile struct sm__u##bits *)(v->base + off))->v; \
+				((const volatile struct sm__u##bits *)(b_ + off))->v;   \
 			int rc_;                                                      \
-			if (SM_LIKELY(*v->state == 0) ||                              \
+			if (SM_LIKELY(*st_ == 0) ||                                   \
 			    (rc_ = sm__access_fail(s, off, sizeof(x), 0)) >= 0) {     \
 				*out = conv(bits, x);                                 \
 				return 0;                                             \
