@@ -534,6 +534,16 @@ SM_EXPORT SM_WUR int sm_log_iter_open(sm_log *log, uint64_t from_lsn, sm_log_ite
  * -ENXIO (the log was truncated), and errors of sm_map_read/sm_sub. */
 SM_EXPORT SM_WUR int sm_log_iter_next(sm_log_iter *it, sm_slice **rec, uint64_t *lsn);
 
+/* The next committed record without a slice, for hot loops (the checksum is
+ * checked all the same): returns 1 with *rec pointing at its payload inside
+ * the iterator's mapping, *len its length and *lsn (if not NULL) its LSN,
+ * valid until the next call on the iterator or its close; 0 at the committed
+ * tail; or the errors of sm_log_iter_next.  The bytes are under the fault
+ * guard as sm_unsafe_ptr's: if the log is truncated meanwhile they read as
+ * zeros and the next call returns -ENXIO.  See sm_log_iter_next(3). */
+SM_EXPORT SM_WUR int sm_log_iter_next_ptr(sm_log_iter *it, const void **rec, size_t *len,
+					  uint64_t *lsn);
+
 /* Free an iterator (record slices it returned stay valid).  Errors: -EINVAL. */
 SM_EXPORT int sm_log_iter_close(sm_log_iter *it);
 

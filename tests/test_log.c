@@ -174,6 +174,60 @@ START_TEST(append_commit_iterate)
 END_TEST
 
 /* Record slices outlive the iterator and the log. */
+/* The pointer walk: the same records, LSNs and bytes as the slice walk,
+ * across window boundaries (big records, more than one 1 MiB window), and
+ * it follows new commits.  A log truncated under it: the bytes read as
+ * zeros (no crash) and the next call says -ENXIO. */
+START_TEST(iterate_by_pointer)
+{
+	const char *path = tu_tmpfile(0);
+	unsigned char want[8 + 5000];
+	const void *p;
+	sm_log_iter *it;
+	sm_log *l;
+	size_t len;
+	uint64_t lsn[2100], got;
+	unsigned k;
+	int fd;
+
+	ck_assert_int_eq(sm_log_open(path, SM_RDWR | SM_CREATE, NULL, &l), 0);
+	for (k = 0; k < 2000; k++)
+		ck_assert_int_eq(append_one(l, 2, k, &lsn[k]), 0);
+	ck_assert_int_eq(sm_log_commit(l), 0);
+	ck_assert_int_eq(sm_log_iter_open(l, 0, &it), 0);
+	ck_assert_int_eq(sm_log_iter_next_ptr(it, NULL, &len, NULL), -EINVAL);
+	ck_assert_int_eq(sm_log_iter_next_ptr(it, &p, NULL, NULL), -EINVAL);
+	for (k = 0; k < 2000; k++) {
+		ck_assert_int_eq(sm_log_iter_next_ptr(it, &p, &len, &got), 1);
+		ck_assert_uint_eq(got, lsn[k]);
+		ck_assert_uint_eq(len, rec_len(2, k));
+		rec_fill(want, 2, k, len);
+		ck_assert(memcmp(p, want, len) == 0);
+	}
+	ck_assert_uint_gt(lsn[1999], 1u << 20); /* crossed a window */
+	ck_assert_int_eq(sm_log_iter_next_ptr(it, &p, &len, &got), 0);
+	/* Records committed since. */
+	for (k = 2000; k < 2100; k++)
+		ck_assert_int_eq(append_one(l, 2, k, &lsn[k]), 0);
+	ck_assert_int_eq(sm_log_commit(l), 0);
+	ck_assert_int_eq(sm_log_iter_next_ptr(it, &p, &len, &got), 1);
+	ck_assert_uint_eq(got, lsn[2000]);
+	ck_assert_int_eq(sm_log_iter_close(it), 0);
+
+	/* Truncated under the iterator's window. */
+	ck_assert_int_eq(sm_log_iter_open(l, lsn[10], &it), 0);
+	ck_assert_int_eq(sm_log_iter_next_ptr(it, &p, &len, &got), 1);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, HDR), 0);
+	close(fd);
+	ck_assert_int_eq(((const unsigned char *)p)[len - 1], 0); /* zeros, no SIGBUS */
+	ck_assert_int_eq(sm_log_iter_next_ptr(it, &p, &len, &got), -ENXIO);
+	ck_assert_int_eq(sm_log_iter_close(it), 0);
+	ck_assert_int_eq(sm_log_close(l), 0);
+}
+END_TEST
+
 START_TEST(record_outlives_log)
 {
 	const char *path = tu_tmpfile(0);
@@ -860,6 +914,7 @@ static Suite *log_suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, crc32c_known_values);
 	tcase_add_test(tc, append_commit_iterate);
+	tcase_add_test(tc, iterate_by_pointer);
 	tcase_add_test(tc, record_outlives_log);
 	tcase_add_test(tc, open_cuts_lost_record);
 	tcase_add_test(tc, fork_child_is_stale);
