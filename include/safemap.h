@@ -503,8 +503,8 @@ SM_EXPORT SM_WUR int sm_log_open(const char *path, int flags, const sm_options *
  * -EINVAL (NULL, zero length), -EBADF (read-only log), -ERANGE (record
  * longer than 4 GiB - 64, or the log would pass INT64_MAX), -ENOSPC (space
  * for it could not be reserved: never a SIGBUS later), -ESTALE (used in a
- * fork child), -EBADMSG (corrupt tail slot), -ENOMEM, and errors of
- * sm_map_write. */
+ * fork child), -EBADMSG (corrupt tail slot), -EIO (writing the record or
+ * the tail slot), -ENOMEM. */
 SM_EXPORT SM_WUR int sm_log_append(sm_log *log, const void *rec, size_t len, uint64_t *lsn);
 
 /* Make every record appended so far (by any process) durable with one

@@ -610,10 +610,37 @@ int sm_log_close(sm_log *l)
 
 /* --- append / commit --------------------------------------------------------- */
 
+/* pwrite all of [buf, buf + n) at off, through the seam. */
+static int pwrite_all(sm_log *l, const void *buf, size_t n, uint64_t off)
+{
+	const unsigned char *p = buf;
+
+	while (n > 0) {
+		ssize_t w = sm_sys.pwrite(l->fd, p, n, (off_t)off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		if (w == 0)
+			return -EIO;
+		p += w;
+		n -= (size_t)w;
+		off += (uint64_t)w;
+	}
+	return 0;
+}
+
+/*
+ * Place a record at the tail.  Under the append mutex no other appender
+ * writes there and no reader looks past the committed tail, so the frame is
+ * written with pwrite into blocks reserved (and zeroed) ahead: no region
+ * lock, no mapping, no fallocate per record (measured before: 4 fcntl, 2
+ * fstat, 1 fallocate and 1 pwrite per append through a write slice).
+ */
 static int log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
 {
+	static const unsigned char pad[FRAME];
 	unsigned char fr[FRAME], small[SMALL_REC];
-	sm_slice *s = NULL;
 	uint64_t t, sz;
 	uint32_t crc, pcrc;
 	int rc;
@@ -646,34 +673,29 @@ static int log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
 	}
 	if ((rc = reserve(l, t + sz)) < 0)
 		goto out;
-	if ((rc = sm_map_write(l->f, t, sz, SM_EXTEND, &s)) < 0)
-		goto out;
 	/* The CRC covers the LSN, known only now. */
 	crc = frame_crc(pcrc, t, (uint32_t)len);
 	if (sz <= SMALL_REC) {
-		/* One copy into the slice for the whole frame. */
+		/* One write for the whole frame. */
 		put32le(small, (uint32_t)len);
 		put32le(small + 4, crc);
-		if ((rc = sm_write(s, 0, small, sz)) < 0)
+		if ((rc = pwrite_all(l, small, (size_t)sz, t)) < 0)
 			goto out;
 	} else {
 		put32le(fr, (uint32_t)len);
 		put32le(fr + 4, crc);
-		if ((rc = sm_write(s, FRAME, rec, len)) < 0 ||
-		    (sz > FRAME + len && (rc = sm_fill(s, FRAME + len, 0, sz - FRAME - len)) < 0) ||
-		    (rc = sm_write(s, 0, fr, FRAME)) < 0)
+		if ((rc = pwrite_all(l, rec, len, t + FRAME)) < 0 ||
+		    (sz > FRAME + len &&
+		     (rc = pwrite_all(l, pad, (size_t)(sz - FRAME - len), t + FRAME + len)) < 0) ||
+		    (rc = pwrite_all(l, fr, FRAME, t)) < 0)
 			goto out;
 	}
-	sm_release(s);
-	s = NULL;
 	/* Only now is the record whole: move the tail past it. */
 	if ((rc = slot_write(l, SLOT_TAIL, t + sz)) < 0)
 		goto out;
 	if (lsn)
 		*lsn = t;
 out:
-	if (s)
-		sm_release(s);
 	log_unlock(l, &l->app_mu, MUTEX_APPEND);
 	return rc;
 }
