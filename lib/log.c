@@ -301,7 +301,10 @@ static int window_map(sm_log *l, struct window *w, uint64_t beg, uint64_t end)
 	int rc;
 
 	window_drop(w);
-	if ((rc = sm_map_read(l->f, beg, end - beg, 0, &w->s)) < 0)
+	/* Pre-faulted: the window is read whole (its records are checked),
+	 * and one populating mmap costs far less than a fault per 64 KiB
+	 * (measured: 226-351 ns per 100-byte record without, 133-153 with). */
+	if ((rc = sm_map_read(l->f, beg, end - beg, SM_POPULATE, &w->s)) < 0)
 		return rc;
 	w->beg = beg;
 	w->end = end;
