@@ -368,8 +368,21 @@ SM_EXPORT const char *sm_strerror(int err);
  * view: bounds check, one access, then one load of the view's state word.
  * sm__access_fail() computes the precise error when a check fails.  Define
  * SM_NO_INLINE before including this header to call the library functions.
+ *
+ * The getters read the view's base, length and state pointer before any
+ * check, and sm__access_fail is declared pure (it changes nothing the
+ * caller can see: only the slice's private sticky error): so in a loop over
+ * a slice the compiler keeps all three in registers, and what stays per
+ * word is one compare, the volatile load of the word and the volatile load
+ * of the state word (which the fault handler sets when a page vanishes:
+ * it must be reloaded after every access, and is).
  */
+#if defined(__GNUC__)
+SM_EXPORT __attribute__((pure)) int sm__access_fail(const sm_slice *s, uint64_t off, uint64_t n,
+						    int write);
+#else
 SM_EXPORT int sm__access_fail(const sm_slice *s, uint64_t off, uint64_t n, int write);
+#endif
 
 #if defined(__GNUC__)
 
@@ -416,12 +429,17 @@ static inline int sm__inline_fail(const sm_slice *s, uint64_t off, unsigned n, i
 						       uint##bits##_t *out)          \
 	{                                                                             \
 		const struct sm_view *v = (const struct sm_view *)s;                  \
-		if (SM_LIKELY(s && out && off < v->len &&                             \
-			      v->len - off >= sizeof(uint##bits##_t))) {              \
+		const unsigned char *b_ = 0;                                          \
+		const volatile uint32_t *st_ = 0;                                     \
+		uint64_t l_ = 0;                                                      \
+		if (SM_LIKELY(s != 0))                                                \
+			b_ = v->base, l_ = v->len, st_ = v->state;                    \
+		if (SM_LIKELY(s && out && l_ >= sizeof(uint##bits##_t) &&             \
+			      off <= l_ - sizeof(uint##bits##_t))) {                  \
 			uint##bits##_t x =                                            \
-				((const volatile struct sm__u##bits *)(v->base + off))->v; \
+				((const volatile struct sm__u##bits *)(b_ + off))->v;   \
 			int rc_;                                                      \
-			if (SM_LIKELY(*v->state == 0) ||                              \
+			if (SM_LIKELY(*st_ == 0) ||                                   \
 			    (rc_ = sm__access_fail(s, off, sizeof(x), 0)) >= 0) {     \
 				*out = conv(bits, x);                                 \
 				return 0;                                             \
@@ -515,8 +533,8 @@ SM_EXPORT SM_WUR int sm_log_open(const char *path, int flags, const sm_options *
  * -EINVAL (NULL, zero length), -EBADF (read-only log), -ERANGE (record
  * longer than 4 GiB - 64, or the log would pass INT64_MAX), -ENOSPC (space
  * for it could not be reserved: never a SIGBUS later), -ESTALE (used in a
- * fork child), -EBADMSG (corrupt tail slot), -ENOMEM, and errors of
- * sm_map_write. */
+ * fork child), -EBADMSG (corrupt tail slot), -EIO (writing the record or
+ * the tail slot), -ENOMEM. */
 SM_EXPORT SM_WUR int sm_log_append(sm_log *log, const void *rec, size_t len, uint64_t *lsn);
 
 /* Make every record appended so far (by any process) durable with one
@@ -545,6 +563,16 @@ SM_EXPORT SM_WUR int sm_log_iter_open(sm_log *log, uint64_t from_lsn, sm_log_ite
  * fails its checksum: the file was damaged; the iterator stays before it),
  * -ENXIO (the log was truncated), and errors of sm_map_read/sm_sub. */
 SM_EXPORT SM_WUR int sm_log_iter_next(sm_log_iter *it, sm_slice **rec, uint64_t *lsn);
+
+/* The next committed record without a slice, for hot loops (the checksum is
+ * checked all the same): returns 1 with *rec pointing at its payload inside
+ * the iterator's mapping, *len its length and *lsn (if not NULL) its LSN,
+ * valid until the next call on the iterator or its close; 0 at the committed
+ * tail; or the errors of sm_log_iter_next.  The bytes are under the fault
+ * guard as sm_unsafe_ptr's: if the log is truncated meanwhile they read as
+ * zeros and the next call returns -ENXIO.  See sm_log_iter_next(3). */
+SM_EXPORT SM_WUR int sm_log_iter_next_ptr(sm_log_iter *it, const void **rec, size_t *len,
+					  uint64_t *lsn);
 
 /* Free an iterator (record slices it returned stay valid).  Errors: -EINVAL. */
 SM_EXPORT int sm_log_iter_close(sm_log_iter *it);

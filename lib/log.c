@@ -22,16 +22,17 @@
  * appender overwrites.
  *
  * sm_log_commit is a group commit: a committer that finds the committed tail
- * already past what it needs returns at once.  Otherwise it shares a flush:
- * flushes run in two "lanes" (a kernel-lock byte each, like a journal's
- * committing and running transactions), each announcing the appended tail
- * it covers before its fdatasync (one flush covers every record any process
- * placed before it: the page cache is shared) and publishing the committed
- * tail only after it.  A committer covered by a running flush waits for it;
- * else it leads a flush in a free lane, or waits for the older one and then
- * leads the next, covering everyone who arrived meanwhile.  Whole records
- * left past the committed tail by a dead appender are kept: the next commit
- * of any process commits them.
+ * already past what it needs returns at once.  Otherwise it queues on the
+ * flush mutex (one flush at a time); the first in line leads a flush of
+ * everything any process placed so far (the page cache is shared) and
+ * publishes the committed tail only after it; those queued behind find
+ * themselves covered and return.  Whole records left past the committed
+ * tail by a dead appender are kept: the next commit of any process commits
+ * them.
+ *
+ * Space is reserved ahead in big steps and written with zeros once, so that
+ * a commit flushes data pages only (no unwritten-extent conversion, no
+ * journal commit of its own).
  *
  * Iterators read up to the committed tail only, and check each record's
  * CRC; a record is handed out as a read sub-slice of a larger read slice
@@ -41,13 +42,17 @@
  * fdatasync are cancellation points, and a thread cancelled there would
  * leave the mutexes held.
  */
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/futex.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "crc32c.h"
@@ -58,13 +63,13 @@
 #define LOG_HDR 4096u
 #define SLOT_COMMITTED 64
 #define SLOT_TAIL 128
-#define SLOT_FLUSHING 192 /* and 208: tail covered by each lane's running flush */
+#define SLOT_FLUSHING 192 /* and 208: no longer used (two flush lanes once) */
 /* Kernel-lock mutex bytes: never mapped, far beyond any log. */
 #define MUTEX_BASE ((uint64_t)1 << 62)
 #define MUTEX_INIT (MUTEX_BASE + 0)
 #define MUTEX_APPEND (MUTEX_BASE + 1)
 #define MUTEX_PUBLISH (MUTEX_BASE + 2)
-#define MUTEX_LANE (MUTEX_BASE + 4) /* and + 5: the two flush lanes */
+#define MUTEX_FLUSH (MUTEX_BASE + 4) /* the group commit's flush mutex */
 /* Space is reserved ahead in steps of at least this much (or 1/8 of the log). */
 #define RESERVE_STEP ((uint64_t)1 << 20)
 /* Iterators map this much at a time, sub-slicing records out of it. */
@@ -77,6 +82,10 @@
 #define SLOT_TRIES 100000
 /* A group-commit leader waits at most this many yields for the tail to settle. */
 #define SETTLE_MAX 8
+/* A committer waiting for another's flush checks the leader is alive (tries
+ * the flush mutex) at least this often: a leader killed mid-fdatasync never
+ * wakes anyone. */
+#define WAIT_NS 20000000L
 
 struct sm_log {
 	sm_file *f;
@@ -84,10 +93,11 @@ struct sm_log {
 	int flags;
 	unsigned long gen; /* fork generation at open */
 	pthread_mutex_t app_mu;  /* in-process half of the append mutex */
-	pthread_mutex_t lane_mu[2]; /* in-process halves of the flush lanes */
+	pthread_mutex_t flush_mu; /* in-process half of the flush mutex */
 	uint64_t reserved;       /* file size known reserved (under app_mu) */
 	pthread_mutex_t pub_mu;  /* in-process half of the publish mutex */
 	int poison;              /* first failed flush (atomic) */
+	sm_slice *hdr;           /* read slice over the header: slots, futex word */
 	unsigned long iters;     /* live iterators (atomic) */
 };
 
@@ -189,13 +199,6 @@ static int mutex_lock(int fd, short type, uint64_t at)
 	return rc;
 }
 
-/* A mutex byte of the log file: a write OFD lock without waiting (0 or
- * -EBUSY), through lib/ofd.c. */
-static int mutex_try(int fd, uint64_t at)
-{
-	return sm_ofd_lock(fd, true, at, 1);
-}
-
 static void mutex_unlock(int fd, uint64_t at)
 {
 	(void)sm_ofd_unlock(fd, at, 1);
@@ -222,9 +225,34 @@ static void log_unlock(sm_log *l, pthread_mutex_t *mu, uint64_t at)
 
 /* --- header slots -------------------------------------------------------- */
 
+/* The 32-bit futex word of a slot in the mapped header: its low half. */
+static uint32_t *slot_word(const sm_log *l, off_t at)
+{
+	return (uint32_t *)(void *)(l->hdr->v.base + at);
+}
+
 static int slot_read(const sm_log *l, off_t at, uint64_t *v)
 {
 	unsigned char b[16];
+
+	/* Through the mapping (no system call): two aligned 8-byte loads of
+	 * the page cache page that pwrite updates; the complement catches a
+	 * load racing a writer.  The header slice is under the fault guard:
+	 * a log truncated under it reads zeros, a tear that never settles. */
+	if (l->hdr && *l->hdr->v.state == 0) {
+		const uint64_t *p = (const uint64_t *)(const void *)(l->hdr->v.base + at);
+		for (int i = 0; i < SLOT_TRIES; i++) {
+			uint64_t x = le64toh(__atomic_load_n(&p[0], __ATOMIC_ACQUIRE));
+			uint64_t y = le64toh(__atomic_load_n(&p[1], __ATOMIC_ACQUIRE));
+			if (*l->hdr->v.state)
+				break;
+			if (x == ~y) {
+				*v = x;
+				return 0;
+			}
+			sched_yield(); /* a writer is halfway through the slot */
+		}
+	}
 
 	for (int i = 0; i < SLOT_TRIES; i++) {
 		ssize_t n = pread(l->fd, b, sizeof(b), at);
@@ -273,7 +301,10 @@ static int window_map(sm_log *l, struct window *w, uint64_t beg, uint64_t end)
 	int rc;
 
 	window_drop(w);
-	if ((rc = sm_map_read(l->f, beg, end - beg, 0, &w->s)) < 0)
+	/* Pre-faulted: the window is read whole (its records are checked),
+	 * and one populating mmap costs far less than a fault per 64 KiB
+	 * (measured: 226-351 ns per 100-byte record without, 133-153 with). */
+	if ((rc = sm_map_read(l->f, beg, end - beg, SM_POPULATE, &w->s)) < 0)
 		return rc;
 	w->beg = beg;
 	w->end = end;
@@ -348,6 +379,32 @@ static int scan_from(sm_log *l, struct window *w, uint64_t pos, uint64_t limit, 
 	return 0;
 }
 
+/*
+ * Write zeros over freshly reserved blocks, and start their write-back.
+ * fallocate leaves "unwritten" extents: the first fdatasync after a record
+ * lands in one must convert it, a journal commit (measured here: ~3.9 ms
+ * against ~1.1 ms for an fdatasync that only writes data pages).  Blocks
+ * written once (zeros) make every later commit a data-only flush, as a
+ * database zero-fills its WAL segments.  Best effort: the blocks are
+ * reserved already, zeros or not, and read as zeros either way.
+ */
+static void zero_fill(sm_log *l, uint64_t from, uint64_t to)
+{
+	static const unsigned char zeros[65536];
+	uint64_t at;
+
+	for (at = from; at < to;) {
+		size_t n = to - at < sizeof(zeros) ? (size_t)(to - at) : sizeof(zeros);
+		ssize_t w = sm_sys.pwrite(l->fd, zeros, n, (off_t)at);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return;
+		at += (uint64_t)w;
+	}
+	(void)sm_sys.sync_file_range(l->fd, (off_t)from, (off_t)(to - from), SYNC_FILE_RANGE_WRITE);
+}
+
 /* Reserve blocks so that the file covers [0, end): in steps, so appends
  * rarely grow the file, and so that a full disk is -ENOSPC here rather
  * than SIGBUS at a store into a hole.  Caller holds the append mutex. */
@@ -368,6 +425,7 @@ static int reserve(sm_log *l, uint64_t end)
 	step = size / 8 > RESERVE_STEP ? size / 8 : RESERVE_STEP;
 	want = (end + step - 1) / step * step;
 	if (sm_sys.fallocate(l->fd, 0, (off_t)size, (off_t)(want - size)) == 0) {
+		zero_fill(l, size, want);
 		l->reserved = want;
 		return 0;
 	}
@@ -502,8 +560,7 @@ static int log_open(const char *path, int flags, const sm_options *opt, sm_log *
 	pthread_once(&fork_once, fork_init);
 	l->gen = __atomic_load_n(&forks, __ATOMIC_RELAXED);
 	pthread_mutex_init(&l->app_mu, NULL);
-	pthread_mutex_init(&l->lane_mu[0], NULL);
-	pthread_mutex_init(&l->lane_mu[1], NULL);
+	pthread_mutex_init(&l->flush_mu, NULL);
 	pthread_mutex_init(&l->pub_mu, NULL);
 	if ((rc = sm_open(path, flags, opt, &l->f)) < 0)
 		goto err;
@@ -514,18 +571,23 @@ static int log_open(const char *path, int flags, const sm_options *opt, sm_log *
 	}
 	if ((rc = setup(l)) < 0)
 		goto err;
+	/* The header for the slots and the commit futex: a read slice (the
+	 * slots are written with pwrite), held for the log's life. */
+	if ((rc = sm_map_read(l->f, 0, LOG_HDR, 0, &l->hdr)) < 0)
+		goto err;
 	if ((flags & SM_RDWR) && (rc = recover(l)) < 0)
 		goto err;
 	*out = l;
 	return 0;
 err:
+	if (l->hdr)
+		sm_release(l->hdr);
 	if (l->fd >= 0)
 		close(l->fd);
 	if (l->f)
 		sm_close(l->f);
 	pthread_mutex_destroy(&l->app_mu);
-	pthread_mutex_destroy(&l->lane_mu[0]);
-	pthread_mutex_destroy(&l->lane_mu[1]);
+	pthread_mutex_destroy(&l->flush_mu);
 	pthread_mutex_destroy(&l->pub_mu);
 	free(l);
 	return rc;
@@ -539,11 +601,11 @@ int sm_log_close(sm_log *l)
 		return -EINVAL;
 	if (__atomic_load_n(&l->iters, __ATOMIC_ACQUIRE))
 		return -EBUSY;
+	sm_release(l->hdr);
 	rc = sm_close(l->f);
 	close(l->fd);
 	pthread_mutex_destroy(&l->app_mu);
-	pthread_mutex_destroy(&l->lane_mu[0]);
-	pthread_mutex_destroy(&l->lane_mu[1]);
+	pthread_mutex_destroy(&l->flush_mu);
 	pthread_mutex_destroy(&l->pub_mu);
 	free(l);
 	return rc;
@@ -551,10 +613,37 @@ int sm_log_close(sm_log *l)
 
 /* --- append / commit --------------------------------------------------------- */
 
+/* pwrite all of [buf, buf + n) at off, through the seam. */
+static int pwrite_all(sm_log *l, const void *buf, size_t n, uint64_t off)
+{
+	const unsigned char *p = buf;
+
+	while (n > 0) {
+		ssize_t w = sm_sys.pwrite(l->fd, p, n, (off_t)off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		if (w == 0)
+			return -EIO;
+		p += w;
+		n -= (size_t)w;
+		off += (uint64_t)w;
+	}
+	return 0;
+}
+
+/*
+ * Place a record at the tail.  Under the append mutex no other appender
+ * writes there and no reader looks past the committed tail, so the frame is
+ * written with pwrite into blocks reserved (and zeroed) ahead: no region
+ * lock, no mapping, no fallocate per record (measured before: 4 fcntl, 2
+ * fstat, 1 fallocate and 1 pwrite per append through a write slice).
+ */
 static int log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
 {
+	static const unsigned char pad[FRAME];
 	unsigned char fr[FRAME], small[SMALL_REC];
-	sm_slice *s = NULL;
 	uint64_t t, sz;
 	uint32_t crc, pcrc;
 	int rc;
@@ -587,34 +676,29 @@ static int log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
 	}
 	if ((rc = reserve(l, t + sz)) < 0)
 		goto out;
-	if ((rc = sm_map_write(l->f, t, sz, SM_EXTEND, &s)) < 0)
-		goto out;
 	/* The CRC covers the LSN, known only now. */
 	crc = frame_crc(pcrc, t, (uint32_t)len);
 	if (sz <= SMALL_REC) {
-		/* One copy into the slice for the whole frame. */
+		/* One write for the whole frame. */
 		put32le(small, (uint32_t)len);
 		put32le(small + 4, crc);
-		if ((rc = sm_write(s, 0, small, sz)) < 0)
+		if ((rc = pwrite_all(l, small, (size_t)sz, t)) < 0)
 			goto out;
 	} else {
 		put32le(fr, (uint32_t)len);
 		put32le(fr + 4, crc);
-		if ((rc = sm_write(s, FRAME, rec, len)) < 0 ||
-		    (sz > FRAME + len && (rc = sm_fill(s, FRAME + len, 0, sz - FRAME - len)) < 0) ||
-		    (rc = sm_write(s, 0, fr, FRAME)) < 0)
+		if ((rc = pwrite_all(l, rec, len, t + FRAME)) < 0 ||
+		    (sz > FRAME + len &&
+		     (rc = pwrite_all(l, pad, (size_t)(sz - FRAME - len), t + FRAME + len)) < 0) ||
+		    (rc = pwrite_all(l, fr, FRAME, t)) < 0)
 			goto out;
 	}
-	sm_release(s);
-	s = NULL;
 	/* Only now is the record whole: move the tail past it. */
 	if ((rc = slot_write(l, SLOT_TAIL, t + sz)) < 0)
 		goto out;
 	if (lsn)
 		*lsn = t;
 out:
-	if (s)
-		sm_release(s);
 	log_unlock(l, &l->app_mu, MUTEX_APPEND);
 	return rc;
 }
@@ -669,47 +753,59 @@ static int flush_and_publish(sm_log *l, uint64_t t)
 	return rc;
 }
 
-/* The flush lanes: a flush runs holding one lane (in-process mutex and
- * kernel lock) and announces in the lane's slot the tail it covers. */
-static int lane_try(sm_log *l, int i)
+/* Futexes on the mapped header page: a shared file mapping, so the key is
+ * the page cache page and processes meet on it (not FUTEX_PRIVATE). */
+static void futex_wait(uint32_t *w, uint32_t val)
 {
-	int rc;
+	struct timespec ts = { 0, WAIT_NS };
 
-	if (pthread_mutex_trylock(&l->lane_mu[i]) != 0)
-		return -EBUSY;
-	if ((rc = mutex_try(l->fd, MUTEX_LANE + (uint64_t)i)) < 0)
-		pthread_mutex_unlock(&l->lane_mu[i]);
-	return rc;
+	(void)syscall(SYS_futex, w, FUTEX_WAIT, val, &ts, NULL, 0);
 }
 
-/* Flush everything placed so far as the holder of lane i, then free it. */
-static int lead(sm_log *l, int i)
+static void futex_wake(uint32_t *w)
 {
-	uint64_t t;
+	(void)syscall(SYS_futex, w, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+/* The flush mutex without waiting: its in-process half, then its kernel
+ * lock byte (0 or -EBUSY). */
+static int flush_try(sm_log *l)
+{
 	int rc;
 
-	if ((rc = settled_tail(l, &t)) == 0 &&
-	    (rc = slot_write(l, SLOT_FLUSHING + 16 * i, t)) == 0)
-		rc = flush_and_publish(l, t);
-	log_unlock(l, &l->lane_mu[i], MUTEX_LANE + (uint64_t)i);
+	if (pthread_mutex_trylock(&l->flush_mu) != 0)
+		return -EBUSY;
+	if ((rc = sm_ofd_lock(l->fd, true, MUTEX_FLUSH, 1)) < 0)
+		pthread_mutex_unlock(&l->flush_mu);
 	return rc;
 }
 
 /*
- * Group commit with two lanes, as a journal has a committing and a running
- * transaction: at most two flushes run at once, and every other committer
- * shares one of them.  A committer whose records a running flush covers
- * waits for that flush.  Otherwise it takes a free lane and flushes
- * everything placed so far (the second lane lets a new flush start while
- * one runs, instead of queueing records behind a flush that cannot cover
- * them).  With both lanes busy and neither covering it, it waits for the
- * older flush and then leads the next one, covering all who arrived
- * meanwhile.
+ * Group commit: one flush at a time, under the flush mutex (a kernel lock
+ * byte plus its in-process half).  A committer whose records the committed
+ * tail already covers returns at once.  Otherwise, if the mutex is free, it
+ * leads: it reads the appended tail (every record any process placed so
+ * far: the page cache is shared), flushes once, publishes that tail, and
+ * wakes every waiter.  If a flush is running, it sleeps on the committed
+ * slot's futex word until the leader publishes, then looks again: those
+ * the flush covered return, one of the others leads the next flush for all
+ * of them.  N appenders committing every record thus share one fdatasync
+ * per round, and nobody queues on a lock just to learn it was covered.
+ * (An earlier design ran two flushes at once in two "lanes" and queued
+ * waiters on kernel locks: on this machine concurrent flushes serialise in
+ * the disk, and the lock hand-offs serialised the wake-ups, so a round
+ * covered ~1.6 records at 8 appenders.)
+ *
+ * Liveness: the futex word only speeds things up.  Waits are bounded
+ * (WAIT_NS), and a waiter that times out tries the mutex itself; its
+ * kernel lock dies with its holder, so a leader killed mid-fdatasync (which
+ * never wakes anyone) frees the next waiter to lead within WAIT_NS.  A
+ * committed tail published by a process that then died is as good as any.
  */
 static int log_commit(sm_log *l)
 {
-	uint64_t want, c, f[2];
-	int rc, i;
+	uint64_t want, c, t;
+	int rc;
 
 	if (!l)
 		return -EINVAL;
@@ -719,28 +815,27 @@ static int log_commit(sm_log *l)
 		return rc;
 	if ((rc = slot_read(l, SLOT_TAIL, &want)) < 0)
 		return rc;
-	if ((rc = __atomic_load_n(&l->poison, __ATOMIC_ACQUIRE)) < 0 ||
-	    (rc = slot_read(l, SLOT_COMMITTED, &c)) < 0 || c >= want)
-		return rc;
-	for (i = 0; i < 2; i++) {
-		if ((rc = lane_try(l, i)) == 0)
-			return lead(l, i);
+	for (;;) {
+		if ((rc = __atomic_load_n(&l->poison, __ATOMIC_ACQUIRE)) < 0 ||
+		    (rc = slot_read(l, SLOT_COMMITTED, &c)) < 0 || c >= want)
+			return rc;
+		if ((rc = flush_try(l)) == 0)
+			break;
 		if (rc != -EBUSY)
 			return rc;
+		futex_wait(slot_word(l, SLOT_COMMITTED), htole32((uint32_t)c));
 	}
-	if ((rc = slot_read(l, SLOT_FLUSHING, &f[0])) < 0 ||
-	    (rc = slot_read(l, SLOT_FLUSHING + 16, &f[1])) < 0)
-		return rc;
-	i = f[0] >= want ? 0 : f[1] >= want ? 1 : f[0] <= f[1] ? 0 : 1;
-	if ((rc = log_lock(l, &l->lane_mu[i], MUTEX_LANE + (uint64_t)i)) < 0)
-		return rc;
-	/* The flush we waited for may have covered our records. */
-	if ((rc = __atomic_load_n(&l->poison, __ATOMIC_ACQUIRE)) < 0 ||
-	    (rc = slot_read(l, SLOT_COMMITTED, &c)) < 0 || c >= want) {
-		log_unlock(l, &l->lane_mu[i], MUTEX_LANE + (uint64_t)i);
-		return rc;
-	}
-	return lead(l, i);
+	/* Leader.  The flush that ran before we took the mutex may have
+	 * covered our records. */
+	if ((rc = __atomic_load_n(&l->poison, __ATOMIC_ACQUIRE)) == 0 &&
+	    (rc = slot_read(l, SLOT_COMMITTED, &c)) == 0 && c < want &&
+	    (rc = settled_tail(l, &t)) == 0)
+		rc = flush_and_publish(l, t);
+	log_unlock(l, &l->flush_mu, MUTEX_FLUSH);
+	/* Also after a failure: the waiters then flush for themselves (and
+	 * learn the error, which the kernel reports to each description). */
+	futex_wake(slot_word(l, SLOT_COMMITTED));
+	return rc;
 }
 
 /* --- iterators ---------------------------------------------------------------- */
@@ -803,6 +898,44 @@ static int log_iter_next(sm_log_iter *it, sm_slice **rec, uint64_t *lsn)
 	return 1;
 }
 
+/*
+ * The next record as a pointer into the iterator's window: no slice, no
+ * lock, no allocation per record (the window's read slice, mapped and
+ * checked once per ITER_WINDOW, keeps the bytes mapped and read-locked).
+ * The window is under the fault guard like any slice: if the log is
+ * truncated under it, its bytes read as zeros, and the next call (which
+ * looks at the window's state) returns the error.
+ */
+static int log_iter_next_ptr(sm_log_iter *it, const void **rec, size_t *len, uint64_t *lsn)
+{
+	const unsigned char *fr;
+	uint32_t n;
+	int rc;
+
+	if (!it || !rec || !len)
+		return -EINVAL;
+	if (it->w.s && *it->w.s->v.state && (rc = sm_slice_error(it->w.s)) < 0)
+		return rc;
+	if (it->pos >= it->end) {
+		if ((rc = slot_read(it->log, SLOT_COMMITTED, &it->end)) < 0)
+			return rc;
+		if (it->pos >= it->end)
+			return 0;
+	}
+	if (it->pos >= it->valid &&
+	    (rc = scan_from(it->log, &it->w, it->pos, it->end, &it->valid)) < 0)
+		return rc;
+	/* Checked, and inside the window. */
+	fr = it->w.s->v.base + (it->pos - it->w.beg);
+	n = get32le(fr);
+	*rec = fr + FRAME;
+	*len = n;
+	if (lsn)
+		*lsn = it->pos;
+	it->pos += align8((uint64_t)FRAME + n);
+	return 1;
+}
+
 int sm_log_iter_close(sm_log_iter *it)
 {
 	if (!it)
@@ -853,6 +986,31 @@ int sm_log_iter_next(sm_log_iter *it, sm_slice **rec, uint64_t *lsn)
 {
 	int old = sm_nocancel();
 	int rc = log_iter_next(it, rec, lsn);
+
+	sm_cancel_restore(old);
+	return rc;
+}
+
+int sm_log_iter_next_ptr(sm_log_iter *it, const void **rec, size_t *len, uint64_t *lsn)
+{
+	int old, rc;
+
+	/* A record already checked, in a window that lost no page: no system
+	 * call ahead, so no need to defer cancellation (two libc calls that
+	 * cost as much as the rest of this path). */
+	if (it && rec && len && it->pos < it->valid && it->pos < it->end && it->w.s &&
+	    *it->w.s->v.state == 0) {
+		const unsigned char *fr = it->w.s->v.base + (it->pos - it->w.beg);
+		uint32_t n = get32le(fr);
+		*rec = fr + FRAME;
+		*len = n;
+		if (lsn)
+			*lsn = it->pos;
+		it->pos += align8((uint64_t)FRAME + n);
+		return 1;
+	}
+	old = sm_nocancel();
+	rc = log_iter_next_ptr(it, rec, len, lsn);
 
 	sm_cancel_restore(old);
 	return rc;

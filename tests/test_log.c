@@ -4,7 +4,8 @@
  * processes (3 x 1000, each exactly once), SIGKILL of an appender at random
  * points (readers see a prefix of whole records holding every committed
  * one, and the log goes on), group commit counted through the syscall seam,
- * tail repair after a crash, ENOSPC and EIO injected through the seam.
+ * a group-commit leader killed mid-fdatasync (its waiters go on), tail
+ * repair after a crash, ENOSPC and EIO injected through the seam.
  */
 #include <check.h>
 #include <errno.h>
@@ -17,6 +18,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <limits.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -172,6 +174,60 @@ START_TEST(append_commit_iterate)
 END_TEST
 
 /* Record slices outlive the iterator and the log. */
+/* The pointer walk: the same records, LSNs and bytes as the slice walk,
+ * across window boundaries (big records, more than one 1 MiB window), and
+ * it follows new commits.  A log truncated under it: the bytes read as
+ * zeros (no crash) and the next call says -ENXIO. */
+START_TEST(iterate_by_pointer)
+{
+	const char *path = tu_tmpfile(0);
+	unsigned char want[8 + 5000];
+	const void *p;
+	sm_log_iter *it;
+	sm_log *l;
+	size_t len;
+	uint64_t lsn[2100], got;
+	unsigned k;
+	int fd;
+
+	ck_assert_int_eq(sm_log_open(path, SM_RDWR | SM_CREATE, NULL, &l), 0);
+	for (k = 0; k < 2000; k++)
+		ck_assert_int_eq(append_one(l, 2, k, &lsn[k]), 0);
+	ck_assert_int_eq(sm_log_commit(l), 0);
+	ck_assert_int_eq(sm_log_iter_open(l, 0, &it), 0);
+	ck_assert_int_eq(sm_log_iter_next_ptr(it, NULL, &len, NULL), -EINVAL);
+	ck_assert_int_eq(sm_log_iter_next_ptr(it, &p, NULL, NULL), -EINVAL);
+	for (k = 0; k < 2000; k++) {
+		ck_assert_int_eq(sm_log_iter_next_ptr(it, &p, &len, &got), 1);
+		ck_assert_uint_eq(got, lsn[k]);
+		ck_assert_uint_eq(len, rec_len(2, k));
+		rec_fill(want, 2, k, len);
+		ck_assert(memcmp(p, want, len) == 0);
+	}
+	ck_assert_uint_gt(lsn[1999], 1u << 20); /* crossed a window */
+	ck_assert_int_eq(sm_log_iter_next_ptr(it, &p, &len, &got), 0);
+	/* Records committed since. */
+	for (k = 2000; k < 2100; k++)
+		ck_assert_int_eq(append_one(l, 2, k, &lsn[k]), 0);
+	ck_assert_int_eq(sm_log_commit(l), 0);
+	ck_assert_int_eq(sm_log_iter_next_ptr(it, &p, &len, &got), 1);
+	ck_assert_uint_eq(got, lsn[2000]);
+	ck_assert_int_eq(sm_log_iter_close(it), 0);
+
+	/* Truncated under the iterator's window. */
+	ck_assert_int_eq(sm_log_iter_open(l, lsn[10], &it), 0);
+	ck_assert_int_eq(sm_log_iter_next_ptr(it, &p, &len, &got), 1);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, HDR), 0);
+	close(fd);
+	ck_assert_int_eq(((const unsigned char *)p)[len - 1], 0); /* zeros, no SIGBUS */
+	ck_assert_int_eq(sm_log_iter_next_ptr(it, &p, &len, &got), -ENXIO);
+	ck_assert_int_eq(sm_log_iter_close(it), 0);
+	ck_assert_int_eq(sm_log_close(l), 0);
+}
+END_TEST
+
 START_TEST(record_outlives_log)
 {
 	const char *path = tu_tmpfile(0);
@@ -494,6 +550,101 @@ START_TEST(group_commit_shares_flushes)
 }
 END_TEST
 
+/*
+ * A group-commit leader killed mid-fdatasync: the child leads a flush whose
+ * fdatasync never returns (the seam tells the parent, then blocks); the
+ * parent's committer finds the flush running and waits for it.  After the
+ * SIGKILL nobody will ever wake it: its bounded wait must notice the dead
+ * leader, lead the flush itself and commit both records (the child's was
+ * placed whole, so it is kept).  Without the liveness check this test hangs
+ * until the case's timeout.
+ */
+static int stuck_out = -1;
+static int stuck_fdatasync(int fd)
+{
+	(void)fd;
+	tu_send(stuck_out, "flushing");
+	while (pause() < 0 || errno == EINTR)
+		; /* until SIGKILL */
+	return -1;
+}
+
+static int stuck_leader(void *arg, int in, int out)
+{
+	sm_log *l;
+
+	(void)in;
+	if (sm_log_open(arg, SM_RDWR, NULL, &l) < 0 || append_one(l, 8, 0, NULL) < 0)
+		return 10;
+	stuck_out = out;
+	sm_sys.fdatasync = stuck_fdatasync;
+	return sm_log_commit(l) < 0 ? 11 : 12; /* never returns */
+}
+
+struct waiter {
+	sm_log *l;
+	pid_t tid; /* set before the commit */
+	int rc;
+};
+
+static void *waiting_commit(void *arg)
+{
+	struct waiter *w = arg;
+
+	__atomic_store_n(&w->tid, gettid(), __ATOMIC_RELEASE);
+	w->rc = sm_log_commit(w->l);
+	return NULL;
+}
+
+/* Whether thread tid is blocked in a futex call (its /proc syscall line). */
+static bool in_futex(pid_t tid)
+{
+	char p[64], line[64] = "";
+	FILE *f;
+
+	snprintf(p, sizeof(p), "/proc/self/task/%d/syscall", (int)tid);
+	if (!(f = fopen(p, "r")))
+		return false;
+	if (!fgets(line, sizeof(line), f))
+		line[0] = 0;
+	fclose(f);
+	return atoi(line) == SYS_futex;
+}
+
+START_TEST(leader_killed_mid_flush)
+{
+	const char *path = tu_tmpfile(0);
+	struct waiter w = { 0 };
+	struct tu_child c;
+	char line[32];
+	pthread_t t;
+	sm_log *l;
+	pid_t tid;
+
+	ck_assert_int_eq(sm_log_open(path, SM_RDWR | SM_CREATE, NULL, &l), 0);
+	tu_spawn(&c, stuck_leader, (void *)path);
+	ck_assert(tu_recv(c.from, line, sizeof(line)));
+	ck_assert_str_eq(line, "flushing");
+	ck_assert_int_eq(append_one(l, 8, 1, NULL), 0);
+	w.l = l;
+	ck_assert_int_eq(pthread_create(&t, NULL, waiting_commit, &w), 0);
+	/* Until the committer sleeps on the running flush (no sleep here:
+	 * poll its state).  It may also sleep on the futex between bounded
+	 * waits, which is the same state. */
+	while (!(tid = __atomic_load_n(&w.tid, __ATOMIC_ACQUIRE)))
+		sched_yield();
+	while (!in_futex(tid))
+		sched_yield();
+	ck_assert_int_eq(count_records(l), 0); /* nothing committed yet */
+	kill(c.pid, SIGKILL);
+	ck_assert_int_eq(tu_wait(&c), 128 + SIGKILL);
+	ck_assert_int_eq(pthread_join(t, NULL), 0);
+	ck_assert_int_eq(w.rc, 0);
+	ck_assert_int_eq(count_records(l), 2);
+	ck_assert_int_eq(sm_log_close(l), 0);
+}
+END_TEST
+
 /* ---- crash repair -------------------------------------------------------- */
 
 /* As after a machine crash: the tail slot reached the disk, the record it
@@ -763,6 +914,7 @@ static Suite *log_suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, crc32c_known_values);
 	tcase_add_test(tc, append_commit_iterate);
+	tcase_add_test(tc, iterate_by_pointer);
 	tcase_add_test(tc, record_outlives_log);
 	tcase_add_test(tc, open_cuts_lost_record);
 	tcase_add_test(tc, fork_child_is_stale);
@@ -781,6 +933,7 @@ static Suite *log_suite(void)
 	tc = tcase_create("group");
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, group_commit_shares_flushes);
+	tcase_add_test(tc, leader_killed_mid_flush);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("wal");
