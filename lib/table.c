@@ -512,6 +512,23 @@ static int replace(const char *path, const char *data_path, int data_fd, const s
 		   struct smt_table *t);
 static bool names_file(const char *path, int fd);
 
+/* Does anyone hold a liveness byte of the file at path? */
+static bool owners_alive(const char *path)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = (off_t)SMT_LIVE_BASE,
+			    .l_len = (off_t)SMT_MAX_OWNERS };
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	bool alive;
+
+	if (fd < 0)
+		return false;
+	alive = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && fcntl(fd, F_OFD_GETLK, &fl) == 0 &&
+		fl.l_type != F_UNLCK;
+	close(fd);
+	return alive;
+}
+
 /* Open (create or rebuild as needed) the table at path for the data file
  * f->fd and map it; identity checked, no owner byte yet. */
 static int attach(sm_file *f, const char *data_path, const char *path, const struct stat *st,
@@ -537,7 +554,12 @@ static int attach(sm_file *f, const char *data_path, const char *path, const str
 			continue;
 		}
 		if (rc == -EPROTO) {
-			/* not a table we can read: rebuild it (generation unknown) */
+			/* Not a table we can read: rebuild it (generation unknown),
+			 * but only when nobody is attached to it (SPEC §12.7): a
+			 * new table beside live owners would split the holders
+			 * (in table-authority mode: exclusion) over two tables. */
+			if (owners_alive(path))
+				break;
 			if ((rc = publish(path, f->fd, st, 1, true)) < 0)
 				break;
 			rc = -EAGAIN;

@@ -818,6 +818,63 @@ START_TEST(cleanup_races_openers)
 }
 END_TEST
 
+/* A table whose header fails validation is rebuilt only when nobody is
+ * attached (SPEC §12.7): a second table beside live owners would split
+ * them.  Meanwhile a kernel-mode opener works without a table and a
+ * table-mode opener is refused (-EPROTO). */
+static void smash_magic(const char *t)
+{
+	int fd = open(t, O_RDWR | O_CLOEXEC);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, "XXXX", 4, 0), 4);
+	close(fd);
+}
+
+static ino_t ino_of(const char *t)
+{
+	struct stat st;
+
+	ck_assert_int_eq(stat(t, &st), 0);
+	return st.st_ino;
+}
+
+START_TEST(corrupt_header_kept_while_owners_live)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	char t[PATH_MAX + 16];
+	sm_options tm = { .size = sizeof(tm), .flags = SM_OPT_TABLE_LOCKS };
+	sm_holder h[2];
+	sm_file *f, *g;
+	ino_t ino;
+
+	table_of(p, t, sizeof(t));
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &f), 0);
+	smash_magic(t);
+	ino = ino_of(t);
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &g), 0); /* kernel locks still exclude */
+	ck_assert_int_eq(sm_holders(g, 0, 1, h, 2), -EPROTO);
+	ck_assert_uint_eq(ino_of(t), ino); /* not replaced under its owner */
+	ck_assert_int_eq(sm_close(g), 0);
+	ck_assert_int_eq(sm_close(f), 0);
+	ck_assert_int_eq(sm_open(p, SM_RDWR, NULL, &g), 0); /* nobody left: rebuilt */
+	ck_assert_int_ge(sm_holders(g, 0, 1, h, 2), 0);
+	ck_assert_uint_ne(ino_of(t), ino);
+	ck_assert_int_eq(sm_close(g), 0);
+
+	/* table-authority mode: refused, never a second table */
+	ck_assert_int_eq(sm_open(p, SM_RDWR, &tm, &f), 0);
+	smash_magic(t);
+	ino = ino_of(t);
+	ck_assert_int_eq(sm_open(p, SM_RDWR, &tm, &g), -EPROTO);
+	ck_assert_uint_eq(ino_of(t), ino);
+	ck_assert_int_eq(sm_close(f), 0);
+	ck_assert_int_eq(sm_open(p, SM_RDWR, &tm, &g), 0);
+	ck_assert_uint_ne(ino_of(t), ino);
+	ck_assert_int_eq(sm_close(g), 0);
+}
+END_TEST
+
 START_TEST(fifo_in_place_of_the_table)
 {
 	const char *p = tu_tmpfile(PG);
@@ -864,6 +921,7 @@ static Suite *table_suite(void)
 	tcase_add_test(tc, corrupted_slots_never_break_mapping);
 	tcase_add_test(tc, reaper_never_frees_a_new_owner);
 	tcase_add_test(tc, fifo_in_place_of_the_table);
+	tcase_add_test(tc, corrupt_header_kept_while_owners_live);
 	tcase_add_test(tc, table_removed_with_its_deleted_file);
 	tcase_add_test(tc, cleanup_races_openers);
 	suite_add_tcase(s, tc);
