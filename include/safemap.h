@@ -121,7 +121,6 @@ typedef struct sm_options {
 #define SM_REMOTE 6   /* network filesystem: a lock the kernel reports that no
 		       * holder of this host's table covers (another host's, or a
 		       * program without safemap); pid from F_OFD_GETLK or 0 */
-#define SM_REMOTE 6   /* reserved: a conflict only the kernel knows (network fs) */
 typedef struct sm_holder {
 	uint32_t size;       /* sizeof(sm_holder) */
 	int32_t pid, tid;    /* for display: pids are reused and differ across namespaces */
