@@ -56,6 +56,8 @@ static int run(char *out, size_t n, const char *args)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+static bool json_valid(const char *s);
+
 /* A program that does not use safemap: a classic POSIX write lock. */
 static int posix_locker(void *arg, int in, int out)
 {
@@ -124,6 +126,17 @@ START_TEST(list_golden_output)
 	ck_assert_int_eq(run(out, sizeof(out), args), 0);
 	snprintf(args, sizeof(args), "check %s 5 1 w", p);
 	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	/* -v says who answered; -J: one object, holders typed */
+	snprintf(args, sizeof(args), "check -v %s 5 1 r", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_str_eq(out, "authority: kernel (F_OFD_GETLK on the data file)\nfree\n");
+	snprintf(args, sizeof(args), "check -J %s 120 5 r", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	ck_assert_msg(json_valid(out), "invalid JSON:\n%s", out);
+	ck_assert_ptr_nonnull(strstr(out, "\"authority\": \"kernel\""));
+	ck_assert_ptr_nonnull(strstr(out, "\"free\": false"));
+	ck_assert_ptr_nonnull(strstr(out, "\"tag\": \"writer-1\", \"type\": \"SAFEMAP\", \"mode\": \"WRITE\", \"start\": 100, \"end\": 149}"));
+	ck_assert_ptr_null(strstr(out, "unexcluded"));
 	snprintf(args, sizeof(args), "check %s 3050 1 r", p);
 	ck_assert_int_eq(run(out, sizeof(out), args), 1);
 	snprintf(want, sizeof(want), "held by pid %d (%s): POSIX WRITE 3000-3099 (without safemap)\n", (int)c.pid,
@@ -879,6 +892,8 @@ START_TEST(completion_script)
 		{ "lockctl map --co", "--color" },
 		{ "lockctl watch --co", "--color --count" },
 		{ "lockctl check /x 0 1 ''", "r w" },
+		{ "lockctl check -v /x 0 1 ''", "r w" },
+		{ "lockctl check --", "--verbose --json --table-dir --help" },
 		{ "lockctl hold -t T /x 0 1 w ''", "--" },
 		{ "lockctl completion ''", "bash" },
 	};
