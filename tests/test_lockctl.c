@@ -1005,6 +1005,13 @@ START_TEST(table_mode_list_check_info)
 		ck_assert_msg(rows == 3, "not three rows:\n%s", out);
 	}
 
+	/* map: the fence is no region (it would stretch the bar to 2^62) */
+	snprintf(args, sizeof(args), "map --width 40 --color=never %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_msg(strstr(out, ": 16384 bytes, 38 cells of ~432 bytes\n[#") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, " K 3000-3099             READ  foreign-read pid ") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "OFDLCK") == NULL, "%s", out);
+
 	/* check asks the table: the fence over [0, 2^62) is nobody's hold */
 	snprintf(args, sizeof(args), "check -v %s 2000 10 w", p);
 	ck_assert_int_eq(run(out, sizeof(out), args), 0);

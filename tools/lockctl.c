@@ -2125,7 +2125,9 @@ static int draw_map(const char *path, const struct map_opts *m)
 		warnx_("%s: %s", which, describe(rc));
 		return EXIT_ERROR;
 	}
+	bool tm = false; /* table mode: the owners' fences are not regions */
 	if (rc == 0) {
+		tm = table_mode(&t);
 		read_entries(&t, &e, true);
 		smt_detach(&t);
 	}
@@ -2144,7 +2146,7 @@ static int draw_map(const char *path, const struct map_opts *m)
 	for (size_t i = 0; i < kl.n; i++) {
 		const struct klock *k = &kl.v[i];
 		char comm[32];
-		if (k->dev != st.st_dev || k->ino != st.st_ino || covered(k, &e))
+		if (k->dev != st.st_dev || k->ino != st.st_ino || (tm ? tm_kind(k) != TM_FOREIGN : covered(k, &e)))
 			continue;
 		long pid = owner_of(k);
 		comm_of(pid, comm, sizeof(comm));
@@ -2154,7 +2156,7 @@ static int draw_map(const char *path, const struct map_opts *m)
 		x->len = k->len;
 		x->glyph = k->blocked ? '~' : 'K';
 		snprintf(x->desc, sizeof(x->desc), "%-5s %-7s pid %ld (%s) %s", k->write ? "WRITE" : "READ",
-			 k->blocked ? "waiting" : "held", pid, comm, k->type);
+			 tm ? tm_state(k) : k->blocked ? "waiting" : "held", pid, comm, k->type);
 	}
 	qsort(sp, nsp, sizeof(*sp), span_cmp);
 
