@@ -1049,6 +1049,24 @@ START_TEST(table_mode_list_check_info)
 	ck_assert_msg(strstr(out, want) && strstr(out, "): POSIX READ 3000-3099 foreign-read\n"), "%s", out);
 	ck_assert_msg(strstr(out, "kernel locks:") == NULL, "no kernel lock backs a slot here:\n%s", out);
 
+	/* hold joins the owners in their mode (a kernel-mode opener would get
+	 * EPROTO), and the table decides */
+	snprintf(args, sizeof(args), "hold %s 200 10 w -- true", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_str_eq(out, "");
+	snprintf(args, sizeof(args), "hold %s 120 10 r -- true", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	ck_assert_msg(strstr(out, "tag \"tw\"") != NULL, "%s", out);
+	/* without PATH: the data file's holders, still no fence rows */
+	{
+		static char all[8 << 20];
+		ck_assert_int_eq(run(all, sizeof(all), "list -r -n -o PATH,START,TAG,TYPE"), 0);
+		snprintf(want, sizeof(want), "%s 100 tw SAFEMAP\n", p);
+		ck_assert_msg(strstr(all, want) != NULL, "no '%s' in the list", want);
+		snprintf(want, sizeof(want), "%s 0  OFDLCK\n", p);
+		ck_assert_msg(strstr(all, want) == NULL, "the fence is listed: '%s'", want);
+	}
+
 	/* a dead writer's slot is stale: not in the way, counted as such */
 	kill(a.pid, SIGKILL);
 	ck_assert_int_eq(tu_wait(&a), 128 + SIGKILL);

@@ -1579,7 +1579,14 @@ static int cmd_hold(int argc, char **argv)
 	argv += optind;
 	parse_region(argv, &off, &len, &write);
 	o.table_dir = table_dir;
-	if ((rc = sm_open(argv[0], write ? SM_RDWR : SM_RDONLY, &o, &f)) < 0) {
+	rc = sm_open(argv[0], write ? SM_RDWR : SM_RDONLY, &o, &f);
+	if (rc == -EPROTO) {
+		/* owners attached in table-authority mode refuse a kernel-mode
+		 * opener (SPEC §12.1): join them in their mode */
+		o.flags |= SM_OPT_TABLE_LOCKS;
+		rc = sm_open(argv[0], write ? SM_RDWR : SM_RDONLY, &o, &f);
+	}
+	if (rc < 0) {
 		warnx_("%s: %s", argv[0], sm_strerror(rc));
 		return rc == -EINVAL || rc == -ERANGE ? EXIT_USAGE : EXIT_ERROR;
 	}
