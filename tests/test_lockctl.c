@@ -1044,7 +1044,7 @@ START_TEST(table_mode_list_check_info)
 	ck_assert_msg(strstr(out, "owners:       2 attached in table mode\n") != NULL, "%s", out);
 	ck_assert_msg(strstr(out, "held slots:   2 of live owners, 0 stale") != NULL, "%s", out);
 	ck_assert_msg(strstr(out, "fence:        present over [0, 2^62), 2 identity locks") != NULL, "%s", out);
-	ck_assert_msg(strstr(out, "foreign locks: 1 kernel lock on the data file") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "foreign:      1 kernel lock on the data file") != NULL, "%s", out);
 	snprintf(want, sizeof(want), "  pid %d (", (int)c.pid);
 	ck_assert_msg(strstr(out, want) && strstr(out, "): POSIX READ 3000-3099 foreign-read\n"), "%s", out);
 	ck_assert_msg(strstr(out, "kernel locks:") == NULL, "no kernel lock backs a slot here:\n%s", out);

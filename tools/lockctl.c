@@ -176,7 +176,8 @@ static struct colinfo {
 		       "size of the region (empty: to the end of the file)" },
 	[COL_MODE] = { "MODE", 5, 0, SCOLS_JSON_STRING, "READ or WRITE" },
 	[COL_STATE] = { "STATE", 7, 0, SCOLS_JSON_STRING,
-			"held, waiting (blocked), or stale (its holder is gone)" },
+			"held, pending, waiting (blocked), stale (its holder is gone), or foreign-read "
+			"(table mode: a plain fcntl reader the fence does not exclude)" },
 	[COL_PID] = { "PID", 5, SCOLS_FL_RIGHT, SCOLS_JSON_NUMBER,
 		      "holder's pid (-1: an OFD lock whose owner could not be found)" },
 	[COL_COMMAND] = { "COMMAND", 15, 0, SCOLS_JSON_STRING, "holder's program name" },
@@ -1738,7 +1739,7 @@ static void tm_info(const struct smt_table *t, const struct stat *st, unsigned h
 	       held, stale);
 	printf("fence:        %s over [0, 2^62), %u identity %s (table-mode owners' OFD read locks)\n",
 	       fences ? "present" : "MISSING", ids, ids == 1 ? "lock" : "locks");
-	printf("foreign locks: %u kernel %s on the data file%s\n", foreign, foreign == 1 ? "lock" : "locks",
+	printf("foreign:      %u kernel %s on the data file%s\n", foreign, foreign == 1 ? "lock" : "locks",
 	       foreign ? " (plain fcntl readers are NOT excluded from table-mode writers):" : "");
 	for (size_t i = 0; i < kl.n; i++) {
 		const struct klock *k = &kl.v[i];
