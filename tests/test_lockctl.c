@@ -1016,6 +1016,10 @@ START_TEST(table_mode_list_check_info)
 	snprintf(args, sizeof(args), "check -v %s 2000 10 w", p);
 	ck_assert_int_eq(run(out, sizeof(out), args), 0);
 	ck_assert_str_eq(out, "authority: table (table-authority mode: held slots of live owners)\nfree\n");
+	/* the table cannot be read: no guess from the fence, status 3 */
+	snprintf(args, sizeof(args), "check --table-dir %s.none %s 2000 10 w", p, p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 3);
+	ck_assert_msg(strstr(out, "owners are attached in table-authority mode, but ") != NULL, "%s", out);
 	snprintf(args, sizeof(args), "check %s 120 5 r", p);
 	ck_assert_int_eq(run(out, sizeof(out), args), 1);
 	snprintf(want, sizeof(want), "held by pid %d (", (int)a.pid);

@@ -1435,7 +1435,8 @@ static int cmd_check(int argc, char **argv)
 		warnx_("%s: %s", argv[0], describe(fd));
 		return EXIT_ERROR;
 	}
-	have_table = open_table(argv[0], false, &st, &t, tpath, sizeof(tpath), &which) == 0;
+	int trc = open_table(argv[0], false, &st, &t, tpath, sizeof(tpath), &which);
+	have_table = trc == 0;
 	if (have_table) {
 		tm = table_mode(&t);
 		read_entries(&t, &e, false);
@@ -1476,6 +1477,16 @@ static int cmd_check(int argc, char **argv)
 			if (k->dev != st.st_dev || k->ino != st.st_ino || k->blocked ||
 			    !overlaps(k->start, k->len, off, len) || (!write && !k->write))
 				continue;
+			if (!tm && !have_table && tm_kind(k) == TM_FENCE) {
+				/* a table-mode owner's fence, and no table to ask */
+				warnx_("%s: owners are attached in table-authority mode, but %s: %s", argv[0],
+				       which, describe(trc));
+				free(e.v);
+				free(e.state);
+				free(in_way.v);
+				klocks_free(&kl);
+				return EXIT_ERROR;
+			}
 			if (!tm && !covered(k, &e))
 				hit_klock(&in_way, k);
 			else if (tm && tm_kind(k) == TM_FOREIGN)
