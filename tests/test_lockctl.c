@@ -56,6 +56,8 @@ static int run(char *out, size_t n, const char *args)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+static bool json_valid(const char *s);
+
 /* A program that does not use safemap: a classic POSIX write lock. */
 static int posix_locker(void *arg, int in, int out)
 {
@@ -124,6 +126,17 @@ START_TEST(list_golden_output)
 	ck_assert_int_eq(run(out, sizeof(out), args), 0);
 	snprintf(args, sizeof(args), "check %s 5 1 w", p);
 	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	/* -v says who answered; -J: one object, holders typed */
+	snprintf(args, sizeof(args), "check -v %s 5 1 r", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_str_eq(out, "authority: kernel (F_OFD_GETLK on the data file)\nfree\n");
+	snprintf(args, sizeof(args), "check -J %s 120 5 r", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	ck_assert_msg(json_valid(out), "invalid JSON:\n%s", out);
+	ck_assert_ptr_nonnull(strstr(out, "\"authority\": \"kernel\""));
+	ck_assert_ptr_nonnull(strstr(out, "\"free\": false"));
+	ck_assert_ptr_nonnull(strstr(out, "\"tag\": \"writer-1\", \"type\": \"SAFEMAP\", \"mode\": \"WRITE\", \"start\": 100, \"end\": 149}"));
+	ck_assert_ptr_null(strstr(out, "unexcluded"));
 	snprintf(args, sizeof(args), "check %s 3050 1 r", p);
 	ck_assert_int_eq(run(out, sizeof(out), args), 1);
 	snprintf(want, sizeof(want), "held by pid %d (%s): POSIX WRITE 3000-3099 (without safemap)\n", (int)c.pid,
@@ -879,6 +892,8 @@ START_TEST(completion_script)
 		{ "lockctl map --co", "--color" },
 		{ "lockctl watch --co", "--color --count" },
 		{ "lockctl check /x 0 1 ''", "r w" },
+		{ "lockctl check -v /x 0 1 ''", "r w" },
+		{ "lockctl check --", "--verbose --json --table-dir --help" },
 		{ "lockctl hold -t T /x 0 1 w ''", "--" },
 		{ "lockctl completion ''", "bash" },
 	};
@@ -953,6 +968,134 @@ START_TEST(safemap_waiter_blocker)
 }
 END_TEST
 
+/* Table-authority mode (SPEC §12): the table decides, so check asks the
+ * table (the kernel sees only the owners' fences); list hides the fence and
+ * identity locks and flags plain fcntl readers (the fence does not exclude
+ * them from table-mode writers); info counts owners, live and stale held
+ * slots, and lists those foreign locks. */
+START_TEST(table_mode_list_check_info)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	struct tu_holder_arg w = { p, 100, 50, true, "tw" }, r = { p, 0, 10, false, "tr" };
+	struct klock_arg ra = { p, 'p', 3000, 100, false };
+	struct tu_child a, b, c;
+	char out[8192], args[ARGS_MAX], want[512];
+
+	setenv("SAFEMAP_TEST_MODE", "table", 1); /* tu_holder opens in table mode */
+	TU_REQUIRE_MODE();
+	find_lockctl();
+	tu_spawn(&a, tu_holder, &w);
+	ck_assert_int_eq(tu_recv_int(a.from), 0);
+	tu_spawn(&b, tu_holder, &r);
+	ck_assert_int_eq(tu_recv_int(b.from), 0);
+	tu_spawn(&c, kernel_locker, &ra); /* a plain fcntl reader: the fence lets it in */
+	ck_assert_int_eq(tu_recv_int(c.from), 0);
+
+	/* list: the holders from the table, the reader flagged, no fence rows */
+	snprintf(args, sizeof(args), "list --raw --noheadings -o START,END,SIZE,MODE,STATE,TAG,TYPE --bytes %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_msg(strstr(out, "100 149 50 WRITE held tw SAFEMAP\n") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "0 9 10 READ held tr SAFEMAP\n") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "3000 3099 100 READ foreign-read  POSIX\n") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "OFDLCK") == NULL, "fence or identity listed as a holder:\n%s", out);
+	{
+		int rows = 0;
+		for (const char *q = out; (q = strchr(q, '\n')); q++)
+			rows++;
+		ck_assert_msg(rows == 3, "not three rows:\n%s", out);
+	}
+
+	/* map: the fence is no region (it would stretch the bar to 2^62) */
+	snprintf(args, sizeof(args), "map --width 40 --color=never %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_msg(strstr(out, ": 16384 bytes, 38 cells of ~432 bytes\n[#") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, " K 3000-3099             READ  foreign-read pid ") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "OFDLCK") == NULL, "%s", out);
+
+	/* check asks the table: the fence over [0, 2^62) is nobody's hold */
+	snprintf(args, sizeof(args), "check -v %s 2000 10 w", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_str_eq(out, "authority: table (table-authority mode: held slots of live owners)\nfree\n");
+	/* the table cannot be read: no guess from the fence, status 3 */
+	snprintf(args, sizeof(args), "check --table-dir %s.none %s 2000 10 w", p, p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 3);
+	ck_assert_msg(strstr(out, "owners are attached in table-authority mode, but ") != NULL, "%s", out);
+	snprintf(args, sizeof(args), "check %s 120 5 r", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	snprintf(want, sizeof(want), "held by pid %d (", (int)a.pid);
+	ck_assert_msg(strstr(out, want) && strstr(out, "tag \"tw\": WRITE 100-149\n"), "%s", out);
+	snprintf(args, sizeof(args), "check %s 5 1 r", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	snprintf(args, sizeof(args), "check %s 5 1 w", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	ck_assert_msg(strstr(out, "tag \"tr\": READ 0-9\n") != NULL, "%s", out);
+	/* the plain reader does not stop a table-mode writer: free, with a note */
+	snprintf(args, sizeof(args), "check %s 3050 1 w", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_msg(strstr(out, "free\n") && strstr(out, "table mode does not exclude it"), "%s", out);
+	snprintf(args, sizeof(args), "check -J %s 0 4000 w", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	ck_assert_msg(json_valid(out), "invalid JSON:\n%s", out);
+	ck_assert_ptr_nonnull(strstr(out, "\"authority\": \"table\""));
+	ck_assert_ptr_nonnull(strstr(out, "\"free\": false"));
+	ck_assert_ptr_nonnull(strstr(out, "\"tag\": \"tw\""));
+	ck_assert_ptr_nonnull(strstr(out, "\"unexcluded\": ["));
+	ck_assert_ptr_nonnull(strstr(out, "\"type\": \"POSIX\", \"mode\": \"READ\", \"start\": 3000, \"end\": 3099"));
+
+	/* info: mode, owners, live/stale held slots, the fence, foreign locks */
+	snprintf(args, sizeof(args), "info %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_msg(strstr(out, "owners:       2 attached in table mode\n") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "held slots:   2 of live owners, 0 stale") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "fence:        present over [0, 2^62), 2 identity locks") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "foreign:      1 kernel lock on the data file") != NULL, "%s", out);
+	snprintf(want, sizeof(want), "  pid %d (", (int)c.pid);
+	ck_assert_msg(strstr(out, want) && strstr(out, "): POSIX READ 3000-3099 foreign-read\n"), "%s", out);
+	ck_assert_msg(strstr(out, "kernel locks:") == NULL, "no kernel lock backs a slot here:\n%s", out);
+
+	/* hold joins the owners in their mode (a kernel-mode opener would get
+	 * EPROTO), and the table decides */
+	snprintf(args, sizeof(args), "hold %s 200 10 w -- true", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_str_eq(out, "");
+	snprintf(args, sizeof(args), "hold %s 120 10 r -- true", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	ck_assert_msg(strstr(out, "tag \"tw\"") != NULL, "%s", out);
+	/* without PATH: the data file's holders, still no fence rows */
+	{
+		static char all[8 << 20];
+		ck_assert_int_eq(run(all, sizeof(all), "list -r -n -o PATH,START,TAG,TYPE"), 0);
+		snprintf(want, sizeof(want), "%s 100 tw SAFEMAP\n", p);
+		ck_assert_msg(strstr(all, want) != NULL, "no '%s' in the list", want);
+		snprintf(want, sizeof(want), "%s 0  OFDLCK\n", p);
+		ck_assert_msg(strstr(all, want) == NULL, "the fence is listed: '%s'", want);
+	}
+
+	/* a dead writer's slot is stale: not in the way, counted as such */
+	kill(a.pid, SIGKILL);
+	ck_assert_int_eq(tu_wait(&a), 128 + SIGKILL);
+	snprintf(args, sizeof(args), "check %s 120 5 w", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_str_eq(out, "free\n");
+	snprintf(args, sizeof(args), "list -r -n -o START,STATE,TYPE %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_msg(strstr(out, "100 stale SAFEMAP\n") != NULL, "%s", out);
+	snprintf(args, sizeof(args), "info %s", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_msg(strstr(out, "owners:       1 attached in table mode\n") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "held slots:   1 of live owners, 1 stale") != NULL, "%s", out);
+
+	tu_send(b.to, "bye");
+	tu_send(c.to, "bye");
+	ck_assert_int_eq(tu_wait(&b), 0);
+	ck_assert_int_eq(tu_wait(&c), 0);
+	/* nobody attached: kernel mode answers again */
+	snprintf(args, sizeof(args), "check -v %s 0 10 w", p);
+	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_str_eq(out, "authority: kernel (F_OFD_GETLK on the data file)\nfree\n");
+}
+END_TEST
+
 static Suite *lockctl_suite(void)
 {
 	Suite *s = suite_create("lockctl");
@@ -973,6 +1116,7 @@ static Suite *lockctl_suite(void)
 	tcase_add_test(tc, map_and_watch_golden_picture);
 	tcase_add_test(tc, unprivileged_list_says_what_it_missed);
 	tcase_add_test(tc, completion_script);
+	tcase_add_test(tc, table_mode_list_check_info);
 	suite_add_tcase(s, tc);
 	return s;
 }

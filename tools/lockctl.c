@@ -176,7 +176,8 @@ static struct colinfo {
 		       "size of the region (empty: to the end of the file)" },
 	[COL_MODE] = { "MODE", 5, 0, SCOLS_JSON_STRING, "READ or WRITE" },
 	[COL_STATE] = { "STATE", 7, 0, SCOLS_JSON_STRING,
-			"held, waiting (blocked), or stale (its holder is gone)" },
+			"held, pending, waiting (blocked), stale (its holder is gone), or foreign-read "
+			"(table mode: a plain fcntl reader the fence does not exclude)" },
 	[COL_PID] = { "PID", 5, SCOLS_FL_RIGHT, SCOLS_JSON_NUMBER,
 		      "holder's pid (-1: an OFD lock whose owner could not be found)" },
 	[COL_COMMAND] = { "COMMAND", 15, 0, SCOLS_JSON_STRING, "holder's program name" },
@@ -842,16 +843,56 @@ static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 	return a < bend && b < aend;
 }
 
+/* ---- table-authority mode (SPEC §12) ------------------------------------
+ * Owners attached with SM_OPT_TABLE_LOCKS read-lock the table-mode byte of
+ * the table file; the table, not the kernel, then decides exclusion.  On the
+ * data file each of them holds only an OFD read lock over [0, 2^62) (the
+ * fence) and one identity byte in [2^62 + 2^16, 2^62 + 2^32)
+ * (doc/safemap-table.5, "Table-authority mode"). */
+#define TM_FENCE_LEN ((uint64_t)1 << 62)
+#define TM_BAND_MIN (TM_FENCE_LEN + ((uint64_t)1 << 16))
+#define TM_BAND_END (TM_FENCE_LEN + ((uint64_t)1 << 32))
+
+/* Are owners attached in table mode? */
+static bool table_mode(const struct smt_table *t)
+{
+	return t->fd >= 0 && sm_ofd_test(t->fd, true, SMT_MODE_BYTE_TABLE, 1) == -EBUSY;
+}
+
+enum { TM_FOREIGN, TM_FENCE, TM_IDENTITY };
+
+/* Kernel lock k on a data file in table mode: a fence, an identity lock,
+ * or someone else's (a plain fcntl lock the fence does not exclude). */
+static int tm_kind(const struct klock *k)
+{
+	if (strcmp(k->type, "OFDLCK") != 0 || k->write || k->blocked)
+		return TM_FOREIGN;
+	if (k->start == 0 && k->len == TM_FENCE_LEN)
+		return TM_FENCE;
+	if (k->len == 1 && k->start >= TM_BAND_MIN && k->start < TM_BAND_END)
+		return TM_IDENTITY;
+	return TM_FOREIGN;
+}
+
+/* STATE of a foreign kernel lock in table mode: a plain reader inside the
+ * fenced range is not excluded from table-mode writers. */
+static const char *tm_state(const struct klock *k)
+{
+	if (k->blocked)
+		return "waiting";
+	return !k->write && k->start < TM_FENCE_LEN ? "foreign-read" : "held";
+}
+
 /* Rows of kernel lock k (on the file shown as path). */
 static void kernel_row(struct libscols_table *tb, const struct klock *k,
-		       const char *path)
+		       const char *path, const char *state)
 {
 	char comm[32];
 	long pid = owner_of(k);
 
 	comm_of(pid, comm, sizeof(comm));
 	struct row r = { .path = path, .type = k->type, .mode = k->write ? "WRITE" : "READ",
-			 .state = k->blocked ? "waiting" : "held", .comm = comm, .tag = "",
+			 .state = state ? state : k->blocked ? "waiting" : "held", .comm = comm, .tag = "",
 			 .start = k->start, .len = k->len, .pid = pid, .dev = k->dev, .ino = k->ino,
 			 .mandatory = k->mandatory, .blocker = k->blocked ? blocker_of(k) : 0 };
 	add_row(tb, &r);
@@ -883,7 +924,7 @@ static void remote_walk(struct libscols_table *tb, int fd, const struct stat *st
 				   .dev = st->st_dev, .ino = st->st_ino, .start = (uint64_t)fl.l_start,
 				   .len = (uint64_t)fl.l_len };
 		snprintf(k.type, sizeof(k.type), "REMOTE");
-		kernel_row(tb, &k, shown);
+		kernel_row(tb, &k, shown, NULL);
 		if (fl.l_len == 0)
 			return; /* to end of file */
 		pos = (uint64_t)fl.l_start + (uint64_t)fl.l_len;
@@ -978,11 +1019,17 @@ static int list_file(struct libscols_table *tb, const struct klocks *kl, const c
 			add_row(tb, &r);
 		}
 	}
+	/* in table mode no slot has a kernel lock: what the kernel shows is
+	 * the owners' fence and identity locks (not holders: hidden, see
+	 * lockctl info) and locks of programs without safemap */
+	bool tm = table_mode(&t);
 	for (size_t i = 0; i < kl->n; i++) {
 		const struct klock *k = &kl->v[i];
-		if (k->dev != st.st_dev || k->ino != st.st_ino || covered(k, &e))
+		if (k->dev != st.st_dev || k->ino != st.st_ino)
 			continue;
-		kernel_row(tb, k, shown);
+		if (tm ? tm_kind(k) != TM_FOREIGN : covered(k, &e))
+			continue;
+		kernel_row(tb, k, shown, tm ? tm_state(k) : NULL);
 	}
 	remote_rows(tb, kl, &e, path, shown);
 	free(e.v);
@@ -1080,7 +1127,7 @@ static int list_all(struct libscols_table *tb, const struct klocks *kl)
 			continue; /* -i: no path, no row (lslocks) */
 		for (size_t k = 0; k < kl->n; k++)
 			if (kl->v[k].dev == v[i].dev && kl->v[k].ino == v[i].ino)
-				kernel_row(tb, &kl->v[k], "");
+				kernel_row(tb, &kl->v[k], "", NULL);
 	}
 	free(v);
 	if (ctl.unreadable && !ctl.noinaccessible)
@@ -1231,8 +1278,11 @@ static void help_check(void)
 	printf("\nUsage:\n"
 	       " %s check [options] PATH OFF LEN r|w\n"
 	       "\nIs [OFF, OFF+LEN) free for a read (r) or write (w) lock now?  If not, name\n"
-	       "every holder in the way (exit status 1).\n"
+	       "every holder in the way (exit status 1).  Files used in table-authority mode\n"
+	       "(SM_OPT_TABLE_LOCKS) are answered from the lock table, others by the kernel.\n"
 	       "\nOptions:\n"
+	       " -v, --verbose           say which authority answered (table or kernel)\n"
+	       " -J, --json              JSON output\n"
 	       "     --table-dir <dir>   tables live in DIR\n"
 	       " -h, --help              display this help\n"
 	       "\nSee lockctl(1).\n",
@@ -1248,26 +1298,130 @@ static void print_range(uint64_t start, uint64_t len)
 }
 
 static const struct option check_opts[] = {
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "json", no_argument, NULL, 'J' },
 	{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
 
+/* A lock in check's way (or, in table mode, one the table does not see). */
+struct hit {
+	long pid;
+	char comm[32], tag[32], type[8];
+	bool write, safemap;
+	uint64_t start, len; /* len 0: to end of file */
+};
+
+struct hits {
+	struct hit *v;
+	size_t n, cap;
+};
+
+static void hit_slot(struct hits *h, const struct smt_slot *s)
+{
+	GROW(h->v, h->n, h->cap);
+	struct hit *x = &h->v[h->n++];
+	memset(x, 0, sizeof(*x));
+	x->pid = s->pid;
+	strlcpy(x->comm, s->comm, sizeof(x->comm));
+	strlcpy(x->tag, s->tag, sizeof(x->tag));
+	strlcpy(x->type, "SAFEMAP", sizeof(x->type));
+	x->write = s->mode == SMT_MODE_WRITE;
+	x->safemap = true;
+	x->start = s->off;
+	x->len = s->len;
+}
+
+static void hit_klock(struct hits *h, const struct klock *k)
+{
+	GROW(h->v, h->n, h->cap);
+	struct hit *x = &h->v[h->n++];
+	memset(x, 0, sizeof(*x));
+	x->pid = owner_of(k);
+	comm_of(x->pid, x->comm, sizeof(x->comm));
+	strlcpy(x->type, k->type, sizeof(x->type));
+	x->write = k->write;
+	x->start = k->start;
+	x->len = k->len;
+}
+
+static void json_str(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			printf("\\%c", c);
+		else if (c < 0x20)
+			printf("\\u%04x", c);
+		else
+			putchar(c);
+	}
+	putchar('"');
+}
+
+static void json_hits(const char *name, const struct hits *h)
+{
+	printf(",\n  \"%s\": [", name);
+	for (size_t i = 0; i < h->n; i++) {
+		const struct hit *x = &h->v[i];
+		printf("%s\n    {\"pid\": %ld, \"command\": ", i ? "," : "", x->pid);
+		if (*x->comm)
+			json_str(x->comm);
+		else
+			printf("null");
+		printf(", \"tag\": ");
+		if (*x->tag)
+			json_str(x->tag);
+		else
+			printf("null");
+		printf(", \"type\": \"%s\", \"mode\": \"%s\", \"start\": %llu, \"end\": ", x->type,
+		       x->write ? "WRITE" : "READ", (unsigned long long)x->start);
+		if (x->len)
+			printf("%llu}", (unsigned long long)(x->start + x->len - 1));
+		else
+			printf("null}");
+	}
+	printf("%s]", h->n ? "\n  " : "");
+}
+
+static void print_hit(const struct hit *x)
+{
+	if (x->safemap) {
+		printf("held by pid %ld (%s)%s%s%s: %s ", x->pid, x->comm, *x->tag ? " tag \"" : "", x->tag,
+		       *x->tag ? "\"" : "", x->write ? "WRITE" : "READ");
+		print_range(x->start, x->len);
+		printf("\n");
+		return;
+	}
+	if (x->pid > 0)
+		printf("held by pid %ld (%s): %s %s ", x->pid, *x->comm ? x->comm : "?", x->type,
+		       x->write ? "WRITE" : "READ");
+	else
+		printf("held by an unknown process: %s %s ", x->type, x->write ? "WRITE" : "READ");
+	print_range(x->start, x->len);
+	printf(" (without safemap)\n");
+}
+
 static int cmd_check(int argc, char **argv)
 {
-	struct smt_table t;
+	struct smt_table t = { .fd = -1 };
 	struct stat st;
 	struct flock fl;
 	struct entries e = { 0 };
 	struct klocks kl = { 0 };
+	struct hits in_way = { 0 }, unfenced = { 0 };
 	char tpath[PATH_MAX];
 	const char *which;
 	uint64_t off, len;
-	bool write;
-	int c, fd, found = 0;
+	bool write, verbose = false, json = false, tm = false, have_table;
+	int c, fd;
 
-	while ((c = getopt_long(argc, argv, ":h", check_opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":vJh", check_opts, NULL)) != -1) {
 		switch (c) {
+		case 'v': verbose = true; break;
+		case 'J': json = true; break;
 		case OPT_TABLE_DIR: table_dir = optarg; break;
 		case 'h': help_check(); return 0;
 		default: bad_option(c, argv);
@@ -1281,65 +1435,111 @@ static int cmd_check(int argc, char **argv)
 		warnx_("%s: %s", argv[0], describe(fd));
 		return EXIT_ERROR;
 	}
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = write ? F_WRLCK : F_RDLCK;
-	fl.l_whence = SEEK_SET;
-	fl.l_start = (off_t)off;
-	fl.l_len = (off_t)len;
-	if (fcntl(fd, F_OFD_GETLK, &fl) < 0) {
-		warnx_("%s: F_OFD_GETLK: %s", argv[0], strerror(errno));
-		close(fd);
-		return EXIT_ERROR;
-	}
-	close(fd);
-	if (fl.l_type == F_UNLCK) {
-		printf("free\n");
-		return 0;
-	}
-	/* Name every holder in the way: safemap's live entries, then the
-	 * kernel locks that are not theirs (with owners found for OFD locks). */
-	if (open_table(argv[0], false, &st, &t, tpath, sizeof(tpath), &which) == 0) {
+	int trc = open_table(argv[0], false, &st, &t, tpath, sizeof(tpath), &which);
+	have_table = trc == 0;
+	if (have_table) {
+		tm = table_mode(&t);
 		read_entries(&t, &e, false);
 		smt_detach(&t);
 	}
-	for (size_t i = 0; i < e.n; i++) {
-		const struct smt_slot *s = &e.v[i];
-		if (!overlaps(s->off, s->len, off, len) || (!write && s->mode != SMT_MODE_WRITE) ||
-		    (strcmp(e.state[i], "held") != 0 && strcmp(e.state[i], "pending") != 0))
-			continue;
-		printf("held by pid %d (%s)%s%s%s: %s ", s->pid, s->comm, *s->tag ? " tag \"" : "", s->tag,
-		       *s->tag ? "\"" : "", s->mode == SMT_MODE_WRITE ? "WRITE" : "READ");
-		print_range(s->off, s->len);
-		printf("\n");
-		found++;
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_UNLCK;
+	if (!tm) {
+		/* kernel mode: the kernel decides */
+		fl.l_type = write ? F_WRLCK : F_RDLCK;
+		fl.l_whence = SEEK_SET;
+		fl.l_start = (off_t)off;
+		fl.l_len = (off_t)len;
+		if (fcntl(fd, F_OFD_GETLK, &fl) < 0) {
+			warnx_("%s: F_OFD_GETLK: %s", argv[0], strerror(errno));
+			close(fd);
+			free(e.v);
+			free(e.state);
+			return EXIT_ERROR;
+		}
 	}
-	kernel_locks(&kl, &(struct fileid){ st.st_dev, st.st_ino }, 1);
-	for (size_t i = 0; i < kl.n; i++) {
-		const struct klock *k = &kl.v[i];
-		char comm[32];
-		if (k->dev != st.st_dev || k->ino != st.st_ino || k->blocked || !overlaps(k->start, k->len, off, len) ||
-		    (!write && !k->write) || covered(k, &e))
-			continue;
-		long pid = owner_of(k);
-		comm_of(pid, comm, sizeof(comm));
-		if (pid > 0)
-			printf("held by pid %ld (%s): %s %s ", pid, *comm ? comm : "?", k->type, k->write ? "WRITE" : "READ");
-		else
-			printf("held by an unknown process: %s %s ", k->type, k->write ? "WRITE" : "READ");
-		print_range(k->start, k->len);
-		printf(" (without safemap)\n");
-		found++;
+	close(fd);
+	/* the holders in the way: in table mode the held slots of live owners
+	 * (stale ones are free at the next conflict); in kernel mode, if the
+	 * kernel found a conflict, safemap's live entries, then the kernel
+	 * locks that are not theirs (with owners found for OFD locks) */
+	if (tm || fl.l_type != F_UNLCK) {
+		for (size_t i = 0; i < e.n; i++) {
+			const struct smt_slot *s = &e.v[i];
+			if (!overlaps(s->off, s->len, off, len) || (!write && s->mode != SMT_MODE_WRITE) ||
+			    (strcmp(e.state[i], "held") != 0 && strcmp(e.state[i], "pending") != 0))
+				continue;
+			hit_slot(&in_way, s);
+		}
+		kernel_locks(&kl, &(struct fileid){ st.st_dev, st.st_ino }, 1);
+		for (size_t i = 0; i < kl.n; i++) {
+			const struct klock *k = &kl.v[i];
+			if (k->dev != st.st_dev || k->ino != st.st_ino || k->blocked ||
+			    !overlaps(k->start, k->len, off, len) || (!write && !k->write))
+				continue;
+			if (!tm && !have_table && tm_kind(k) == TM_FENCE) {
+				/* a table-mode owner's fence, and no table to ask */
+				warnx_("%s: owners are attached in table-authority mode, but %s: %s", argv[0],
+				       which, describe(trc));
+				free(e.v);
+				free(e.state);
+				free(in_way.v);
+				klocks_free(&kl);
+				return EXIT_ERROR;
+			}
+			if (!tm && !covered(k, &e))
+				hit_klock(&in_way, k);
+			else if (tm && tm_kind(k) == TM_FOREIGN)
+				hit_klock(&unfenced, k); /* the table does not see it */
+		}
 	}
-	if (!found) {
-		/* gone between the probe and the listing, or hidden from us */
-		printf("held: %s lock on ", fl.l_type == F_WRLCK ? "WRITE" : "READ");
-		print_range((uint64_t)fl.l_start, (uint64_t)fl.l_len);
-		printf(" (holder not found; see lockctl list %s)\n", argv[0]);
+	bool busy = tm ? in_way.n > 0 : fl.l_type != F_UNLCK;
+	const char *authority = tm ? "table" : "kernel";
+	if (json) {
+		printf("{\n  \"path\": ");
+		json_str(argv[0]);
+		printf(",\n  \"start\": %llu,\n  \"end\": %llu,\n  \"mode\": \"%s\",\n  \"authority\": \"%s\",\n"
+		       "  \"free\": %s",
+		       (unsigned long long)off, (unsigned long long)(off + len - 1), write ? "WRITE" : "READ",
+		       authority, busy ? "false" : "true");
+		json_hits("holders", &in_way);
+		if (tm)
+			json_hits("unexcluded", &unfenced);
+		printf("\n}\n");
+	} else {
+		if (verbose)
+			printf("authority: %s\n", tm ? "table (table-authority mode: held slots of live owners)"
+						   : "kernel (F_OFD_GETLK on the data file)");
+		if (!busy)
+			printf("free\n");
+		for (size_t i = 0; i < in_way.n; i++)
+			print_hit(&in_way.v[i]);
+		if (busy && !in_way.n) {
+			/* gone between the probe and the listing, or hidden from us */
+			printf("held: %s lock on ", fl.l_type == F_WRLCK ? "WRITE" : "READ");
+			print_range((uint64_t)fl.l_start, (uint64_t)fl.l_len);
+			printf(" (holder not found; see lockctl list %s)\n", argv[0]);
+		}
+		/* the fence keeps plain fcntl writers out, not readers */
+		for (size_t i = 0; i < unfenced.n; i++) {
+			const struct hit *x = &unfenced.v[i];
+			fprintf(stderr, "%s: note: pid %ld (%s) holds a plain %s %s lock on ", prog, x->pid,
+				*x->comm ? x->comm : "?", x->type, x->write ? "WRITE" : "READ");
+			fflush(stdout);
+			if (x->len)
+				fprintf(stderr, "%llu-%llu", (unsigned long long)x->start,
+					(unsigned long long)(x->start + x->len - 1));
+			else
+				fprintf(stderr, "%llu-EOF", (unsigned long long)x->start);
+			fprintf(stderr, ": table mode does not exclude it\n");
+		}
 	}
 	free(e.v);
 	free(e.state);
+	free(in_way.v);
+	free(unfenced.v);
 	klocks_free(&kl);
-	return EXIT_CONFLICT;
+	return busy ? EXIT_CONFLICT : 0;
 }
 
 static void help_hold(void)
@@ -1391,7 +1591,14 @@ static int cmd_hold(int argc, char **argv)
 	argv += optind;
 	parse_region(argv, &off, &len, &write);
 	o.table_dir = table_dir;
-	if ((rc = sm_open(argv[0], write ? SM_RDWR : SM_RDONLY, &o, &f)) < 0) {
+	rc = sm_open(argv[0], write ? SM_RDWR : SM_RDONLY, &o, &f);
+	if (rc == -EPROTO) {
+		/* owners attached in table-authority mode refuse a kernel-mode
+		 * opener (SPEC §12.1): join them in their mode */
+		o.flags |= SM_OPT_TABLE_LOCKS;
+		rc = sm_open(argv[0], write ? SM_RDWR : SM_RDONLY, &o, &f);
+	}
+	if (rc < 0) {
 		warnx_("%s: %s", argv[0], sm_strerror(rc));
 		return rc == -EINVAL || rc == -ERANGE ? EXIT_USAGE : EXIT_ERROR;
 	}
@@ -1490,13 +1697,73 @@ static void help_info(void)
 {
 	printf("\nUsage:\n"
 	       " %s info [options] PATH\n"
-	       "\nThe table's path, format, capacity, generation, entries, and whether every\n"
-	       "held entry is backed by a kernel lock.\n"
+	       "\nThe table's path, format, capacity, generation, entries and lock mode.  In\n"
+	       "kernel mode: whether every held entry is backed by a kernel lock; in table\n"
+	       "mode: the owners, their fence, and the kernel locks the fence does not exclude.\n"
 	       "\nOptions:\n"
 	       "     --table-dir <dir>   tables live in DIR\n"
 	       " -h, --help              display this help\n"
 	       "\nSee lockctl(1).\n",
 	       prog);
+}
+
+/* Every line of /proc/locks on file (dev, ino), each counted (the
+ * deduplicated set of kernel_locks() would show many owners' identical
+ * fences as one).  Racy against concurrent changes: for display. */
+static void count_locks(dev_t dev, ino_t ino, uint64_t lo, uint64_t hi, bool write, unsigned *n)
+{
+	FILE *f = fopen("/proc/locks", "re");
+	char *line = NULL;
+	size_t cap = 0;
+
+	*n = 0;
+	while (f && getline(&line, &cap, f) > 0) {
+		struct klock k;
+		if (parse_lock_line(line, &k) && !k.blocked && k.dev == dev && k.ino == ino &&
+		    k.write == write && k.start >= lo && k.start < hi && k.len == 1)
+			++*n;
+	}
+	free(line);
+	if (f)
+		fclose(f);
+}
+
+/* info's table-mode part: owners, fences, and what the fence lets in. */
+static void tm_info(const struct smt_table *t, const struct stat *st, unsigned held, unsigned stale)
+{
+	struct stat ts;
+	struct klocks kl = { 0 };
+	unsigned nown = 0, ids = 0, fences = 0, foreign = 0;
+
+	/* owners: their liveness bytes (one write lock each, distinct) */
+	if (fstat(t->fd, &ts) == 0)
+		count_locks(ts.st_dev, ts.st_ino, SMT_LIVE_BASE, SMT_LIVE_BASE + SMT_MAX_OWNERS, true, &nown);
+	count_locks(st->st_dev, st->st_ino, TM_BAND_MIN, TM_BAND_END, false, &ids);
+	kernel_locks(&kl, &(struct fileid){ st->st_dev, st->st_ino }, 1);
+	for (size_t i = 0; i < kl.n; i++) {
+		int kind = tm_kind(&kl.v[i]);
+		fences += kind == TM_FENCE;
+		foreign += kind == TM_FOREIGN;
+	}
+	printf("owners:       %u attached in table mode\n", nown);
+	printf("held slots:   %u of live owners, %u stale (free at the next conflict, or lockctl reap)\n",
+	       held, stale);
+	printf("fence:        %s over [0, 2^62), %u identity %s (table-mode owners' OFD read locks)\n",
+	       fences ? "present" : "MISSING", ids, ids == 1 ? "lock" : "locks");
+	printf("foreign:      %u kernel %s on the data file%s\n", foreign, foreign == 1 ? "lock" : "locks",
+	       foreign ? " (plain fcntl readers are NOT excluded from table-mode writers):" : "");
+	for (size_t i = 0; i < kl.n; i++) {
+		const struct klock *k = &kl.v[i];
+		if (tm_kind(k) != TM_FOREIGN)
+			continue;
+		long pid = owner_of(k);
+		char comm[32];
+		comm_of(pid, comm, sizeof(comm));
+		printf("  pid %ld (%s): %s %s ", pid, *comm ? comm : "?", k->type, k->write ? "WRITE" : "READ");
+		print_range(k->start, k->len);
+		printf(" %s\n", tm_state(k));
+	}
+	klocks_free(&kl);
 }
 
 static const struct option info_opts[] = {
@@ -1528,7 +1795,9 @@ static int cmd_info(int argc, char **argv)
 		warnx_("%s: %s", which, describe(rc));
 		return EXIT_ERROR;
 	}
-	fd = open_regular(argv[0], O_RDONLY, &dst);
+	bool tm = table_mode(&t);
+	/* in table mode no slot has a kernel lock: nothing to back */
+	fd = tm ? -1 : open_regular(argv[0], O_RDONLY, &dst);
 	uint32_t lim = smt_scan_limit(&t);
 	for (uint32_t i = 0; i < lim; i++) {
 		struct smt_slot s;
@@ -1558,7 +1827,6 @@ static int cmd_info(int argc, char **argv)
 	       t.hdr.nslots, t.hdr.slot_size, t.hdr.header_size);
 	printf("generation:   %llu\n", (unsigned long long)t.hdr.generation);
 	{ /* the mode bytes (SPEC §12.1): who is attached, in which lock mode */
-		bool tm = sm_ofd_test(t.fd, true, SMT_MODE_BYTE_TABLE, 1) == -EBUSY;
 		bool km = sm_ofd_test(t.fd, true, SMT_MODE_BYTE_KERNEL, 1) == -EBUSY;
 		printf("mode:         %s\n", tm ? "table (SM_OPT_TABLE_LOCKS: the table decides exclusion; "
 					     "plain fcntl readers are not fenced off)"
@@ -1571,8 +1839,11 @@ static int cmd_info(int argc, char **argv)
 		       : " (does NOT match: the next opener rebuilds the table)");
 	printf("slots used:   %u of %u (high water)\n", lim, t.nslots);
 	printf("entries:      %u held, %u stale, %u changing, %u invalid\n", held, stale, changing, invalid);
-	printf("kernel locks: %u of %u held entries backed by a kernel lock%s\n", backed, held,
-	       backed == held ? " (consistent)" : "");
+	if (tm)
+		tm_info(&t, &st, held, stale);
+	else
+		printf("kernel locks: %u of %u held entries backed by a kernel lock%s\n", backed, held,
+		       backed == held ? " (consistent)" : "");
 	smt_detach(&t);
 	netfs_note(argv[0]);
 	return 0;
@@ -1873,7 +2144,9 @@ static int draw_map(const char *path, const struct map_opts *m)
 		warnx_("%s: %s", which, describe(rc));
 		return EXIT_ERROR;
 	}
+	bool tm = false; /* table mode: the owners' fences are not regions */
 	if (rc == 0) {
+		tm = table_mode(&t);
 		read_entries(&t, &e, true);
 		smt_detach(&t);
 	}
@@ -1892,7 +2165,7 @@ static int draw_map(const char *path, const struct map_opts *m)
 	for (size_t i = 0; i < kl.n; i++) {
 		const struct klock *k = &kl.v[i];
 		char comm[32];
-		if (k->dev != st.st_dev || k->ino != st.st_ino || covered(k, &e))
+		if (k->dev != st.st_dev || k->ino != st.st_ino || (tm ? tm_kind(k) != TM_FOREIGN : covered(k, &e)))
 			continue;
 		long pid = owner_of(k);
 		comm_of(pid, comm, sizeof(comm));
@@ -1902,7 +2175,7 @@ static int draw_map(const char *path, const struct map_opts *m)
 		x->len = k->len;
 		x->glyph = k->blocked ? '~' : 'K';
 		snprintf(x->desc, sizeof(x->desc), "%-5s %-7s pid %ld (%s) %s", k->write ? "WRITE" : "READ",
-			 k->blocked ? "waiting" : "held", pid, comm, k->type);
+			 tm ? tm_state(k) : k->blocked ? "waiting" : "held", pid, comm, k->type);
 	}
 	qsort(sp, nsp, sizeof(*sp), span_cmp);
 
