@@ -190,6 +190,19 @@ static unsigned bucket_waiters(const char *path)
 	return sum;
 }
 
+/* Wait until the waiters' bucket counts reach n: a waiter publishes its
+ * entry first and counts itself in its buckets right after (wait.c), so
+ * the entry can be seen before the count. */
+static void await_counted(const char *path, unsigned n)
+{
+	uint64_t end = mono_ns() + 20000 * MS;
+
+	while (bucket_waiters(path) < n) {
+		ck_assert_msg(mono_ns() < end, "waiter never counted itself");
+		sched_yield();
+	}
+}
+
 /* Sum of the futex words of the table's buckets. */
 static unsigned long bucket_words(const char *path)
 {
@@ -235,6 +248,7 @@ START_TEST(test_wait_wakeup)
 	ck_assert_int_eq(sm_lock(f, 100, 10, SM_LOCK_WRITE, NULL, &r), 0);
 	tu_send(c.to, "lock 0 0 105 10 1 1");
 	await_waiters(f, 100, 10, 1);
+	await_counted(path, 1); /* so the release must bump */
 	ck_assert(!answered(&c));
 	t0 = mono_ns();
 	ck_assert_int_eq(sm_unlock(r), 0);
@@ -566,6 +580,7 @@ START_TEST(test_wait_sigkill)
 	ck_assert_int_eq(sm_lock(f, 0, 10, SM_LOCK_WRITE, NULL, &r), 0);
 	tu_send(c.to, "lock 0 0 0 10 1 1");
 	await_waiters(f, 0, 10, 1);
+	await_counted(path, 1);
 	ck_assert_uint_eq(bucket_waiters(path), 1);
 	kill(c.pid, SIGKILL);
 	ck_assert_int_eq(tu_wait(&c), 128 + SIGKILL);
