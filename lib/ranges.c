@@ -360,4 +360,21 @@ void sm_ranges_free_all(sm_file *f)
 		free(n);
 	}
 	f->nseg_pool = 0;
+	while (f->range_pool) {
+		struct sm_range *r = f->range_pool;
+		f->range_pool = r->next;
+		free(r);
+	}
+	f->nrange_pool = 0;
+	while (f->slice_pool) { /* slice.c's lists: the link is the first word */
+		struct sm_slice *s = f->slice_pool;
+		f->slice_pool = *(struct sm_slice **)s;
+		free(s);
+	}
+	while (f->hold_pool) {
+		struct sm_hold *h = f->hold_pool;
+		f->hold_pool = *(struct sm_hold **)h;
+		free(h);
+	}
+	f->nslice_pool = f->nhold_pool = 0;
 }
