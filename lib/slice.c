@@ -424,6 +424,13 @@ static int map_slice(sm_file *f, uint64_t off, uint64_t len, int flags, bool wri
 		return -EBADF;
 	if (sm_pid() != f->pid)
 		return -ESTALE; /* a fork child must sm_open afresh */
+	/* Cancellation (SPEC §2, §3.4): a fail-fast read map makes no call
+	 * that is a cancellation point (F_OFD_SETLK, fstat, mmap, munmap, the
+	 * table's robust mutex and its F_OFD_GETLK probes are not), so it
+	 * skips the cancel-state dance; a write map (fallocate, pread for
+	 * SM_BUFFERED) and SM_WAIT (its sleeps) keep it. */
+	if (!write && !(flags & SM_WAIT))
+		return do_map(f, off, len, flags, write, out);
 	cs = sm_nocancel();
 	if (flags & SM_WAIT) { /* wait.c: each attempt is a whole do_map */
 		struct map_args a = { f, off, len, flags & ~SM_WAIT, write, out };
@@ -512,14 +519,12 @@ int sm_downgrade(sm_slice *s)
 
 int sm_release(sm_slice *s)
 {
-	int rc, cs;
-
 	if (!s)
 		return -EINVAL;
-	cs = sm_nocancel();
-	rc = slice_free(s);
-	sm_cancel_restore(cs);
-	return rc;
+	/* No cancellation point on the way (an unlock is F_OFD_SETLK, a wake
+	 * is a raw futex call, munmap is none, and sm_file_destroy disables
+	 * cancellation itself): no cancel-state dance. */
+	return slice_free(s);
 }
 
 uint64_t sm_offset(const sm_slice *s)
