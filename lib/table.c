@@ -753,12 +753,13 @@ static void fill(struct smt_slot *s, const struct sm_hold *h, const char *tag, b
 	memcpy(s->comm, self.comm, sizeof(s->comm));
 	s->wait_for = 0;
 	s->acquirer = (uint32_t)tid; /* the wait-for graph's node, as sm_acquirer() */
-	/* the tag, NUL-padded to its field, in one pass */
-	size_t i = 0;
+	/* the tag, NUL-padded to its field: built in a zeroed local, stored
+	 * as one fixed-size copy (no variable-length memset) */
+	char t[sizeof(s->tag)] = { 0 };
 	if (tag)
-		for (; i < sizeof(s->tag) - 1 && tag[i]; i++)
-			s->tag[i] = tag[i];
-	memset(s->tag + i, 0, sizeof(s->tag) - i);
+		for (size_t i = 0; i < sizeof(t) - 1 && tag[i]; i++)
+			t[i] = tag[i];
+	memcpy(s->tag, t, sizeof(t));
 }
 
 void sm_table_fill(struct smt_slot *s, const struct sm_hold *h, const char *tag, bool own)
