@@ -21,6 +21,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "safemap-internal.h"
 
@@ -108,6 +109,32 @@ struct lock_args {
 	sm_range **out;
 };
 
+#define RANGE_POOL_MAX 64
+
+/* An sm_range from f's free list (or the heap); caller holds f->lock. */
+static struct sm_range *range_get(sm_file *f)
+{
+	struct sm_range *r = f->range_pool;
+
+	if (!r)
+		return malloc(sizeof(*r));
+	f->range_pool = r->next;
+	f->nrange_pool--;
+	return r;
+}
+
+/* Back to f's free list (freed by sm_ranges_free_all); caller holds f->lock. */
+static void range_put(sm_file *f, struct sm_range *r)
+{
+	if (f->nrange_pool >= RANGE_POOL_MAX) {
+		free(r);
+		return;
+	}
+	r->next = f->range_pool;
+	f->range_pool = r;
+	f->nrange_pool++;
+}
+
 /* One fail-fast acquisition (also each attempt of an SM_WAIT one: it
  * allocates and frees nothing across a wait). */
 static int lock_once(void *arg)
@@ -117,29 +144,40 @@ static int lock_once(void *arg)
 	struct sm_range *r;
 	int rc;
 
-	if (!(r = calloc(1, sizeof(*r))))
-		return -ENOMEM;
-	r->h.f = f;
-	r->h.off = a->off;
-	r->h.len = a->len;
-	r->h.write = a->write;
-	r->h.refs = 1;
-	r->h.slot = -1;
-
 	pthread_mutex_lock(&f->lock);
-	if (f->closing)
+	if (f->closing) {
 		rc = -EBADF;
-	else if ((rc = sm_hold_lock(f, &r->h, a->tag)) == 0)
-		f->nslices++; /* sm_close waits for ranges as for slices */
-	pthread_mutex_unlock(&f->lock);
-	if (rc < 0) {
-		free(r);
-		return rc;
+	} else if (!(r = range_get(f))) {
+		rc = -ENOMEM;
+	} else {
+		memset(&r->h, 0, sizeof(r->h));
+		r->h.f = f;
+		r->h.off = a->off;
+		r->h.len = a->len;
+		r->h.write = a->write;
+		r->h.refs = 1;
+		r->h.slot = -1;
+		if ((rc = sm_hold_lock(f, &r->h, a->tag)) == 0) {
+			f->nslices++; /* sm_close waits for ranges as for slices */
+			*a->out = r;
+		} else {
+			range_put(f, r);
+		}
 	}
-	*a->out = r;
-	return 0;
+	pthread_mutex_unlock(&f->lock);
+	return rc;
 }
 
+/*
+ * Cancellation (SPEC §2, §3.4): only a wait is a cancellation point.  A
+ * fail-fast acquisition or a release in kernel-lock mode calls nothing that
+ * is one (F_OFD_SETLK is not, unlike F_OFD_SETLKW; the table's reap probes
+ * with F_OFD_GETLK; sm_file_destroy disables cancellation itself), so it
+ * skips the two pthread_setcancelstate calls.  SM_WAIT (its sleeps are the
+ * cancellation points, sm_wait_acquire restores the caller's state around
+ * them) and table-authority mode (its robust-mutex recovery and table
+ * growth make system calls that are) keep them.
+ */
 int sm_lock(sm_file *f, uint64_t off, uint64_t len, int flags, const char *tag, sm_range **out)
 {
 	struct lock_args a = { .off = off, .len = len, .tag = tag, .out = out };
@@ -152,6 +190,8 @@ int sm_lock(sm_file *f, uint64_t off, uint64_t len, int flags, const char *tag, 
 	if ((rc = check_args(f, off, len, flags, &a.write)) < 0)
 		return rc;
 	a.f = f;
+	if (!(flags & SM_WAIT) && !f->tmode)
+		return lock_once(&a);
 	cs = sm_nocancel();
 	if (flags & SM_WAIT) {
 		struct sm_wait w = { .f = f, .off = off, .len = len, .write = a.write, .tag = tag,
@@ -168,23 +208,29 @@ int sm_lock(sm_file *f, uint64_t off, uint64_t len, int flags, const char *tag, 
 int sm_unlock(sm_range *r)
 {
 	sm_file *f;
-	bool owner, destroy;
-	int rc, cs;
+	bool owner, destroy, dance;
+	int rc, cs = 0;
 
 	if (!r)
 		return -EINVAL;
 	f = r->h.f;
 	owner = sm_pid() == f->pid;
-	cs = sm_nocancel();
+	dance = f->tmode != NULL; /* see sm_lock */
+	if (dance)
+		cs = sm_nocancel();
 	pthread_mutex_lock(&f->lock);
 	rc = sm_hold_unlock(f, &r->h, owner);
 	f->nslices--;
 	destroy = f->closing && f->nslices == 0;
+	if (destroy)
+		free(r);
+	else
+		range_put(f, r);
 	pthread_mutex_unlock(&f->lock);
-	free(r);
 	if (destroy)
 		sm_file_destroy(f);
-	sm_cancel_restore(cs);
+	if (dance)
+		sm_cancel_restore(cs);
 	return owner ? rc : -ESTALE;
 }
 

@@ -156,7 +156,21 @@ static int acquire_read(sm_file *f, struct sm_hold *s, uint64_t a, uint64_t b)
 	uint64_t pos = a;
 	int rc;
 
-	for (n = first_after(f, a); n && n->start < b; n = RB_NEXT(sm_segtree, &f->segs, n)) {
+	n = first_after(f, a);
+	if (!n || n->start >= b) {
+		/* Fast path: nothing of f overlaps; one new run, two spares. */
+		if ((rc = seg_alloc_list(f, 3, &list)) < 0)
+			return rc;
+		if (sm_kernel_locks(f) && (rc = sm_ofd_lock(f->fd, false, a, b - a)) < 0) {
+			list_free(f, list);
+			return rc;
+		}
+		s->spare[0] = list_take(&list);
+		s->spare[1] = list_take(&list);
+		RB_INSERT(sm_segtree, &f->segs, seg_new(&list, a, b, 1, false));
+		return 0;
+	}
+	for (; n && n->start < b; n = RB_NEXT(sm_segtree, &f->segs, n)) {
 		if (n->write)
 			return -EBUSY; /* never let the kernel downgrade our write lock */
 		gaps += n->start > pos;
@@ -245,6 +259,19 @@ static int release_read(sm_file *f, struct sm_hold *s, bool owner, uint64_t a, u
 			list = s->spare[i];
 			s->spare[i] = NULL;
 		}
+	}
+
+	/* Fast path: the hold's range is one run of its own (count 1): drop
+	 * it whole.  Nothing to merge: the bytes around it did not touch it
+	 * with the same count before (runs are kept merged), and [a, b) is a
+	 * gap now. */
+	struct sm_seg key = { .start = a };
+	n = RB_FIND(sm_segtree, &f->segs, &key);
+	if (n && !n->write && n->end == b && n->count == 1) {
+		RB_REMOVE(sm_segtree, &f->segs, n);
+		seg_free(f, n);
+		list_free(f, list);
+		return unlock_if_owner(f, owner, a, b - a);
 	}
 
 	n = first_after(f, a);
@@ -360,4 +387,21 @@ void sm_ranges_free_all(sm_file *f)
 		free(n);
 	}
 	f->nseg_pool = 0;
+	while (f->range_pool) {
+		struct sm_range *r = f->range_pool;
+		f->range_pool = r->next;
+		free(r);
+	}
+	f->nrange_pool = 0;
+	while (f->slice_pool) { /* slice.c's lists: the link is the first word */
+		struct sm_slice *s = f->slice_pool;
+		f->slice_pool = *(struct sm_slice **)s;
+		free(s);
+	}
+	while (f->hold_pool) {
+		struct sm_hold *h = f->hold_pool;
+		f->hold_pool = *(struct sm_hold **)h;
+		free(h);
+	}
+	f->nslice_pool = f->nhold_pool = 0;
 }

@@ -105,6 +105,11 @@ struct sm_file {
 	struct sm_segtree segs;
 	struct sm_seg *seg_pool; /* free nodes kept for reuse */
 	unsigned nseg_pool;
+	struct sm_range *range_pool; /* free sm_lock ranges kept for reuse (lock.c) */
+	unsigned nrange_pool;
+	struct sm_slice *slice_pool; /* free slices and holds kept for reuse (slice.c) */
+	struct sm_hold *hold_pool;
+	unsigned nslice_pool, nhold_pool;
 	struct sm_maptree maps;
 	struct sm_maplist idle;
 	unsigned nidle;
@@ -152,6 +157,7 @@ struct sm_hold {
 /* An sm_lock range: a hold without a mapping (lock.c). */
 struct sm_range {
 	struct sm_hold h;
+	struct sm_range *next; /* in f->range_pool while free */
 };
 
 struct sm_slice {

@@ -29,6 +29,59 @@
 
 #define MAP_FLAGS (SM_BUFFERED | SM_WAIT | SM_EXTEND | SM_POPULATE | SM_NOLOCK)
 
+/*
+ * Free lists of sm_slice and sm_hold objects per sm_file (at most POOL_MAX
+ * each, freed by sm_ranges_free_all at destroy): a map and its release
+ * take them and give them back under f->lock, which they hold anyway, so a
+ * read slice costs no malloc or free once the file is warm.  Write slices
+ * still allocate their dirty bitmap.
+ */
+#define POOL_MAX 64
+
+static sm_slice *slice_get(sm_file *f)
+{
+	sm_slice *s = f->slice_pool;
+
+	if (!s)
+		return malloc(sizeof(*s));
+	f->slice_pool = *(sm_slice **)s;
+	f->nslice_pool--;
+	return s;
+}
+
+static void slice_put(sm_file *f, sm_slice *s)
+{
+	if (f->nslice_pool >= POOL_MAX) {
+		free(s);
+		return;
+	}
+	*(sm_slice **)s = f->slice_pool; /* the link overlays the first bytes */
+	f->slice_pool = s;
+	f->nslice_pool++;
+}
+
+static struct sm_hold *hold_get(sm_file *f)
+{
+	struct sm_hold *h = f->hold_pool;
+
+	if (!h)
+		return malloc(sizeof(*h));
+	f->hold_pool = *(struct sm_hold **)h;
+	f->nhold_pool--;
+	return h;
+}
+
+static void hold_put(sm_file *f, struct sm_hold *h)
+{
+	if (f->nhold_pool >= POOL_MAX) {
+		free(h);
+		return;
+	}
+	*(struct sm_hold **)h = f->hold_pool;
+	f->hold_pool = h;
+	f->nhold_pool++;
+}
+
 /* The last slice of h is gone: unlock, unmap, free.  Caller holds f->lock. */
 static int hold_free(struct sm_hold *h)
 {
@@ -43,7 +96,7 @@ static int hold_free(struct sm_hold *h)
 	sm_window_put(f, h->map);
 	f->nslices--;
 	free(h->dirty);
-	free(h);
+	hold_put(f, h);
 	return rc;
 }
 
@@ -61,8 +114,8 @@ static int slice_free(sm_slice *s)
 	if (--h->refs == 0)
 		rc = hold_free(h);
 	destroy = f->closing && f->nslices == 0;
+	slice_put(f, s); /* sm_file_destroy frees the list */
 	pthread_mutex_unlock(&f->lock);
-	free(s);
 	if (destroy)
 		sm_file_destroy(f);
 	return rc;
@@ -273,31 +326,46 @@ static int do_map(sm_file *f, uint64_t off, uint64_t len, int flags, bool write,
 	if (off + len > size && !(write && (flags & SM_EXTEND) && !f->memory))
 		return -ERANGE;
 
-	rc = -ENOMEM;
-	if (!(s = calloc(1, sizeof(*s))) || !(h = calloc(1, sizeof(*h))))
-		goto fail;
-	h->f = f;
-	h->off = off;
-	h->len = len;
-	h->write = write;
-	h->buffered = write && (flags & SM_BUFFERED);
-	h->nolock = flags & SM_NOLOCK;
-	h->refs = 1;
-	h->slot = -1;
+	uint64_t *dirty = NULL;
+	size_t dirty_words = 0;
 	if (write) {
 		uint64_t pages = ((off & pmask) + len + pmask) >> sm_page_shift;
-		h->dirty_origin = off & ~pmask;
-		h->dirty_words = (size_t)((pages + 63) / 64);
-		if (!(h->dirty = calloc(2 * h->dirty_words, sizeof(uint64_t))))
-			goto fail;
-		h->flight = h->dirty + h->dirty_words;
+		dirty_words = (size_t)((pages + 63) / 64);
+		if (!(dirty = calloc(2 * dirty_words, sizeof(uint64_t))))
+			return -ENOMEM;
 	}
 
 	pthread_mutex_lock(&f->lock);
-	rc = hold_attach(f, h);
+	rc = -ENOMEM;
+	if ((s = slice_get(f)) && (h = hold_get(f))) {
+		memset(s, 0, sizeof(*s));
+		memset(h, 0, sizeof(*h));
+		h->f = f;
+		h->off = off;
+		h->len = len;
+		h->write = write;
+		h->buffered = write && (flags & SM_BUFFERED);
+		h->nolock = flags & SM_NOLOCK;
+		h->refs = 1;
+		h->slot = -1;
+		if (write) {
+			h->dirty_origin = off & ~pmask;
+			h->dirty_words = dirty_words;
+			h->dirty = dirty;
+			h->flight = dirty + dirty_words;
+		}
+		rc = hold_attach(f, h);
+	}
+	if (rc < 0) {
+		if (s)
+			slice_put(f, s);
+		if (h)
+			hold_put(f, h);
+		pthread_mutex_unlock(&f->lock);
+		free(dirty);
+		return rc;
+	}
 	pthread_mutex_unlock(&f->lock);
-	if (rc < 0)
-		goto fail;
 	s->h = h;
 	s->f = f;
 	s->map = h->map;
@@ -316,14 +384,7 @@ static int do_map(sm_file *f, uint64_t off, uint64_t len, int flags, bool write,
 	return 0;
 
 fail:
-	if (s && s->h) {
-		slice_free(s); /* unlocks, unmaps and frees h as well */
-		return rc;
-	}
-	if (h)
-		free(h->dirty);
-	free(h);
-	free(s);
+	slice_free(s); /* unlocks, unmaps and frees h as well */
 	return rc;
 }
 
@@ -363,6 +424,13 @@ static int map_slice(sm_file *f, uint64_t off, uint64_t len, int flags, bool wri
 		return -EBADF;
 	if (sm_pid() != f->pid)
 		return -ESTALE; /* a fork child must sm_open afresh */
+	/* Cancellation (SPEC §2, §3.4): a fail-fast read map makes no call
+	 * that is a cancellation point (F_OFD_SETLK, fstat, mmap, munmap, the
+	 * table's robust mutex and its F_OFD_GETLK probes are not), so it
+	 * skips the cancel-state dance; a write map (fallocate, pread for
+	 * SM_BUFFERED) and SM_WAIT (its sleeps) keep it. */
+	if (!write && !(flags & SM_WAIT))
+		return do_map(f, off, len, flags, write, out);
 	cs = sm_nocancel();
 	if (flags & SM_WAIT) { /* wait.c: each attempt is a whole do_map */
 		struct map_args a = { f, off, len, flags & ~SM_WAIT, write, out };
@@ -451,14 +519,12 @@ int sm_downgrade(sm_slice *s)
 
 int sm_release(sm_slice *s)
 {
-	int rc, cs;
-
 	if (!s)
 		return -EINVAL;
-	cs = sm_nocancel();
-	rc = slice_free(s);
-	sm_cancel_restore(cs);
-	return rc;
+	/* No cancellation point on the way (an unlock is F_OFD_SETLK, a wake
+	 * is a raw futex call, munmap is none, and sm_file_destroy disables
+	 * cancellation itself): no cancel-state dance. */
+	return slice_free(s);
 }
 
 uint64_t sm_offset(const sm_slice *s)

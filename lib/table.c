@@ -746,7 +746,8 @@ void sm_table_close(sm_file *f)
 	f->table = NULL;
 }
 
-static void fill(struct smt_slot *s, const struct sm_hold *h, const char *tag, bool own)
+static void fill(struct smt_slot *s, const struct sm_hold *h, const char *tag, bool own,
+		 bool precise)
 {
 	struct timespec ts;
 
@@ -765,19 +766,27 @@ static void fill(struct smt_slot *s, const struct sm_hold *h, const char *tag, b
 	s->tid = (int32_t)tid;
 	s->start_time = self.start_time;
 	s->pidns = self.pidns;
-	clock_gettime(CLOCK_REALTIME, &ts);
+	/* A held or pending entry's "since" is for display: the coarse clock
+	 * (vDSO, no TSC read) is enough (SPEC §12.5).  A waiting entry's
+	 * orders waiters (wait.c: fairness, the deadlock victim) against
+	 * CLOCK_REALTIME readings: precise. */
+	clock_gettime(precise ? CLOCK_REALTIME : CLOCK_REALTIME_COARSE, &ts);
 	s->since_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 	memcpy(s->comm, self.comm, sizeof(s->comm));
 	s->wait_for = 0;
-	s->acquirer = sm_acquirer(); /* the wait-for graph's node (wait.c) */
-	memset(s->tag, 0, sizeof(s->tag));
+	s->acquirer = (uint32_t)tid; /* the wait-for graph's node, as sm_acquirer() */
+	/* the tag, NUL-padded to its field: built in a zeroed local, stored
+	 * as one fixed-size copy (no variable-length memset) */
+	char t[sizeof(s->tag)] = { 0 };
 	if (tag)
-		strncpy(s->tag, tag, sizeof(s->tag) - 1);
+		for (size_t i = 0; i < sizeof(t) - 1 && tag[i]; i++)
+			t[i] = tag[i];
+	memcpy(s->tag, t, sizeof(t));
 }
 
 void sm_table_fill(struct smt_slot *s, const struct sm_hold *h, const char *tag, bool own)
 {
-	fill(s, h, tag, own);
+	fill(s, h, tag, own, false); /* table mode's held entries */
 }
 
 /* Take a free or invalid slot and fill it for h with state and tag (own:
@@ -785,8 +794,9 @@ void sm_table_fill(struct smt_slot *s, const struct sm_hold *h, const char *tag,
 static bool claim_slot(struct smt_table *t, const struct sm_hold *h, const char *tag, bool own,
 		       uint32_t state, uint32_t *out)
 {
-	for (uint32_t n = 0; n < t->nslots; n++) {
-		uint32_t i = (t->hint + n) % t->nslots;
+	uint32_t i = t->hint < t->nslots ? t->hint : 0;
+
+	for (uint32_t n = 0; n < t->nslots; n++, i = i + 1 < t->nslots ? i + 1 : 0) {
 		struct smt_slot *s = &t->slots[i];
 		uint32_t expected = __atomic_load_n(&s->state, __ATOMIC_RELAXED), seq;
 		if (expected != SMT_FREE && !state_invalid(expected))
@@ -800,7 +810,7 @@ static bool claim_slot(struct smt_table *t, const struct sm_hold *h, const char 
 		seq += (seq & 1) ? 2 : 1;
 		__atomic_store_n(&s->seq, seq, __ATOMIC_RELAXED);
 		__atomic_thread_fence(__ATOMIC_RELEASE);
-		fill(s, h, tag, own);
+		fill(s, h, tag, own, state == SMT_WAITING);
 		__atomic_store_n(&s->state, t->owner << 8 | state, __ATOMIC_RELAXED);
 		__atomic_store_n(&s->seq, seq + 1, __ATOMIC_RELEASE); /* even: stable */
 		struct smt_header *hdr = t->base;

@@ -183,9 +183,21 @@ static long futex(uint32_t *addr, int op, uint32_t val, const struct timespec *t
 	return syscall(SYS_futex, addr, op, val, ts, NULL, 0);
 }
 
+/* The first bucket of set at or after from (SMT_MAX_BUCKETS: none); a
+ * release visits only its own buckets, not all 128 (hotpath). */
+static inline uint32_t next_bucket(const uint64_t set[2], uint32_t from)
+{
+	while (from < SMT_MAX_BUCKETS) {
+		uint64_t m = set[from >> 6] >> (from & 63);
+		if (m)
+			return from + (uint32_t)__builtin_ctzll(m);
+		from = (from | 63) + 1;
+	}
+	return SMT_MAX_BUCKETS;
+}
+
 #define FOR_EACH_BUCKET(set, k) \
-	for (uint32_t k = 0; k < SMT_MAX_BUCKETS; k++) \
-		if ((set)[k >> 6] & ((uint64_t)1 << (k & 63)))
+	for (uint32_t k = next_bucket(set, 0); k < SMT_MAX_BUCKETS; k = next_bucket(set, k + 1))
 
 void sm_wait_bump(struct smt_table *t, uint64_t off, uint64_t len)
 {

@@ -45,10 +45,14 @@ SQLITE_EXTENSION_INIT1
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "safemap.h"
 #include "safemap_vfs.h"
+
+/* SM_WAIT bound of the -shm's sm_file: one step of a blocking lock (smv_lock_timed) */
+#define SMV_WAIT_STEP_NS 10000000ull /* 10 ms */
 
 /* The unix VFS's lock bytes (os.h, os_unix.c). */
 #define SMV_PENDING_BYTE 0x40000000u
@@ -394,6 +398,7 @@ static int smv_shm_open(smv_file *p)
 	opt.size = sizeof(opt);
 	opt.flags = p->variant->opt_flags;
 	opt.tag = "sqlite-shm";
+	opt.wait_ns = SMV_WAIT_STEP_NS; /* one SM_WAIT step: see smv_lock_timed */
 	e = sm_open(s->path, s->readonly ? SM_RDONLY : SM_RDWR, &opt, &s->f);
 	if (e) {
 		s->f = NULL;
@@ -545,6 +550,34 @@ static int smvShmMap(sqlite3_file *pf, int iregion, int szregion, int extend,
 	return s->readonly ? SQLITE_READONLY : SQLITE_OK;
 }
 
+/* SQLite's lock timeout (SQLITE_FCNTL_LOCK_TIMEOUT, per connection and per
+ * call) against SM_WAIT's bound (sm_options.wait_ns, fixed at sm_open): the
+ * -shm's sm_file is opened with a short bound, SMV_WAIT_STEP_NS, and a
+ * blocking lock waits in steps of it until the connection's timeout has
+ * passed.  A release wakes the waiter at once (futex), so the steps cost
+ * nothing while someone releases; the timeout is kept to within one step. */
+static uint64_t smv_mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int smv_lock_timed(smv_file *p, sm_file *f, uint64_t off, int mode, const char *tag,
+			  sm_range **out)
+{
+	uint64_t end = 0;
+	int e;
+
+	if (mode & SM_WAIT)
+		end = smv_mono_ns() + (uint64_t)p->timeout_ms * 1000000ull;
+	while ((e = sm_lock(f, off, 1, mode, tag, out)) == -ETIMEDOUT && (mode & SM_WAIT) &&
+	       smv_mono_ns() < end)
+		;
+	return e;
+}
+
 /* SQLite's rules (os_unix.c, unixShmLock): a slot goes unlocked -> shared
  * -> unlocked or unlocked -> exclusive -> unlocked; only exclusive requests
  * span several slots; unlocking a slot not held does nothing.  Each slot is
@@ -582,8 +615,8 @@ static int smvShmLock(sqlite3_file *pf, int ofst, int n, int flags)
 				continue; /* already held so */
 			rc = SQLITE_IOERR_SHMLOCK; /* a change of mode SQLite never asks for */
 		} else {
-			e = sm_lock(s->f, SMV_SHM_BASE + (uint64_t)i, 1, mode, smv_slot_tag[i],
-				    &s->slot[i]);
+			e = smv_lock_timed(p, s->f, SMV_SHM_BASE + (uint64_t)i, mode, smv_slot_tag[i],
+					   &s->slot[i]);
 			if (e == -ENOTSUP && (mode & SM_WAIT)) { /* a library without SM_WAIT */
 				mode &= ~SM_WAIT;
 				e = sm_lock(s->f, SMV_SHM_BASE + (uint64_t)i, 1, mode,
