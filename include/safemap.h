@@ -131,7 +131,8 @@ typedef struct sm_holder {
 	int mode;            /* SM_MODE_READ / SM_MODE_WRITE */
 	int state;           /* SM_HELD / SM_WAITING / SM_STALE / SM_PENDING / SM_UNLOCKED */
 	uint64_t off, len;
-	uint64_t since;      /* acquired at, ns since the epoch (CLOCK_REALTIME) */
+	uint64_t since;      /* acquired at, ns since the epoch (CLOCK_REALTIME; held entries
+			      * may use the coarse clock, a few ms early) */
 } sm_holder;
 
 /*
