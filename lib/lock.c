@@ -150,13 +150,8 @@ static int lock_once(void *arg)
 	} else if (!(r = range_get(f))) {
 		rc = -ENOMEM;
 	} else {
-		memset(&r->h, 0, sizeof(r->h));
-		r->h.f = f;
-		r->h.off = a->off;
-		r->h.len = a->len;
-		r->h.write = a->write;
-		r->h.refs = 1;
-		r->h.slot = -1;
+		r->h = (struct sm_hold){ .f = f, .off = a->off, .len = a->len, .write = a->write,
+					 .refs = 1, .slot = -1 };
 		if ((rc = sm_hold_lock(f, &r->h, a->tag)) == 0) {
 			f->nslices++; /* sm_close waits for ranges as for slices */
 			*a->out = r;

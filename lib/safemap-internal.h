@@ -14,9 +14,11 @@
 
 /* The library is compiled with -DSM_BUILDING_LIBRARY (Makefile.am), so
  * safemap.h gives it the exported accessors, not the inline macros. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stddef.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -204,7 +206,16 @@ static inline pid_t sm_pid(void)
 	return sm_pid_slow();
 }
 /* Check off/len against SPEC §2: nonzero, off + len <= INT64_MAX. */
-SM_HIDDEN int sm_check_range(uint64_t off, uint64_t len);
+static inline int sm_check_range(uint64_t off, uint64_t len)
+{
+	if (len == 0)
+		return -EINVAL;
+	if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
+		return -ERANGE;
+	if (sizeof(size_t) < sizeof(uint64_t) && len > SIZE_MAX)
+		return -ERANGE;
+	return 0;
+}
 
 /* Bits of bitmap word p >> 6 covering pages p .. min(last, end of word). */
 static inline uint64_t sm_word_mask(uint64_t p, uint64_t last)

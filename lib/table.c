@@ -746,8 +746,8 @@ void sm_table_close(sm_file *f)
 	f->table = NULL;
 }
 
-static void fill(struct smt_slot *s, const struct sm_hold *h, const char *tag, bool own,
-		 bool precise)
+static inline __attribute__((always_inline)) void fill(struct smt_slot *s, const struct sm_hold *h,
+							  const char *tag, bool own, bool precise)
 {
 	struct timespec ts;
 
@@ -779,8 +779,7 @@ static void fill(struct smt_slot *s, const struct sm_hold *h, const char *tag, b
 	 * as one fixed-size copy (no variable-length memset) */
 	char t[sizeof(s->tag)] = { 0 };
 	if (tag)
-		for (size_t i = 0; i < sizeof(t) - 1 && tag[i]; i++)
-			t[i] = tag[i];
+		memcpy(t, tag, strnlen(tag, sizeof(t) - 1));
 	memcpy(s->tag, t, sizeof(t));
 }
 
@@ -873,9 +872,12 @@ void sm_table_remove(sm_file *f, struct sm_hold *h, bool owner)
 	if (!t || h->slot < 0 || !owner)
 		return; /* a fork child never clears its parent's entries */
 	s = &t->slots[h->slot];
-	__atomic_fetch_add(&s->seq, 1, __ATOMIC_ACQ_REL);
-	__atomic_store_n(&s->state, SMT_FREE, __ATOMIC_RELAXED);
-	__atomic_fetch_add(&s->seq, 1, __ATOMIC_RELEASE);
+	/* One store of the state word, no sequence bump (as sm_table_held):
+	 * the other fields do not change, a reader that copied them while
+	 * the entry was in use took a consistent picture of it, and the next
+	 * claim makes seq odd before it writes them.  Nobody else writes a
+	 * live owner's slot, so no reaper's swap can be judging this word. */
+	__atomic_store_n(&s->state, SMT_FREE, __ATOMIC_RELEASE);
 	if ((uint32_t)h->slot < t->hint)
 		t->hint = (uint32_t)h->slot;
 	h->slot = -1;

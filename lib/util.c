@@ -58,17 +58,6 @@ void sm_init_once(void)
 	pthread_once(&init_once, init);
 }
 
-int sm_check_range(uint64_t off, uint64_t len)
-{
-	if (len == 0)
-		return -EINVAL;
-	if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
-		return -ERANGE;
-	if (sizeof(size_t) < sizeof(uint64_t) && len > SIZE_MAX)
-		return -ERANGE;
-	return 0;
-}
-
 int sm_file_size(sm_file *f, uint64_t *size)
 {
 	struct stat st;

@@ -151,6 +151,13 @@ void sm_wait_geometry_init(struct smt_table *t)
 					    __ATOMIC_ACQUIRE);
 }
 
+/* x's bucket index: a mask for the power-of-two counts this library
+ * writes (no division on the release path), x % n for any other. */
+static inline uint32_t bucket_index(const struct geom *g, uint64_t x)
+{
+	return (uint32_t)((g->n & (g->n - 1)) == 0 ? x & (g->n - 1) : x % g->n);
+}
+
 /* The buckets [off, off+len) covers, as a bitmap. */
 static void cover(const struct geom *g, uint64_t off, uint64_t len, uint64_t set[2])
 {
@@ -163,14 +170,14 @@ static void cover(const struct geom *g, uint64_t off, uint64_t len, uint64_t set
 		return;
 	}
 	for (uint64_t x = first; x <= last; x++) {
-		uint32_t k = (uint32_t)(x % g->n);
+		uint32_t k = bucket_index(g, x);
 		set[k >> 6] |= (uint64_t)1 << (k & 63);
 	}
 }
 
 static uint32_t bucket_of(const struct geom *g, uint64_t x)
 {
-	return (uint32_t)((x >> g->shift) % g->n);
+	return bucket_index(g, x >> g->shift);
 }
 
 static struct smt_bucket *bucket(const struct smt_table *t, uint32_t k)
@@ -199,6 +206,15 @@ static inline uint32_t next_bucket(const uint64_t set[2], uint32_t from)
 #define FOR_EACH_BUCKET(set, k) \
 	for (uint32_t k = next_bucket(set, 0); k < SMT_MAX_BUCKETS; k = next_bucket(set, k + 1))
 
+/* Wake bucket b's sleepers, if it has any (a count is a hint). */
+static void wake_bucket(struct smt_bucket *b)
+{
+	if (__atomic_load_n(&b->waiters, __ATOMIC_SEQ_CST) == 0)
+		return;
+	__atomic_fetch_add(&b->futex, 1, __ATOMIC_SEQ_CST);
+	futex(&b->futex, FUTEX_WAKE, INT_MAX, NULL);
+}
+
 void sm_wait_bump(struct smt_table *t, uint64_t off, uint64_t len)
 {
 	uint64_t set[2];
@@ -206,16 +222,15 @@ void sm_wait_bump(struct smt_table *t, uint64_t off, uint64_t len)
 
 	if (!geometry(t, &g))
 		return;
-	cover(&g, off, len, set);
 	/* pairs with the waiter's count increment (see the file comment) */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	FOR_EACH_BUCKET(set, k) {
-		struct smt_bucket *b = bucket(t, k);
-		if (__atomic_load_n(&b->waiters, __ATOMIC_SEQ_CST) == 0)
-			continue;
-		__atomic_fetch_add(&b->futex, 1, __ATOMIC_SEQ_CST);
-		futex(&b->futex, FUTEX_WAKE, INT_MAX, NULL);
+	if ((off >> g.shift) == ((off + len - 1) >> g.shift)) {
+		wake_bucket(bucket(t, bucket_of(&g, off))); /* one bucket: no bitmap */
+		return;
 	}
+	cover(&g, off, len, set);
+	FOR_EACH_BUCKET(set, k)
+		wake_bucket(bucket(t, k));
 }
 
 /* Decrement, never below 0: a count is a hint (a waiter killed between

@@ -564,83 +564,82 @@ static uint64_t smv_mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* A lock with SM_WAIT, in steps of SMV_WAIT_STEP_NS until the connection's
+ * timeout has passed. */
 static int smv_lock_timed(smv_file *p, sm_file *f, uint64_t off, int mode, const char *tag,
 			  sm_range **out)
 {
-	uint64_t end = 0;
+	uint64_t end = smv_mono_ns() + (uint64_t)p->timeout_ms * 1000000ull;
 	int e;
 
-	if (mode & SM_WAIT)
-		end = smv_mono_ns() + (uint64_t)p->timeout_ms * 1000000ull;
-	while ((e = sm_lock(f, off, 1, mode, tag, out)) == -ETIMEDOUT && (mode & SM_WAIT) &&
-	       smv_mono_ns() < end)
+	while ((e = sm_lock(f, off, 1, mode, tag, out)) == -ETIMEDOUT && smv_mono_ns() < end)
 		;
+	if (e == -ENOTSUP) /* a library without SM_WAIT */
+		e = sm_lock(f, off, 1, mode & ~SM_WAIT, tag, out);
 	return e;
+}
+
+/* Release slot i if this connection holds it (nothing otherwise). */
+static int smv_slot_unlock(struct smv_shm *s, int i)
+{
+	sm_range *r = s->slot[i];
+
+	if (!r)
+		return 0;
+	s->slot[i] = NULL;
+	s->excl &= ~(1u << i);
+	return sm_unlock(r);
 }
 
 /* SQLite's rules (os_unix.c, unixShmLock): a slot goes unlocked -> shared
  * -> unlocked or unlocked -> exclusive -> unlocked; only exclusive requests
  * span several slots; unlocking a slot not held does nothing.  Each slot is
- * its own range (its own tag), so any subset can be released. */
+ * its own range (its own tag), so any subset can be released.  This runs
+ * twice per read transaction: it calls sm_lock or sm_unlock and little
+ * else (issue 14). */
 static int smvShmLock(sqlite3_file *pf, int ofst, int n, int flags)
 {
 	smv_file *p = (smv_file *)pf;
 	struct smv_shm *s = p->shm;
 	int excl = (flags & SQLITE_SHM_EXCLUSIVE) != 0;
 	int mode = excl ? SM_LOCK_WRITE : SM_LOCK_READ;
-	int rc = SQLITE_OK;
+	int rc = SQLITE_OK, i;
 
 	if (!s || ofst < 0 || n < 1 || ofst + n > SMV_SHM_NLOCK)
 		return SQLITE_IOERR_SHMLOCK;
 	if (flags & SQLITE_SHM_UNLOCK) {
-		for (int i = ofst; i < ofst + n; i++) {
-			if (!s->slot[i])
-				continue;
-			if (sm_unlock(s->slot[i]))
+		for (i = ofst; i < ofst + n; i++)
+			if (smv_slot_unlock(s, i))
 				rc = SQLITE_IOERR_SHMLOCK;
-			s->slot[i] = NULL;
-			s->excl &= ~(1u << i);
-		}
 		return rc;
 	}
 	/* Blocking locks (SQLITE_ENABLE_SETLK_TIMEOUT builds) map to SM_WAIT;
 	 * never on RECOVER, as in the unix VFS. */
 	if (p->timeout_ms > 0 && !(ofst <= 2 && ofst + n > 2))
 		mode |= SM_WAIT;
-	for (int i = ofst; i < ofst + n; i++) {
+	for (i = ofst; i < ofst + n; i++) {
+		uint64_t off = SMV_SHM_BASE + (uint64_t)i;
 		int e;
 
 		if (s->slot[i]) {
 			if (!excl == !(s->excl & (1u << i)))
 				continue; /* already held so */
 			rc = SQLITE_IOERR_SHMLOCK; /* a change of mode SQLite never asks for */
-		} else {
-			e = smv_lock_timed(p, s->f, SMV_SHM_BASE + (uint64_t)i, mode, smv_slot_tag[i],
-					   &s->slot[i]);
-			if (e == -ENOTSUP && (mode & SM_WAIT)) { /* a library without SM_WAIT */
-				mode &= ~SM_WAIT;
-				e = sm_lock(s->f, SMV_SHM_BASE + (uint64_t)i, 1, mode,
-					    smv_slot_tag[i], &s->slot[i]);
-			}
-			if (!e) {
-				if (excl)
-					s->excl |= 1u << i;
-				continue;
-			}
-			s->slot[i] = NULL;
+			break;
+		}
+		e = (mode & SM_WAIT) ? smv_lock_timed(p, s->f, off, mode, smv_slot_tag[i], &s->slot[i])
+				     : sm_lock(s->f, off, 1, mode, smv_slot_tag[i], &s->slot[i]);
+		if (e) {
 			rc = smv_err(e, SQLITE_IOERR_SHMLOCK);
+			break;
 		}
-		/* All or nothing: drop what this call took. */
-		for (int j = ofst; j < i; j++) {
-			if (s->slot[j]) {
-				sm_unlock(s->slot[j]);
-				s->slot[j] = NULL;
-				s->excl &= ~(1u << j);
-			}
-		}
-		return rc;
+		if (excl)
+			s->excl |= 1u << i;
 	}
-	return SQLITE_OK;
+	if (rc != SQLITE_OK) /* all or nothing: drop what this call took */
+		for (int j = ofst; j < i; j++)
+			smv_slot_unlock(s, j);
+	return rc;
 }
 
 static void smvShmBarrier(sqlite3_file *pf)
