@@ -27,7 +27,7 @@
 
 int sm_debug_late_publish;
 
-int sm_hold_lock(sm_file *f, struct sm_hold *h, const char *tag)
+SM_HOT int sm_hold_lock(sm_file *f, struct sm_hold *h, const char *tag)
 {
 	int rc;
 
@@ -54,7 +54,7 @@ int sm_hold_lock(sm_file *f, struct sm_hold *h, const char *tag)
 	return 0;
 }
 
-int sm_hold_unlock(sm_file *f, struct sm_hold *h, bool owner)
+SM_HOT int sm_hold_unlock(sm_file *f, struct sm_hold *h, bool owner)
 {
 	int rc = 0;
 
@@ -85,7 +85,8 @@ int sm_hold_unlock(sm_file *f, struct sm_hold *h, bool owner)
 
 #define LOCK_MODES (SM_LOCK_READ | SM_LOCK_WRITE)
 
-static int check_args(sm_file *f, uint64_t off, uint64_t len, int flags, bool *write)
+static inline __attribute__((always_inline)) int check_args(sm_file *f, uint64_t off, uint64_t len,
+							     int flags, bool *write)
 {
 	int mode = flags & LOCK_MODES, rc;
 
@@ -112,7 +113,7 @@ struct lock_args {
 #define RANGE_POOL_MAX 64
 
 /* An sm_range from f's free list (or the heap); caller holds f->lock. */
-static struct sm_range *range_get(sm_file *f)
+SM_HOT static struct sm_range *range_get(sm_file *f)
 {
 	struct sm_range *r = f->range_pool;
 
@@ -124,7 +125,7 @@ static struct sm_range *range_get(sm_file *f)
 }
 
 /* Back to f's free list (freed by sm_ranges_free_all); caller holds f->lock. */
-static void range_put(sm_file *f, struct sm_range *r)
+SM_HOT static void range_put(sm_file *f, struct sm_range *r)
 {
 	if (f->nrange_pool >= RANGE_POOL_MAX) {
 		free(r);
@@ -137,10 +138,10 @@ static void range_put(sm_file *f, struct sm_range *r)
 
 /* One fail-fast acquisition (also each attempt of an SM_WAIT one: it
  * allocates and frees nothing across a wait). */
-static int lock_once(void *arg)
+static inline __attribute__((always_inline)) int lock_range(sm_file *f, uint64_t off, uint64_t len,
+							    bool write, const char *tag,
+							    sm_range **out)
 {
-	struct lock_args *a = arg;
-	sm_file *f = a->f;
 	struct sm_range *r;
 	int rc;
 
@@ -150,17 +151,24 @@ static int lock_once(void *arg)
 	} else if (!(r = range_get(f))) {
 		rc = -ENOMEM;
 	} else {
-		r->h = (struct sm_hold){ .f = f, .off = a->off, .len = a->len, .write = a->write,
-					 .refs = 1, .slot = -1 };
-		if ((rc = sm_hold_lock(f, &r->h, a->tag)) == 0) {
+		r->h = (struct sm_hold){ .f = f, .off = off, .len = len, .write = write, .refs = 1,
+					 .slot = -1 };
+		if ((rc = sm_hold_lock(f, &r->h, tag)) == 0) {
 			f->nslices++; /* sm_close waits for ranges as for slices */
-			*a->out = r;
+			*out = r;
 		} else {
 			range_put(f, r);
 		}
 	}
 	pthread_mutex_unlock(&f->lock);
 	return rc;
+}
+
+static int lock_once(void *arg)
+{
+	struct lock_args *a = arg;
+
+	return lock_range(a->f, a->off, a->len, a->write, a->tag, a->out);
 }
 
 /*
@@ -173,23 +181,23 @@ static int lock_once(void *arg)
  * them) and table-authority mode (its robust-mutex recovery and table
  * growth make system calls that are) keep them.
  */
-int sm_lock(sm_file *f, uint64_t off, uint64_t len, int flags, const char *tag, sm_range **out)
+SM_HOT int sm_lock(sm_file *f, uint64_t off, uint64_t len, int flags, const char *tag, sm_range **out)
 {
-	struct lock_args a = { .off = off, .len = len, .tag = tag, .out = out };
+	bool write;
 	int rc, cs;
 
-	if (out)
-		*out = NULL;
 	if (!out)
 		return -EINVAL;
-	if ((rc = check_args(f, off, len, flags, &a.write)) < 0)
+	*out = NULL;
+	if ((rc = check_args(f, off, len, flags, &write)) < 0)
 		return rc;
-	a.f = f;
 	if (!(flags & SM_WAIT) && !f->tmode)
-		return lock_once(&a);
+		return lock_range(f, off, len, write, tag, out);
+
+	struct lock_args a = { .f = f, .off = off, .len = len, .write = write, .tag = tag, .out = out };
 	cs = sm_nocancel();
 	if (flags & SM_WAIT) {
-		struct sm_wait w = { .f = f, .off = off, .len = len, .write = a.write, .tag = tag,
+		struct sm_wait w = { .f = f, .off = off, .len = len, .write = write, .tag = tag,
 				     .cancel_state = cs, .attempt = lock_once, .arg = &a,
 				     .table_authority = f->tmode != NULL };
 		rc = sm_wait_acquire(&w);
@@ -200,7 +208,7 @@ int sm_lock(sm_file *f, uint64_t off, uint64_t len, int flags, const char *tag, 
 	return rc;
 }
 
-int sm_unlock(sm_range *r)
+SM_HOT int sm_unlock(sm_range *r)
 {
 	sm_file *f;
 	bool owner, destroy, dance;

@@ -15,7 +15,7 @@
 
 #include "safemap-internal.h"
 
-static int ofd_set(int fd, short type, uint64_t off, uint64_t len)
+SM_HOT static int ofd_set(int fd, short type, uint64_t off, uint64_t len)
 {
 	struct flock fl;
 
@@ -32,12 +32,12 @@ static int ofd_set(int fd, short type, uint64_t off, uint64_t len)
 	return -errno;
 }
 
-int sm_ofd_lock(int fd, bool write, uint64_t off, uint64_t len)
+SM_HOT int sm_ofd_lock(int fd, bool write, uint64_t off, uint64_t len)
 {
 	return ofd_set(fd, write ? F_WRLCK : F_RDLCK, off, len);
 }
 
-int sm_ofd_unlock(int fd, uint64_t off, uint64_t len)
+SM_HOT int sm_ofd_unlock(int fd, uint64_t off, uint64_t len)
 {
 	return ofd_set(fd, F_UNLCK, off, len);
 }

@@ -23,8 +23,12 @@
  * hold nothing and never appear here.
  *
  * Every node a mutation needs is allocated before the kernel lock is taken,
- * and each read slice reserves the two nodes its release may need to split
+ * and each read hold reserves the two nodes its release may need to split
  * runs, so the tree and the kernel never disagree on an allocation failure.
+ * A reservation is a count, not nodes set aside: f's free list always holds
+ * at least f->seg_reserved nodes (2 per live read hold), and a release that
+ * splits takes them from it, so the common acquisition and release move one
+ * node each (issue 14: the lock path costs what raw fcntl does).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -41,23 +45,35 @@ static int seg_cmp(const struct sm_seg *a, const struct sm_seg *b)
 
 SM_RB_GENERATE_STATIC(sm_segtree, sm_seg, rb, seg_cmp)
 
-static struct sm_seg *seg_alloc(sm_file *f)
+/* Make sure f's free list holds n nodes beyond its reservations. */
+SM_HOT static int seg_reserve(sm_file *f, unsigned n)
+{
+	while (f->nseg_pool < f->seg_reserved + n) {
+		struct sm_seg *s = malloc(sizeof(*s));
+		if (!s)
+			return -ENOMEM;
+		s->next = f->seg_pool;
+		f->seg_pool = s;
+		f->nseg_pool++;
+	}
+	return 0;
+}
+
+/* A node from f's free list, which seg_reserve (or a reservation) filled. */
+SM_HOT static struct sm_seg *seg_take(sm_file *f)
 {
 	struct sm_seg *n = f->seg_pool;
 
-	if (n) {
-		f->seg_pool = n->next;
-		f->nseg_pool--;
-		return n;
-	}
-	return malloc(sizeof(*n));
+	f->seg_pool = n->next;
+	f->nseg_pool--;
+	return n;
 }
 
-static void seg_free(sm_file *f, struct sm_seg *n)
+SM_HOT static void seg_free(sm_file *f, struct sm_seg *n)
 {
 	if (!n)
 		return;
-	if (f->nseg_pool >= SEG_POOL_MAX) {
+	if (f->nseg_pool >= f->seg_reserved + SEG_POOL_MAX) {
 		free(n);
 		return;
 	}
@@ -66,41 +82,25 @@ static void seg_free(sm_file *f, struct sm_seg *n)
 	f->nseg_pool++;
 }
 
-/* Take a node from a list built by seg_alloc_list(). */
-static struct sm_seg *list_take(struct sm_seg **list)
+/* The run with the greatest start below b, or NULL: one descent.  Runs
+ * are disjoint, so [a, b) overlaps a run iff this one ends after a. */
+SM_HOT static struct sm_seg *last_before(sm_file *f, uint64_t b)
 {
-	struct sm_seg *n = *list;
+	struct sm_seg *n = RB_ROOT(&f->segs), *best = NULL;
 
-	*list = n->next;
-	return n;
-}
-
-static void list_free(sm_file *f, struct sm_seg *list)
-{
-	while (list) {
-		struct sm_seg *n = list_take(&list);
-		seg_free(f, n);
-	}
-}
-
-static int seg_alloc_list(sm_file *f, size_t n, struct sm_seg **list)
-{
-	*list = NULL;
-	while (n--) {
-		struct sm_seg *s = seg_alloc(f);
-		if (!s) {
-			list_free(f, *list);
-			*list = NULL;
-			return -ENOMEM;
+	while (n) {
+		if (n->start < b) {
+			best = n;
+			n = RB_RIGHT(n, rb);
+		} else {
+			n = RB_LEFT(n, rb);
 		}
-		s->next = *list;
-		*list = s;
 	}
-	return 0;
+	return best;
 }
 
 /* The first run that ends after a (it may start before a). */
-static struct sm_seg *first_after(sm_file *f, uint64_t a)
+SM_HOT static struct sm_seg *first_after(sm_file *f, uint64_t a)
 {
 	struct sm_seg key = { .start = a };
 	struct sm_seg *n = RB_NFIND(sm_segtree, &f->segs, &key);
@@ -109,10 +109,10 @@ static struct sm_seg *first_after(sm_file *f, uint64_t a)
 	return p && p->end > a ? p : n;
 }
 
-static struct sm_seg *seg_new(struct sm_seg **list, uint64_t start, uint64_t end,
-			      uint32_t count, bool write)
+SM_HOT static struct sm_seg *seg_new(sm_file *f, uint64_t start, uint64_t end, uint32_t count,
+				     bool write)
 {
-	struct sm_seg *n = list_take(list);
+	struct sm_seg *n = seg_take(f);
 
 	n->start = start;
 	n->end = end;
@@ -122,55 +122,49 @@ static struct sm_seg *seg_new(struct sm_seg **list, uint64_t start, uint64_t end
 }
 
 /* Split n at x (n->start < x < n->end); returns the right half. */
-static struct sm_seg *seg_split(sm_file *f, struct sm_seg *n, uint64_t x, struct sm_seg **list)
+static struct sm_seg *seg_split(sm_file *f, struct sm_seg *n, uint64_t x)
 {
-	struct sm_seg *r = seg_new(list, x, n->end, n->count, n->write);
+	struct sm_seg *r = seg_new(f, x, n->end, n->count, n->write);
 
 	n->end = x;
 	RB_INSERT(sm_segtree, &f->segs, r);
 	return r;
 }
 
-static int acquire_write(sm_file *f, struct sm_hold *s, uint64_t a, uint64_t b)
+SM_HOT static int acquire_write(sm_file *f, uint64_t a, uint64_t b)
 {
-	struct sm_seg *n = first_after(f, a), *list;
+	struct sm_seg *n = last_before(f, b);
 	int rc;
 
-	if (n && n->start < b)
+	if (n && n->end > a)
 		return -EBUSY; /* never let the kernel upgrade our own read lock */
-	if ((rc = seg_alloc_list(f, 1, &list)) < 0)
+	if ((rc = seg_reserve(f, 1)) < 0)
 		return rc;
-	if (sm_kernel_locks(f) && (rc = sm_ofd_lock(f->fd, true, a, b - a)) < 0) {
-		list_free(f, list);
+	if (sm_kernel_locks(f) && (rc = sm_ofd_lock(f->fd, true, a, b - a)) < 0)
 		return rc;
-	}
-	RB_INSERT(sm_segtree, &f->segs, seg_new(&list, a, b, 0, true));
-	s->spare[0] = s->spare[1] = NULL;
+	RB_INSERT(sm_segtree, &f->segs, seg_new(f, a, b, 0, true));
 	return 0;
 }
 
-static int acquire_read(sm_file *f, struct sm_hold *s, uint64_t a, uint64_t b)
+SM_HOT static int acquire_read(sm_file *f, uint64_t a, uint64_t b)
 {
-	struct sm_seg *n, *list;
-	size_t gaps = 0;
+	struct sm_seg *n;
+	unsigned gaps = 0;
 	uint64_t pos = a;
 	int rc;
 
-	n = first_after(f, a);
-	if (!n || n->start >= b) {
-		/* Fast path: nothing of f overlaps; one new run, two spares. */
-		if ((rc = seg_alloc_list(f, 3, &list)) < 0)
+	n = last_before(f, b);
+	if (!n || n->end <= a) {
+		/* Fast path: nothing of f overlaps; one new run. */
+		if ((rc = seg_reserve(f, 1 + 2)) < 0)
 			return rc;
-		if (sm_kernel_locks(f) && (rc = sm_ofd_lock(f->fd, false, a, b - a)) < 0) {
-			list_free(f, list);
+		if (sm_kernel_locks(f) && (rc = sm_ofd_lock(f->fd, false, a, b - a)) < 0)
 			return rc;
-		}
-		s->spare[0] = list_take(&list);
-		s->spare[1] = list_take(&list);
-		RB_INSERT(sm_segtree, &f->segs, seg_new(&list, a, b, 1, false));
+		f->seg_reserved += 2; /* for the release */
+		RB_INSERT(sm_segtree, &f->segs, seg_new(f, a, b, 1, false));
 		return 0;
 	}
-	for (; n && n->start < b; n = RB_NEXT(sm_segtree, &f->segs, n)) {
+	for (n = first_after(f, a); n && n->start < b; n = RB_NEXT(sm_segtree, &f->segs, n)) {
 		if (n->write)
 			return -EBUSY; /* never let the kernel downgrade our write lock */
 		gaps += n->start > pos;
@@ -178,45 +172,41 @@ static int acquire_read(sm_file *f, struct sm_hold *s, uint64_t a, uint64_t b)
 	}
 	gaps += pos < b;
 
-	/* gaps new runs + 2 splits now, and 2 spares for the release. */
-	if ((rc = seg_alloc_list(f, gaps + 4, &list)) < 0)
+	/* gaps new runs + 2 splits now, and 2 reserved for the release. */
+	if ((rc = seg_reserve(f, gaps + 2 + 2)) < 0)
 		return rc;
-	if (sm_kernel_locks(f) && (rc = sm_ofd_lock(f->fd, false, a, b - a)) < 0) {
-		list_free(f, list);
+	if (sm_kernel_locks(f) && (rc = sm_ofd_lock(f->fd, false, a, b - a)) < 0)
 		return rc;
-	}
-	s->spare[0] = list_take(&list);
-	s->spare[1] = list_take(&list);
+	f->seg_reserved += 2;
 
 	pos = a;
 	n = first_after(f, a);
 	if (n && n->start < a)
-		n = seg_split(f, n, a, &list);
+		n = seg_split(f, n, a);
 	while (pos < b) {
 		if (!n || n->start >= b) {
-			RB_INSERT(sm_segtree, &f->segs, seg_new(&list, pos, b, 1, false));
+			RB_INSERT(sm_segtree, &f->segs, seg_new(f, pos, b, 1, false));
 			break;
 		}
 		if (n->start > pos) {
-			RB_INSERT(sm_segtree, &f->segs, seg_new(&list, pos, n->start, 1, false));
+			RB_INSERT(sm_segtree, &f->segs, seg_new(f, pos, n->start, 1, false));
 			pos = n->start;
 			continue;
 		}
 		if (n->end > b)
-			seg_split(f, n, b, &list);
+			seg_split(f, n, b);
 		n->count++;
 		pos = n->end;
 		n = RB_NEXT(sm_segtree, &f->segs, n);
 	}
-	list_free(f, list);
 	return 0;
 }
 
-int sm_ranges_acquire(sm_file *f, struct sm_hold *s)
+SM_HOT int sm_ranges_acquire(sm_file *f, struct sm_hold *s)
 {
 	uint64_t a = s->off, b = s->off + s->len;
 
-	return s->write ? acquire_write(f, s, a, b) : acquire_read(f, s, a, b);
+	return s->write ? acquire_write(f, a, b) : acquire_read(f, a, b);
 }
 
 /* Merge the read run starting at x with its left neighbour when they touch
@@ -239,27 +229,22 @@ static void merge_at(sm_file *f, uint64_t x)
 /* A child after fork shares the parent's open file description: an unlock
  * there would drop the parent's locks (SPEC §3.6), so only the opener
  * unlocks. */
-static int unlock_if_owner(sm_file *f, bool owner, uint64_t off, uint64_t len)
+SM_HOT static int unlock_if_owner(sm_file *f, bool owner, uint64_t off, uint64_t len)
 {
 	if (!sm_kernel_locks(f) || !owner)
 		return 0;
 	return sm_ofd_unlock(f->fd, off, len);
 }
 
-static int release_read(sm_file *f, struct sm_hold *s, bool owner, uint64_t a, uint64_t b)
+SM_HOT static int release_read(sm_file *f, bool owner, uint64_t a, uint64_t b)
 {
-	struct sm_seg *list = NULL, *n, *next;
+	struct sm_seg *n, *next;
 	uint64_t run_start = 0, run_end = 0;
 	bool in_run = false;
 	int rc = 0, r;
 
-	for (int i = 0; i < 2; i++) {
-		if (s->spare[i]) {
-			s->spare[i]->next = list;
-			list = s->spare[i];
-			s->spare[i] = NULL;
-		}
-	}
+	/* The hold's two reserved nodes: for the splits below. */
+	f->seg_reserved -= 2;
 
 	/* Fast path: the hold's range is one run of its own (count 1): drop
 	 * it whole.  Nothing to merge: the bytes around it did not touch it
@@ -270,16 +255,15 @@ static int release_read(sm_file *f, struct sm_hold *s, bool owner, uint64_t a, u
 	if (n && !n->write && n->end == b && n->count == 1) {
 		RB_REMOVE(sm_segtree, &f->segs, n);
 		seg_free(f, n);
-		list_free(f, list);
 		return unlock_if_owner(f, owner, a, b - a);
 	}
 
 	n = first_after(f, a);
 	if (n && n->start < a)
-		n = seg_split(f, n, a, &list);
+		n = seg_split(f, n, a);
 	for (; n && n->start < b; n = next) {
 		if (n->end > b)
-			seg_split(f, n, b, &list);
+			seg_split(f, n, b);
 		next = RB_NEXT(sm_segtree, &f->segs, n);
 		if (n->write || n->count == 0)
 			continue; /* cannot happen while the tree is consistent */
@@ -301,11 +285,10 @@ static int release_read(sm_file *f, struct sm_hold *s, bool owner, uint64_t a, u
 		rc = r;
 	merge_at(f, a);
 	merge_at(f, b);
-	list_free(f, list);
 	return rc;
 }
 
-static int release_write(sm_file *f, bool owner, uint64_t a, uint64_t b)
+SM_HOT static int release_write(sm_file *f, bool owner, uint64_t a, uint64_t b)
 {
 	struct sm_seg key = { .start = a };
 	struct sm_seg *n = RB_FIND(sm_segtree, &f->segs, &key);
@@ -317,35 +300,32 @@ static int release_write(sm_file *f, bool owner, uint64_t a, uint64_t b)
 	return unlock_if_owner(f, owner, a, b - a);
 }
 
-int sm_ranges_release(sm_file *f, struct sm_hold *s, bool owner)
+SM_HOT int sm_ranges_release(sm_file *f, struct sm_hold *s, bool owner)
 {
 	uint64_t a = s->off, b = s->off + s->len;
 
-	return s->write ? release_write(f, owner, a, b) : release_read(f, s, owner, a, b);
+	return s->write ? release_write(f, owner, a, b) : release_read(f, owner, a, b);
 }
 
 int sm_ranges_downgrade(sm_file *f, struct sm_hold *h)
 {
 	struct sm_seg key = { .start = h->off };
-	struct sm_seg *n = RB_FIND(sm_segtree, &f->segs, &key), *list;
+	struct sm_seg *n = RB_FIND(sm_segtree, &f->segs, &key);
 	int rc;
 
 	if (!n || !n->write)
 		return -EINVAL;
-	/* spares for the read run's release, before anything changes */
-	if ((rc = seg_alloc_list(f, 2, &list)) < 0)
+	/* the read run's reservation for its release, before anything changes */
+	if ((rc = seg_reserve(f, 2)) < 0)
 		return rc;
 	/* One F_OFD_SETLK converts the write lock to a read lock atomically:
 	 * no moment where another writer could slip in. */
 	if (sm_kernel_locks(f) && sm_pid() == f->pid &&
-	    (rc = sm_ofd_lock(f->fd, false, h->off, h->len)) < 0) {
-		list_free(f, list);
+	    (rc = sm_ofd_lock(f->fd, false, h->off, h->len)) < 0)
 		return rc;
-	}
+	f->seg_reserved += 2;
 	n->write = false;
 	n->count = 1;
-	h->spare[0] = list_take(&list);
-	h->spare[1] = list_take(&list);
 	h->write = false;
 	merge_at(f, h->off);
 	merge_at(f, h->off + h->len);
@@ -387,6 +367,7 @@ void sm_ranges_free_all(sm_file *f)
 		free(n);
 	}
 	f->nseg_pool = 0;
+	f->seg_reserved = 0;
 	while (f->range_pool) {
 		struct sm_range *r = f->range_pool;
 		f->range_pool = r->next;

@@ -29,10 +29,12 @@
 #include "table.h"
 
 #define SM_HIDDEN __attribute__((visibility("hidden")))
+/* The lock path (issue 14): grouped in .text.hot, a few pages of code. */
+#define SM_HOT __attribute__((hot))
 
 /* libbsd's RB_GENERATE_STATIC needs a __unused macro it does not define. */
 #define SM_RB_GENERATE_STATIC(name, type, field, cmp) \
-	RB_GENERATE_INTERNAL(name, type, field, cmp, __attribute__((unused)) static)
+	RB_GENERATE_INTERNAL(name, type, field, cmp, __attribute__((unused, hot)) static)
 
 /* Mapping cache geometry: window k maps file bytes [k*STEP, k*STEP + SPAN).
  * Windows overlap by half, so every slice of at most STEP bytes fits in the
@@ -107,6 +109,7 @@ struct sm_file {
 	struct sm_segtree segs;
 	struct sm_seg *seg_pool; /* free nodes kept for reuse */
 	unsigned nseg_pool;
+	unsigned seg_reserved; /* of them, owed to read holds' releases (ranges.c) */
 	struct sm_range *range_pool; /* free sm_lock ranges kept for reuse (lock.c) */
 	unsigned nrange_pool;
 	struct sm_slice *slice_pool; /* free slices and holds kept for reuse (slice.c) */
@@ -153,7 +156,6 @@ struct sm_hold {
 	unsigned long refs;    /* slices using this hold; guarded by f->lock */
 	unsigned long wsubs;   /* live writable sub-slices; guarded by f->lock */
 	int32_t slot;          /* lock table slot, or -1 */
-	struct sm_seg *spare[2]; /* nodes reserved for release (ranges.c) */
 };
 
 /* An sm_lock range: a hold without a mapping (lock.c). */

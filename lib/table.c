@@ -350,6 +350,11 @@ static int claim_owner(struct smt_table *t)
 			free_slots_of(t, k);
 			t->owner = k;
 			t->owner_held = true;
+			/* Owners start their slot search apart (16 slots each):
+			 * processes that lock and unlock all the time would
+			 * otherwise take turns with the same slot and move its
+			 * cache lines between CPUs at every acquisition. */
+			t->hint = t->nslots ? (uint32_t)(((uint64_t)k * SMT_OWNER_SPREAD) % t->nslots) : 0;
 			return 0; /* the mode bytes: sm_tmode_attach */
 		}
 		if (rc != -EBUSY)
@@ -746,6 +751,37 @@ void sm_table_close(sm_file *f)
 	f->table = NULL;
 }
 
+/* Copy n < 32 bytes without a call (two overlapping fixed-size moves):
+ * the tag of every acquisition goes through here. */
+static inline void copy_short(char *dst, const char *src, size_t n)
+{
+	struct w16 {
+		uint64_t a, b;
+	} x, y;
+	uint64_t u, v;
+	uint32_t p, q;
+
+	if (n >= 16) {
+		memcpy(&x, src, 16);
+		memcpy(&y, src + n - 16, 16);
+		memcpy(dst, &x, 16);
+		memcpy(dst + n - 16, &y, 16);
+	} else if (n >= 8) {
+		memcpy(&u, src, 8);
+		memcpy(&v, src + n - 8, 8);
+		memcpy(dst, &u, 8);
+		memcpy(dst + n - 8, &v, 8);
+	} else if (n >= 4) {
+		memcpy(&p, src, 4);
+		memcpy(&q, src + n - 4, 4);
+		memcpy(dst, &p, 4);
+		memcpy(dst + n - 4, &q, 4);
+	} else {
+		for (size_t i = 0; i < n; i++)
+			dst[i] = src[i];
+	}
+}
+
 static inline __attribute__((always_inline)) void fill(struct smt_slot *s, const struct sm_hold *h,
 							  const char *tag, bool own, bool precise)
 {
@@ -779,7 +815,7 @@ static inline __attribute__((always_inline)) void fill(struct smt_slot *s, const
 	 * as one fixed-size copy (no variable-length memset) */
 	char t[sizeof(s->tag)] = { 0 };
 	if (tag)
-		memcpy(t, tag, strnlen(tag, sizeof(t) - 1));
+		copy_short(t, tag, strnlen(tag, sizeof(t) - 1));
 	memcpy(s->tag, t, sizeof(t));
 }
 
@@ -790,7 +826,7 @@ void sm_table_fill(struct smt_slot *s, const struct sm_hold *h, const char *tag,
 
 /* Take a free or invalid slot and fill it for h with state and tag (own:
  * the acquisition's own tag, not the file's); false if none. */
-static bool claim_slot(struct smt_table *t, const struct sm_hold *h, const char *tag, bool own,
+SM_HOT static bool claim_slot(struct smt_table *t, const struct sm_hold *h, const char *tag, bool own,
 		       uint32_t state, uint32_t *out)
 {
 	uint32_t i = t->hint < t->nslots ? t->hint : 0;
@@ -829,7 +865,7 @@ static bool claim_slot(struct smt_table *t, const struct sm_hold *h, const char 
  * whole table: slots of dead owners and garbage left by a corruption are
  * taken back first, beyond high_water too (the header may be corrupted as
  * well). */
-int sm_table_add(sm_file *f, struct sm_hold *h, const char *tag, uint32_t state)
+SM_HOT int sm_table_add(sm_file *f, struct sm_hold *h, const char *tag, uint32_t state)
 {
 	struct smt_table *t = f->table;
 	const char *use = tag ? tag : f->tag;
@@ -838,11 +874,9 @@ int sm_table_add(sm_file *f, struct sm_hold *h, const char *tag, uint32_t state)
 	h->slot = -1;
 	if (!t)
 		return 0;
-	if (!claim_slot(t, h, use, tag != NULL, state, &i)) {
-		if (reap_upto(t, t->nslots, false) <= 0 ||
-		    !claim_slot(t, h, use, tag != NULL, state, &i))
+	for (bool reaped = false; !claim_slot(t, h, use, tag != NULL, state, &i); reaped = true)
+		if (reaped || reap_upto(t, t->nslots, false) <= 0)
 			return -ENOLCK;
-	}
 	if (t->guard->state != SM_MAP_OK)
 		return 0; /* the table file shrank: we wrote into a zero page */
 	t->hint = i + 1;
@@ -855,7 +889,7 @@ int sm_table_add(sm_file *f, struct sm_hold *h, const char *tag, uint32_t state)
  * change, and a reader never finds the entry of a lock holder "changing"
  * (a holder preempted mid-update would otherwise hide itself from a
  * process it just refused). */
-void sm_table_held(sm_file *f, struct sm_hold *h)
+SM_HOT void sm_table_held(sm_file *f, struct sm_hold *h)
 {
 	struct smt_table *t = f->table;
 
@@ -864,7 +898,7 @@ void sm_table_held(sm_file *f, struct sm_hold *h)
 	__atomic_store_n(&t->slots[h->slot].state, t->owner << 8 | SMT_HELD, __ATOMIC_RELEASE);
 }
 
-void sm_table_remove(sm_file *f, struct sm_hold *h, bool owner)
+SM_HOT void sm_table_remove(sm_file *f, struct sm_hold *h, bool owner)
 {
 	struct smt_table *t = f->table;
 	struct smt_slot *s;
@@ -878,8 +912,7 @@ void sm_table_remove(sm_file *f, struct sm_hold *h, bool owner)
 	 * claim makes seq odd before it writes them.  Nobody else writes a
 	 * live owner's slot, so no reaper's swap can be judging this word. */
 	__atomic_store_n(&s->state, SMT_FREE, __ATOMIC_RELEASE);
-	if ((uint32_t)h->slot < t->hint)
-		t->hint = (uint32_t)h->slot;
+	t->hint = (uint32_t)h->slot; /* ours and in our cache: the next claim's first try */
 	h->slot = -1;
 }
 

@@ -18,6 +18,7 @@
 #define SMT_NSLOTS 16384u       /* capacity of a new table */
 #define SMT_MAX_SLOTS (1u << 20)
 #define SMT_MAX_OWNERS 65536u
+#define SMT_OWNER_SPREAD 16u   /* owner k starts its slot search at k * 16 */
 /* Owner k's liveness byte: an OFD write lock on byte SMT_LIVE_BASE + k of
  * the table file, held for as long as the owner has the table open. */
 #define SMT_LIVE_BASE ((uint64_t)1 << 40)

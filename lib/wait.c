@@ -207,7 +207,7 @@ static inline uint32_t next_bucket(const uint64_t set[2], uint32_t from)
 	for (uint32_t k = next_bucket(set, 0); k < SMT_MAX_BUCKETS; k = next_bucket(set, k + 1))
 
 /* Wake bucket b's sleepers, if it has any (a count is a hint). */
-static void wake_bucket(struct smt_bucket *b)
+SM_HOT static void wake_bucket(struct smt_bucket *b)
 {
 	if (__atomic_load_n(&b->waiters, __ATOMIC_SEQ_CST) == 0)
 		return;
@@ -215,7 +215,7 @@ static void wake_bucket(struct smt_bucket *b)
 	futex(&b->futex, FUTEX_WAKE, INT_MAX, NULL);
 }
 
-void sm_wait_bump(struct smt_table *t, uint64_t off, uint64_t len)
+SM_HOT void sm_wait_bump(struct smt_table *t, uint64_t off, uint64_t len)
 {
 	uint64_t set[2];
 	struct geom g;
