@@ -12,19 +12,30 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "safemap-internal.h"
 
+/* fcntl(F_OFD_SETLK) straight to the kernel where struct flock is the
+ * kernel's own (64-bit ABIs): glibc's fcntl wrapper costs a tenth of the
+ * lock path's instructions (issue 14).  Elsewhere through glibc, which
+ * maps it to fcntl64. */
+static inline int setlk(int fd, struct flock *fl)
+{
+#if defined(__LP64__) && defined(SYS_fcntl)
+	return (int)syscall(SYS_fcntl, fd, F_OFD_SETLK, fl);
+#else
+	return fcntl(fd, F_OFD_SETLK, fl);
+#endif
+}
+
 SM_HOT static int ofd_set(int fd, short type, uint64_t off, uint64_t len)
 {
-	struct flock fl;
+	struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = (off_t)off,
+			    .l_len = (off_t)len }; /* l_pid must be 0 for OFD locks */
 
-	memset(&fl, 0, sizeof(fl)); /* l_pid must be 0 for OFD locks */
-	fl.l_type = type;
-	fl.l_whence = SEEK_SET;
-	fl.l_start = (off_t)off;
-	fl.l_len = (off_t)len;
-	if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
+	if (setlk(fd, &fl) == 0)
 		return 0;
 	/* EAGAIN and EACCES both mean "held elsewhere" (POSIX allows either). */
 	if (errno == EAGAIN || errno == EACCES)

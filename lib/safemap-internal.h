@@ -207,6 +207,19 @@ static inline pid_t sm_pid(void)
 		return __atomic_load_n(&sm_cached_pid, __ATOMIC_RELAXED);
 	return sm_pid_slow();
 }
+/* The calling thread's id, cached per thread (initial-exec TLS: one load,
+ * no __tls_get_addr on the lock path) and read again in a fork child,
+ * whose pid (sm_pid()) differs from the one the cache was filled under. */
+struct sm_tid_cache {
+	pid_t tid, pid;
+};
+SM_HIDDEN extern __thread struct sm_tid_cache sm_tid_cache __attribute__((tls_model("initial-exec")));
+SM_HIDDEN pid_t sm_tid_slow(pid_t pid);
+static inline pid_t sm_tid(pid_t pid)
+{
+	return sm_tid_cache.pid == pid ? sm_tid_cache.tid : sm_tid_slow(pid);
+}
+
 /* Check off/len against SPEC §2: nonzero, off + len <= INT64_MAX. */
 static inline int sm_check_range(uint64_t off, uint64_t len)
 {

@@ -792,12 +792,8 @@ static inline __attribute__((always_inline)) void fill(struct smt_slot *s, const
 	s->off = h->off;
 	s->len = h->len;
 	/* Only the opener registers (a fork child gets -ESTALE before), so
-	 * f->pid is ours; the thread id is cached per thread. */
-	static __thread pid_t tid, tid_pid;
-	if (tid_pid != h->f->pid) { /* a fork child's thread has a new id */
-		tid = gettid();
-		tid_pid = h->f->pid;
-	}
+	 * f->pid is ours. */
+	pid_t tid = sm_tid(h->f->pid);
 	s->pid = (int32_t)h->f->pid;
 	s->tid = (int32_t)tid;
 	s->start_time = self.start_time;

@@ -58,6 +58,15 @@ void sm_init_once(void)
 	pthread_once(&init_once, init);
 }
 
+__thread struct sm_tid_cache sm_tid_cache __attribute__((tls_model("initial-exec")));
+
+pid_t sm_tid_slow(pid_t pid)
+{
+	sm_tid_cache.tid = gettid();
+	sm_tid_cache.pid = pid;
+	return sm_tid_cache.tid;
+}
+
 int sm_file_size(sm_file *f, uint64_t *size)
 {
 	struct stat st;

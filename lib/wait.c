@@ -105,14 +105,7 @@ static void read_pidns(void)
 
 uint32_t sm_acquirer(void)
 {
-	static __thread pid_t tid, tid_pid;
-	pid_t pid = sm_pid();
-
-	if (tid_pid != pid) { /* a fork child's thread has a new id */
-		tid = gettid();
-		tid_pid = pid;
-	}
-	return (uint32_t)tid;
+	return (uint32_t)sm_tid(sm_pid());
 }
 
 /* ---- buckets --------------------------------------------------------------- */
