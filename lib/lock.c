@@ -27,7 +27,10 @@
 
 int sm_debug_late_publish;
 
-SM_HOT int sm_hold_lock(sm_file *f, struct sm_hold *h, const char *tag)
+/* The lock step of every hold (inlined into sm_lock; slices call
+ * sm_hold_lock). */
+static inline __attribute__((always_inline)) int hold_lock(sm_file *f, struct sm_hold *h,
+							   const char *tag)
 {
 	int rc;
 
@@ -54,7 +57,8 @@ SM_HOT int sm_hold_lock(sm_file *f, struct sm_hold *h, const char *tag)
 	return 0;
 }
 
-SM_HOT int sm_hold_unlock(sm_file *f, struct sm_hold *h, bool owner)
+static inline __attribute__((always_inline)) int hold_unlock(sm_file *f, struct sm_hold *h,
+							     bool owner)
 {
 	int rc = 0;
 
@@ -81,6 +85,16 @@ SM_HOT int sm_hold_unlock(sm_file *f, struct sm_hold *h, bool owner)
 	if (owner)
 		sm_wait_bump(f->table, h->off, h->len);
 	return rc;
+}
+
+int sm_hold_lock(sm_file *f, struct sm_hold *h, const char *tag)
+{
+	return hold_lock(f, h, tag);
+}
+
+int sm_hold_unlock(sm_file *f, struct sm_hold *h, bool owner)
+{
+	return hold_unlock(f, h, owner);
 }
 
 #define LOCK_MODES (SM_LOCK_READ | SM_LOCK_WRITE)
@@ -153,7 +167,7 @@ static inline __attribute__((always_inline)) int lock_range(sm_file *f, uint64_t
 	} else {
 		r->h = (struct sm_hold){ .f = f, .off = off, .len = len, .write = write, .refs = 1,
 					 .slot = -1 };
-		if ((rc = sm_hold_lock(f, &r->h, tag)) == 0) {
+		if ((rc = hold_lock(f, &r->h, tag)) == 0) {
 			f->nslices++; /* sm_close waits for ranges as for slices */
 			*out = r;
 		} else {
@@ -222,7 +236,7 @@ SM_HOT int sm_unlock(sm_range *r)
 	if (dance)
 		cs = sm_nocancel();
 	pthread_mutex_lock(&f->lock);
-	rc = sm_hold_unlock(f, &r->h, owner);
+	rc = hold_unlock(f, &r->h, owner);
 	f->nslices--;
 	destroy = f->closing && f->nslices == 0;
 	if (destroy)

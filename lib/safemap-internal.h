@@ -308,10 +308,35 @@ SM_HIDDEN int sm_table_open(sm_file *f, const char *data_path, const struct stat
 			    const sm_options *o);
 SM_HIDDEN void sm_table_close(sm_file *f);
 SM_HIDDEN int sm_table_add(sm_file *f, struct sm_hold *h, const char *tag, uint32_t state);
-SM_HIDDEN void sm_table_held(sm_file *f, struct sm_hold *h);
-/* owner: this process opened f (a fork child must not touch the parent's
- * entries or locks) */
-SM_HIDDEN void sm_table_remove(sm_file *f, struct sm_hold *h, bool owner);
+/* h's kernel lock was granted: its pending entry becomes held.  One atomic
+ * store of the state word, no sequence bump: the other fields do not
+ * change, and a reader never finds the entry of a lock holder "changing"
+ * (a holder preempted mid-update would otherwise hide itself from a
+ * process it just refused).  Inline: the lock path (issue 14). */
+static inline void sm_table_held(sm_file *f, struct sm_hold *h)
+{
+	struct smt_table *t = f->table;
+
+	if (t && h->slot >= 0)
+		__atomic_store_n(&t->slots[h->slot].state, t->owner << 8 | SMT_HELD, __ATOMIC_RELEASE);
+}
+
+/* Withdraw h's entry.  owner: this process opened f (a fork child never
+ * clears its parent's entries).  One store of the state word, no sequence
+ * bump (as sm_table_held): the other fields do not change, a reader that
+ * copied them while the entry was in use took a consistent picture of it,
+ * and the next claim makes seq odd before it writes them.  Nobody else
+ * writes a live owner's slot, so no reaper's swap can be judging the word. */
+static inline void sm_table_remove(sm_file *f, struct sm_hold *h, bool owner)
+{
+	struct smt_table *t = f->table;
+
+	if (!t || h->slot < 0 || !owner)
+		return;
+	__atomic_store_n(&t->slots[h->slot].state, SMT_FREE, __ATOMIC_RELEASE);
+	t->hint = (uint32_t)h->slot; /* ours and in our cache: the next claim's first try */
+	h->slot = -1;
+}
 SM_HIDDEN void sm_table_downgrade(sm_file *f, struct sm_hold *h);
 /* for lockctl and tests (the private build links these) */
 int smt_path(const char *data_path, const struct stat *st, const char *dir, char *out, size_t size);

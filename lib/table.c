@@ -880,38 +880,6 @@ SM_HOT int sm_table_add(sm_file *f, struct sm_hold *h, const char *tag, uint32_t
 	return 0;
 }
 
-/* h's kernel lock was granted: its pending entry becomes held.  One atomic
- * store of the state word, no sequence bump: the other fields do not
- * change, and a reader never finds the entry of a lock holder "changing"
- * (a holder preempted mid-update would otherwise hide itself from a
- * process it just refused). */
-SM_HOT void sm_table_held(sm_file *f, struct sm_hold *h)
-{
-	struct smt_table *t = f->table;
-
-	if (!t || h->slot < 0)
-		return;
-	__atomic_store_n(&t->slots[h->slot].state, t->owner << 8 | SMT_HELD, __ATOMIC_RELEASE);
-}
-
-SM_HOT void sm_table_remove(sm_file *f, struct sm_hold *h, bool owner)
-{
-	struct smt_table *t = f->table;
-	struct smt_slot *s;
-
-	if (!t || h->slot < 0 || !owner)
-		return; /* a fork child never clears its parent's entries */
-	s = &t->slots[h->slot];
-	/* One store of the state word, no sequence bump (as sm_table_held):
-	 * the other fields do not change, a reader that copied them while
-	 * the entry was in use took a consistent picture of it, and the next
-	 * claim makes seq odd before it writes them.  Nobody else writes a
-	 * live owner's slot, so no reaper's swap can be judging this word. */
-	__atomic_store_n(&s->state, SMT_FREE, __ATOMIC_RELEASE);
-	t->hint = (uint32_t)h->slot; /* ours and in our cache: the next claim's first try */
-	h->slot = -1;
-}
-
 void sm_table_downgrade(sm_file *f, struct sm_hold *h)
 {
 	struct smt_table *t = f->table;
