@@ -27,10 +27,12 @@
 
 int sm_debug_late_publish;
 
-/* The lock step of every hold (inlined into sm_lock; slices call
- * sm_hold_lock). */
-static inline __attribute__((always_inline)) int hold_lock(sm_file *f, struct sm_hold *h,
-							   const char *tag)
+/* The lock step of a hold in table-authority mode, of an SM_NOLOCK
+ * mapping, and in the pre-0.2 order (tests): kept out of the kernel-mode
+ * path below, whose instructions share the CPU's caches with the caller's
+ * (issue 14). */
+static __attribute__((noinline, cold)) int hold_lock_other(sm_file *f, struct sm_hold *h,
+							    const char *tag)
 {
 	int rc;
 
@@ -39,14 +41,43 @@ static inline __attribute__((always_inline)) int hold_lock(sm_file *f, struct sm
 	h->slot = -1;
 	if (h->nolock)
 		return sm_table_add(f, h, tag, SMT_UNLOCKED);
-	if (sm_debug_late_publish) {
-		/* the pre-0.2 order, for tests only */
-		if ((rc = sm_ranges_acquire(f, h)) < 0)
-			return rc;
-		if ((rc = sm_table_add(f, h, tag, SMT_HELD)) < 0)
-			sm_ranges_release(f, h, true);
+	/* the pre-0.2 order, for tests only */
+	if ((rc = sm_ranges_acquire(f, h)) < 0)
+		return rc;
+	if ((rc = sm_table_add(f, h, tag, SMT_HELD)) < 0)
+		sm_ranges_release(f, h, true);
+	return rc;
+}
+
+static __attribute__((noinline, cold)) int hold_unlock_other(sm_file *f, struct sm_hold *h,
+							      bool owner)
+{
+	int rc;
+
+	if (f->tmode) {
+		rc = sm_tmode_hold_unlock(f, h, owner);
+		if (owner && !h->nolock)
+			sm_wait_bump(f->table, h->off, h->len); /* as in hold_unlock */
 		return rc;
 	}
+	if (h->nolock) {
+		sm_table_remove(f, h, owner);
+		return 0;
+	}
+	sm_table_remove(f, h, owner); /* the pre-0.2 order, for tests only */
+	return sm_ranges_release(f, h, owner);
+}
+
+/* The lock step of every hold (inlined into sm_lock; slices call
+ * sm_hold_lock). */
+static inline __attribute__((always_inline)) int hold_lock(sm_file *f, struct sm_hold *h,
+							   const char *tag)
+{
+	int rc;
+
+	if (__builtin_expect(f->tmode || h->nolock || sm_debug_late_publish, 0))
+		return hold_lock_other(f, h, tag);
+	h->slot = -1;
 	if ((rc = sm_table_add(f, h, tag, SMT_PENDING)) < 0)
 		return rc;
 	if ((rc = sm_ranges_acquire(f, h)) < 0) {
@@ -60,22 +91,10 @@ static inline __attribute__((always_inline)) int hold_lock(sm_file *f, struct sm
 static inline __attribute__((always_inline)) int hold_unlock(sm_file *f, struct sm_hold *h,
 							     bool owner)
 {
-	int rc = 0;
+	int rc;
 
-	if (f->tmode) {
-		rc = sm_tmode_hold_unlock(f, h, owner);
-		if (owner && !h->nolock)
-			sm_wait_bump(f->table, h->off, h->len); /* as below */
-		return rc;
-	}
-	if (h->nolock) {
-		sm_table_remove(f, h, owner);
-		return 0;
-	}
-	if (sm_debug_late_publish) {
-		sm_table_remove(f, h, owner);
-		return sm_ranges_release(f, h, owner);
-	}
+	if (__builtin_expect(f->tmode || h->nolock || sm_debug_late_publish, 0))
+		return hold_unlock_other(f, h, owner);
 	/* A fork child updates its copy of the counts but never unlocks the
 	 * parent's bytes nor clears the parent's entries (SPEC §3.6). */
 	rc = sm_ranges_release(f, h, owner);
@@ -195,20 +214,32 @@ static int lock_once(void *arg)
  * them) and table-authority mode (its robust-mutex recovery and table
  * growth make system calls that are) keep them.
  */
+static int lock_slow(sm_file *f, uint64_t off, uint64_t len, int flags, bool write,
+		     const char *tag, sm_range **out);
+
 SM_HOT int sm_lock(sm_file *f, uint64_t off, uint64_t len, int flags, const char *tag, sm_range **out)
 {
 	bool write;
-	int rc, cs;
+	int rc;
 
 	if (!out)
 		return -EINVAL;
 	*out = NULL;
 	if ((rc = check_args(f, off, len, flags, &write)) < 0)
 		return rc;
-	if (!(flags & SM_WAIT) && !f->tmode)
+	if (__builtin_expect(!(flags & SM_WAIT) && !f->tmode, 1))
 		return lock_range(f, off, len, write, tag, out);
+	return lock_slow(f, off, len, flags, write, tag, out);
+}
 
+/* sm_lock with SM_WAIT or in table-authority mode. */
+static __attribute__((noinline, cold)) int lock_slow(sm_file *f, uint64_t off, uint64_t len,
+						      int flags, bool write, const char *tag,
+						      sm_range **out)
+{
 	struct lock_args a = { .f = f, .off = off, .len = len, .write = write, .tag = tag, .out = out };
+	int rc, cs;
+
 	cs = sm_nocancel();
 	if (flags & SM_WAIT) {
 		struct sm_wait w = { .f = f, .off = off, .len = len, .write = write, .tag = tag,

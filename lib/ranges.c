@@ -146,24 +146,15 @@ SM_HOT static int acquire_write(sm_file *f, uint64_t a, uint64_t b)
 	return 0;
 }
 
-SM_HOT static int acquire_read(sm_file *f, uint64_t a, uint64_t b)
+/* A read hold over runs f already holds: count them up (noinline: the
+ * common case, acquire_read's fast path, stays short). */
+static __attribute__((noinline)) int acquire_read_over(sm_file *f, uint64_t a, uint64_t b)
 {
 	struct sm_seg *n;
 	unsigned gaps = 0;
 	uint64_t pos = a;
 	int rc;
 
-	n = last_before(f, b);
-	if (!n || n->end <= a) {
-		/* Fast path: nothing of f overlaps; one new run. */
-		if ((rc = seg_reserve(f, 1 + 2)) < 0)
-			return rc;
-		if (sm_kernel_locks(f) && (rc = sm_ofd_lock(f->fd, false, a, b - a)) < 0)
-			return rc;
-		f->seg_reserved += 2; /* for the release */
-		RB_INSERT(sm_segtree, &f->segs, seg_new(f, a, b, 1, false));
-		return 0;
-	}
 	for (n = first_after(f, a); n && n->start < b; n = RB_NEXT(sm_segtree, &f->segs, n)) {
 		if (n->write)
 			return -EBUSY; /* never let the kernel downgrade our write lock */
@@ -202,6 +193,23 @@ SM_HOT static int acquire_read(sm_file *f, uint64_t a, uint64_t b)
 	return 0;
 }
 
+SM_HOT static int acquire_read(sm_file *f, uint64_t a, uint64_t b)
+{
+	struct sm_seg *n = last_before(f, b);
+	int rc;
+
+	if (__builtin_expect(n && n->end > a, 0))
+		return acquire_read_over(f, a, b);
+	/* Nothing of f overlaps: one new run. */
+	if ((rc = seg_reserve(f, 1 + 2)) < 0)
+		return rc;
+	if (sm_kernel_locks(f) && (rc = sm_ofd_lock(f->fd, false, a, b - a)) < 0)
+		return rc;
+	f->seg_reserved += 2; /* for the release */
+	RB_INSERT(sm_segtree, &f->segs, seg_new(f, a, b, 1, false));
+	return 0;
+}
+
 SM_HOT int sm_ranges_acquire(sm_file *f, struct sm_hold *s)
 {
 	uint64_t a = s->off, b = s->off + s->len;
@@ -236,27 +244,15 @@ SM_HOT static int unlock_if_owner(sm_file *f, bool owner, uint64_t off, uint64_t
 	return sm_ofd_unlock(f->fd, off, len);
 }
 
-SM_HOT static int release_read(sm_file *f, bool owner, uint64_t a, uint64_t b)
+/* Release a read hold whose range is not one run of its own: count the
+ * runs down, splitting at a and b with the hold's reserved nodes. */
+static __attribute__((noinline)) int release_read_over(sm_file *f, bool owner, uint64_t a,
+							uint64_t b)
 {
 	struct sm_seg *n, *next;
 	uint64_t run_start = 0, run_end = 0;
 	bool in_run = false;
 	int rc = 0, r;
-
-	/* The hold's two reserved nodes: for the splits below. */
-	f->seg_reserved -= 2;
-
-	/* Fast path: the hold's range is one run of its own (count 1): drop
-	 * it whole.  Nothing to merge: the bytes around it did not touch it
-	 * with the same count before (runs are kept merged), and [a, b) is a
-	 * gap now. */
-	struct sm_seg key = { .start = a };
-	n = RB_FIND(sm_segtree, &f->segs, &key);
-	if (n && !n->write && n->end == b && n->count == 1) {
-		RB_REMOVE(sm_segtree, &f->segs, n);
-		seg_free(f, n);
-		return unlock_if_owner(f, owner, a, b - a);
-	}
 
 	n = first_after(f, a);
 	if (n && n->start < a)
@@ -286,6 +282,24 @@ SM_HOT static int release_read(sm_file *f, bool owner, uint64_t a, uint64_t b)
 	merge_at(f, a);
 	merge_at(f, b);
 	return rc;
+}
+
+SM_HOT static int release_read(sm_file *f, bool owner, uint64_t a, uint64_t b)
+{
+	/* The hold's two reserved nodes: for release_read_over's splits. */
+	f->seg_reserved -= 2;
+
+	/* Fast path: the hold's range is one run of its own (count 1): drop
+	 * it whole.  Nothing to merge: the bytes around it did not touch it
+	 * with the same count before (runs are kept merged), and [a, b) is a
+	 * gap now. */
+	struct sm_seg key = { .start = a };
+	struct sm_seg *n = RB_FIND(sm_segtree, &f->segs, &key);
+	if (__builtin_expect(!n || n->write || n->end != b || n->count != 1, 0))
+		return release_read_over(f, owner, a, b);
+	RB_REMOVE(sm_segtree, &f->segs, n);
+	seg_free(f, n);
+	return unlock_if_owner(f, owner, a, b - a);
 }
 
 SM_HOT static int release_write(sm_file *f, bool owner, uint64_t a, uint64_t b)
