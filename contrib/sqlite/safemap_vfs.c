@@ -565,8 +565,8 @@ static uint64_t smv_mono_ns(void)
 }
 
 /* A lock with SM_WAIT, in steps of SMV_WAIT_STEP_NS until the connection's
- * timeout has passed. */
-static int smv_lock_timed(smv_file *p, sm_file *f, uint64_t off, int mode, const char *tag,
+ * timeout has passed.  (noinline: smvShmLock's common path stays short.) */
+static __attribute__((noinline)) int smv_lock_timed(smv_file *p, sm_file *f, uint64_t off, int mode, const char *tag,
 			  sm_range **out)
 {
 	uint64_t end = smv_mono_ns() + (uint64_t)p->timeout_ms * 1000000ull;
@@ -589,6 +589,13 @@ static int smv_slot_unlock(struct smv_shm *s, int i)
 	s->slot[i] = NULL;
 	s->excl &= ~(1u << i);
 	return sm_unlock(r);
+}
+
+/* All or nothing: drop slots [from, to), which this call took. */
+static __attribute__((noinline)) void smv_shm_undo(struct smv_shm *s, int from, int to)
+{
+	for (int j = from; j < to; j++)
+		smv_slot_unlock(s, j);
 }
 
 /* SQLite's rules (os_unix.c, unixShmLock): a slot goes unlocked -> shared
@@ -636,9 +643,8 @@ static int smvShmLock(sqlite3_file *pf, int ofst, int n, int flags)
 		if (excl)
 			s->excl |= 1u << i;
 	}
-	if (rc != SQLITE_OK) /* all or nothing: drop what this call took */
-		for (int j = ofst; j < i; j++)
-			smv_slot_unlock(s, j);
+	if (rc != SQLITE_OK)
+		smv_shm_undo(s, ofst, i);
 	return rc;
 }
 
