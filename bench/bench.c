@@ -900,18 +900,6 @@ static int callgrind(int fig, const char *which, long iters)
 		unlink(path);
 		return 0;
 	}
-	if (fig == 8) {
-		sm_range *dms;
-
-		make_file(PG);
-		fig8_open(&f, &dms, &fd);
-		if (is_sm)
-			fig8_sm(f, iters);
-		else
-			fig8_raw(fd, iters);
-		unlink(path);
-		return 0;
-	}
 	make_file(64ull << 20);
 	if ((rc = sm_open(path, SM_RDWR, NULL, &f)) < 0)
 		die("sm_open", rc);
