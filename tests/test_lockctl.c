@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,18 @@ static int run(char *out, size_t n, const char *args)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+/* run() with the arguments formatted from fmt. */
+static __attribute__((format(printf, 3, 4))) int runf(char *out, size_t n, const char *fmt, ...)
+{
+	char args[ARGS_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(args, sizeof(args), fmt, ap);
+	va_end(ap);
+	return run(out, n, args);
+}
+
 static bool json_valid(const char *s);
 
 /* A program that does not use safemap: a classic POSIX write lock. */
@@ -76,7 +89,7 @@ START_TEST(list_golden_output)
 	const char *p = tu_tmpfile(4 * PG);
 	struct tu_holder_arg w = { p, 100, 50, true, "writer-1" }, r = { p, 0, 10, false, "reader" };
 	struct tu_child a, b, c;
-	char out[8192], args[ARGS_MAX];
+	char out[8192];
 
 	find_lockctl();
 	tu_spawn(&a, tu_holder, &w);
@@ -86,14 +99,12 @@ START_TEST(list_golden_output)
 	tu_spawn(&c, posix_locker, (void *)p);
 	ck_assert_int_eq(tu_recv_int(c.from), 0);
 
-	snprintf(args, sizeof(args), "list --raw --noheadings -o START,END,SIZE,MODE,STATE,TAG,TYPE --bytes %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "list --raw --noheadings -o START,END,SIZE,MODE,STATE,TAG,TYPE --bytes %s", p), 0);
 	ck_assert_str_eq(out, "100 149 50 WRITE held writer-1 SAFEMAP\n"
 			      "0 9 10 READ held reader SAFEMAP\n"
 			      "3000 3099 100 WRITE held  POSIX\n");
 	/* PID and COMMAND name the holders */
-	snprintf(args, sizeof(args), "list -r -n -o PID,COMMAND,TAG %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "list -r -n -o PID,COMMAND,TAG %s", p), 0);
 	char want[1024], comm[32];
 	tu_comm(comm, sizeof(comm)); /* "memcheck-amd64-" under valgrind */
 	snprintf(want, sizeof(want), "%d %s writer-1\n%d %s reader\n%d %s \n", (int)a.pid, comm,
@@ -112,39 +123,31 @@ START_TEST(list_golden_output)
 		ck_assert_ptr_null(strstr(all, want)); /* tables are not data */
 	}
 	/* JSON */
-	snprintf(args, sizeof(args), "list -J -o START,TAG %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "list -J -o START,TAG %s", p), 0);
 	ck_assert_ptr_nonnull(strstr(out, "\"locks\": ["));
 	ck_assert_ptr_nonnull(strstr(out, "\"start\": 100,"));
 	ck_assert_ptr_nonnull(strstr(out, "\"tag\": \"writer-1\""));
 
 	/* check: exit 1 and who; exit 0 when free */
-	snprintf(args, sizeof(args), "check %s 120 5 r", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	ck_assert_int_eq(runf(out, sizeof(out), "check %s 120 5 r", p), 1);
 	ck_assert_ptr_nonnull(strstr(out, "tag \"writer-1\""));
-	snprintf(args, sizeof(args), "check %s 5 1 r", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
-	snprintf(args, sizeof(args), "check %s 5 1 w", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	ck_assert_int_eq(runf(out, sizeof(out), "check %s 5 1 r", p), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "check %s 5 1 w", p), 1);
 	/* -v says who answered; -J: one object, holders typed */
-	snprintf(args, sizeof(args), "check -v %s 5 1 r", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "check -v %s 5 1 r", p), 0);
 	ck_assert_str_eq(out, "authority: kernel (F_OFD_GETLK on the data file)\nfree\n");
-	snprintf(args, sizeof(args), "check -J %s 120 5 r", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	ck_assert_int_eq(runf(out, sizeof(out), "check -J %s 120 5 r", p), 1);
 	ck_assert_msg(json_valid(out), "invalid JSON:\n%s", out);
 	ck_assert_ptr_nonnull(strstr(out, "\"authority\": \"kernel\""));
 	ck_assert_ptr_nonnull(strstr(out, "\"free\": false"));
 	ck_assert_ptr_nonnull(strstr(out, "\"tag\": \"writer-1\", \"type\": \"SAFEMAP\", \"mode\": \"WRITE\", \"start\": 100, \"end\": 149}"));
 	ck_assert_ptr_null(strstr(out, "unexcluded"));
-	snprintf(args, sizeof(args), "check %s 3050 1 r", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	ck_assert_int_eq(runf(out, sizeof(out), "check %s 3050 1 r", p), 1);
 	snprintf(want, sizeof(want), "held by pid %d (%s): POSIX WRITE 3000-3099 (without safemap)\n", (int)c.pid,
 		 comm);
 	ck_assert_str_eq(out, want);
 	/* every holder in the way, each with pid and command */
-	snprintf(args, sizeof(args), "check %s 0 4000 w", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	ck_assert_int_eq(runf(out, sizeof(out), "check %s 0 4000 w", p), 1);
 	snprintf(want, sizeof(want),
 		 "held by pid %d (%s) tag \"writer-1\": WRITE 100-149\n"
 		 "held by pid %d (%s) tag \"reader\": READ 0-9\n"
@@ -155,20 +158,15 @@ START_TEST(list_golden_output)
 	/* kill the writer: stale, then reaped */
 	kill(a.pid, SIGKILL);
 	ck_assert_int_eq(tu_wait(&a), 128 + SIGKILL);
-	snprintf(args, sizeof(args), "list -r -n -o START,STATE,TYPE %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "list -r -n -o START,STATE,TYPE %s", p), 0);
 	ck_assert_str_eq(out, "100 stale SAFEMAP\n0 held SAFEMAP\n3000 held POSIX\n");
-	snprintf(args, sizeof(args), "reap --dry-run %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "reap --dry-run %s", p), 0);
 	ck_assert_str_eq(out, "would reap 1 stale entry\n");
-	snprintf(args, sizeof(args), "reap %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "reap %s", p), 0);
 	ck_assert_str_eq(out, "reaped 1 stale entry\n");
-	snprintf(args, sizeof(args), "list -r -n -o START,STATE %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "list -r -n -o START,STATE %s", p), 0);
 	ck_assert_str_eq(out, "0 held\n3000 held\n");
-	snprintf(args, sizeof(args), "info %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "info %s", p), 0);
 	ck_assert_ptr_nonnull(strstr(out, "1 held, 0 stale"));
 	ck_assert_ptr_nonnull(strstr(out, "(consistent)"));
 
@@ -192,11 +190,9 @@ START_TEST(hold_runs_a_command)
 	ck_assert_int_eq(run(out, sizeof(out), args), 7);
 	ck_assert_str_eq(out, "0 batch\n");
 	/* released afterwards */
-	snprintf(args, sizeof(args), "check %s 0 100 w", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "check %s 0 100 w", p), 0);
 	/* conflict: exit 1, holder named */
-	snprintf(args, sizeof(args), "hold %s 0 100 w -t outer -- %s hold %s 50 1 r -- true", p, lockctl, p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	ck_assert_int_eq(runf(out, sizeof(out), "hold %s 0 100 w -t outer -- %s hold %s 50 1 r -- true", p, lockctl, p), 1);
 	ck_assert_ptr_nonnull(strstr(out, "outer"));
 }
 END_TEST
@@ -263,8 +259,7 @@ START_TEST(fifo_never_hangs)
 			      "'%s': %s", args, out);
 	}
 	/* check names the holder from the table: the FIFO is no table */
-	snprintf(args, sizeof(args), "check %s 0 1 r", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "check %s 0 1 r", p), 0);
 	unlink(tp);
 
 	/* the data path itself a FIFO */
@@ -287,7 +282,7 @@ END_TEST
 START_TEST(reap_takes_back_garbage_slots)
 {
 	const char *p = tu_tmpfile(PG);
-	char tp[PATH_MAX + 16], out[4096], args[ARGS_MAX];
+	char tp[PATH_MAX + 16], out[4096];
 	static unsigned char junk[16384 * 128];
 	uint32_t hw = 16384;
 	sm_file *f;
@@ -303,11 +298,9 @@ START_TEST(reap_takes_back_garbage_slots)
 	ck_assert_int_eq(pwrite(fd, junk, sizeof(junk), 4096), (ssize_t)sizeof(junk));
 	ck_assert_int_eq(pwrite(fd, &hw, 4, 72), 4); /* high_water: every slot */
 	close(fd);
-	snprintf(args, sizeof(args), "reap %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "reap %s", p), 0);
 	ck_assert_str_eq(out, "reaped 16384 stale entries\n");
-	snprintf(args, sizeof(args), "info %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "info %s", p), 0);
 	ck_assert_msg(strstr(out, "0 held, 0 stale, 0 changing, 0 invalid") != NULL, "%s", out);
 }
 END_TEST
@@ -444,7 +437,7 @@ START_TEST(json_is_valid_with_typed_columns)
 	struct klock_arg fa = { p, 'f', 0, 0, true }, oa = { p, 'o', 1000, 0, true };
 	struct tu_holder_arg w = { p, 100, 50, true, "writer-1" };
 	struct tu_child f, o, h;
-	char out[16384], args[ARGS_MAX], want[1024];
+	char out[16384], want[1024];
 
 	find_lockctl();
 	tu_spawn(&f, kernel_locker, &fa);
@@ -454,12 +447,10 @@ START_TEST(json_is_valid_with_typed_columns)
 	tu_spawn(&h, tu_holder, &w);
 	ck_assert_int_eq(tu_recv_int(h.from), 0);
 
-	snprintf(args, sizeof(args), "list -J --output-all %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "list -J --output-all %s", p), 0);
 	ck_assert_msg(json_valid(out), "invalid JSON:\n%s", out);
 	ck_assert_ptr_null(strstr(out, "EOF"));
-	snprintf(args, sizeof(args), "list --json --bytes -o TYPE,START,END,SIZE,PID,M,TAG %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "list --json --bytes -o TYPE,START,END,SIZE,PID,M,TAG %s", p), 0);
 	ck_assert_msg(json_valid(out), "invalid JSON:\n%s", out);
 	const char *rows[3][2] = {
 		{ "SAFEMAP", "\"start\": 100,\n         \"end\": 149,\n         \"size\": 50,\n         \"pid\": %d,\n"
@@ -476,8 +467,7 @@ START_TEST(json_is_valid_with_typed_columns)
 		ck_assert_msg(strstr(out, want) != NULL, "no\n%s\nin\n%s", want, out);
 	}
 	/* text keeps EOF; SIZE as lslocks prints it */
-	snprintf(args, sizeof(args), "list -r -n -o TYPE,START,END,SIZE %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "list -r -n -o TYPE,START,END,SIZE %s", p), 0);
 	ck_assert_msg(strstr(out, "SAFEMAP 100 149 50B\n") && strstr(out, "FLOCK 0 EOF \n") &&
 			      strstr(out, "OFDLCK 1000 EOF \n"),
 		      "%s", out);
@@ -522,8 +512,7 @@ START_TEST(options_after_the_command)
 	ck_assert_int_eq(run(out, sizeof(out), "-V"), 0);
 	ck_assert_str_eq(out, "lockctl from safemap " PACKAGE_VERSION "\n");
 	ck_assert_int_eq(run(out, sizeof(out), "--version"), 0);
-	snprintf(args, sizeof(args), "list -J -r %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 2);
+	ck_assert_int_eq(runf(out, sizeof(out), "list -J -r %s", p), 2);
 	ck_assert_str_eq(out, "lockctl: mutually exclusive arguments: --json --raw. "
 			      "Try 'lockctl list --help' for more information.\n");
 	ck_assert_int_eq(run(out, sizeof(out), "list -Q"), 2);
@@ -565,8 +554,7 @@ START_TEST(errors_say_what_is_wrong)
 		ck_assert_msg(strcmp(out, want) == 0, "'%s': %s", args, out);
 	}
 	/* a file without a table lists its kernel locks (none): not an error */
-	snprintf(args, sizeof(args), "list -n %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "list -n %s", p), 0);
 	ck_assert_str_eq(out, "");
 }
 END_TEST
@@ -594,14 +582,12 @@ START_TEST(thousands_of_kernel_locks)
 {
 	const char *p = tu_tmpfile(4 * PG);
 	static char out[1 << 20];
-	char args[ARGS_MAX];
 	struct tu_child c;
 
 	find_lockctl();
 	tu_spawn(&c, many_locks, (void *)p);
 	ck_assert_int_eq(tu_recv_int(c.from), 0);
-	snprintf(args, sizeof(args), "list -r -n -o START %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "list -r -n -o START %s", p), 0);
 	int lines = 0;
 	for (const char *q = out; (q = strchr(q, '\n')); q++)
 		lines++;
@@ -635,8 +621,7 @@ START_TEST(waiters_blockers_and_owners)
 	for (int i = 0; i < 2000 && (run(out, sizeof(out), args), !strstr(out, "waiting")); i++)
 		usleep(1000);
 	ck_assert_msg(strstr(out, "waiting") != NULL, "the waiter never showed: %s", out);
-	snprintf(args, sizeof(args), "list -r -n -o PID,COMMAND,TYPE,MODE,STATE,START,END,BLOCKER %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "list -r -n -o PID,COMMAND,TYPE,MODE,STATE,START,END,BLOCKER %s", p), 0);
 	snprintf(want, sizeof(want), "%d %s POSIX WRITE held 0 99 \n", (int)h.pid, comm);
 	ck_assert_msg(strstr(out, want) != NULL, "no '%s' in\n%s", want, out);
 	snprintf(want, sizeof(want), "%d %s POSIX WRITE waiting 50 59 %d\n", (int)w.pid, comm, (int)h.pid);
@@ -645,14 +630,12 @@ START_TEST(waiters_blockers_and_owners)
 	snprintf(want, sizeof(want), "%d %s OFDLCK READ held 2000 2009 \n", (int)o.pid, comm);
 	ck_assert_msg(strstr(out, want) != NULL, "no '%s' in\n%s", want, out);
 	/* -p PID; INODE, MAJ:MIN, M */
-	snprintf(args, sizeof(args), "list -r -n -p %d -o PID,INODE,MAJ:MIN,M %s", (int)o.pid, p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "list -r -n -p %d -o PID,INODE,MAJ:MIN,M %s", (int)o.pid, p), 0);
 	snprintf(want, sizeof(want), "%d %llu %u:%u 0\n", (int)o.pid, (unsigned long long)st.st_ino,
 		 major(st.st_dev), minor(st.st_dev));
 	ck_assert_str_eq(out, want);
 	/* -u and -i are accepted (lslocks) */
-	snprintf(args, sizeof(args), "list -u -i -r -n -p %d -o PID %s", (int)o.pid, p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "list -u -i -r -n -p %d -o PID %s", (int)o.pid, p), 0);
 	snprintf(want, sizeof(want), "%d\n", (int)o.pid);
 	ck_assert_str_eq(out, want);
 
@@ -757,8 +740,7 @@ START_TEST(map_and_watch_golden_picture)
 	tu_spawn(&k, kernel_locker, &ka);
 	ck_assert_int_eq(tu_recv_int(k.from), 0);
 
-	snprintf(args, sizeof(args), "map --width 40 --color=never %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "map --width 40 --color=never %s", p), 0);
 	snprintf(want, sizeof(want),
 		 "%s: 16384 bytes, 38 cells of ~432 bytes\n"
 		 "[#........?........=........KKKK.......]\n"
@@ -770,17 +752,14 @@ START_TEST(map_and_watch_golden_picture)
 		 " K 12000-12999           WRITE held    pid %d (%s) POSIX\n",
 		 p, (int)a.pid, comm, (int)c.pid, comm, (int)b.pid, comm, (int)k.pid, comm);
 	ck_assert_str_eq(out, want);
-	snprintf(args, sizeof(args), "map -w 40 --color=always %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "map -w 40 --color=always %s", p), 0);
 	ck_assert_ptr_nonnull(strstr(out, "[\033[1;31m#\033[0m........\033[2m?\033[0m"));
-	snprintf(args, sizeof(args), "map -w 5 %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 2);
+	ck_assert_int_eq(runf(out, sizeof(out), "map -w 5 %s", p), 2);
 	/* --svg: the same picture as SVG, parsed back */
 	char svg[PATH_MAX + 16];
 	static char doc[65536];
 	snprintf(svg, sizeof(svg), "%s.svg", p);
-	snprintf(args, sizeof(args), "map -w 40 --color=never --svg %s %s", svg, p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "map -w 40 --color=never --svg %s %s", svg, p), 0);
 	ck_assert_str_eq(out, want);
 	int fd = open(svg, O_RDONLY | O_CLOEXEC);
 	ck_assert_int_ge(fd, 0);
@@ -807,8 +786,7 @@ START_TEST(map_and_watch_golden_picture)
 	ck_assert_int_eq(run(twice, sizeof(twice), args), 0);
 	snprintf(out, sizeof(out), "%s\n%s", want, want);
 	ck_assert_str_eq(twice, out);
-	snprintf(args, sizeof(args), "map --count 2 %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 2);
+	ck_assert_int_eq(runf(out, sizeof(out), "map --count 2 %s", p), 2);
 
 	tu_send(a.to, "bye");
 	tu_send(b.to, "bye");
@@ -869,7 +847,7 @@ END_TEST
 START_TEST(completion_script)
 {
 	const char *p = tu_tmpfile(PG);
-	char out[8192], args[ARGS_MAX], script[PATH_MAX + 16], cmd[ARGS_MAX + 2 * PATH_MAX];
+	char out[8192], script[PATH_MAX + 16], cmd[ARGS_MAX + 2 * PATH_MAX];
 
 	find_lockctl();
 	if (access("/bin/bash", X_OK) != 0) {
@@ -877,8 +855,7 @@ START_TEST(completion_script)
 		return;
 	}
 	snprintf(script, sizeof(script), "%s.bash", p);
-	snprintf(args, sizeof(args), "completion bash > %s", script);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "completion bash > %s", script), 0);
 	ck_assert_str_eq(out, "");
 	static const char *const cases[][2] = {
 		{ "lockctl li", "list" },
@@ -950,14 +927,12 @@ START_TEST(safemap_waiter_blocker)
 	snprintf(args, sizeof(args), "list -r -n -o STATE %s", p);
 	for (int i = 0; i < 5000 && (run(out, sizeof(out), args), !strstr(out, "waiting")); i++)
 		sched_yield(); /* until the waiter's entry shows */
-	snprintf(args, sizeof(args), "list -r -n -o PID,TYPE,MODE,STATE,START,END,BLOCKER %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "list -r -n -o PID,TYPE,MODE,STATE,START,END,BLOCKER %s", p), 0);
 	snprintf(want, sizeof(want), "%d SAFEMAP WRITE waiting 10 19 %d\n", (int)w.pid, (int)h.pid);
 	ck_assert_msg(strstr(out, want) != NULL, "no '%s' in\n%s", want, out);
 	snprintf(want, sizeof(want), "%d SAFEMAP WRITE held 0 99 \n", (int)h.pid);
 	ck_assert_msg(strstr(out, want) != NULL, "no '%s' in\n%s", want, out);
-	snprintf(args, sizeof(args), "list -J -o STATE,BLOCKER %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "list -J -o STATE,BLOCKER %s", p), 0);
 	snprintf(want, sizeof(want), "\"blocker\": %d", (int)h.pid);
 	ck_assert_msg(strstr(out, want) != NULL, "no '%s' in\n%s", want, out);
 	tu_send(h.to, "go");
@@ -992,8 +967,7 @@ START_TEST(table_mode_list_check_info)
 	ck_assert_int_eq(tu_recv_int(c.from), 0);
 
 	/* list: the holders from the table, the reader flagged, no fence rows */
-	snprintf(args, sizeof(args), "list --raw --noheadings -o START,END,SIZE,MODE,STATE,TAG,TYPE --bytes %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "list --raw --noheadings -o START,END,SIZE,MODE,STATE,TAG,TYPE --bytes %s", p), 0);
 	ck_assert_msg(strstr(out, "100 149 50 WRITE held tw SAFEMAP\n") != NULL, "%s", out);
 	ck_assert_msg(strstr(out, "0 9 10 READ held tr SAFEMAP\n") != NULL, "%s", out);
 	ck_assert_msg(strstr(out, "3000 3099 100 READ foreign-read  POSIX\n") != NULL, "%s", out);
@@ -1006,35 +980,27 @@ START_TEST(table_mode_list_check_info)
 	}
 
 	/* map: the fence is no region (it would stretch the bar to 2^62) */
-	snprintf(args, sizeof(args), "map --width 40 --color=never %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "map --width 40 --color=never %s", p), 0);
 	ck_assert_msg(strstr(out, ": 16384 bytes, 38 cells of ~432 bytes\n[#") != NULL, "%s", out);
 	ck_assert_msg(strstr(out, " K 3000-3099             READ  foreign-read pid ") != NULL, "%s", out);
 	ck_assert_msg(strstr(out, "OFDLCK") == NULL, "%s", out);
 
 	/* check asks the table: the fence over [0, 2^62) is nobody's hold */
-	snprintf(args, sizeof(args), "check -v %s 2000 10 w", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "check -v %s 2000 10 w", p), 0);
 	ck_assert_str_eq(out, "authority: table (table-authority mode: held slots of live owners)\nfree\n");
 	/* the table cannot be read: no guess from the fence, status 3 */
-	snprintf(args, sizeof(args), "check --table-dir %s.none %s 2000 10 w", p, p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 3);
+	ck_assert_int_eq(runf(out, sizeof(out), "check --table-dir %s.none %s 2000 10 w", p, p), 3);
 	ck_assert_msg(strstr(out, "owners are attached in table-authority mode, but ") != NULL, "%s", out);
-	snprintf(args, sizeof(args), "check %s 120 5 r", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	ck_assert_int_eq(runf(out, sizeof(out), "check %s 120 5 r", p), 1);
 	snprintf(want, sizeof(want), "held by pid %d (", (int)a.pid);
 	ck_assert_msg(strstr(out, want) && strstr(out, "tag \"tw\": WRITE 100-149\n"), "%s", out);
-	snprintf(args, sizeof(args), "check %s 5 1 r", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
-	snprintf(args, sizeof(args), "check %s 5 1 w", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	ck_assert_int_eq(runf(out, sizeof(out), "check %s 5 1 r", p), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "check %s 5 1 w", p), 1);
 	ck_assert_msg(strstr(out, "tag \"tr\": READ 0-9\n") != NULL, "%s", out);
 	/* the plain reader does not stop a table-mode writer: free, with a note */
-	snprintf(args, sizeof(args), "check %s 3050 1 w", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "check %s 3050 1 w", p), 0);
 	ck_assert_msg(strstr(out, "free\n") && strstr(out, "table mode does not exclude it"), "%s", out);
-	snprintf(args, sizeof(args), "check -J %s 0 4000 w", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	ck_assert_int_eq(runf(out, sizeof(out), "check -J %s 0 4000 w", p), 1);
 	ck_assert_msg(json_valid(out), "invalid JSON:\n%s", out);
 	ck_assert_ptr_nonnull(strstr(out, "\"authority\": \"table\""));
 	ck_assert_ptr_nonnull(strstr(out, "\"free\": false"));
@@ -1065,11 +1031,9 @@ START_TEST(table_mode_list_check_info)
 
 	/* hold joins the owners in their mode (a kernel-mode opener would get
 	 * EPROTO), and the table decides */
-	snprintf(args, sizeof(args), "hold %s 200 10 w -- true", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "hold %s 200 10 w -- true", p), 0);
 	ck_assert_str_eq(out, "");
-	snprintf(args, sizeof(args), "hold %s 120 10 r -- true", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 1);
+	ck_assert_int_eq(runf(out, sizeof(out), "hold %s 120 10 r -- true", p), 1);
 	ck_assert_msg(strstr(out, "tag \"tw\"") != NULL, "%s", out);
 	/* without PATH: the data file's holders, still no fence rows */
 	{
@@ -1084,11 +1048,9 @@ START_TEST(table_mode_list_check_info)
 	/* a dead writer's slot is stale: not in the way, counted as such */
 	kill(a.pid, SIGKILL);
 	ck_assert_int_eq(tu_wait(&a), 128 + SIGKILL);
-	snprintf(args, sizeof(args), "check %s 120 5 w", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "check %s 120 5 w", p), 0);
 	ck_assert_str_eq(out, "free\n");
-	snprintf(args, sizeof(args), "list -r -n -o START,STATE,TYPE %s", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "list -r -n -o START,STATE,TYPE %s", p), 0);
 	ck_assert_msg(strstr(out, "100 stale SAFEMAP\n") != NULL, "%s", out);
 	snprintf(args, sizeof(args), "info %s", p);
 	for (int tries = 0;; tries++) { /* /proc/locks, as above */
@@ -1105,8 +1067,7 @@ START_TEST(table_mode_list_check_info)
 	ck_assert_int_eq(tu_wait(&b), 0);
 	ck_assert_int_eq(tu_wait(&c), 0);
 	/* nobody attached: kernel mode answers again */
-	snprintf(args, sizeof(args), "check -v %s 0 10 w", p);
-	ck_assert_int_eq(run(out, sizeof(out), args), 0);
+	ck_assert_int_eq(runf(out, sizeof(out), "check -v %s 0 10 w", p), 0);
 	ck_assert_str_eq(out, "authority: kernel (F_OFD_GETLK on the data file)\nfree\n");
 }
 END_TEST
