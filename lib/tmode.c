@@ -64,9 +64,10 @@
  *      fail, never both succeed;
  *   2. if no other table-mode owner is attached (F_OFD_GETLK on the
  *      table-mode byte), (re)build: grow the table to 131072 slots
- *      (sparse), lay out the tree area, draw table_id, initialise the
- *      mutex, rebuild the tree from the slots.  With other table-mode
- *      owners attached, a missing or invalid tree area is -EPROTO (§12.7);
+ *      (sparse), lay out the tree area, keep table_id (draw one if the
+ *      table has none), initialise the mutex, rebuild the tree from the
+ *      slots.  With other table-mode owners attached, a missing or
+ *      invalid tree area is -EPROTO (§12.7);
  *   3. the fence: an OFD read lock over data bytes [0, 2^62) through the
  *      sm_file's own description of the data file (-EBUSY if a foreign
  *      write lock is there), so plain fcntl writers are refused;
@@ -836,7 +837,7 @@ static int build_tree(struct smt_table *t, struct sm_tmode *tm)
 	uint32_t nslots = t->hdr.nslots < TMODE_NSLOTS ? TMODE_NSLOTS : t->hdr.nslots;
 	uint64_t slots_end = (uint64_t)SMT_HEADER_SIZE + (uint64_t)nslots * SMT_SLOT_SIZE;
 	uint64_t off = (slots_end + 4095) & ~(uint64_t)4095, size = tree_bytes(nslots);
-	uint64_t id = 0;
+	uint64_t id;
 	pthread_mutexattr_t ma;
 	int rc;
 
@@ -849,6 +850,11 @@ static int build_tree(struct smt_table *t, struct sm_tmode *tm)
 	/* zeros (sparse) wherever the punch works; a memset where it does not */
 	if (fallocate(t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)size) < 0)
 		memset((unsigned char *)t->base + off, 0, (size_t)size);
+	/* The table keeps its identity: an owner dying now may still hold
+	 * its identity byte (the kernel lets go of the table file, then of the
+	 * data file), and a new identity would make it "another table". */
+	hp = t->base;
+	id = __atomic_load_n(&hp->table_id, __ATOMIC_RELAXED);
 	while ((uint32_t)id < BAND_ID_MIN)
 		if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id))
 			id = ((uint64_t)random() << 32) ^ (uint64_t)random() ^ (uint64_t)getpid();
@@ -868,7 +874,6 @@ static int build_tree(struct smt_table *t, struct sm_tmode *tm)
 	if (rc)
 		return -rc;
 	/* the header last: readers validate nslots against the file size */
-	hp = t->base;
 	hp->table_id = id;
 	hp->tree_off = off;
 	hp->tree_size = size;

@@ -898,6 +898,52 @@ START_TEST(fifo_in_place_of_the_table)
 }
 END_TEST
 
+/* A table grows the way table-authority mode grows it (doc/safemap-table.5:
+ * the file first, the header's nslots last) while another process attaches
+ * over and over: the header it reads never claims more slots than the file
+ * it measured holds (the header is read before the size: reading the size
+ * first made a growth in between look like a corrupted table, -EPROTO). */
+START_TEST(table_grown_under_an_opener)
+{
+	const char *p = tu_tmpfile(4 * PG);
+	char t[PATH_MAX];
+	struct smt_table tab;
+	struct smt_header h;
+	sm_file *f;
+	pid_t grower;
+	long attaches = 0, refused = 0;
+	int fd, st;
+
+	table_of(p, t, sizeof(t));
+	ck_assert_int_eq(sm_open(p, SM_RDWR, &(sm_options){ .flags = SM_OPT_TABLE_REQUIRED }, &f), 0);
+	fd = open(t, O_RDWR | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, &h, sizeof(h), 0), (ssize_t)sizeof(h));
+	grower = fork();
+	ck_assert_int_ge(grower, 0);
+	if (grower == 0) {
+		for (uint32_t n = h.nslots + 1; n <= h.nslots + 20000; n++)
+			if (ftruncate(fd, (off_t)SMT_HEADER_SIZE + (off_t)n * SMT_SLOT_SIZE) < 0 ||
+			    pwrite(fd, &n, sizeof(n), offsetof(struct smt_header, nslots)) != (ssize_t)sizeof(n))
+				_exit(1);
+		_exit(0);
+	}
+	while (waitpid(grower, &st, WNOHANG) == 0) {
+		int rc = smt_attach_path(t, false, &tab);
+		attaches++;
+		if (rc < 0)
+			refused++;
+		else
+			smt_detach(&tab);
+	}
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ck_assert_msg(refused == 0, "%ld of %ld attaches refused a growing table", refused, attaches);
+	ck_assert_int_gt(attaches, 100);
+	close(fd);
+	ck_assert_int_eq(sm_close(f), 0);
+}
+END_TEST
+
 static Suite *table_suite(void)
 {
 	Suite *s = suite_create("table");
@@ -924,6 +970,7 @@ static Suite *table_suite(void)
 	tcase_add_test(tc, corrupt_header_kept_while_owners_live);
 	tcase_add_test(tc, table_removed_with_its_deleted_file);
 	tcase_add_test(tc, cleanup_races_openers);
+	tcase_add_test(tc, table_grown_under_an_opener);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -841,6 +842,66 @@ START_TEST(invalid_tree_is_eproto_then_rebuilt)
 }
 END_TEST
 
+/* A killed table-mode owner lets go of its table file (table-mode byte,
+ * owner byte) and of its data file (fence, identity byte) one after the
+ * other.  An opener in between finds no table-mode owner and lays the tree
+ * out again; it must keep the table's identity, or it finds the dying
+ * owner's identity byte and refuses its own table as "another table"
+ * (-EPROTO, seen in test_killstress-table).  The window is held open here
+ * by a process that keeps only the owner's data-file description (dup'd
+ * across an exec). */
+START_TEST(dying_owner_does_not_refuse_the_next)
+{
+	const char *path = tu_tmpfile(65536);
+	int gpid[2], exec_done[2], st;
+	pid_t d, g = -1;
+	sm_file *f;
+	sm_range *r;
+	char c;
+
+	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0); /* g becomes ours */
+	ck_assert_int_eq(pipe(gpid), 0);
+	ck_assert_int_eq(pipe2(exec_done, O_CLOEXEC), 0); /* EOF once g has exec'd */
+	d = fork();
+	ck_assert_int_ge(d, 0);
+	if (d == 0) {
+		close(gpid[0]);
+		close(exec_done[0]);
+		if (open_mode(path, 't', &f) < 0)
+			_exit(1);
+		/* the owner's data-file description, kept across exec (fork
+		 * children lose f->fd itself, lib/fork.c) */
+		int keep = dup(f->fd);
+		pid_t gg = keep < 0 ? -1 : fork();
+		if (gg == 0) {
+			execl("/bin/sleep", "sleep", "60", (char *)NULL);
+			_exit(127);
+		}
+		if (gg < 0 || write(gpid[1], &gg, sizeof(gg)) != (ssize_t)sizeof(gg))
+			_exit(1);
+		_exit(0); /* no sm_close: its unlocks would drop what g keeps */
+	}
+	close(gpid[1]);
+	close(exec_done[1]);
+	ck_assert_int_eq(read(gpid[0], &g, sizeof(g)), (ssize_t)sizeof(g));
+	ck_assert_int_eq(read(exec_done[0], &c, 1), 0);
+	ck_assert_int_eq(waitpid(d, &st, 0), d);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	close(gpid[0]);
+	close(exec_done[0]);
+
+	/* nobody holds the table-mode byte; g holds the fence and identity */
+	ck_assert_int_eq(kill(g, 0), 0);
+	ck_assert_int_eq(open_mode(path, 't', &f), 0);
+	tree_ok(f);
+	ck_assert_int_eq(sm_lock(f, 0, 10, SM_LOCK_WRITE, NULL, &r), 0);
+	ck_assert_int_eq(sm_unlock(r), 0);
+	ck_assert_int_eq(sm_close(f), 0);
+	kill(g, SIGKILL);
+	ck_assert_int_eq(waitpid(g, &st, 0), g);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("tmode");
@@ -865,6 +926,7 @@ int main(void)
 	tcase_add_test(tc, fork_child_leaves_the_parent_alone);
 	tcase_add_test(tc, race_of_first_openers);
 	tcase_add_test(tc, invalid_tree_is_eproto_then_rebuilt);
+	tcase_add_test(tc, dying_owner_does_not_refuse_the_next);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }
