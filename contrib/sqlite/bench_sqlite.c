@@ -11,7 +11,10 @@
  * VFS goes first, on a fresh database; the median throughput of each and
  * its ratio to stock are printed; then the workers' median CPU time
  * per operation (user + system, from wait4: less sensitive to a busy
- * machine than wall-clock throughput) and its ratio stock / VFS.
+ * machine than wall-clock throughput) and its ratio stock / VFS; then the
+ * paired estimate: each round's ratio VFS / stock (the two ran seconds
+ * apart, so slow drifts of the machine cancel), its median and the
+ * range of its middle half (quartiles).
  *
  * usage: bench_sqlite [-r RUNS] [-s SCALE%] [-d DIR]
  *   -r  runs per VFS and row (default 9: the 4-writer row waits in
@@ -21,6 +24,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +37,7 @@
 
 #include "safemap_vfs.h"
 
-#define MAXRUNS 15
+#define MAXRUNS 31
 #define NVFS 3
 #define LOOKUP_ROWS 10000
 
@@ -184,10 +188,31 @@ static int cmp(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-static double median(double *v, int n)
+/* The median of v[0..n) (v unchanged: the rounds stay paired). */
+static double median(const double *v, int n)
 {
-	qsort(v, (size_t)n, sizeof(*v), cmp);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+	double s[MAXRUNS];
+
+	memcpy(s, v, (size_t)n * sizeof(*v));
+	qsort(s, (size_t)n, sizeof(*s), cmp);
+	return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+/* The per-round ratios a[i] / b[i]: quartiles in q[0..2]; false when
+ * there are too few rounds for quartiles to mean anything. */
+static bool paired(const double *a, const double *b, int n, double q[3])
+{
+	double r[MAXRUNS];
+
+	if (n < 3)
+		return false;
+	for (int i = 0; i < n; i++)
+		r[i] = a[i] / b[i];
+	q[1] = median(r, n);
+	qsort(r, (size_t)n, sizeof(*r), cmp);
+	q[0] = r[(n - 1) / 4];
+	q[2] = r[n - 1 - (n - 1) / 4];
+	return true;
 }
 
 int main(int argc, char **argv)
@@ -256,9 +281,14 @@ int main(int argc, char **argv)
 		}
 		/* throughput ratio VFS/unix (higher is better); CPU ratio
 		 * unix/VFS per operation (higher is better too) */
-		for (int k = 0; k < NVFS; k++)
-			printf("%-20s %-13s %11.0f %5.2fx | %15.1f %5.2fx\n", k ? "" : rows[r].name,
-			       vfs[k], m[k], m[k] / m[0], mc[k], mc[0] / mc[k]);
+		for (int k = 0; k < NVFS; k++) {
+			double q[3];
+			printf("%-20s %-13s %11.0f %5.2fx | %15.1f %5.2fx", k ? "" : rows[r].name, vfs[k],
+			       m[k], m[k] / m[0], mc[k], mc[0] / mc[k]);
+			if (k && paired(v[k], v[0], runs, q))
+				printf(" | paired %4.2fx [%4.2f-%4.2f]", q[1], q[0], q[2]);
+			putchar('\n');
+		}
 		fflush(stdout);
 	}
 	remove_db();
