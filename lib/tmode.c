@@ -65,9 +65,10 @@
  *   2. if no other table-mode owner is attached (F_OFD_GETLK on the
  *      table-mode byte), (re)build: grow the table to 131072 slots
  *      (sparse), lay out the tree area, keep table_id (draw one if the
- *      table has none), initialise the mutex, rebuild the tree from the
- *      slots.  With other table-mode owners attached, a missing or
- *      invalid tree area is -EPROTO (§12.7);
+ *      table file has none: a new one, or a copy of another table file),
+ *      initialise the mutex, rebuild the tree from the slots.  With
+ *      other table-mode owners attached, a missing or invalid tree area
+ *      is -EPROTO (§12.7);
  *   3. the fence: an OFD read lock over data bytes [0, 2^62) through the
  *      sm_file's own description of the data file (-EBUSY if a foreign
  *      write lock is there), so plain fcntl writers are refused;
@@ -850,11 +851,15 @@ static int build_tree(struct smt_table *t, struct sm_tmode *tm)
 	/* zeros (sparse) wherever the punch works; a memset where it does not */
 	if (fallocate(t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)size) < 0)
 		memset((unsigned char *)t->base + off, 0, (size_t)size);
-	/* The table keeps its identity: an owner dying now may still hold
-	 * its identity byte (the kernel lets go of the table file, then of the
-	 * data file), and a new identity would make it "another table". */
+	/* The table file keeps its identity: an owner dying now may still
+	 * hold its identity byte (the kernel lets go of the table file, then
+	 * of the data file), and a new identity would make it "another
+	 * table".  A copy of a table file (another inode) draws its own: it is
+	 * another table. */
 	hp = t->base;
 	id = __atomic_load_n(&hp->table_id, __ATOMIC_RELAXED);
+	if (hp->table_dev != (uint64_t)st.st_dev || hp->table_ino != (uint64_t)st.st_ino)
+		id = 0;
 	while ((uint32_t)id < BAND_ID_MIN)
 		if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id))
 			id = ((uint64_t)random() << 32) ^ (uint64_t)random() ^ (uint64_t)getpid();
@@ -875,6 +880,8 @@ static int build_tree(struct smt_table *t, struct sm_tmode *tm)
 		return -rc;
 	/* the header last: readers validate nslots against the file size */
 	hp->table_id = id;
+	hp->table_dev = (uint64_t)st.st_dev;
+	hp->table_ino = (uint64_t)st.st_ino;
 	hp->tree_off = off;
 	hp->tree_size = size;
 	__atomic_store_n(&hp->nslots, nslots, __ATOMIC_RELEASE);

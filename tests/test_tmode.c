@@ -323,6 +323,44 @@ START_TEST(second_table_is_refused)
 }
 END_TEST
 
+/* A copy of a table file, put where another opener of the same data file
+ * looks for its table (table_dir), is another table: its first table-mode
+ * owner must not keep the copied identity (it would then share the
+ * original's identity byte, and two tables would decide exclusion apart). */
+START_TEST(copied_table_is_another_table)
+{
+	const char *path = tu_tmpfile(65536);
+	char dir[PATH_MAX], tpath[PATH_MAX], copy[PATH_MAX + 64];
+	sm_options o = opts(SM_OPT_TABLE_LOCKS);
+	struct stat st;
+	sm_file *f, *g;
+	char buf[65536];
+	ssize_t n;
+	int in, out;
+
+	snprintf(dir, sizeof(dir), "%s.dir", path);
+	ck_assert_int_eq(mkdir(dir, 0700), 0);
+	ck_assert_int_eq(open_mode(path, 't', &f), 0);
+	ck_assert_int_eq(stat(path, &st), 0);
+	snprintf(tpath, sizeof(tpath), "%s.smlock", path);
+	snprintf(copy, sizeof(copy), "%s/%llx-%llx.smlock", dir, (unsigned long long)st.st_dev,
+		 (unsigned long long)st.st_ino);
+	in = open(tpath, O_RDONLY | O_CLOEXEC);
+	out = open(copy, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	ck_assert(in >= 0 && out >= 0);
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		ck_assert_int_eq(write(out, buf, (size_t)n), n);
+	ck_assert_int_eq(n, 0);
+	close(in);
+	close(out);
+	o.table_dir = dir;
+	ck_assert_int_eq(sm_open(path, SM_RDWR, &o, &g), -EPROTO);
+	ck_assert_int_eq(sm_close(f), 0);
+	unlink(copy);
+	rmdir(dir);
+}
+END_TEST
+
 START_TEST(conflicts_across_processes)
 {
 	const char *path = tu_tmpfile(1 << 20);
@@ -913,6 +951,7 @@ int main(void)
 	tcase_add_test(tc, race_of_two_modes);
 	tcase_add_test(tc, fence);
 	tcase_add_test(tc, second_table_is_refused);
+	tcase_add_test(tc, copied_table_is_another_table);
 	tcase_add_test(tc, conflicts_across_processes);
 	tcase_add_test(tc, conflicts_across_sm_files);
 	tcase_add_test(tc, killed_holder_frees_at_next_conflict);
