@@ -266,14 +266,18 @@ static int map_table(struct smt_table *t, int prot)
 	struct stat st;
 	void *p;
 
-	/* The header before the size: a table grows file first, nslots last
-	 * (tmode.c), so the size read after a header covers its slots. */
-	if (pread(t->fd, &t->hdr, sizeof(t->hdr), 0) != (ssize_t)sizeof(t->hdr))
-		return -EPROTO;
+	/* A regular file before any read (a device in the table's place is
+	 * never read), then the header before the size: a table grows file
+	 * first, nslots last (tmode.c), so the size read after a header covers
+	 * its slots. */
 	if (fstat(t->fd, &st) < 0)
 		return -errno;
 	if (!S_ISREG(st.st_mode))
 		return -EPROTO;
+	if (pread(t->fd, &t->hdr, sizeof(t->hdr), 0) != (ssize_t)sizeof(t->hdr))
+		return -EPROTO;
+	if (fstat(t->fd, &st) < 0)
+		return -errno;
 	if (smt_check_header(&t->hdr, (uint64_t)st.st_size) < 0)
 		return -EPROTO;
 	t->nslots = t->hdr.nslots;

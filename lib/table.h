@@ -76,8 +76,9 @@ struct smt_header {
 	uint64_t tree_off;    /* reserved (table-authority mode): 0 */
 	uint64_t tree_size;   /* reserved (table-authority mode): 0 */
 	uint64_t table_dev;   /* table-authority mode: the table file's own */
-	uint64_t table_ino;   /* identity when table_id was drawn, else 0 */
-	uint8_t reserved1[896];
+	uint64_t table_ino;   /* identity when table_id was drawn, and the */
+	uint64_t table_boot;  /* boot's (a hash of boot_id), else 0 */
+	uint8_t reserved1[888];
 	struct smt_bucket {   /* waiting, at offset 1024 */
 		uint32_t futex;   /* bumped by every release that covers the bucket
 				   * and has waiters; waiters FUTEX_WAIT on it */
@@ -141,6 +142,7 @@ _Static_assert(sizeof(union smt_word) == 8 && __builtin_offsetof(struct smt_slot
 _Static_assert(__builtin_offsetof(struct smt_header, revision) == 76, "revision");
 _Static_assert(__builtin_offsetof(struct smt_header, tree_size) == 104, "tree_size");
 _Static_assert(__builtin_offsetof(struct smt_header, table_ino) == 120, "table_ino");
+_Static_assert(__builtin_offsetof(struct smt_header, table_boot) == 128, "table_boot");
 _Static_assert(__builtin_offsetof(struct smt_header, buckets) == 1024, "buckets");
 _Static_assert(__builtin_offsetof(struct smt_slot, wait_for) == 112, "wait_for");
 

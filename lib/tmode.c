@@ -65,7 +65,7 @@
  *   2. if no other table-mode owner is attached (F_OFD_GETLK on the
  *      table-mode byte), (re)build: grow the table to 131072 slots
  *      (sparse), lay out the tree area, keep table_id (draw one if the
- *      table file has none: a new one, or a copy of another table file),
+ *      table file has none: a new one, a copy, or one from another boot),
  *      initialise the mutex, rebuild the tree from the slots.  With
  *      other table-mode owners attached, a missing or invalid tree area
  *      is -EPROTO (§12.7);
@@ -828,6 +828,25 @@ static int use_tree(struct smt_table *t, struct sm_tmode *tm)
 	return 0;
 }
 
+/* This boot's identity: FNV-1a of /proc/sys/kernel/random/boot_id, 0 if
+ * unreadable.  Hosts booted from copies of one image can share a table
+ * file's device and inode numbers, never a boot. */
+static uint64_t boot_hash(void)
+{
+	char id[64];
+	uint64_t h = 14695981039346656037ull;
+	int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, id, sizeof(id));
+
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return 0;
+	for (ssize_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)id[i]) * 1099511628211ull;
+	return h;
+}
+
 /* Lay out (grow to TMODE_NSLOTS slots, tree area after them) and
  * initialise the tree area; only when no other table-mode owner is
  * attached. */
@@ -838,7 +857,7 @@ static int build_tree(struct smt_table *t, struct sm_tmode *tm)
 	uint32_t nslots = t->hdr.nslots < TMODE_NSLOTS ? TMODE_NSLOTS : t->hdr.nslots;
 	uint64_t slots_end = (uint64_t)SMT_HEADER_SIZE + (uint64_t)nslots * SMT_SLOT_SIZE;
 	uint64_t off = (slots_end + 4095) & ~(uint64_t)4095, size = tree_bytes(nslots);
-	uint64_t id;
+	uint64_t id, boot = boot_hash();
 	pthread_mutexattr_t ma;
 	int rc;
 
@@ -854,11 +873,12 @@ static int build_tree(struct smt_table *t, struct sm_tmode *tm)
 	/* The table file keeps its identity: an owner dying now may still
 	 * hold its identity byte (the kernel lets go of the table file, then
 	 * of the data file), and a new identity would make it "another
-	 * table".  A copy of a table file (another inode) draws its own: it is
-	 * another table. */
+	 * table".  A copy of a table file (another inode, or another boot:
+	 * a cloned disk image) draws its own: it is another table. */
 	hp = t->base;
 	id = __atomic_load_n(&hp->table_id, __ATOMIC_RELAXED);
-	if (hp->table_dev != (uint64_t)st.st_dev || hp->table_ino != (uint64_t)st.st_ino)
+	if (hp->table_dev != (uint64_t)st.st_dev || hp->table_ino != (uint64_t)st.st_ino ||
+	    hp->table_boot != boot)
 		id = 0;
 	while ((uint32_t)id < BAND_ID_MIN)
 		if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id))
@@ -882,6 +902,7 @@ static int build_tree(struct smt_table *t, struct sm_tmode *tm)
 	hp->table_id = id;
 	hp->table_dev = (uint64_t)st.st_dev;
 	hp->table_ino = (uint64_t)st.st_ino;
+	hp->table_boot = boot;
 	hp->tree_off = off;
 	hp->tree_size = size;
 	__atomic_store_n(&hp->nslots, nslots, __ATOMIC_RELEASE);

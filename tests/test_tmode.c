@@ -323,40 +323,118 @@ START_TEST(second_table_is_refused)
 }
 END_TEST
 
+static struct smt_header header_of(const char *tpath)
+{
+	struct smt_header h;
+	int fd = open(tpath, O_RDONLY | O_CLOEXEC);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, &h, sizeof(h), 0), (ssize_t)sizeof(h));
+	close(fd);
+	return h;
+}
+
+/* A rebuild (no table-mode owner attached) keeps the table's identity, but
+ * only in the boot that drew it: a table file seen from another boot (a
+ * host cloned from the same disk image) draws its own. */
+START_TEST(identity_kept_by_its_file_in_its_boot)
+{
+	const char *path = tu_tmpfile(65536);
+	char tpath[PATH_MAX];
+	struct smt_header h;
+	uint64_t id, boot;
+	sm_file *f;
+	int fd;
+
+	snprintf(tpath, sizeof(tpath), "%s.smlock", path);
+	ck_assert_int_eq(open_mode(path, 't', &f), 0);
+	ck_assert_int_eq(sm_close(f), 0);
+	h = header_of(tpath);
+	id = h.table_id;
+	boot = h.table_boot;
+	ck_assert_int_eq(open_mode(path, 't', &f), 0);
+	ck_assert_int_eq(sm_close(f), 0);
+	ck_assert(header_of(tpath).table_id == id);
+	h.table_boot = boot ^ 1; /* as if another boot had drawn it */
+	fd = open(tpath, O_RDWR | O_CLOEXEC);
+	ck_assert_int_eq(pwrite(fd, &h.table_boot, sizeof(h.table_boot),
+				offsetof(struct smt_header, table_boot)),
+			 (ssize_t)sizeof(h.table_boot));
+	close(fd);
+	ck_assert_int_eq(open_mode(path, 't', &f), 0);
+	h = header_of(tpath);
+	ck_assert(h.table_id != id && h.table_boot == boot);
+	ck_assert_int_eq(sm_close(f), 0);
+}
+END_TEST
+
+/* Copy the file at from to a new file to, holes kept. */
+static void copy_sparse(const char *from, const char *to)
+{
+	int in = open(from, O_RDONLY | O_CLOEXEC);
+	int out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	char buf[65536];
+	off_t end, d, h;
+
+	ck_assert(in >= 0 && out >= 0);
+	end = lseek(in, 0, SEEK_END);
+	ck_assert_int_eq(ftruncate(out, end), 0);
+	for (d = lseek(in, 0, SEEK_DATA); d >= 0 && d < end; d = lseek(in, h, SEEK_DATA)) {
+		h = lseek(in, d, SEEK_HOLE);
+		for (off_t o = d; o < h;) {
+			ssize_t n = pread(in, buf, h - o < (off_t)sizeof(buf) ? (size_t)(h - o) : sizeof(buf), o);
+			ck_assert_int_gt(n, 0);
+			ck_assert_int_eq(pwrite(out, buf, (size_t)n, o), n);
+			o += n;
+		}
+	}
+	close(in);
+	close(out);
+}
+
 /* A copy of a table file, put where another opener of the same data file
  * looks for its table (table_dir), is another table: its first table-mode
  * owner must not keep the copied identity (it would then share the
- * original's identity byte, and two tables would decide exclusion apart). */
+ * original's identity byte, and two tables would decide exclusion apart).
+ * A hard link of the table there is the same table: shared, and exclusion
+ * holds through it. */
 START_TEST(copied_table_is_another_table)
 {
 	const char *path = tu_tmpfile(65536);
-	char dir[PATH_MAX], tpath[PATH_MAX], copy[PATH_MAX + 64];
+	char dir[PATH_MAX], tpath[PATH_MAX], other[PATH_MAX + 64];
 	sm_options o = opts(SM_OPT_TABLE_LOCKS);
-	struct stat st;
+	struct smt_header orig, copied;
+	struct stat st, cst;
 	sm_file *f, *g;
-	char buf[65536];
-	ssize_t n;
-	int in, out;
+	sm_range *r;
 
 	snprintf(dir, sizeof(dir), "%s.dir", path);
 	ck_assert_int_eq(mkdir(dir, 0700), 0);
 	ck_assert_int_eq(open_mode(path, 't', &f), 0);
 	ck_assert_int_eq(stat(path, &st), 0);
 	snprintf(tpath, sizeof(tpath), "%s.smlock", path);
-	snprintf(copy, sizeof(copy), "%s/%llx-%llx.smlock", dir, (unsigned long long)st.st_dev,
+	snprintf(other, sizeof(other), "%s/%llx-%llx.smlock", dir, (unsigned long long)st.st_dev,
 		 (unsigned long long)st.st_ino);
-	in = open(tpath, O_RDONLY | O_CLOEXEC);
-	out = open(copy, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	ck_assert(in >= 0 && out >= 0);
-	while ((n = read(in, buf, sizeof(buf))) > 0)
-		ck_assert_int_eq(write(out, buf, (size_t)n), n);
-	ck_assert_int_eq(n, 0);
-	close(in);
-	close(out);
+	copy_sparse(tpath, other);
 	o.table_dir = dir;
 	ck_assert_int_eq(sm_open(path, SM_RDWR, &o, &g), -EPROTO);
+	/* refused because the copy drew an identity of its own */
+	ck_assert_int_eq(stat(other, &cst), 0);
+	orig = header_of(tpath);
+	copied = header_of(other);
+	ck_assert(copied.table_id != orig.table_id);
+	ck_assert(copied.table_ino == (uint64_t)cst.st_ino && orig.table_ino != copied.table_ino);
+
+	/* the control: a hard link is the same table */
+	ck_assert_int_eq(unlink(other), 0);
+	ck_assert_int_eq(link(tpath, other), 0);
+	ck_assert_int_eq(sm_open(path, SM_RDWR, &o, &g), 0);
+	ck_assert_int_eq(sm_lock(f, 0, 10, SM_LOCK_WRITE, NULL, &r), 0);
+	ck_assert_int_eq(sm_test(g, 5, 1, SM_LOCK_READ), -EBUSY);
+	ck_assert_int_eq(sm_unlock(r), 0);
+	ck_assert_int_eq(sm_close(g), 0);
 	ck_assert_int_eq(sm_close(f), 0);
-	unlink(copy);
+	unlink(other);
 	rmdir(dir);
 }
 END_TEST
@@ -880,56 +958,68 @@ START_TEST(invalid_tree_is_eproto_then_rebuilt)
 }
 END_TEST
 
+/* Is a lock of another description on [off, off + len) of path? */
+static bool locked_by_other(const char *path, uint64_t off, uint64_t len)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = (off_t)off,
+			    .l_len = (off_t)len };
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fcntl(fd, F_OFD_GETLK, &fl), 0);
+	close(fd);
+	return fl.l_type != F_UNLCK;
+}
+
 /* A killed table-mode owner lets go of its table file (table-mode byte,
  * owner byte) and of its data file (fence, identity byte) one after the
  * other.  An opener in between finds no table-mode owner and lays the tree
  * out again; it must keep the table's identity, or it finds the dying
  * owner's identity byte and refuses its own table as "another table"
  * (-EPROTO, seen in test_killstress-table).  The window is held open here
- * by a process that keeps only the owner's data-file description (dup'd
- * across an exec). */
+ * by a fork child of the owner that kept a duplicate of its data-file
+ * descriptor: the fork handler closed everything else safemap had open
+ * and replaced its mappings (lib/fork.c). */
 START_TEST(dying_owner_does_not_refuse_the_next)
 {
+	const uint64_t band = (uint64_t)1 << 62; /* the identity band (tmode.c) */
 	const char *path = tu_tmpfile(65536);
-	int gpid[2], exec_done[2], st;
+	char tpath[PATH_MAX];
+	int ready[2], st;
 	pid_t d, g = -1;
 	sm_file *f;
 	sm_range *r;
-	char c;
 
+	snprintf(tpath, sizeof(tpath), "%s.smlock", path);
 	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0); /* g becomes ours */
-	ck_assert_int_eq(pipe(gpid), 0);
-	ck_assert_int_eq(pipe2(exec_done, O_CLOEXEC), 0); /* EOF once g has exec'd */
+	ck_assert_int_eq(pipe(ready), 0);
 	d = fork();
 	ck_assert_int_ge(d, 0);
 	if (d == 0) {
-		close(gpid[0]);
-		close(exec_done[0]);
-		if (open_mode(path, 't', &f) < 0)
+		close(ready[0]);
+		if (open_mode(path, 't', &f) < 0 || dup(f->fd) < 0)
 			_exit(1);
-		/* the owner's data-file description, kept across exec (fork
-		 * children lose f->fd itself, lib/fork.c) */
-		int keep = dup(f->fd);
-		pid_t gg = keep < 0 ? -1 : fork();
+		pid_t gg = fork();
 		if (gg == 0) {
-			execl("/bin/sleep", "sleep", "60", (char *)NULL);
-			_exit(127);
-		}
-		if (gg < 0 || write(gpid[1], &gg, sizeof(gg)) != (ssize_t)sizeof(gg))
+			pid_t me = getpid();
+			if (write(ready[1], &me, sizeof(me)) == (ssize_t)sizeof(me))
+				for (;;)
+					pause();
 			_exit(1);
-		_exit(0); /* no sm_close: its unlocks would drop what g keeps */
+		}
+		_exit(gg < 0); /* no sm_close: its unlocks would drop what g keeps */
 	}
-	close(gpid[1]);
-	close(exec_done[1]);
-	ck_assert_int_eq(read(gpid[0], &g, sizeof(g)), (ssize_t)sizeof(g));
-	ck_assert_int_eq(read(exec_done[0], &c, 1), 0);
+	close(ready[1]);
+	ck_assert_int_eq(read(ready[0], &g, sizeof(g)), (ssize_t)sizeof(g));
+	close(ready[0]);
 	ck_assert_int_eq(waitpid(d, &st, 0), d);
 	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	close(gpid[0]);
-	close(exec_done[0]);
 
-	/* nobody holds the table-mode byte; g holds the fence and identity */
-	ck_assert_int_eq(kill(g, 0), 0);
+	/* the window: g holds the fence and the identity byte, nobody the
+	 * table-mode byte */
+	ck_assert_int_eq(waitpid(g, &st, WNOHANG), 0);
+	ck_assert(locked_by_other(path, band + 65536, ((uint64_t)1 << 32) - 65536));
+	ck_assert(!locked_by_other(tpath, SMT_MODE_BYTE_TABLE, 1));
 	ck_assert_int_eq(open_mode(path, 't', &f), 0);
 	tree_ok(f);
 	ck_assert_int_eq(sm_lock(f, 0, 10, SM_LOCK_WRITE, NULL, &r), 0);
@@ -937,6 +1027,7 @@ START_TEST(dying_owner_does_not_refuse_the_next)
 	ck_assert_int_eq(sm_close(f), 0);
 	kill(g, SIGKILL);
 	ck_assert_int_eq(waitpid(g, &st, 0), g);
+	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
 }
 END_TEST
 
@@ -952,6 +1043,7 @@ int main(void)
 	tcase_add_test(tc, fence);
 	tcase_add_test(tc, second_table_is_refused);
 	tcase_add_test(tc, copied_table_is_another_table);
+	tcase_add_test(tc, identity_kept_by_its_file_in_its_boot);
 	tcase_add_test(tc, conflicts_across_processes);
 	tcase_add_test(tc, conflicts_across_sm_files);
 	tcase_add_test(tc, killed_holder_frees_at_next_conflict);
