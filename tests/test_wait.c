@@ -173,18 +173,25 @@ static void await_waiters(sm_file *f, uint64_t off, uint64_t len, int n)
 	}
 }
 
-/* Sum of the waiter counts of the table's buckets. */
-static unsigned bucket_waiters(const char *path)
+/* The table file of path, open, and its header in *hd. */
+static int open_table(const char *path, struct smt_header *hd)
 {
 	char tp[4200];
-	struct smt_header hd;
-	unsigned sum = 0;
 	int fd;
 
 	snprintf(tp, sizeof(tp), "%s.smlock", path);
 	ck_assert_int_ge(fd = open(tp, O_RDONLY | O_CLOEXEC), 0);
-	ck_assert_int_eq(pread(fd, &hd, sizeof(hd), 0), sizeof(hd));
-	close(fd);
+	ck_assert_int_eq(pread(fd, hd, sizeof(*hd), 0), sizeof(*hd));
+	return fd;
+}
+
+/* Sum of the waiter counts of the table's buckets. */
+static unsigned bucket_waiters(const char *path)
+{
+	struct smt_header hd;
+	unsigned sum = 0;
+
+	close(open_table(path, &hd));
 	for (unsigned k = 0; k < SMT_MAX_BUCKETS; k++)
 		sum += hd.buckets[k].waiters;
 	return sum;
@@ -193,15 +200,11 @@ static unsigned bucket_waiters(const char *path)
 /* Waiting entries that carry SMT_SF_COUNTED. */
 static unsigned counted_entries(const char *path)
 {
-	char tp[4200];
 	struct smt_header hd;
 	struct smt_slot s;
 	unsigned n = 0;
-	int fd;
+	int fd = open_table(path, &hd);
 
-	snprintf(tp, sizeof(tp), "%s.smlock", path);
-	ck_assert_int_ge(fd = open(tp, O_RDONLY | O_CLOEXEC), 0);
-	ck_assert_int_eq(pread(fd, &hd, sizeof(hd), 0), sizeof(hd));
 	for (uint32_t i = 0; i < hd.high_water && i < hd.nslots; i++)
 		if (pread(fd, &s, sizeof(s), SMT_HEADER_SIZE + (off_t)i * SMT_SLOT_SIZE) == sizeof(s) &&
 		    SMT_STATE(s.state) == SMT_WAITING && (s.flags & SMT_SF_COUNTED))
@@ -229,15 +232,10 @@ static void await_counted(const char *path, unsigned n)
 /* Sum of the futex words of the table's buckets. */
 static unsigned long bucket_words(const char *path)
 {
-	char tp[4200];
 	struct smt_header hd;
 	unsigned long sum = 0;
-	int fd;
 
-	snprintf(tp, sizeof(tp), "%s.smlock", path);
-	ck_assert_int_ge(fd = open(tp, O_RDONLY | O_CLOEXEC), 0);
-	ck_assert_int_eq(pread(fd, &hd, sizeof(hd), 0), sizeof(hd));
-	close(fd);
+	close(open_table(path, &hd));
 	for (unsigned k = 0; k < SMT_MAX_BUCKETS; k++)
 		sum += hd.buckets[k].futex;
 	return sum;
