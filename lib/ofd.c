@@ -17,16 +17,25 @@
 
 #include "safemap-internal.h"
 
-/* fcntl(F_OFD_SETLK) straight to the kernel where struct flock is the
- * kernel's own (64-bit ABIs): glibc's fcntl wrapper costs a tenth of the
- * lock path's instructions (issue 14).  Elsewhere through glibc, which
- * maps it to fcntl64. */
+/* fcntl(F_OFD_SETLK): 0 or -errno.  On x86-64 the system call instruction
+ * itself: struct flock is the kernel's, and neither glibc's fcntl wrapper
+ * nor syscall() with its errno store is on the lock path (together a
+ * tenth of its instructions, issue 14).  Other 64-bit ABIs go through
+ * syscall(); the rest through glibc, which maps it to fcntl64. */
 static inline int setlk(int fd, struct flock *fl)
 {
-#if defined(__LP64__) && defined(SYS_fcntl)
-	return (int)syscall(SYS_fcntl, fd, F_OFD_SETLK, fl);
+#if defined(__x86_64__) && defined(__LP64__) && defined(SYS_fcntl)
+	long r;
+
+	__asm__ volatile("syscall"
+			 : "=a"(r)
+			 : "0"((long)SYS_fcntl), "D"((long)fd), "S"((long)F_OFD_SETLK), "d"(fl)
+			 : "rcx", "r11", "memory");
+	return (int)r;
+#elif defined(__LP64__) && defined(SYS_fcntl)
+	return syscall(SYS_fcntl, fd, F_OFD_SETLK, fl) == 0 ? 0 : -errno;
 #else
-	return fcntl(fd, F_OFD_SETLK, fl);
+	return fcntl(fd, F_OFD_SETLK, fl) == 0 ? 0 : -errno;
 #endif
 }
 
@@ -34,13 +43,10 @@ SM_HOT static int ofd_set(int fd, short type, uint64_t off, uint64_t len)
 {
 	struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = (off_t)off,
 			    .l_len = (off_t)len }; /* l_pid must be 0 for OFD locks */
+	int rc = setlk(fd, &fl);
 
-	if (setlk(fd, &fl) == 0)
-		return 0;
 	/* EAGAIN and EACCES both mean "held elsewhere" (POSIX allows either). */
-	if (errno == EAGAIN || errno == EACCES)
-		return -EBUSY;
-	return -errno;
+	return rc == -EAGAIN || rc == -EACCES ? -EBUSY : rc;
 }
 
 SM_HOT int sm_ofd_lock(int fd, bool write, uint64_t off, uint64_t len)

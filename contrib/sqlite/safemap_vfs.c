@@ -598,28 +598,16 @@ static __attribute__((noinline)) void smv_shm_undo(struct smv_shm *s, int from, 
 		smv_slot_unlock(s, j);
 }
 
-/* SQLite's rules (os_unix.c, unixShmLock): a slot goes unlocked -> shared
- * -> unlocked or unlocked -> exclusive -> unlocked; only exclusive requests
- * span several slots; unlocking a slot not held does nothing.  Each slot is
- * its own range (its own tag), so any subset can be released.  This runs
- * twice per read transaction: it calls sm_lock or sm_unlock and little
- * else (issue 14). */
-static int smvShmLock(sqlite3_file *pf, int ofst, int n, int flags)
+/* smvShmLock's general case: several slots, a slot already held, or a
+ * blocking lock (out of line: the one-slot fail-fast lock of every read
+ * transaction stays short). */
+static __attribute__((noinline)) int smv_shm_lock_many(smv_file *p, struct smv_shm *s, int ofst, int n,
+						       int flags)
 {
-	smv_file *p = (smv_file *)pf;
-	struct smv_shm *s = p->shm;
 	int excl = (flags & SQLITE_SHM_EXCLUSIVE) != 0;
 	int mode = excl ? SM_LOCK_WRITE : SM_LOCK_READ;
 	int rc = SQLITE_OK, i;
 
-	if (!s || ofst < 0 || n < 1 || ofst + n > SMV_SHM_NLOCK)
-		return SQLITE_IOERR_SHMLOCK;
-	if (flags & SQLITE_SHM_UNLOCK) {
-		for (i = ofst; i < ofst + n; i++)
-			if (smv_slot_unlock(s, i))
-				rc = SQLITE_IOERR_SHMLOCK;
-		return rc;
-	}
 	/* Blocking locks (SQLITE_ENABLE_SETLK_TIMEOUT builds) map to SM_WAIT;
 	 * never on RECOVER, as in the unix VFS. */
 	if (p->timeout_ms > 0 && !(ofst <= 2 && ofst + n > 2))
@@ -646,6 +634,37 @@ static int smvShmLock(sqlite3_file *pf, int ofst, int n, int flags)
 	if (rc != SQLITE_OK)
 		smv_shm_undo(s, ofst, i);
 	return rc;
+}
+
+/* SQLite's rules (os_unix.c, unixShmLock): a slot goes unlocked -> shared
+ * -> unlocked or unlocked -> exclusive -> unlocked; only exclusive requests
+ * span several slots; unlocking a slot not held does nothing.  Each slot is
+ * its own range (its own tag), so any subset can be released.  This runs
+ * twice per read transaction (one slot locked, then unlocked): it calls
+ * sm_lock or sm_unlock and little else (issue 14). */
+static int smvShmLock(sqlite3_file *pf, int ofst, int n, int flags)
+{
+	smv_file *p = (smv_file *)pf;
+	struct smv_shm *s = p->shm;
+	unsigned excl;
+	int rc = SQLITE_OK, e;
+
+	if (!s || ofst < 0 || n < 1 || ofst + n > SMV_SHM_NLOCK)
+		return SQLITE_IOERR_SHMLOCK;
+	if (flags & SQLITE_SHM_UNLOCK) {
+		for (int i = ofst; i < ofst + n; i++)
+			if (smv_slot_unlock(s, i))
+				rc = SQLITE_IOERR_SHMLOCK;
+		return rc;
+	}
+	if (n > 1 || s->slot[ofst] || p->timeout_ms > 0)
+		return smv_shm_lock_many(p, s, ofst, n, flags);
+	excl = (flags & SQLITE_SHM_EXCLUSIVE) != 0;
+	if ((e = sm_lock(s->f, SMV_SHM_BASE + (uint64_t)ofst, 1, excl ? SM_LOCK_WRITE : SM_LOCK_READ,
+			 smv_slot_tag[ofst], &s->slot[ofst])) != 0)
+		return smv_err(e, SQLITE_IOERR_SHMLOCK);
+	s->excl |= excl << ofst;
+	return SQLITE_OK;
 }
 
 static void smvShmBarrier(sqlite3_file *pf)
