@@ -122,15 +122,6 @@ static int write_view(const sm_slice *s, int run_flags, bool take, bool *wrote)
 	return write_runs(h, take ? h->flight : h->dirty, p0, p1, run_flags, wrote);
 }
 
-/* Put the dirty pages of s in flight. */
-static void take_view(const sm_slice *s)
-{
-	uint64_t p0, p1;
-
-	sm_slice_pages(s, &p0, &p1);
-	sm_dirty_take(s->h, p0, p1);
-}
-
 /* The pages of s in flight are committed (done), or dirty again. */
 static void settle_view(const sm_slice *s, bool done)
 {
@@ -138,6 +129,16 @@ static void settle_view(const sm_slice *s, bool done)
 
 	sm_slice_pages(s, &p0, &p1);
 	sm_dirty_settle(s->h, p0, p1, done);
+}
+
+/* A memory file's commit, SM_ASYNC or not: the caller's buffer is the
+ * storage, so the slice is clean at once (sm_commit(3)). */
+static void memory_commit(const sm_slice *s)
+{
+	uint64_t p0, p1;
+
+	sm_slice_pages(s, &p0, &p1);
+	sm_dirty_clear(s->h, p0, p1);
 }
 
 static void poison(sm_file *f, int rc)
@@ -190,9 +191,7 @@ static int commit_one(sm_slice *s, int flags)
 	if ((rc = commit_check(s)) < 0)
 		return rc;
 	if (s->f->memory) {
-		uint64_t p0, p1;
-		sm_slice_pages(s, &p0, &p1);
-		sm_dirty_clear(s->h, p0, p1); /* the caller's buffer is the storage */
+		memory_commit(s);
 		return 0;
 	}
 	rc = write_view(s, flags, sync, &wrote);
@@ -229,9 +228,11 @@ static int commit_many(sm_slice **v, size_t n, int flags)
 	for (size_t i = 0; i < n; i++) {
 		bool wrote = false, sync = !(flags & SM_ASYNC);
 		if ((rc = commit_check(v[i])) == 0 && v[i]->f->memory) {
-			if (sync)
-				take_view(v[i]); /* the caller's buffer is the storage */
-		} else if (rc == 0 &&
+			memory_commit(v[i]);
+			v[i]->h->need_sync = false; /* nothing to flush */
+			continue;
+		}
+		if (rc == 0 &&
 			   (rc = write_view(v[i], v[i]->h->buffered ? flags : SM_ASYNC, sync, &wrote)) < 0) {
 			if (sync)
 				settle_view(v[i], false);
@@ -257,7 +258,7 @@ static int commit_many(sm_slice **v, size_t n, int flags)
 			seen = v[j]->f == f && v[j]->h->need_sync;
 		if (seen)
 			continue; /* flushed with an earlier slice of the same file */
-		rc = f->memory ? 0 : (sm_sys.fdatasync(f->fd) < 0 ? -errno : 0);
+		rc = sm_sys.fdatasync(f->fd) < 0 ? -errno : 0; /* never a memory file's */
 		for (size_t j = i; j < n; j++) {
 			if (v[j]->f != f || !v[j]->h->need_sync)
 				continue;

@@ -781,6 +781,13 @@ START_TEST(memory_file_same_api)
 	ck_assert_int_eq(sm_dirty_pages(w), 1);
 	ck_assert_int_eq(sm_commit_many(&w, 1, 0), 0);
 	ck_assert_int_eq(sm_dirty_pages(w), 0);
+	/* SM_ASYNC too: the buffer is the storage, so either call marks clean */
+	ck_assert_int_eq(sm_put_u8(w, 51, 1), 0);
+	ck_assert_int_eq(sm_commit(w, SM_ASYNC), 0);
+	ck_assert_int_eq(sm_dirty_pages(w), 0);
+	ck_assert_int_eq(sm_put_u8(w, 52, 1), 0);
+	ck_assert_int_eq(sm_commit_many(&w, 1, SM_ASYNC), 0);
+	ck_assert_int_eq(sm_dirty_pages(w), 0);
 	ck_assert_int_eq(sm_map_read(m, 3 * PG - 1, 2, 0, &x), -ERANGE);
 	ck_assert_int_eq(sm_map_write(m, 3 * PG, 1, SM_EXTEND, &x), -ERANGE);
 	ck_assert_int_eq(sm_map_write(m, 0, 1, SM_BUFFERED, &x), -ENOTSUP);
