@@ -17,8 +17,9 @@
  * range of its middle half (quartiles).
  *
  * usage: bench_sqlite [-r RUNS] [-s SCALE%] [-d DIR]
- *   -r  runs per VFS and row (default 9: the 4-writer row waits in
- *       SQLite's busy handler, whose millisecond sleeps make single runs noisy)
+ *   -r  runs per VFS and row (default 21: the 4-writer row waits in
+ *       SQLite's busy handler, whose millisecond sleeps make single runs
+ *       noisy, and a VM's speed drifts by several percent within a minute)
  *   -s  percentage of the operation counts (default 100; for a quick look)
  *   -d  directory for the databases (default $TMPDIR or /tmp)
  */
@@ -230,7 +231,7 @@ int main(int argc, char **argv)
 	static const char *const vfs[NVFS] = { "unix", "safemap", "safemap-table" };
 	const char *tmp = getenv("TMPDIR");
 	char dir[PATH_MAX - 64];
-	int runs = 9, scale = 100, opt;
+	int runs = 21, scale = 100, opt;
 
 	snprintf(dir, sizeof(dir), "%s", tmp && *tmp ? tmp : "/tmp");
 	while ((opt = getopt(argc, argv, "r:s:d:")) != -1) {
