@@ -872,13 +872,12 @@ static int log_iter_open(sm_log *l, uint64_t from, sm_log_iter **out)
 	return 0;
 }
 
-static int log_iter_next(sm_log_iter *it, sm_slice **rec, uint64_t *lsn)
+/* Bring the record at it->pos into the window, checked: 1, 0 at the
+ * committed end (read again when reached), or a negative errno. */
+static inline int iter_ready(sm_log_iter *it)
 {
-	uint32_t len;
 	int rc;
 
-	if (!it || !rec)
-		return -EINVAL;
 	if (it->pos >= it->end) {
 		if ((rc = slot_read(it->log, SLOT_COMMITTED, &it->end)) < 0)
 			return rc;
@@ -887,6 +886,18 @@ static int log_iter_next(sm_log_iter *it, sm_slice **rec, uint64_t *lsn)
 	}
 	if (it->pos >= it->valid &&
 	    (rc = scan_from(it->log, &it->w, it->pos, it->end, &it->valid)) < 0)
+		return rc;
+	return 1;
+}
+
+static int log_iter_next(sm_log_iter *it, sm_slice **rec, uint64_t *lsn)
+{
+	uint32_t len;
+	int rc;
+
+	if (!it || !rec)
+		return -EINVAL;
+	if ((rc = iter_ready(it)) <= 0)
 		return rc;
 	/* Checked, and inside the window. */
 	if ((rc = sm_get_u32_le(it->w.s, it->pos - it->w.beg, &len)) < 0 ||
@@ -916,14 +927,7 @@ static int log_iter_next_ptr(sm_log_iter *it, const void **rec, size_t *len, uin
 		return -EINVAL;
 	if (it->w.s && *it->w.s->v.state && (rc = sm_slice_error(it->w.s)) < 0)
 		return rc;
-	if (it->pos >= it->end) {
-		if ((rc = slot_read(it->log, SLOT_COMMITTED, &it->end)) < 0)
-			return rc;
-		if (it->pos >= it->end)
-			return 0;
-	}
-	if (it->pos >= it->valid &&
-	    (rc = scan_from(it->log, &it->w, it->pos, it->end, &it->valid)) < 0)
+	if ((rc = iter_ready(it)) <= 0)
 		return rc;
 	/* Checked, and inside the window. */
 	fr = it->w.s->v.base + (it->pos - it->w.beg);
