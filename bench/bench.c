@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench-util.h"
 #include "safemap.h"
 
 #define PG 4096
@@ -34,49 +35,10 @@ static int reps = 7;
 static char dir[256] = "/var/tmp";
 static char path[512];
 
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-__attribute__((noreturn)) static void die(const char *what, int rc)
-{
-	fprintf(stderr, "bench: %s: %s\n", what, rc < 0 ? sm_strerror(rc) : strerror(errno));
-	exit(1);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 static void make_file(uint64_t size)
 {
-	int fd;
-
 	snprintf(path, sizeof(path), "%s/safemap-bench.%d", dir, (int)getpid());
-	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0 || ftruncate(fd, (off_t)size) < 0)
-		die(path, 0);
-	/* real blocks, in the page cache: measure locks and copies, not disk */
-	if (fallocate(fd, 0, 0, (off_t)size) < 0)
-		die("fallocate", 0);
-	char *buf = calloc(1, 1 << 20);
-	for (uint64_t o = 0; o < size; o += 1 << 20)
-		if (pwrite(fd, buf, 1 << 20, (off_t)o) < 0)
-			die("pwrite", 0);
-	free(buf);
-	fsync(fd);
-	close(fd);
+	make_file_at(path, size);
 }
 
 static int raw_lock(int fd, short type, uint64_t off, uint64_t len)

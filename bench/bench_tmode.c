@@ -41,6 +41,7 @@
 #include <lmdb.h>
 #endif
 
+#include "bench-util.h"
 #include "safemap.h"
 
 #ifndef SM_OPT_TABLE_LOCKS /* until the library has SPEC §12's mode */
@@ -57,48 +58,6 @@ static int reps = 5;
 static char dir[256] = "/var/tmp";
 static char kpath[512], tpath[512]; /* kernel-mode and table-mode files */
 static int table_ok;
-
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-__attribute__((noreturn)) static void die(const char *what, int rc)
-{
-	fprintf(stderr, "bench_tmode: %s: %s\n", what, rc < 0 ? sm_strerror(rc) : strerror(errno));
-	exit(1);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double median(const double *v, int n)
-{
-	double s[64];
-
-	memcpy(s, v, (size_t)n * sizeof(*v));
-	qsort(s, (size_t)n, sizeof(*s), cmp_double);
-	return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-}
-
-static void make_file(const char *p, uint64_t size)
-{
-	int fd = open(p, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	char *buf = calloc(1, 1 << 20);
-
-	if (fd < 0 || ftruncate(fd, (off_t)size) < 0)
-		die(p, 0);
-	for (uint64_t o = 0; o < size; o += 1 << 20) /* real blocks, in the page cache */
-		if (pwrite(fd, buf, 1 << 20, (off_t)o) < 0)
-			die("pwrite", 0);
-	free(buf);
-	close(fd);
-}
 
 static void remove_file(const char *p)
 {
@@ -325,8 +284,8 @@ static void figures_a_b(void)
 	sm_file *kf, *tf = NULL;
 	int fd, rc;
 
-	make_file(kpath, FILE_SIZE);
-	make_file(tpath, FILE_SIZE);
+	make_file_at(kpath, FILE_SIZE);
+	make_file_at(tpath, FILE_SIZE);
 	if ((rc = open_mode(kpath, 0, &kf)) < 0)
 		die("sm_open (kernel mode)", rc);
 	if (table_ok && (rc = open_mode(tpath, 1, &tf)) < 0)
@@ -507,8 +466,8 @@ static void figures_c_d(int which)
 {
 	const double secs = 0.5;
 
-	make_file(kpath, FILE_SIZE);
-	make_file(tpath, FILE_SIZE);
+	make_file_at(kpath, FILE_SIZE);
+	make_file_at(tpath, FILE_SIZE);
 	if (which == 'C') {
 		printf("C. random non-overlapping 4 KiB slices in a 2 MiB region (the pages of each process\n"
 		       "   are its own), %.1f s per run, throughput\n", secs);
@@ -531,7 +490,7 @@ static int probe_table_mode(void)
 	sm_file *f;
 	int rc;
 
-	make_file(tpath, PG);
+	make_file_at(tpath, PG);
 	rc = open_mode(tpath, 1, &f);
 	if (rc == 0)
 		sm_close(f);

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench-util.h"
 #include "safemap.h"
 
 #define ROUNDS 1000
@@ -35,12 +36,6 @@ static uint64_t now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void die(const char *what, int rc)
-{
-	fprintf(stderr, "bench_wait: %s: %s\n", what, rc < 0 ? sm_strerror(rc) : strerror(errno));
-	exit(1);
 }
 
 static int cmp_u64(const void *a, const void *b)
