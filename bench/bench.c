@@ -255,6 +255,28 @@ NOINLINE static uint64_t fig4_guarded(sm_slice *s, uint64_t len)
 	return a.sum;
 }
 
+/* Figure 4's rounds: words 64-bit words summed by fn through s, against
+ * the raw loop over map, alternately; the sums must agree. */
+static void fig4_rounds(uint64_t (*fn)(sm_slice *, uint64_t), sm_slice *s, const char *map,
+			uint64_t words)
+{
+	double sm[64], raw[64];
+	uint64_t a = 0, b = 0;
+
+	for (int r = 0; r < reps; r++) {
+		double t0 = now();
+		a += fn(s, words);
+		double t1 = now();
+		b += fig4_raw((const volatile uint64_t *)map, words);
+		double t2 = now();
+		sm[r] = (double)words / (t1 - t0) / 1e9;
+		raw[r] = (double)words / (t2 - t1) / 1e9;
+	}
+	if (a != b)
+		die("checksums differ", -EIO);
+	report("throughput", "GB/s", sm, raw, reps, ">= 0.8x", 1);
+}
+
 static void figures_3_4(void)
 {
 	const uint64_t big = 256ull << 20, words = 64ull << 20;
@@ -286,34 +308,10 @@ static void figures_3_4(void)
 	printf("3. sm_read of 64 KiB blocks over a 256 MiB slice vs memcpy from a raw mapping\n");
 	report("throughput", "GB/s", sm, raw, reps, ">= 0.9x", 1);
 
-	uint64_t a = 0, b = 0;
-	for (int r = 0; r < reps; r++) {
-		double t0 = now();
-		a += fig4_sm(s, words);
-		double t1 = now();
-		b += fig4_raw((const volatile uint64_t *)map, words);
-		double t2 = now();
-		sm[r] = (double)words / (t1 - t0) / 1e9;
-		raw[r] = (double)words / (t2 - t1) / 1e9;
-	}
-	if (a != b)
-		die("checksums differ", -EIO);
 	printf("4. sm_get_u64 over 64 MiB vs a raw volatile uint64_t loop (inline fast path)\n");
-	report("throughput", "GB/s", sm, raw, reps, ">= 0.8x", 1);
-	a = b = 0;
-	for (int r = 0; r < reps; r++) {
-		double t0 = now();
-		a += fig4_guarded(s, words);
-		double t1 = now();
-		b += fig4_raw((const volatile uint64_t *)map, words);
-		double t2 = now();
-		sm[r] = (double)words / (t1 - t0) / 1e9;
-		raw[r] = (double)words / (t2 - t1) / 1e9;
-	}
-	if (a != b)
-		die("checksums differ", -EIO);
+	fig4_rounds(fig4_sm, s, map, words);
 	printf("4b. the bulk path: the raw loop run by sm_guarded (what sm_get_u64(3) names for hot loops)\n");
-	report("throughput", "GB/s", sm, raw, reps, ">= 0.8x", 1);
+	fig4_rounds(fig4_guarded, s, map, words);
 	munmap(map, big);
 	close(fd);
 	sm_release(s);
