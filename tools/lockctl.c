@@ -42,6 +42,7 @@
 
 #include <bsd/stdlib.h>
 #include <bsd/string.h>
+#include <bsd/sys/tree.h>
 
 #include "safemap-internal.h"
 
@@ -534,10 +535,23 @@ static bool wanted(const struct klock *k, const struct fileid *ids, size_t nids)
 	return nids == 0;
 }
 
+/* A /proc file for reading with a buffer larger than the 1 KiB procfs
+ * reports: each read(2) of /proc/locks walks the kernel's lock list from
+ * its start and freezes every lock operation of the system meanwhile, and
+ * returns up to a page, so asking for less multiplies that cost. */
+static FILE *proc_open(const char *path)
+{
+	FILE *f = fopen(path, "re");
+
+	if (f)
+		setvbuf(f, NULL, _IOFBF, 1 << 16);
+	return f;
+}
+
 /* One pass over /proc/locks into pass (emptied first). */
 static void read_pass(struct klocks *pass, const struct fileid *ids, size_t nids)
 {
-	FILE *f = fopen("/proc/locks", "re");
+	FILE *f = proc_open("/proc/locks");
 	struct klock last = { .id = -1 };
 	char *line = NULL;
 	size_t cap = 0;
@@ -577,17 +591,29 @@ static void read_pass(struct klocks *pass, const struct fileid *ids, size_t nids
  * produced a page per read(2): locks taken or dropped elsewhere between two
  * reads shift it, so a line can appear twice or not at all.  Read it until
  * two passes agree on the files we look at (other files' churn does not
- * count); if they never do, report every lock seen in any pass: a line is
+ * count); if they do not soon, report every lock seen in any pass: a line is
  * never invented, only skipped, so the union misses nothing that was held
  * throughout (and may show a lock released meanwhile). */
+static double mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 static void kernel_locks(struct klocks *out, const struct fileid *ids, size_t nids)
 {
 	struct klocks a = { 0 }, b = { 0 }, all = { 0 };
+	/* at most 20 more passes, and none started after a second: with tens
+	 * of thousands of locks a pass takes a good part of one, and each of
+	 * its reads stalls every lock operation of the system */
+	double until = mono_s() + 1.0;
 
 	read_pass(&a, ids, nids);
 	for (size_t i = 0; i < a.n; i++)
 		klocks_add(&all, &a.v[i]);
-	for (int tries = 0; tries < 20; tries++) {
+	for (int tries = 0; tries < 20 && (tries == 0 || mono_s() < until); tries++) {
 		read_pass(&b, ids, nids);
 		if (klocks_equal(&a, &b)) {
 			*out = b;
@@ -606,32 +632,86 @@ static void kernel_locks(struct klocks *out, const struct fileid *ids, size_t ni
 	klocks_free(&b);
 }
 
+/* The command name of pid ("" if unknown), read once per pid: a list of
+ * thousands of locks asks for the same few processes again and again. */
+struct comm_ent {
+	RB_ENTRY(comm_ent) rb;
+	long pid;
+	char comm[32];
+};
+
+static int comm_cmp(const struct comm_ent *a, const struct comm_ent *b)
+{
+	return a->pid < b->pid ? -1 : a->pid > b->pid;
+}
+
+RB_HEAD(comm_tree, comm_ent);
+RB_GENERATE_INTERNAL(comm_tree, comm_ent, rb, comm_cmp, __attribute__((unused)) static)
+static struct comm_tree comms = RB_INITIALIZER(&comms);
+
 static void comm_of(long pid, char *buf, size_t n)
 {
+	struct comm_ent key = { .pid = pid }, *e;
 	char path[64];
 	FILE *f;
 
 	buf[0] = '\0';
 	if (pid <= 0)
 		return;
-	snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
-	if ((f = fopen(path, "re"))) {
-		if (fgets(buf, (int)n, f))
-			buf[strcspn(buf, "\n")] = '\0';
-		fclose(f);
+	if (!(e = RB_FIND(comm_tree, &comms, &key))) {
+		e = xrealloc(NULL, 1, sizeof(*e));
+		e->pid = pid;
+		e->comm[0] = '\0';
+		snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
+		if ((f = fopen(path, "re"))) {
+			if (fgets(e->comm, (int)sizeof(e->comm), f))
+				e->comm[strcspn(e->comm, "\n")] = '\0';
+			fclose(f);
+		}
+		RB_INSERT(comm_tree, &comms, e);
 	}
+	strlcpy(buf, e->comm, n);
 }
 
 /* Owners of OFD locks: /proc/locks says pid -1, but /proc/PID/fdinfo/FD
  * lists the locks held through that descriptor ("lock:" lines), as
- * util-linux 2.40's lslocks reads them.  Scanned once, when needed. */
+ * util-linux 2.40's lslocks reads them.  Scanned once, when needed, and
+ * sorted by lock (then by the order found), so each lookup is a binary
+ * search, not a pass over every descriptor's locks. */
 struct owner {
 	struct klock k;
 	long pid;
+	size_t seen; /* scan order: the first process found wins */
 };
 static struct owner *owners;
 static size_t nowners, owners_cap;
 static bool owners_read;
+
+/* The order of locks as owner_of() matches them (pid and seen aside). */
+static int lock_key_cmp(const struct klock *a, const struct klock *b)
+{
+	if (a->dev != b->dev)
+		return a->dev < b->dev ? -1 : 1;
+	if (a->ino != b->ino)
+		return a->ino < b->ino ? -1 : 1;
+	if (a->start != b->start)
+		return a->start < b->start ? -1 : 1;
+	if (a->len != b->len)
+		return a->len < b->len ? -1 : 1;
+	if (a->write != b->write)
+		return a->write ? 1 : -1;
+	if (a->mandatory != b->mandatory)
+		return a->mandatory ? 1 : -1;
+	return strcmp(a->type, b->type);
+}
+
+static int owner_cmp(const void *x, const void *y)
+{
+	const struct owner *a = x, *b = y;
+	int c = lock_key_cmp(&a->k, &b->k);
+
+	return c ? c : a->seen < b->seen ? -1 : a->seen > b->seen;
+}
 
 static void read_owners(void)
 {
@@ -656,14 +736,15 @@ static void read_owners(void)
 			if (!isdigit((unsigned char)fd->d_name[0]))
 				continue;
 			snprintf(path, sizeof(path), "%s/%s", dir, fd->d_name);
-			if (!(f = fopen(path, "re")))
+			if (!(f = proc_open(path)))
 				continue;
 			while (getline(&line, &cap, f) > 0) {
 				struct klock k;
 				if (strncmp(line, "lock:\t", 6) != 0 || !parse_lock_line(line + 6, &k))
 					continue;
 				GROW(owners, nowners, owners_cap);
-				owners[nowners++] = (struct owner){ k, strtol(pd->d_name, NULL, 10) };
+				owners[nowners] = (struct owner){ k, strtol(pd->d_name, NULL, 10), nowners };
+				nowners++;
 			}
 			fclose(f);
 		}
@@ -672,23 +753,29 @@ static void read_owners(void)
 	free(line);
 	if (proc)
 		closedir(proc);
+	if (nowners)
+		qsort(owners, nowners, sizeof(*owners), owner_cmp);
 }
 
 /* The pid behind kernel lock k: its own, or for an OFD lock (-1) the first
  * process with a descriptor of the file description holding it. */
 static long owner_of(const struct klock *k)
 {
+	size_t lo = 0, hi;
+
 	if (k->pid > 0 || k->blocked)
 		return k->pid;
 	if (!owners_read)
 		read_owners();
-	for (size_t i = 0; i < nowners; i++) {
-		const struct klock *o = &owners[i].k;
-		if (o->dev == k->dev && o->ino == k->ino && o->start == k->start && o->len == k->len &&
-		    o->write == k->write && o->mandatory == k->mandatory && !strcmp(o->type, k->type))
-			return owners[i].pid;
+	/* the first owner whose lock is not below k's */
+	for (hi = nowners; lo < hi;) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (lock_key_cmp(&owners[mid].k, k) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
-	return k->pid;
+	return lo < nowners && lock_key_cmp(&owners[lo].k, k) == 0 ? owners[lo].pid : k->pid;
 }
 
 /* The pid holding the lock a waiter waits for. */
@@ -1712,7 +1799,7 @@ static void help_info(void)
  * fences as one).  Racy against concurrent changes: for display. */
 static void count_locks(dev_t dev, ino_t ino, uint64_t lo, uint64_t hi, bool write, unsigned *n)
 {
-	FILE *f = fopen("/proc/locks", "re");
+	FILE *f = proc_open("/proc/locks");
 	char *line = NULL;
 	size_t cap = 0;
 
