@@ -587,13 +587,6 @@ static void read_pass(struct klocks *pass, const struct fileid *ids, size_t nids
 	fclose(f);
 }
 
-/* The kernel locks on the files in ids (nids 0: all).  /proc/locks is
- * produced a page per read(2): locks taken or dropped elsewhere between two
- * reads shift it, so a line can appear twice or not at all.  Read it until
- * two passes agree on the files we look at (other files' churn does not
- * count); if they do not soon, report every lock seen in any pass: a line is
- * never invented, only skipped, so the union misses nothing that was held
- * throughout (and may show a lock released meanwhile). */
 static double mono_s(void)
 {
 	struct timespec ts;
@@ -602,6 +595,13 @@ static double mono_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* The kernel locks on the files in ids (nids 0: all).  /proc/locks is
+ * produced a page per read(2): locks taken or dropped elsewhere between two
+ * reads shift it, so a line can appear twice or not at all.  Read it until
+ * two passes agree on the files we look at (other files' churn does not
+ * count); if they do not soon, report every lock seen in any pass: a line is
+ * never invented, only skipped, so the union misses only a lock skipped by
+ * every pass (and may show one released meanwhile). */
 static void kernel_locks(struct klocks *out, const struct fileid *ids, size_t nids)
 {
 	struct klocks a = { 0 }, b = { 0 }, all = { 0 };
