@@ -233,7 +233,7 @@ static int commit_many(sm_slice **v, size_t n, int flags)
 			continue;
 		}
 		if (rc == 0 &&
-			   (rc = write_view(v[i], v[i]->h->buffered ? flags : SM_ASYNC, sync, &wrote)) < 0) {
+		    (rc = write_view(v[i], v[i]->h->buffered ? flags : SM_ASYNC, sync, &wrote)) < 0) {
 			if (sync)
 				settle_view(v[i], false);
 		}
