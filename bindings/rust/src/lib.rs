@@ -238,6 +238,13 @@
 #![warn(rust_2018_idioms)]
 
 mod ffi;
+mod lock;
+mod log;
+mod object;
+
+pub use crate::lock::RangeLock;
+pub use crate::log::{Log, LogIter, LogSender};
+pub use crate::object::{Object, PublishError};
 
 use std::ffi::{CStr, CString};
 use std::fmt;
@@ -250,6 +257,7 @@ use std::path::Path;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The version of the C library's `struct sm_view` this crate reads
 /// (`SM_VIEW_VERSION` in `safemap.h`; `build.rs` checks the header).
@@ -318,6 +326,9 @@ fn error_in(rc: c_int, conflict: Option<Conflict>) -> io::Error {
     match -code {
         ffi::EBUSY => io::Error::new(io::ErrorKind::WouldBlock, Error { code, conflict }),
         ffi::ENXIO => io::Error::new(io::ErrorKind::UnexpectedEof, Error { code, conflict: None }),
+        // Kind `Other` on every Rust version (`ErrorKind::Deadlock` is newer
+        // than 1.63): test it with `is_deadlock` or `error_code`.
+        ffi::EDEADLK => io::Error::new(io::ErrorKind::Other, Error { code, conflict: None }),
         e => io::Error::from_raw_os_error(e),
     }
 }
@@ -338,6 +349,13 @@ pub fn error_code(err: &io::Error) -> Option<i32> {
         return Some(e.code);
     }
     err.raw_os_error().map(|e| -e)
+}
+
+/// Whether `err` says that waiting would deadlock (`EDEADLK`, kind
+/// [`io::ErrorKind::Other`]): the region is held by the calling thread
+/// itself, or the wait would close a cycle of waiters.
+pub fn is_deadlock(err: &io::Error) -> bool {
+    error_code(err) == Some(-ffi::EDEADLK)
 }
 
 /// Who holds the region whose mapping failed with `err` (a conflict, kind
@@ -439,6 +457,7 @@ pub struct OpenOptions {
     table_locks: bool,
     no_table: bool,
     table_required: bool,
+    wait_ns: u64,
 }
 
 impl OpenOptions {
@@ -471,7 +490,7 @@ impl OpenOptions {
         self
     }
 
-    /// Table-authority mode (`SM_OPT_TABLE_LOCKS`, SPEC §12): the lock table
+    /// Table-authority mode (`SM_OPT_TABLE_LOCKS`): the lock table
     /// decides exclusion, so an uncontended slice makes no system call.  Every
     /// process using the file must open it in this mode (the other mode gets
     /// an `EPROTO` error); not with [`OpenOptions::no_table`], nor on a network
@@ -491,6 +510,17 @@ impl OpenOptions {
     /// Fail to open if the lock table is unusable (`SM_OPT_TABLE_REQUIRED`).
     pub fn table_required(&mut self, on: bool) -> &mut OpenOptions {
         self.table_required = on;
+        self
+    }
+
+    /// The file's own bound for waiting (`sm_options.wait_ns`; default 10
+    /// seconds, `Duration::MAX`: no bound).  A wait whose timeout equals it
+    /// ([`File::lock_timeout`], [`File::map_read_timeout`],
+    /// [`File::map_write_timeout`]) is the C library's `SM_WAIT` itself: the
+    /// waiter is listed in the lock table, woken at once by a release, and
+    /// cross-process deadlocks are detected.  See [`File::lock_timeout`].
+    pub fn wait_timeout(&mut self, timeout: Duration) -> &mut OpenOptions {
+        self.wait_ns = lock::duration_ns(timeout);
         self
     }
 
@@ -528,21 +558,26 @@ impl OpenOptions {
             flags: optflags,
             tag: ctag.as_ref().map_or(ptr::null(), |t| t.as_ptr()),
             table_dir: ptr::null(),
-            reserved: [0; 5],
+            wait_ns: self.wait_ns,
+            reserved: [0; 4],
         };
         let mut f = ptr::null_mut();
         // SAFETY: valid NUL-terminated strings and options that outlive the call.
         check(unsafe { ffi::sm_open(cpath.as_ptr(), flags, &opt, &mut f) })?;
         let ptr = NonNull::new(f).ok_or_else(|| error(-ffi::ENOMEM))?;
-        Ok(File { inner: Arc::new(FileInner { ptr }) })
+        let wait_ns = if self.wait_ns == 0 { lock::DEFAULT_WAIT_NS } else { self.wait_ns };
+        Ok(File { inner: Arc::new(FileInner { ptr, wait_ns }) })
     }
 }
 
 struct FileInner {
     ptr: NonNull<ffi::sm_file>,
+    /// The effective `sm_options.wait_ns` (never 0).
+    wait_ns: u64,
 }
 
-// SAFETY: sm_file is thread-safe (SPEC §1); sm_close runs once, from Drop.
+// SAFETY: every sm_file call may be made from any thread (the library locks
+// internally); sm_close runs once, from Drop.
 unsafe impl Send for FileInner {}
 unsafe impl Sync for FileInner {}
 
@@ -571,24 +606,36 @@ impl FileInner {
     }
 
     fn map(self: &Arc<Self>, off: u64, len: u64, flags: c_int, write: bool) -> io::Result<Raw> {
-        let mut s = ptr::null_mut();
-        // SAFETY: a live sm_file; out is a valid pointer.
-        let rc = unsafe {
-            if write {
-                ffi::sm_map_write(self.ptr.as_ptr(), off, len, flags, &mut s)
-            } else {
-                ffi::sm_map_read(self.ptr.as_ptr(), off, len, flags, &mut s)
-            }
-        };
-        if rc < 0 {
-            let conflict = if rc == -ffi::EBUSY {
-                Some(Conflict { file: Arc::clone(self), off, len })
-            } else {
-                None
+        self.map_waiting(off, len, flags, write, None)
+    }
+
+    /// Maps, waiting up to `timeout` for a conflicting holder (`None`: fail
+    /// fast with `WouldBlock`).
+    fn map_waiting(
+        self: &Arc<Self>,
+        off: u64,
+        len: u64,
+        flags: c_int,
+        write: bool,
+        timeout: Option<Duration>,
+    ) -> io::Result<Raw> {
+        let s = self.acquire(off, len, write, timeout, |wait| {
+            let mut s = ptr::null_mut();
+            // SAFETY: a live sm_file; out is a valid pointer.
+            let rc = unsafe {
+                if write {
+                    ffi::sm_map_write(self.ptr.as_ptr(), off, len, flags | wait, &mut s)
+                } else {
+                    ffi::sm_map_read(self.ptr.as_ptr(), off, len, flags | wait, &mut s)
+                }
             };
-            return Err(error_in(rc, conflict));
-        }
-        Ok(Raw::new(NonNull::new(s).ok_or_else(|| error(-ffi::ENOMEM))?))
+            if rc < 0 {
+                Err(rc)
+            } else {
+                NonNull::new(s).ok_or(-ffi::ENOMEM)
+            }
+        })?;
+        Ok(Raw::new(s))
     }
 }
 
@@ -702,7 +749,7 @@ struct Raw {
     state: *const u32,
 }
 
-// SAFETY: SPEC §2: concurrent reads through one slice are allowed; writes,
+// SAFETY: the C library allows concurrent reads through one slice; writes,
 // commit and release need one thread at a time, which `&mut` (and ownership,
 // for release) guarantees.  A slice may be handed to another thread.
 unsafe impl Send for Raw {}
