@@ -38,21 +38,55 @@
 //! over many words, copy blocks with [`ReadSlice::read_at`] (one check per
 //! block, `memcpy` speed) and decode from the copy.
 //!
+//! # Range locks, waiting, logs and objects
+//!
+//! * [`File::lock`] locks a byte range without mapping it ([`RangeLock`],
+//!   unlocked on drop), with the same conflicts as slices.
+//! * [`File::lock_timeout`], [`File::map_read_timeout`] and
+//!   [`File::map_write_timeout`] wait up to a [`Duration`] for conflicting
+//!   holders: `TimedOut` when the time is up, `EDEADLK` ([`is_deadlock`])
+//!   when waiting could never end.
+//! * A [`Log`] appends records at the tail of a shared file and commits
+//!   them with one flush shared by concurrent committers; a [`LogSender`]
+//!   is a channel into it whose `send` returns once the record is durable.
+//! * An [`Object`] is a file written in full ([`std::io::Write`], or
+//!   zero-copy through [`Object::map_write`]) that appears under its name
+//!   only when published.
+//!
 //! # Building
 //!
 //! `build.rs` links libsafemap dynamically: from `SAFEMAP_LIB_DIR` when it
-//! is set (with an rpath to it; `SAFEMAP_INCLUDE_DIR` names the header's
-//! directory), else through `pkg-config safemap`, else from the C library
-//! built in the enclosing source tree (`../../lib/.libs`).  It refuses a
-//! `safemap.h` whose `SM_VIEW_VERSION` is not the one this crate reads.
-//! In the safemap tree, `make check-rust` runs `cargo test --offline`
-//! against the library just built.
+//! is set (`SAFEMAP_INCLUDE_DIR` names the header's directory), else
+//! through `pkg-config safemap`, else from the C library built in the
+//! enclosing source tree (`../../lib/.libs`).  It refuses a `safemap.h`
+//! whose `SM_VIEW_VERSION` is not the one this crate reads.  In the
+//! safemap tree, `make check-rust` runs `cargo test --offline` against the
+//! library just built.
+//!
+//! The rpath the build script adds reaches only this crate's own tests and
+//! examples, not the binaries of a crate that depends on it.  The crate
+//! declares `links = "safemap"` and publishes the library's directory as
+//! the metadata key `lib_dir`, so a dependent's build script sees it as
+//! `DEP_SAFEMAP_LIB_DIR`; for its binaries to find a library that is not in
+//! the loader's path (without `LD_LIBRARY_PATH`), that build script adds
+//! the rpath:
+//!
+//! ```no_run
+//! // build.rs of a crate that depends on safemap
+//! fn main() {
+//!     if let Ok(dir) = std::env::var("DEP_SAFEMAP_LIB_DIR") {
+//!         println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir);
+//!     }
+//! }
+//! ```
 //!
 //! # Errors
 //!
-//! Failures are [`io::Error`]s.  Conflicts (`EBUSY`, kind `WouldBlock`) and
-//! truncation (`ENXIO`, kind `UnexpectedEof`) are custom errors carrying the
-//! safemap code ([`error_code`]); their `raw_os_error()` is `None`.  Every
+//! Failures are [`io::Error`]s.  Conflicts (`EBUSY`, kind `WouldBlock`),
+//! truncation (`ENXIO`, kind `UnexpectedEof`) and deadlocking waits
+//! (`EDEADLK`, kind `Other`: [`is_deadlock`]) are custom errors carrying the
+//! safemap code ([`error_code`]); their `raw_os_error()` is `None`.  A wait
+//! that runs out of time is `ETIMEDOUT`, kind `TimedOut`.  Every
 //! other code is an [`io::Error::from_raw_os_error`]: `ERANGE` for an access
 //! or region out of bounds, `EBADF` for a write slice of a read-only file,
 //! `EIO`/`ENOSPC` from commit, and so on.

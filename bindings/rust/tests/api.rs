@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-//! The SPEC §14 API in one process.
+//! The crate's file and slice API in one process.
 mod common;
 
 use common::*;
