@@ -205,6 +205,28 @@ fn trim_discards_records_below_the_point() {
     assert_eq!(all(&log, lsns[99]), vec![(lsns[99], vec![99u8; 100])]);
 }
 
+#[cfg(safemap_log_trim)]
+#[test]
+fn trim_gives_disk_space_back() {
+    use std::os::unix::fs::MetadataExt;
+    let s = log_path("log-trim-space");
+    let log = safemap::Log::open(s.path(), true).unwrap();
+    let rec = vec![0x5au8; 256 * 1024];
+    let lsns: Vec<u64> = (0..48).map(|_| log.append(&rec).unwrap()).collect(); // 12 MiB
+    log.commit().unwrap();
+    let before = std::fs::metadata(s.path()).unwrap().blocks() * 512;
+    log.trim(lsns[47]).unwrap();
+    let after = std::fs::metadata(s.path()).unwrap().blocks() * 512;
+    // Everything below the last record goes back, less at most 4 MiB.
+    assert!(
+        before - after.min(before) >= (47 * 256 * 1024) - (4 << 20),
+        "allocated {} bytes before the trim, {} after",
+        before,
+        after
+    );
+    assert_eq!(all(&log, 0), vec![(lsns[47], rec)]);
+}
+
 #[cfg(not(safemap_log_trim))]
 #[test]
 fn trim_is_not_built_without_sm_log_trim() {
