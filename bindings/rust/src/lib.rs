@@ -271,10 +271,15 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
 
+mod cursor;
 mod ffi;
 mod lock;
 mod log;
 mod object;
+mod raw;
+
+pub use crate::cursor::{ReadCursor, WriteCursor};
+use crate::raw::Raw;
 
 pub use crate::lock::RangeLock;
 pub use crate::log::{Log, LogIter, LogSender};
@@ -771,278 +776,7 @@ impl File {
 // ---------------------------------------------------------------------------
 // Slices
 
-/// One C slice; released on drop.  The view's base, length and state
-/// pointer are constant for the slice's life (version 1 of struct sm_view):
-/// they are copied here once, so that the compiler can keep them in
-/// registers across a loop of accesses (the volatile accesses in between
-/// would otherwise force a reload of each field, every time).
-struct Raw {
-    s: NonNull<ffi::sm_slice>,
-    base: *mut u8,
-    len: u64,
-    state: *const u32,
-}
-
-// SAFETY: the C library allows concurrent reads through one slice; writes,
-// commit and release need one thread at a time, which `&mut` (and ownership,
-// for release) guarantees.  A slice may be handed to another thread.
-unsafe impl Send for Raw {}
-unsafe impl Sync for Raw {}
-
-impl Drop for Raw {
-    fn drop(&mut self) {
-        // SAFETY: released once; a release error is reported by `release`.
-        unsafe { ffi::sm_release(self.s.as_ptr()) };
-    }
-}
-
-/// A machine word the accessors read and write.
-trait Word: Copy {
-    const N: usize;
-    /// A volatile load: one access whatever the alignment (single-copy
-    /// atomic at natural alignment), as the C header's packed volatile
-    /// access compiles to.
-    unsafe fn load(p: *const u8) -> Self;
-    /// A volatile store, likewise.
-    unsafe fn store(p: *mut u8, v: Self);
-}
-
-// A byte: any address is aligned.
-impl Word for u8 {
-    const N: usize = 1;
-    #[inline(always)]
-    unsafe fn load(p: *const u8) -> u8 {
-        ptr::read_volatile(p)
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut u8, v: u8) {
-        ptr::write_volatile(p, v)
-    }
-}
-
-// Wider words: x86-64 and AArch64 load and store any alignment with one instruction.
-// An `asm!` block is opaque to the optimiser (never merged, split, cached
-// or removed), which is what volatile means here; `ptr::read_volatile`
-// would need an aligned pointer, and over a byte array it compiles to one
-// access per byte.
-#[cfg(target_arch = "x86_64")]
-macro_rules! word {
-    ($t:ty, $reg:literal, $mov:literal) => {
-        impl Word for $t {
-            const N: usize = std::mem::size_of::<$t>();
-            #[inline(always)]
-            unsafe fn load(p: *const u8) -> $t {
-                let x: $t;
-                std::arch::asm!(concat!($mov, " {x", $reg, "}, [{p}]"), p = in(reg) p, x = lateout(reg) x,
-                                options(nostack, preserves_flags, readonly));
-                x
-            }
-            #[inline(always)]
-            unsafe fn store(p: *mut u8, v: $t) {
-                std::arch::asm!(concat!("mov [{p}], {x", $reg, "}"), p = in(reg) p, x = in(reg) v,
-                                options(nostack, preserves_flags));
-            }
-        }
-    };
-}
-#[cfg(target_arch = "x86_64")]
-mod words {
-    use super::Word;
-    word!(u16, ":x", "mov");
-    word!(u32, ":e", "mov");
-    word!(u64, ":r", "mov");
-}
-
-#[cfg(target_arch = "aarch64")]
-macro_rules! word {
-    ($t:ty, $reg:literal, $ld:literal, $st:literal) => {
-        impl Word for $t {
-            const N: usize = std::mem::size_of::<$t>();
-            #[inline(always)]
-            unsafe fn load(p: *const u8) -> $t {
-                let x: u64;
-                std::arch::asm!(concat!($ld, " {x", $reg, "}, [{p}]"), p = in(reg) p, x = lateout(reg) x,
-                                options(nostack, preserves_flags, readonly));
-                x as $t
-            }
-            #[inline(always)]
-            unsafe fn store(p: *mut u8, v: $t) {
-                std::arch::asm!(concat!($st, " {x", $reg, "}, [{p}]"), p = in(reg) p, x = in(reg) v as u64,
-                                options(nostack, preserves_flags));
-            }
-        }
-    };
-}
-#[cfg(target_arch = "aarch64")]
-mod words {
-    use super::Word;
-    word!(u16, ":w", "ldrh", "strh");
-    word!(u32, ":w", "ldr", "str");
-    word!(u64, "", "ldr", "str");
-}
-
-// Elsewhere: a volatile access of the word type when aligned, else one
-// volatile access per byte.
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-macro_rules! word {
-    ($t:ty) => {
-        impl Word for $t {
-            const N: usize = std::mem::size_of::<$t>();
-            #[inline(always)]
-            unsafe fn load(p: *const u8) -> $t {
-                if p as usize % Self::N == 0 {
-                    ptr::read_volatile(p as *const $t)
-                } else {
-                    <$t>::from_ne_bytes(ptr::read_volatile(p as *const [u8; std::mem::size_of::<$t>()]))
-                }
-            }
-            #[inline(always)]
-            unsafe fn store(p: *mut u8, v: $t) {
-                if p as usize % Self::N == 0 {
-                    ptr::write_volatile(p as *mut $t, v)
-                } else {
-                    ptr::write_volatile(p as *mut [u8; std::mem::size_of::<$t>()], v.to_ne_bytes())
-                }
-            }
-        }
-    };
-}
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-mod words {
-    use super::Word;
-    use std::ptr;
-    word!(u16);
-    word!(u32);
-    word!(u64);
-}
-
-impl Raw {
-    fn new(s: NonNull<ffi::sm_slice>) -> Raw {
-        let v = s.as_ptr() as *const ffi::sm_view;
-        // SAFETY: every sm_slice begins with struct sm_view.
-        unsafe { Raw { s, base: (*v).base, len: (*v).len, state: (*v).state } }
-    }
-
-    #[inline(always)]
-    fn view(&self) -> *const ffi::sm_view {
-        self.s.as_ptr() as *const ffi::sm_view
-    }
-
-    #[inline(always)]
-    fn len(&self) -> u64 {
-        self.len
-    }
-
-    fn offset(&self) -> u64 {
-        unsafe { ffi::sm_offset(self.s.as_ptr()) }
-    }
-
-    /// The C inline fast path: bounds check, one volatile load, one load of
-    /// the state word; the library computes the error when a check fails.
-    #[inline(always)]
-    fn get<T: Word>(&self, off: u64) -> io::Result<T> {
-        // SAFETY: the access lies inside [base, base+len), which stays
-        // mapped until the slice is released (a page lost to truncation is
-        // replaced by a zero page by the SIGBUS guard); the state word lives
-        // as long as the mapping.
-        unsafe {
-            let len = self.len;
-            if off < len && len - off >= T::N as u64 {
-                let x = T::load(self.base.add(off as usize));
-                if ptr::read_volatile(self.state) == 0 {
-                    return Ok(x);
-                }
-                return self.slow(off, T::N, 0).map(|()| x);
-            }
-        }
-        Err(self.fail(off, T::N, 0))
-    }
-
-    #[inline(always)]
-    fn put<T: Word>(&mut self, off: u64, x: T) -> io::Result<()> {
-        let v = self.view();
-        // SAFETY: as in get; a write slice's view has a dirty bitmap covering
-        // its pages, updated atomically as the C inline path does.
-        unsafe {
-            let len = self.len;
-            if (*v).flags & ffi::SM_VIEW_WRITE != 0 && off < len && len - off >= T::N as u64 {
-                T::store(self.base.add(off as usize), x);
-                if ptr::read_volatile(self.state) != 0 {
-                    self.slow(off, T::N, 1)?;
-                }
-                mark(v, off, T::N as u64);
-                return Ok(());
-            }
-        }
-        Err(self.fail(off, T::N, 1))
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn slow(&self, off: u64, n: usize, write: c_int) -> io::Result<()> {
-        // SAFETY: a live slice.
-        check(unsafe { ffi::sm__access_fail(self.s.as_ptr(), off, n as u64, write) })
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn fail(&self, off: u64, n: usize, write: c_int) -> io::Error {
-        // SAFETY: a live slice.
-        let rc = unsafe { ffi::sm__access_fail(self.s.as_ptr(), off, n as u64, write) };
-        error(if rc < 0 { rc } else { -ffi::ERANGE })
-    }
-
-    fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()> {
-        if buf.is_empty() {
-            return if off <= self.len() { Ok(()) } else { Err(error(-ffi::ERANGE)) };
-        }
-        // SAFETY: buf is valid for buf.len() bytes.
-        check(unsafe { ffi::sm_read(self.s.as_ptr(), off, buf.as_mut_ptr() as *mut c_void, buf.len()) })
-    }
-
-    fn write_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
-        if buf.is_empty() {
-            return if off <= self.len() { Ok(()) } else { Err(error(-ffi::ERANGE)) };
-        }
-        // SAFETY: buf is valid for buf.len() bytes.
-        check(unsafe { ffi::sm_write(self.s.as_ptr(), off, buf.as_ptr() as *const c_void, buf.len()) })
-    }
-
-    fn sub(&self, off: u64, len: u64) -> io::Result<Raw> {
-        let mut s = ptr::null_mut();
-        // SAFETY: a live slice; sm_sub only takes references under the file lock.
-        check(unsafe { ffi::sm_sub(self.s.as_ptr(), off, len, &mut s) })?;
-        Ok(Raw::new(NonNull::new(s).ok_or_else(|| error(-ffi::ENOMEM))?))
-    }
-
-    fn release(self) -> io::Result<()> {
-        let this = ManuallyDrop::new(self);
-        // SAFETY: released exactly once (Drop is suppressed).
-        check(unsafe { ffi::sm_release(this.s.as_ptr()) })
-    }
-
-    /// Raw bytes of the slice.
-    unsafe fn bytes(&self) -> &[u8] {
-        let v = self.view();
-        std::slice::from_raw_parts((*v).base, (*v).len as usize)
-    }
-}
-
-/// Sets the dirty bits of the pages of `[off, off+n)` (C's `sm__mark`).
-#[inline(always)]
-unsafe fn mark(v: *const ffi::sm_view, off: u64, n: u64) {
-    let shift = (*v).page_shift;
-    let first = ((*v).dirty_off + off) >> shift;
-    let last = ((*v).dirty_off + off + n - 1) >> shift;
-    for p in first..=last {
-        let bit = 1u64 << (p & 63);
-        // SAFETY: the bitmap is shared with C, which accesses it atomically.
-        let word = &*((*v).dirty.add((p >> 6) as usize) as *const AtomicU64);
-        if word.load(Ordering::Relaxed) & bit == 0 {
-            word.fetch_or(bit, Ordering::Relaxed);
-        }
-    }
-}
+// The C slice under every slice type: src/raw.rs.
 
 macro_rules! getters {
     ($($name:ident $t:ty, $conv:expr, $order:literal;)*) => {$(
@@ -1305,101 +1039,7 @@ pub fn commit_many(slices: &mut [&mut WriteSlice<'_>]) -> io::Result<()> {
     check(unsafe { ffi::sm_commit_many(v.as_mut_ptr(), v.len(), ffi::SM_SYNC) })
 }
 
-// ---------------------------------------------------------------------------
-// Cursors
-
-fn seek_to(pos: u64, len: u64, to: SeekFrom) -> io::Result<u64> {
-    let (base, delta) = match to {
-        SeekFrom::Start(n) => return Ok(n),
-        SeekFrom::End(d) => (len, d),
-        SeekFrom::Current(d) => (pos, d),
-    };
-    let new = if delta >= 0 { base.checked_add(delta as u64) } else { base.checked_sub(delta.unsigned_abs()) };
-    new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "safemap: seek before byte 0 or overflow"))
-}
-
-fn cursor_read(raw: &Raw, pos: &mut u64, buf: &mut [u8]) -> io::Result<usize> {
-    let len = raw.len();
-    if *pos >= len || buf.is_empty() {
-        return Ok(0);
-    }
-    let n = std::cmp::min(buf.len() as u64, len - *pos) as usize;
-    raw.read_at(*pos, &mut buf[..n])?;
-    *pos += n as u64;
-    Ok(n)
-}
-
-/// A [`Read`] + [`Seek`] cursor over a read slice (or a read view of a write
-/// slice).  Reading at the end gives `Ok(0)`.
-pub struct ReadCursor<'s> {
-    raw: &'s Raw,
-    pos: u64,
-}
-
-impl ReadCursor<'_> {
-    /// The position, relative to the slice.
-    pub fn position(&self) -> u64 {
-        self.pos
-    }
-}
-
-impl Read for ReadCursor<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        cursor_read(self.raw, &mut self.pos, buf)
-    }
-}
-
-impl Seek for ReadCursor<'_> {
-    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        self.pos = seek_to(self.pos, self.raw.len(), to)?;
-        Ok(self.pos)
-    }
-}
-
-/// A [`Read`] + [`Write`] + [`Seek`] cursor over a write slice.  Writing at
-/// the end gives `Ok(0)` (so `write_all` fails with `WriteZero`); `flush`
-/// does nothing: call [`WriteSlice::commit`].
-pub struct WriteCursor<'s> {
-    raw: &'s mut Raw,
-    pos: u64,
-}
-
-impl WriteCursor<'_> {
-    /// The position, relative to the slice.
-    pub fn position(&self) -> u64 {
-        self.pos
-    }
-}
-
-impl Read for WriteCursor<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        cursor_read(self.raw, &mut self.pos, buf)
-    }
-}
-
-impl Write for WriteCursor<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let len = self.raw.len();
-        if self.pos >= len || buf.is_empty() {
-            return Ok(0);
-        }
-        let n = std::cmp::min(buf.len() as u64, len - self.pos) as usize;
-        self.raw.write_at(self.pos, &buf[..n])?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Seek for WriteCursor<'_> {
-    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        self.pos = seek_to(self.pos, self.raw.len(), to)?;
-        Ok(self.pos)
-    }
-}
+// Cursors: src/cursor.rs.
 
 macro_rules! debug_slice {
     ($($t:ty),*) => {$(
@@ -1410,6 +1050,7 @@ macro_rules! debug_slice {
         }
     )*};
 }
+
 debug_slice!(ReadSlice<'_>, WriteSlice<'_>, OwnedReadSlice);
 
 #[doc(hidden)]
@@ -1484,6 +1125,8 @@ pub mod __private {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cursor::seek_to;
+    use crate::raw::Word;
 
     #[test]
     fn errors_map_to_kinds() {

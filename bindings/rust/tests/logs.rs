@@ -227,8 +227,9 @@ fn trim_gives_disk_space_back() {
     assert_eq!(all(&log, 0), vec![(lsns[47], rec)]);
 }
 
+/// Counted as skipped (ignored): `Log::trim` is not built, the library's
+/// `safemap.h` has no `sm_log_trim`.
 #[cfg(not(safemap_log_trim))]
 #[test]
-fn trim_is_not_built_without_sm_log_trim() {
-    eprintln!("SKIP: Log::trim is not built: this safemap.h has no sm_log_trim");
-}
+#[ignore]
+fn trim_is_not_built_without_sm_log_trim() {}
