@@ -270,6 +270,8 @@
 //! ```
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
+// The crate docs show a dependent's build script, whose `main` is the point.
+#![allow(clippy::needless_doctest_main)]
 
 mod cursor;
 mod ffi;
@@ -409,7 +411,7 @@ pub fn holders_of(err: &io::Error) -> Vec<Holder> {
     }
 }
 
-/// Lock mode of a [`Holder`].
+/// A lock mode: of a [`Holder`], or asked of [`File::lock`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// A read (shared) lock.
