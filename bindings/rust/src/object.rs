@@ -13,7 +13,7 @@ const BUF: usize = 64 * 1024;
 /// leaves nothing behind.  Fill it with [`std::io::Write`] (appending from
 /// offset 0; buffered, so call `publish` rather than relying on `Drop`) or
 /// zero-copy through [`Object::map_write`].  Objects use no lock table.
-/// `Send`.
+/// `Send + Sync`.
 ///
 /// ```
 /// use std::io::Write;
@@ -50,8 +50,11 @@ pub struct Object {
     pos: u64,
 }
 
-// SAFETY: an sm_object is plain state used by one thread at a time.
+// SAFETY: an sm_object is plain state used by one thread at a time: every
+// method that calls into the library takes `&mut self` or `self` (`&self`
+// only reads Rust fields), so sharing `&Object` is harmless too.
 unsafe impl Send for Object {}
+unsafe impl Sync for Object {}
 
 impl fmt::Debug for Object {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

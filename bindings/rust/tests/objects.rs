@@ -158,7 +158,18 @@ fn bad_names_are_invalid() {
 }
 
 #[test]
-fn object_is_send() {
-    fn send<T: Send>() {}
-    send::<safemap::Object>();
+fn object_and_its_publish_error_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<safemap::Object>();
+    send_sync::<safemap::PublishError>();
+    // `?` also converts a PublishError into the usual boxed error.
+    let d = Dir::new("boxed");
+    let run = || -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let mut o = safemap::Object::create(d.path(), "b")?;
+        o.write_all(b"boxed")?;
+        o.publish()?;
+        Ok(())
+    };
+    run().unwrap();
+    assert!(run().unwrap_err().to_string().contains("publish"));
 }
