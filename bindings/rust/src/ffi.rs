@@ -157,6 +157,14 @@ extern "C" {
 
     pub fn sm_lock(f: *mut sm_file, off: u64, len: u64, flags: c_int, tag: *const c_char, out: *mut *mut sm_range) -> c_int;
     pub fn sm_unlock(r: *mut sm_range) -> c_int;
+    // A wait bound per call: declared only when the header has them
+    // (build.rs sets the cfg).
+    #[cfg(safemap_timed)]
+    pub fn sm_lock_timed(f: *mut sm_file, off: u64, len: u64, flags: c_int, timeout_ns: u64, tag: *const c_char, out: *mut *mut sm_range) -> c_int;
+    #[cfg(safemap_timed)]
+    pub fn sm_map_read_timed(f: *mut sm_file, off: u64, len: u64, flags: c_int, timeout_ns: u64, out: *mut *mut sm_slice) -> c_int;
+    #[cfg(safemap_timed)]
+    pub fn sm_map_write_timed(f: *mut sm_file, off: u64, len: u64, flags: c_int, timeout_ns: u64, out: *mut *mut sm_slice) -> c_int;
 
     pub fn sm_log_open(path: *const c_char, flags: c_int, opt: *const sm_options, out: *mut *mut sm_log) -> c_int;
     pub fn sm_log_append(log: *mut sm_log, rec: *const c_void, len: usize, lsn: *mut u64) -> c_int;

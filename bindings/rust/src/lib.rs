@@ -555,11 +555,13 @@ impl OpenOptions {
     }
 
     /// The file's own bound for waiting (`sm_options.wait_ns`; default 10
-    /// seconds, `Duration::MAX`: no bound).  A wait whose timeout equals it
-    /// ([`File::lock_timeout`], [`File::map_read_timeout`],
-    /// [`File::map_write_timeout`]) is the C library's `SM_WAIT` itself: the
-    /// waiter is listed in the lock table, woken at once by a release, and
-    /// cross-process deadlocks are detected.  See [`File::lock_timeout`].
+    /// seconds, `Duration::MAX`: no bound).  With a C library that takes a
+    /// bound per call (`sm_lock_timed`), every wait ([`File::lock_timeout`],
+    /// [`File::map_read_timeout`], [`File::map_write_timeout`]) is the C
+    /// library's own.  With an older one, a wait whose timeout equals this
+    /// bound is (`SM_WAIT`: the waiter is listed in the lock table, woken at
+    /// once by a release, and cross-process deadlocks are detected), and any
+    /// other retries with a short backoff.  See [`File::lock_timeout`].
     pub fn wait_timeout(&mut self, timeout: Duration) -> &mut OpenOptions {
         self.wait_ns = lock::duration_ns(timeout);
         self
@@ -660,14 +662,19 @@ impl FileInner {
         write: bool,
         timeout: Option<Duration>,
     ) -> io::Result<Raw> {
+        let f = self.ptr.as_ptr();
         let s = self.acquire(off, len, write, timeout, |wait| {
             let mut s = ptr::null_mut();
+            let flags = flags | wait.flag();
             // SAFETY: a live sm_file; out is a valid pointer.
             let rc = unsafe {
-                if write {
-                    ffi::sm_map_write(self.ptr.as_ptr(), off, len, flags | wait, &mut s)
-                } else {
-                    ffi::sm_map_read(self.ptr.as_ptr(), off, len, flags | wait, &mut s)
+                match (wait, write) {
+                    #[cfg(safemap_timed)]
+                    (lock::Wait::Ns(ns), true) => ffi::sm_map_write_timed(f, off, len, flags, ns, &mut s),
+                    #[cfg(safemap_timed)]
+                    (lock::Wait::Ns(ns), false) => ffi::sm_map_read_timed(f, off, len, flags, ns, &mut s),
+                    (_, true) => ffi::sm_map_write(f, off, len, flags, &mut s),
+                    (_, false) => ffi::sm_map_read(f, off, len, flags, &mut s),
                 }
             };
             if rc < 0 {

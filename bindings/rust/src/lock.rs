@@ -4,26 +4,28 @@
 //!
 //! # Where the per-call time limit comes from
 //!
-//! The C library bounds `SM_WAIT` by the file's `sm_options.wait_ns`, fixed
-//! when the file is opened; it has no per-call deadline yet.  A second
-//! `sm_file` per timeout would not do: its locks would belong to another
-//! open file description, so they would conflict with this `File`'s own
-//! slices and ranges where `File::lock` does not, and the wait could not
-//! see a deadlock on the caller's own holds.  So [`FileInner::acquire`]
-//! does this, on the `File`'s own `sm_file`:
+//! Libraries whose `safemap.h` declares `sm_lock_timed`,
+//! `sm_map_read_timed` and `sm_map_write_timed` (the build script looks and
+//! sets `cfg(safemap_timed)`) take a bound per call: every timed wait is the
+//! C library's wait (listed as waiting, woken by the release, cycles of
+//! waiters across processes found).
+//!
+//! Older libraries bound `SM_WAIT` only by the file's `sm_options.wait_ns`,
+//! fixed when the file is opened.  A second `sm_file` per timeout would not
+//! do: its locks would belong to another open file description, so they
+//! would conflict with this `File`'s own slices and ranges where
+//! `File::lock` does not.  So [`FileInner::acquire`] does this there, on the
+//! `File`'s own `sm_file`:
 //!
 //! * a timeout equal to the file's bound ([`OpenOptions::wait_timeout`],
-//!   10 s by default) is one `SM_WAIT` call: the C library's wait itself
-//!   (listed as waiting, woken by the release, cross-process cycles found);
+//!   10 s by default) is one `SM_WAIT` call: the C library's wait itself;
 //! * any other timeout retries the fail-fast acquisition with a backoff
 //!   (50 us doubling to 2 ms) until it succeeds or the time is up
 //!   (`ETIMEDOUT`); a conflicting hold of the calling thread itself is
 //!   `EDEADLK` at once, as in the C wait.
-//!
-//! When the C library gains a per-call deadline, only `acquire` changes:
-//! pass the deadline to it and drop the retry loop.
 use super::*;
 use std::os::raw::c_char;
+#[cfg(not(safemap_timed))]
 use std::time::Instant;
 
 /// `sm_options.wait_ns == 0` means this many ns (10 s).
@@ -40,6 +42,7 @@ pub(crate) fn duration_ns(d: Duration) -> u64 {
     }
 }
 
+#[cfg(not(safemap_timed))]
 extern "C" {
     // glibc 2.30 and later (Debian 12 has 2.36).
     fn gettid() -> i32;
@@ -54,33 +57,65 @@ impl Mode {
     }
 }
 
+/// How an acquisition waits for conflicting holders.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Wait {
+    /// Not at all: `EBUSY` (the plain call, no `SM_WAIT`).
+    No,
+    /// Up to the file's own bound (the plain call with `SM_WAIT`).
+    #[cfg_attr(safemap_timed, allow(dead_code))]
+    FileBound,
+    /// Up to this many ns (the `_timed` call; never 0: that fails fast).
+    #[cfg_attr(not(safemap_timed), allow(dead_code))]
+    Ns(u64),
+}
+
+impl Wait {
+    /// The flags for the plain call (`SM_WAIT` or 0).
+    pub(crate) fn flag(self) -> c_int {
+        match self {
+            Wait::FileBound => ffi::SM_WAIT,
+            _ => 0,
+        }
+    }
+}
+
 impl FileInner {
-    /// Runs `attempt` (given 0, or `SM_WAIT`) until it succeeds or fails
-    /// otherwise than by a conflict; with `timeout == None`, once (a
-    /// conflict is `WouldBlock`, naming the region for [`holders_of`]).
+    /// Runs `attempt` until it succeeds or fails otherwise than by a
+    /// conflict; with `timeout == None`, once (a conflict is `WouldBlock`,
+    /// naming the region for [`holders_of`]).
     pub(crate) fn acquire<T>(
         self: &Arc<Self>,
         off: u64,
         len: u64,
         write: bool,
         timeout: Option<Duration>,
-        mut attempt: impl FnMut(c_int) -> Result<T, c_int>,
+        mut attempt: impl FnMut(Wait) -> Result<T, c_int>,
     ) -> io::Result<T> {
         let rc = match timeout {
-            None => match attempt(0) {
+            None => match attempt(Wait::No) {
                 Ok(x) => return Ok(x),
                 Err(rc) => rc,
             },
-            Some(t) if duration_ns(t) == self.wait_ns => match attempt(ffi::SM_WAIT) {
-                Ok(x) => return Ok(x),
-                Err(rc) => rc,
-            },
+            #[cfg(safemap_timed)]
             Some(t) => {
-                // Switch to the C per-call deadline here when it exists.
+                let _ = write; // the C wait finds deadlocks itself
+                match attempt(Wait::Ns(duration_ns(t))) {
+                    Ok(x) => return Ok(x),
+                    Err(rc) => rc,
+                }
+            }
+            #[cfg(not(safemap_timed))]
+            Some(t) if duration_ns(t) == self.wait_ns => match attempt(Wait::FileBound) {
+                Ok(x) => return Ok(x),
+                Err(rc) => rc,
+            },
+            #[cfg(not(safemap_timed))]
+            Some(t) => {
                 let deadline = Instant::now().checked_add(t);
                 let mut pause = Duration::from_micros(50);
                 loop {
-                    let rc = match attempt(0) {
+                    let rc = match attempt(Wait::No) {
                         Ok(x) => return Ok(x),
                         Err(rc) => rc,
                     };
@@ -108,6 +143,7 @@ impl FileInner {
     /// Whether the calling thread itself holds a region conflicting with
     /// `[off, off+len)` (through any `File` of this process), read from the
     /// lock table: waiting for it would never end.  `false` without a table.
+    #[cfg(not(safemap_timed))]
     fn held_by_this_thread(&self, off: u64, len: u64, write: bool) -> bool {
         let holders = match self.holders(off, len) {
             Ok(h) => h,
@@ -215,10 +251,10 @@ impl File {
     /// [`OpenOptions::wait_timeout`], the wait would close a cycle of
     /// waiters across processes).
     ///
-    /// A timeout equal to the file's own bound is the C library's wait (the
-    /// waiter is listed in the lock table and woken by the release); any
-    /// other timeout retries with a short backoff (at most 2 ms between
-    /// tries), until the C library takes a deadline per call.
+    /// The wait is the C library's (the waiter is listed in the lock table
+    /// and woken by the release) when the library takes a bound per call
+    /// (`sm_lock_timed`), or the timeout equals the file's own bound; else
+    /// it retries with a short backoff (at most 2 ms between tries).
     pub fn lock_timeout(&self, off: u64, len: u64, mode: Mode, timeout: Duration) -> io::Result<RangeLock<'_>> {
         self.lock_waiting(off, len, mode, Some(timeout))
     }
@@ -249,8 +285,16 @@ impl File {
         let f = self.inner.ptr.as_ptr();
         let r = self.inner.acquire(off, len, mode == Mode::Write, timeout, |wait| {
             let mut r = ptr::null_mut();
-            // SAFETY: a live sm_file; a NULL tag means the file's own tag.
-            let rc = unsafe { ffi::sm_lock(f, off, len, mode.lock_flag() | wait, ptr::null::<c_char>(), &mut r) };
+            let flags = mode.lock_flag() | wait.flag();
+            let tag = ptr::null::<c_char>(); // the file's own tag
+            // SAFETY: a live sm_file; out is a valid pointer.
+            let rc = unsafe {
+                match wait {
+                    #[cfg(safemap_timed)]
+                    Wait::Ns(ns) => ffi::sm_lock_timed(f, off, len, flags, ns, tag, &mut r),
+                    _ => ffi::sm_lock(f, off, len, flags, tag, &mut r),
+                }
+            };
             if rc < 0 {
                 Err(rc)
             } else {
