@@ -204,6 +204,18 @@ SM_EXPORT SM_WUR int sm_map_read(sm_file *f, uint64_t off, uint64_t len, int fla
 SM_EXPORT SM_WUR int sm_map_write(sm_file *f, uint64_t off, uint64_t len, int flags,
 				  sm_slice **out);
 
+/* sm_map_read / sm_map_write with a bound of this call's own instead of
+ * sm_options.wait_ns: timeout_ns 0 fails fast (-EBUSY, as without SM_WAIT),
+ * SM_WAIT_FOREVER waits without a bound, any other value waits up to
+ * timeout_ns ns (CLOCK_MONOTONIC) and then returns -ETIMEDOUT.  SM_WAIT in
+ * flags changes nothing; SM_NOLOCK with a nonzero timeout is -EINVAL.
+ * Otherwise as sm_map_read (same flags, errors and waiting rules).  See
+ * sm_map_read_timed(3). */
+SM_EXPORT SM_WUR int sm_map_read_timed(sm_file *f, uint64_t off, uint64_t len, int flags,
+				       uint64_t timeout_ns, sm_slice **out);
+SM_EXPORT SM_WUR int sm_map_write_timed(sm_file *f, uint64_t off, uint64_t len, int flags,
+					uint64_t timeout_ns, sm_slice **out);
+
 /* Unlock and free a slice.  Never commits: uncommitted changes of a direct
  * slice stay in the page cache.  Returns 0, -EINVAL (NULL), or a negative
  * errno from unlocking; the slice is freed in every case. */
@@ -332,6 +344,14 @@ SM_EXPORT int sm_dirty_pages(const sm_slice *s);
  * -ESTALE (fork child), -ENOLCK (lock table full, or kernel lock table), -ENOMEM. */
 SM_EXPORT SM_WUR int sm_lock(sm_file *f, uint64_t off, uint64_t len, int flags, const char *tag,
 			     sm_range **out);
+
+/* sm_lock with a bound of this call's own instead of sm_options.wait_ns:
+ * timeout_ns 0 fails fast (-EBUSY), SM_WAIT_FOREVER waits without a bound,
+ * any other value waits up to timeout_ns ns (CLOCK_MONOTONIC), then
+ * -ETIMEDOUT.  SM_WAIT in flags changes nothing.  Otherwise as sm_lock.
+ * See sm_map_read_timed(3). */
+SM_EXPORT SM_WUR int sm_lock_timed(sm_file *f, uint64_t off, uint64_t len, int flags,
+				   uint64_t timeout_ns, const char *tag, sm_range **out);
 
 /* Unlock and free a range; its table entry is removed after the kernel lock
  * is dropped.  Errors: -EINVAL (NULL), -ESTALE (fork child: r is freed but
