@@ -93,7 +93,11 @@ typedef struct sm_options {
 	const char *table_dir; /* put lock tables here (named DEV-INO.smlock); NULL:
 				* $SAFEMAP_TABLE_DIR, else PATH.smlock beside the file */
 	uint64_t wait_ns; /* SM_WAIT bound in ns: 0 = 10 s, SM_WAIT_FOREVER = none */
-	uint64_t reserved[4]; /* must be 0 */
+	uint64_t create_size; /* with SM_CREATE: a file this call creates appears
+			       * under its name already this long (zeros), so
+			       * concurrent first openers all see it whole; an
+			       * existing file is not resized.  0: empty */
+	uint64_t reserved[3]; /* must be 0 */
 } sm_options;
 
 /* sm_options.wait_ns: wait without a bound (the caller's explicit choice) */
@@ -155,8 +159,11 @@ struct sm_view {
 /* --- files ------------------------------------------------------------- */
 
 /* Open (SM_CREATE: create) a shared file.  flags: SM_RDONLY or SM_RDWR, plus
- * SM_CREATE.  opt may be NULL.  Errors: -EINVAL (bad flags or options,
- * SM_OPT_TABLE_LOCKS with SM_OPT_NO_TABLE), -ENOMEM, any open(2) error
+ * SM_CREATE.  opt may be NULL; with SM_CREATE, opt->create_size creates
+ * the file already that long, atomically for concurrent openers.  Errors:
+ * -EINVAL (bad flags or options, SM_OPT_TABLE_LOCKS with SM_OPT_NO_TABLE,
+ * create_size without SM_CREATE), -ERANGE (create_size beyond INT64_MAX),
+ * -ENOMEM, any open(2) error
  * (-ENOENT, -EACCES, -EISDIR, ...), -EINVAL if the path is not a regular
  * file, -EREMOTE (network filesystem with SM_OPT_REFUSE_NETFS or
  * SM_OPT_TABLE_LOCKS), -EPROTO (the file is in use in the other lock mode,
