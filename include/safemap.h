@@ -205,7 +205,12 @@ SM_EXPORT int sm_close(sm_file *f);
  * sm_options.wait_ns (0: 10 s), then -ETIMEDOUT; -EDEADLK if waiting would
  * deadlock (a wait-for cycle, or a conflict with f's own holds that only
  * the calling thread could release).  A waiting thread holds no mutex and
- * is a cancellation point.  See sm_map_read(3). */
+ * is a cancellation point.  Waiters have no priority over fail-fast
+ * acquisitions: a waiter for a large region behind takers of its parts in
+ * a loop may wait its whole bound unless the takers pass a gate (a byte
+ * each holds in read mode, taken with SM_WAIT, that the large waiter takes
+ * in write mode first); a taker refused with -EBUSY waits or backs off,
+ * never retries at once in a loop.  See sm_map_read(3). */
 SM_EXPORT SM_WUR int sm_map_read(sm_file *f, uint64_t off, uint64_t len, int flags,
 				 sm_slice **out);
 SM_EXPORT SM_WUR int sm_map_write(sm_file *f, uint64_t off, uint64_t len, int flags,
