@@ -7,7 +7,8 @@
  * over a pipe); a waiter is known to wait when its entry shows in the
  * table (sm_holders), never after a sleep.  Timed checks assert the lower
  * bound strictly and the upper bound loosely (stretched under valgrind and
- * the sanitizers).
+ * the sanitizers).  Last, the gate pattern the manual gives for letting a
+ * whole-file waiter through writers that take its pages fail-fast.
  */
 #include <check.h>
 #include <errno.h>
@@ -15,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -290,6 +293,80 @@ START_TEST(test_deadline_args)
 }
 END_TEST
 
+/* The gate pattern (sm_map_read(3), EXAMPLES): writers take a gate byte
+ * in read mode, with a wait, around each fail-fast page write; a whole-file
+ * reader that takes the gate in write mode first gets through them. */
+#define GATE ((uint64_t)1 << 40)
+#define NWRITERS 4
+
+static int gate_writer(const char *path, int i, volatile int *stop, int ready)
+{
+	sm_options o;
+	sm_file *f;
+	int rc, n = 0;
+
+	if ((rc = sm_open(path, SM_RDWR, tu_options(&o, "writer"), &f)) < 0)
+		return 1;
+	while (!__atomic_load_n(stop, __ATOMIC_ACQUIRE)) {
+		sm_range *g;
+		sm_slice *s;
+		if ((rc = sm_lock_timed(f, GATE, 1, SM_LOCK_READ, 10000 * MS, "gate", &g)) < 0)
+			return 2;
+		if ((rc = sm_map_write(f, (uint64_t)i * 4096, 4096, 0, &s)) == 0) {
+			(void)!sm_put_u64(s, 0, (uint64_t)n);
+			sm_release(s);
+		} else if (rc != -EBUSY) {
+			return 3;
+		}
+		sm_unlock(g);
+		if (n++ == 0)
+			(void)!write(ready, "r", 1);
+	}
+	sm_close(f);
+	return 0;
+}
+
+START_TEST(test_deadline_gate)
+{
+	const char *path = tu_tmpfile(NWRITERS * 4096);
+	volatile int *stop = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+				  -1, 0);
+	pid_t pid[NWRITERS];
+	sm_range *g;
+	sm_slice *s;
+	sm_file *f;
+	int p[2], st;
+	char c;
+
+	set_mode(_i);
+	TU_REQUIRE_MODE();
+	ck_assert_ptr_ne((void *)stop, MAP_FAILED);
+	ck_assert_int_eq(pipe(p), 0);
+	for (int i = 0; i < NWRITERS; i++) {
+		ck_assert_int_ge(pid[i] = fork(), 0);
+		if (pid[i] == 0)
+			_exit(gate_writer(path, i, stop, p[1]));
+	}
+	for (int i = 0; i < NWRITERS; i++) /* all writing */
+		ck_assert_int_eq(read(p[0], &c, 1), 1);
+	f = open_with_wait(path, 0);
+	for (int round = 0; round < 5; round++) {
+		ck_assert_int_eq(sm_lock_timed(f, GATE, 1, SM_LOCK_WRITE, 10000 * MS, "gate", &g), 0);
+		ck_assert_int_eq(sm_map_read_timed(f, 0, NWRITERS * 4096, 0, 10000 * MS, &s), 0);
+		ck_assert_int_eq(sm_unlock(g), 0);
+		ck_assert_int_eq(sm_release(s), 0);
+	}
+	__atomic_store_n(stop, 1, __ATOMIC_RELEASE);
+	for (int i = 0; i < NWRITERS; i++) {
+		ck_assert_int_eq(waitpid(pid[i], &st, 0), pid[i]);
+		ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "writer %d: %#x", i, st);
+	}
+	sm_close(f);
+	close(p[0]);
+	close(p[1]);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("deadline");
@@ -301,6 +378,7 @@ int main(void)
 	tcase_add_loop_test(tc, test_deadline_forever, 0, 2);
 	tcase_add_loop_test(tc, test_deadline_zero, 0, 2);
 	tcase_add_loop_test(tc, test_deadline_args, 0, 2);
+	tcase_add_loop_test(tc, test_deadline_gate, 0, 2);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }
