@@ -17,9 +17,7 @@
 //! The Rust accessors read the public `struct sm_view` directly, so the
 //! header's `SM_VIEW_VERSION` must be the one this crate mirrors.  Functions
 //! newer than some installed headers are bound only when the header
-//! declares them: `sm_log_trim` sets `cfg(safemap_log_trim)`, and
-//! `sm_lock_timed`, `sm_map_read_timed`, `sm_map_write_timed` set
-//! `cfg(safemap_timed)` (waits bounded per call by the C library).
+//! declares them: `sm_log_trim` sets `cfg(safemap_log_trim)`.
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -71,7 +69,6 @@ fn main() {
     // Rust 1.80 and later check cfg names (1.63's cargo warns at the line).
     if rustc_minor() >= 80 {
         println!("cargo:rustc-check-cfg=cfg(safemap_log_trim)");
-        println!("cargo:rustc-check-cfg=cfg(safemap_timed)");
     }
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let tree_include = manifest.join("../../include");
@@ -153,9 +150,7 @@ fn main() {
             if declares(&text, "sm_log_trim") {
                 println!("cargo:rustc-cfg=safemap_log_trim");
             }
-            if ["sm_lock_timed", "sm_map_read_timed", "sm_map_write_timed"].iter().all(|f| declares(&text, f)) {
-                println!("cargo:rustc-cfg=safemap_timed");
-            }
+
         }
         _ => {
             println!("cargo:warning=safemap.h not found: SM_VIEW_VERSION not checked");

@@ -31,7 +31,7 @@ pub const SM_LOCK_WRITE: c_int = 0x20000;
 
 pub const SM_OBJECT_REPLACE: c_int = 0x1;
 
-/// `sm_options.wait_ns`: no bound.
+/// A wait bound (`sm_options.wait_ns`, the `_timed` calls): none.
 pub const SM_WAIT_FOREVER: u64 = u64::MAX;
 
 pub const SM_OPT_TABLE_REQUIRED: u32 = 0x1;
@@ -96,7 +96,8 @@ pub struct sm_options {
     pub tag: *const c_char,
     pub table_dir: *const c_char,
     pub wait_ns: u64,
-    pub reserved: [u64; 4],
+    pub create_size: u64,
+    pub reserved: [u64; 3],
 }
 
 #[repr(C)]
@@ -157,13 +158,8 @@ extern "C" {
 
     pub fn sm_lock(f: *mut sm_file, off: u64, len: u64, flags: c_int, tag: *const c_char, out: *mut *mut sm_range) -> c_int;
     pub fn sm_unlock(r: *mut sm_range) -> c_int;
-    // A wait bound per call: declared only when the header has them
-    // (build.rs sets the cfg).
-    #[cfg(safemap_timed)]
     pub fn sm_lock_timed(f: *mut sm_file, off: u64, len: u64, flags: c_int, timeout_ns: u64, tag: *const c_char, out: *mut *mut sm_range) -> c_int;
-    #[cfg(safemap_timed)]
     pub fn sm_map_read_timed(f: *mut sm_file, off: u64, len: u64, flags: c_int, timeout_ns: u64, out: *mut *mut sm_slice) -> c_int;
-    #[cfg(safemap_timed)]
     pub fn sm_map_write_timed(f: *mut sm_file, off: u64, len: u64, flags: c_int, timeout_ns: u64, out: *mut *mut sm_slice) -> c_int;
 
     pub fn sm_log_open(path: *const c_char, flags: c_int, opt: *const sm_options, out: *mut *mut sm_log) -> c_int;

@@ -498,7 +498,7 @@ pub struct OpenOptions {
     table_locks: bool,
     no_table: bool,
     table_required: bool,
-    wait_ns: u64,
+    create_size: u64,
 }
 
 impl OpenOptions {
@@ -554,16 +554,12 @@ impl OpenOptions {
         self
     }
 
-    /// The file's own bound for waiting (`sm_options.wait_ns`; default 10
-    /// seconds, `Duration::MAX`: no bound).  With a C library that takes a
-    /// bound per call (`sm_lock_timed`), every wait ([`File::lock_timeout`],
-    /// [`File::map_read_timeout`], [`File::map_write_timeout`]) is the C
-    /// library's own.  With an older one, a wait whose timeout equals this
-    /// bound is (`SM_WAIT`: the waiter is listed in the lock table, woken at
-    /// once by a release, and cross-process deadlocks are detected), and any
-    /// other retries with a short backoff.  See [`File::lock_timeout`].
-    pub fn wait_timeout(&mut self, timeout: Duration) -> &mut OpenOptions {
-        self.wait_ns = lock::duration_ns(timeout);
+    /// With [`OpenOptions::create`]: a file this open creates appears under
+    /// its name already `len` bytes long (zeros), so that processes opening
+    /// it at the same time all see it whole; an existing file keeps its
+    /// size.  0 (the default): created empty.
+    pub fn create_size(&mut self, len: u64) -> &mut OpenOptions {
+        self.create_size = len;
         self
     }
 
@@ -601,22 +597,20 @@ impl OpenOptions {
             flags: optflags,
             tag: ctag.as_ref().map_or(ptr::null(), |t| t.as_ptr()),
             table_dir: ptr::null(),
-            wait_ns: self.wait_ns,
-            reserved: [0; 4],
+            wait_ns: 0,
+            create_size: self.create_size,
+            reserved: [0; 3],
         };
         let mut f = ptr::null_mut();
         // SAFETY: valid NUL-terminated strings and options that outlive the call.
         check(unsafe { ffi::sm_open(cpath.as_ptr(), flags, &opt, &mut f) })?;
         let ptr = NonNull::new(f).ok_or_else(|| error(-ffi::ENOMEM))?;
-        let wait_ns = if self.wait_ns == 0 { lock::DEFAULT_WAIT_NS } else { self.wait_ns };
-        Ok(File { inner: Arc::new(FileInner { ptr, wait_ns }) })
+        Ok(File { inner: Arc::new(FileInner { ptr }) })
     }
 }
 
 struct FileInner {
     ptr: NonNull<ffi::sm_file>,
-    /// The effective `sm_options.wait_ns` (never 0).
-    wait_ns: u64,
 }
 
 // SAFETY: every sm_file call may be made from any thread (the library locks
@@ -663,18 +657,15 @@ impl FileInner {
         timeout: Option<Duration>,
     ) -> io::Result<Raw> {
         let f = self.ptr.as_ptr();
-        let s = self.acquire(off, len, write, timeout, |wait| {
+        let s = self.acquire(off, len, timeout, |wait| {
             let mut s = ptr::null_mut();
-            let flags = flags | wait.flag();
             // SAFETY: a live sm_file; out is a valid pointer.
             let rc = unsafe {
                 match (wait, write) {
-                    #[cfg(safemap_timed)]
-                    (lock::Wait::Ns(ns), true) => ffi::sm_map_write_timed(f, off, len, flags, ns, &mut s),
-                    #[cfg(safemap_timed)]
-                    (lock::Wait::Ns(ns), false) => ffi::sm_map_read_timed(f, off, len, flags, ns, &mut s),
-                    (_, true) => ffi::sm_map_write(f, off, len, flags, &mut s),
-                    (_, false) => ffi::sm_map_read(f, off, len, flags, &mut s),
+                    (Some(ns), true) => ffi::sm_map_write_timed(f, off, len, flags, ns, &mut s),
+                    (Some(ns), false) => ffi::sm_map_read_timed(f, off, len, flags, ns, &mut s),
+                    (None, true) => ffi::sm_map_write(f, off, len, flags, &mut s),
+                    (None, false) => ffi::sm_map_read(f, off, len, flags, &mut s),
                 }
             };
             if rc < 0 {

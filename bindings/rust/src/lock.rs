@@ -2,50 +2,23 @@
 //! Range locks without a mapping (`sm_lock`), and waiting for a region with
 //! a time limit.
 //!
-//! # Where the per-call time limit comes from
-//!
-//! Libraries whose `safemap.h` declares `sm_lock_timed`,
-//! `sm_map_read_timed` and `sm_map_write_timed` (the build script looks and
-//! sets `cfg(safemap_timed)`) take a bound per call: every timed wait is the
-//! C library's wait (listed as waiting, woken by the release, cycles of
-//! waiters across processes found).
-//!
-//! Older libraries bound `SM_WAIT` only by the file's `sm_options.wait_ns`,
-//! fixed when the file is opened.  A second `sm_file` per timeout would not
-//! do: its locks would belong to another open file description, so they
-//! would conflict with this `File`'s own slices and ranges where
-//! `File::lock` does not.  So [`FileInner::acquire`] does this there, on the
-//! `File`'s own `sm_file`:
-//!
-//! * a timeout equal to the file's bound ([`OpenOptions::wait_timeout`],
-//!   10 s by default) is one `SM_WAIT` call: the C library's wait itself;
-//! * any other timeout retries the fail-fast acquisition with a backoff
-//!   (50 us doubling to 2 ms) until it succeeds or the time is up
-//!   (`ETIMEDOUT`); a conflicting hold of the calling thread itself is
-//!   `EDEADLK` at once, as in the C wait.
+//! A timed wait is the C library's own (`sm_lock_timed`,
+//! `sm_map_read_timed`, `sm_map_write_timed`: a bound per call): the waiter
+//! is listed in the lock table, woken by the release, and a wait on the
+//! caller's own hold or in a cycle of waiters across processes is `EDEADLK`.
 use super::*;
 use std::os::raw::c_char;
-#[cfg(not(safemap_timed))]
-use std::time::Instant;
 
-/// `sm_options.wait_ns == 0` means this many ns (10 s).
-pub(crate) const DEFAULT_WAIT_NS: u64 = 10_000_000_000;
-
-/// A duration as `sm_options.wait_ns`: at least 1 ns (0 would mean the
-/// default), and `SM_WAIT_FOREVER` when it does not fit in 64 bits.
-pub(crate) fn duration_ns(d: Duration) -> u64 {
+/// A duration as a C wait bound: at least 1 ns (0 would mean "fail fast",
+/// `EBUSY`, where a zero timeout is `ETIMEDOUT` after one try), and
+/// `SM_WAIT_FOREVER` when it does not fit in 64 bits.
+fn duration_ns(d: Duration) -> u64 {
     let ns = d.as_nanos();
     if ns >= u128::from(ffi::SM_WAIT_FOREVER) {
         ffi::SM_WAIT_FOREVER
     } else {
         (ns as u64).max(1)
     }
-}
-
-#[cfg(not(safemap_timed))]
-extern "C" {
-    // glibc 2.30 and later (Debian 12 has 2.36).
-    fn gettid() -> i32;
 }
 
 impl Mode {
@@ -57,103 +30,20 @@ impl Mode {
     }
 }
 
-/// How an acquisition waits for conflicting holders.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Wait {
-    /// Not at all: `EBUSY` (the plain call, no `SM_WAIT`).
-    No,
-    /// Up to the file's own bound (the plain call with `SM_WAIT`).
-    #[cfg_attr(safemap_timed, allow(dead_code))]
-    FileBound,
-    /// Up to this many ns (the `_timed` call; never 0: that fails fast).
-    #[cfg_attr(not(safemap_timed), allow(dead_code))]
-    Ns(u64),
-}
-
-impl Wait {
-    /// The flags for the plain call (`SM_WAIT` or 0).
-    pub(crate) fn flag(self) -> c_int {
-        match self {
-            Wait::FileBound => ffi::SM_WAIT,
-            _ => 0,
-        }
-    }
-}
-
 impl FileInner {
-    /// Runs `attempt` until it succeeds or fails otherwise than by a
-    /// conflict; with `timeout == None`, once (a conflict is `WouldBlock`,
-    /// naming the region for [`holders_of`]).
+    /// Runs `attempt` once: given `None`, it fails fast (a conflict is
+    /// `WouldBlock`, naming the region for [`holders_of`]); given
+    /// `Some(ns)`, it waits up to `ns` (the `_timed` call).
     pub(crate) fn acquire<T>(
         self: &Arc<Self>,
         off: u64,
         len: u64,
-        write: bool,
         timeout: Option<Duration>,
-        mut attempt: impl FnMut(Wait) -> Result<T, c_int>,
+        attempt: impl FnOnce(Option<u64>) -> Result<T, c_int>,
     ) -> io::Result<T> {
-        let rc = match timeout {
-            None => match attempt(Wait::No) {
-                Ok(x) => return Ok(x),
-                Err(rc) => rc,
-            },
-            #[cfg(safemap_timed)]
-            Some(t) => {
-                let _ = write; // the C wait finds deadlocks itself
-                match attempt(Wait::Ns(duration_ns(t))) {
-                    Ok(x) => return Ok(x),
-                    Err(rc) => rc,
-                }
-            }
-            #[cfg(not(safemap_timed))]
-            Some(t) if duration_ns(t) == self.wait_ns => match attempt(Wait::FileBound) {
-                Ok(x) => return Ok(x),
-                Err(rc) => rc,
-            },
-            #[cfg(not(safemap_timed))]
-            Some(t) => {
-                let deadline = Instant::now().checked_add(t);
-                let mut pause = Duration::from_micros(50);
-                loop {
-                    let rc = match attempt(Wait::No) {
-                        Ok(x) => return Ok(x),
-                        Err(rc) => rc,
-                    };
-                    if rc != -ffi::EBUSY {
-                        break rc;
-                    }
-                    if self.held_by_this_thread(off, len, write) {
-                        break -ffi::EDEADLK;
-                    }
-                    let now = Instant::now();
-                    let left = match deadline {
-                        Some(d) if now >= d => break -ffi::ETIMEDOUT,
-                        Some(d) => d - now,
-                        None => pause,
-                    };
-                    std::thread::sleep(pause.min(left));
-                    pause = (pause * 2).min(Duration::from_millis(2));
-                }
-            }
-        };
-        let conflict = if rc == -ffi::EBUSY { Some(Conflict { file: Arc::clone(self), off, len }) } else { None };
-        Err(error_in(rc, conflict))
-    }
-
-    /// Whether the calling thread itself holds a region conflicting with
-    /// `[off, off+len)` (through any `File` of this process), read from the
-    /// lock table: waiting for it would never end.  `false` without a table.
-    #[cfg(not(safemap_timed))]
-    fn held_by_this_thread(&self, off: u64, len: u64, write: bool) -> bool {
-        let holders = match self.holders(off, len) {
-            Ok(h) => h,
-            Err(_) => return false,
-        };
-        let pid = std::process::id() as i32;
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { gettid() };
-        holders.iter().any(|h| {
-            h.state == HolderState::Held && (write || h.mode == Mode::Write) && h.pid == pid && h.tid == tid
+        attempt(timeout.map(duration_ns)).map_err(|rc| {
+            let conflict = if rc == -ffi::EBUSY { Some(Conflict { file: Arc::clone(self), off, len }) } else { None };
+            error_in(rc, conflict)
         })
     }
 }
@@ -244,17 +134,13 @@ impl File {
     }
 
     /// [`File::lock`], waiting up to `timeout` for conflicting holders to
-    /// go.  Errors as `lock`, plus: `TimedOut` (`ETIMEDOUT`) when the time
-    /// is up, and `EDEADLK` (kind `Other`, see [`is_deadlock`]) when waiting
-    /// would never end (the calling thread holds a conflicting region
-    /// itself, or, for a timeout equal to the file's
-    /// [`OpenOptions::wait_timeout`], the wait would close a cycle of
-    /// waiters across processes).
-    ///
-    /// The wait is the C library's (the waiter is listed in the lock table
-    /// and woken by the release) when the library takes a bound per call
-    /// (`sm_lock_timed`), or the timeout equals the file's own bound; else
-    /// it retries with a short backoff (at most 2 ms between tries).
+    /// go (`Duration::MAX`: no bound).  Errors as `lock`, plus: `TimedOut`
+    /// (`ETIMEDOUT`) when the time is up (a zero timeout tries once), and
+    /// `EDEADLK` (kind `Other`, see [`is_deadlock`]) when waiting would
+    /// never end: the calling thread holds a conflicting region itself
+    /// (through any `File`), or the wait would close a cycle of waiters
+    /// across processes.  The waiter is listed in the lock table (state
+    /// waiting) and woken when the region is released.
     pub fn lock_timeout(&self, off: u64, len: u64, mode: Mode, timeout: Duration) -> io::Result<RangeLock<'_>> {
         self.lock_waiting(off, len, mode, Some(timeout))
     }
@@ -271,28 +157,16 @@ impl File {
         Ok(WriteSlice { raw, _file: PhantomData })
     }
 
-    /// The file's bound for `SM_WAIT` ([`OpenOptions::wait_timeout`]);
-    /// `Duration::MAX` when it has none.
-    pub fn wait_bound(&self) -> Duration {
-        if self.inner.wait_ns == ffi::SM_WAIT_FOREVER {
-            Duration::MAX
-        } else {
-            Duration::from_nanos(self.inner.wait_ns)
-        }
-    }
-
     fn lock_waiting(&self, off: u64, len: u64, mode: Mode, timeout: Option<Duration>) -> io::Result<RangeLock<'_>> {
         let f = self.inner.ptr.as_ptr();
-        let r = self.inner.acquire(off, len, mode == Mode::Write, timeout, |wait| {
+        let r = self.inner.acquire(off, len, timeout, |wait| {
             let mut r = ptr::null_mut();
-            let flags = mode.lock_flag() | wait.flag();
             let tag = ptr::null::<c_char>(); // the file's own tag
             // SAFETY: a live sm_file; out is a valid pointer.
             let rc = unsafe {
                 match wait {
-                    #[cfg(safemap_timed)]
-                    Wait::Ns(ns) => ffi::sm_lock_timed(f, off, len, flags, ns, tag, &mut r),
-                    _ => ffi::sm_lock(f, off, len, flags, tag, &mut r),
+                    Some(ns) => ffi::sm_lock_timed(f, off, len, mode.lock_flag(), ns, tag, &mut r),
+                    None => ffi::sm_lock(f, off, len, mode.lock_flag(), tag, &mut r),
                 }
             };
             if rc < 0 {

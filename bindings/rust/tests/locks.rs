@@ -1,9 +1,7 @@
 // SPDX-License-Identifier: MIT
 //! Range locks (`File::lock`) and waiting with a time limit
 //! (`lock_timeout`, `map_read_timeout`, `map_write_timeout`), in one
-//! process: two `File`s of one path conflict as two processes do.  Every
-//! timeout test runs both ways a wait is made: with a timeout equal to the
-//! file's own bound (the C library's SM_WAIT) and with another one.
+//! process: two `File`s of one path conflict as two processes do.
 mod common;
 
 use common::*;
@@ -13,15 +11,6 @@ use std::time::{Duration, Instant};
 
 const EDEADLK: i32 = 35;
 const ETIMEDOUT: i32 = 110;
-
-fn rw_waiting(s: &Scratch, bound: Duration) -> safemap::File {
-    safemap::OpenOptions::new().read(true).write(true).wait_timeout(bound).open(s.path()).unwrap()
-}
-
-/// The two ways to wait `t` on a file: its own bound, and another bound.
-fn both_ways(s: &Scratch, t: Duration) -> [safemap::File; 2] {
-    [rw_waiting(s, t), rw_waiting(s, t * 7)]
-}
 
 #[test]
 fn range_lock_conflicts_with_other_files_ranges_and_slices() {
@@ -146,7 +135,8 @@ fn lock_timeout_times_out_while_held() {
     let s = Scratch::new("lock-timeout", 4096);
     let held = HeldElsewhere::new(s.path(), 0, 100, Duration::from_secs(60));
     let t = Duration::from_millis(60);
-    for f in both_ways(&s, t).iter() {
+    {
+        let f = &s.rw();
         let start = Instant::now();
         let e = f.lock_timeout(10, 10, Mode::Read, t).unwrap_err();
         assert!(start.elapsed() >= t, "gave up after {:?}", start.elapsed());
@@ -178,7 +168,8 @@ fn zero_timeout_tries_once() {
 fn lock_timeout_gets_the_region_when_it_is_released() {
     let s = Scratch::new("lock-wait", 4096);
     let t = Duration::from_secs(20);
-    for f in both_ways(&s, t).iter() {
+    {
+        let f = &s.rw();
         // Held for 50 ms by another thread: each wait gets it then.
         let hold = Duration::from_millis(50);
         let _held = HeldElsewhere::new(s.path(), 0, 100, hold);
@@ -202,7 +193,8 @@ fn lock_timeout_gets_the_region_when_it_is_released() {
 fn waiting_on_the_callers_own_hold_is_edeadlk() {
     let s = Scratch::new("lock-deadlk", 4096);
     let t = Duration::from_secs(20);
-    for f in both_ways(&s, t).iter() {
+    {
+        let f = &s.rw();
         // Held by this thread through the same File, and through another.
         let other = s.rw();
         for holder in [f, &other] {
@@ -246,9 +238,29 @@ fn hold_of_another_thread_is_waited_for_not_edeadlk() {
 }
 
 #[test]
-fn wait_bound_is_the_files_option() {
-    let s = Scratch::new("lock-bound", 100);
-    assert_eq!(s.rw().wait_bound(), Duration::from_secs(10));
-    assert_eq!(rw_waiting(&s, Duration::from_millis(5)).wait_bound(), Duration::from_millis(5));
-    assert_eq!(rw_waiting(&s, Duration::MAX).wait_bound(), Duration::MAX);
+fn a_waiter_is_listed_as_waiting_and_woken_by_the_release() {
+    let s = Scratch::new("lock-listed", 4096);
+    let holder = s.rw();
+    let waiter = safemap::OpenOptions::new().read(true).write(true).tag("waiter").open(s.path()).unwrap();
+    std::thread::scope(|sc| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let holder = &holder;
+        let held = sc.spawn(move || {
+            let g = holder.lock(0, 100, Mode::Write).unwrap();
+            tx.send(()).unwrap();
+            // Until the waiter shows in the lock table.
+            let start = Instant::now();
+            while !holder.holders(0, 100).unwrap().iter().any(|h| h.state == safemap::HolderState::Waiting) {
+                assert!(start.elapsed() < Duration::from_secs(20), "no waiter listed");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let w = holder.holders(0, 100).unwrap().into_iter().find(|h| h.state == safemap::HolderState::Waiting);
+            assert_eq!(w.unwrap().tag, "waiter");
+            drop(g);
+        });
+        rx.recv().unwrap();
+        let g = waiter.lock_timeout(50, 10, Mode::Read, Duration::from_secs(20)).unwrap();
+        held.join().unwrap();
+        drop(g);
+    });
 }
