@@ -39,22 +39,10 @@ static void find_lockctl(void)
 static int run(char *out, size_t n, const char *args)
 {
 	char cmd[ARGS_MAX + PATH_MAX + 64];
-	size_t len = 0;
-	FILE *p;
-	int st;
 
 	/* a hang (e.g. opening a FIFO) fails the test instead of stalling it */
 	snprintf(cmd, sizeof(cmd), "timeout -s KILL 30 %s %s 2>&1", lockctl, args);
-	p = popen(cmd, "r");
-	ck_assert_ptr_nonnull(p);
-	while (len + 1 < n && fgets(out + len, (int)(n - len), p))
-		len += strlen(out + len);
-	out[len] = '\0';
-	char sink[4096]; /* drain the rest: never kill lockctl with SIGPIPE */
-	while (fgets(sink, sizeof(sink), p))
-		;
-	st = pclose(p);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	return tu_capture(out, n, cmd);
 }
 
 /* run() with the arguments formatted from fmt. */
@@ -71,33 +59,19 @@ static __attribute__((format(printf, 3, 4))) int runf(char *out, size_t n, const
 
 static bool json_valid(const char *s);
 
-/* A program that does not use safemap: a classic POSIX write lock. */
-static int posix_locker(void *arg, int in, int out)
-{
-	const char *p = arg;
-	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 3000, .l_len = 100 };
-	int fd = open(p, O_RDWR | O_CLOEXEC);
-	char buf[8];
-
-	tu_send(out, "%d", fd >= 0 && fcntl(fd, F_SETLK, &fl) == 0 ? 0 : -errno);
-	tu_recv(in, buf, sizeof(buf));
-	return 0;
-}
-
 START_TEST(list_golden_output)
 {
 	const char *p = tu_tmpfile(4 * PG);
 	struct tu_holder_arg w = { p, 100, 50, true, "writer-1" }, r = { p, 0, 10, false, "reader" };
+	/* a program that does not use safemap: a classic POSIX write lock */
+	struct tu_klock_arg pa = { p, 'p', 3000, 100, true };
 	struct tu_child a, b, c;
 	char out[8192];
 
 	find_lockctl();
-	tu_spawn(&a, tu_holder, &w);
-	ck_assert_int_eq(tu_recv_int(a.from), 0);
-	tu_spawn(&b, tu_holder, &r);
-	ck_assert_int_eq(tu_recv_int(b.from), 0);
-	tu_spawn(&c, posix_locker, (void *)p);
-	ck_assert_int_eq(tu_recv_int(c.from), 0);
+	tu_spawn_ready(&a, tu_holder, &w);
+	tu_spawn_ready(&b, tu_holder, &r);
+	tu_spawn_ready(&c, tu_klocker, &pa);
 
 	ck_assert_int_eq(runf(out, sizeof(out), "list --raw --noheadings -o START,END,SIZE,MODE,STATE,TAG,TYPE --bytes %s", p), 0);
 	ck_assert_str_eq(out, "100 149 50 WRITE held writer-1 SAFEMAP\n"
@@ -170,10 +144,7 @@ START_TEST(list_golden_output)
 	ck_assert_ptr_nonnull(strstr(out, "1 held, 0 stale"));
 	ck_assert_ptr_nonnull(strstr(out, "(consistent)"));
 
-	tu_send(b.to, "bye");
-	tu_send(c.to, "bye");
-	ck_assert_int_eq(tu_wait(&b), 0);
-	ck_assert_int_eq(tu_wait(&c), 0);
+	tu_release(&b, &c, NULL);
 }
 END_TEST
 
@@ -397,55 +368,20 @@ static bool json_valid(const char *s)
 	return p && !*js_ws(p);
 }
 
-/* A program that does not use safemap: a kernel lock of the kind given,
- * held until told. */
-struct klock_arg {
-	const char *path;
-	int kind; /* 'f' flock (whole file), 'o' OFD, 'p' POSIX, 'w' POSIX waiting */
-	off_t start, len;
-	bool write;
-};
-
-static int kernel_locker(void *arg, int in, int out)
-{
-	const struct klock_arg *a = arg;
-	struct flock fl = { .l_type = a->write ? F_WRLCK : F_RDLCK, .l_whence = SEEK_SET, .l_start = a->start,
-			    .l_len = a->len };
-	int fd = open(a->path, O_RDWR | O_CLOEXEC), rc;
-	char buf[8];
-
-	if (a->kind == 'w') {
-		tu_send(out, "0"); /* about to block */
-		rc = fcntl(fd, F_SETLKW, &fl);
-		tu_recv(in, buf, sizeof(buf));
-		return rc;
-	}
-	if (a->kind == 'f')
-		rc = flock(fd, a->write ? LOCK_EX : LOCK_SH);
-	else
-		rc = fcntl(fd, a->kind == 'o' ? F_OFD_SETLK : F_SETLK, &fl);
-	tu_send(out, "%d", fd >= 0 && rc == 0 ? 0 : -errno);
-	tu_recv(in, buf, sizeof(buf));
-	return 0;
-}
-
 /* Valid JSON whatever the locks: END of a lock to end of file is null,
  * never the bare word EOF; each column has its JSON type. */
 START_TEST(json_is_valid_with_typed_columns)
 {
 	const char *p = tu_tmpfile(4 * PG);
-	struct klock_arg fa = { p, 'f', 0, 0, true }, oa = { p, 'o', 1000, 0, true };
+	struct tu_klock_arg fa = { p, 'f', 0, 0, true }, oa = { p, 'o', 1000, 0, true };
 	struct tu_holder_arg w = { p, 100, 50, true, "writer-1" };
 	struct tu_child f, o, h;
 	char out[16384], want[1024];
 
 	find_lockctl();
-	tu_spawn(&f, kernel_locker, &fa);
-	ck_assert_int_eq(tu_recv_int(f.from), 0);
-	tu_spawn(&o, kernel_locker, &oa);
-	ck_assert_int_eq(tu_recv_int(o.from), 0);
-	tu_spawn(&h, tu_holder, &w);
-	ck_assert_int_eq(tu_recv_int(h.from), 0);
+	tu_spawn_ready(&f, tu_klocker, &fa);
+	tu_spawn_ready(&o, tu_klocker, &oa);
+	tu_spawn_ready(&h, tu_holder, &w);
 
 	ck_assert_int_eq(runf(out, sizeof(out), "list -J --output-all %s", p), 0);
 	ck_assert_msg(json_valid(out), "invalid JSON:\n%s", out);
@@ -472,12 +408,7 @@ START_TEST(json_is_valid_with_typed_columns)
 			      strstr(out, "OFDLCK 1000 EOF \n"),
 		      "%s", out);
 
-	tu_send(f.to, "bye");
-	tu_send(o.to, "bye");
-	tu_send(h.to, "bye");
-	ck_assert_int_eq(tu_wait(&f), 0);
-	ck_assert_int_eq(tu_wait(&o), 0);
-	ck_assert_int_eq(tu_wait(&h), 0);
+	tu_release(&f, &o, &h, NULL);
 }
 END_TEST
 
@@ -486,13 +417,12 @@ END_TEST
 START_TEST(options_after_the_command)
 {
 	const char *p = tu_tmpfile(PG);
-	struct klock_arg pa = { p, 'p', 4096, 8192, false };
+	struct tu_klock_arg pa = { p, 'p', 4096, 8192, false };
 	struct tu_child c;
 	char out[4096], args[ARGS_MAX];
 
 	find_lockctl();
-	tu_spawn(&c, kernel_locker, &pa);
-	ck_assert_int_eq(tu_recv_int(c.from), 0);
+	tu_spawn_ready(&c, tu_klocker, &pa);
 	const char *forms[] = { "list -n -r --output=START,SIZE %s", "list -nr -oSTART,SIZE %s",
 				"list --noheadings --raw -o START,SIZE %s", "list %s -n -r -o START,SIZE",
 				"--table-dir /nonexistent list -nr -o START,SIZE %s" };
@@ -519,8 +449,7 @@ START_TEST(options_after_the_command)
 	ck_assert_str_eq(out, "lockctl: invalid option -- 'Q'. Try 'lockctl list --help' for more information.\n");
 	ck_assert_int_eq(run(out, sizeof(out), "frob"), 2);
 	ck_assert_str_eq(out, "lockctl: unknown command 'frob'. Try 'lockctl --help' for more information.\n");
-	tu_send(c.to, "bye");
-	ck_assert_int_eq(tu_wait(&c), 0);
+	tu_release(&c, NULL);
 }
 END_TEST
 
@@ -585,15 +514,13 @@ START_TEST(thousands_of_kernel_locks)
 	struct tu_child c;
 
 	find_lockctl();
-	tu_spawn(&c, many_locks, (void *)p);
-	ck_assert_int_eq(tu_recv_int(c.from), 0);
+	tu_spawn_ready(&c, many_locks, (void *)p);
 	ck_assert_int_eq(runf(out, sizeof(out), "list -r -n -o START %s", p), 0);
 	int lines = 0;
 	for (const char *q = out; (q = strchr(q, '\n')); q++)
 		lines++;
 	ck_assert_int_eq(lines, 5000);
-	tu_send(c.to, "bye");
-	ck_assert_int_eq(tu_wait(&c), 0);
+	tu_release(&c, NULL);
 }
 END_TEST
 
@@ -602,7 +529,7 @@ END_TEST
 START_TEST(waiters_blockers_and_owners)
 {
 	const char *p = tu_tmpfile(4 * PG);
-	struct klock_arg ha = { p, 'p', 0, 100, true }, wa = { p, 'w', 50, 10, true }, oa = { p, 'o', 2000, 10, false };
+	struct tu_klock_arg ha = { p, 'p', 0, 100, true }, wa = { p, 'w', 50, 10, true }, oa = { p, 'o', 2000, 10, false };
 	struct tu_child h, w, o;
 	struct stat st;
 	char out[8192], args[ARGS_MAX], want[1024], comm[32];
@@ -610,12 +537,9 @@ START_TEST(waiters_blockers_and_owners)
 	find_lockctl();
 	tu_comm(comm, sizeof(comm));
 	ck_assert_int_eq(stat(p, &st), 0);
-	tu_spawn(&h, kernel_locker, &ha);
-	ck_assert_int_eq(tu_recv_int(h.from), 0);
-	tu_spawn(&o, kernel_locker, &oa);
-	ck_assert_int_eq(tu_recv_int(o.from), 0);
-	tu_spawn(&w, kernel_locker, &wa);
-	ck_assert_int_eq(tu_recv_int(w.from), 0);
+	tu_spawn_ready(&h, tu_klocker, &ha);
+	tu_spawn_ready(&o, tu_klocker, &oa);
+	tu_spawn_ready(&w, tu_klocker, &wa);
 	/* the waiter told us it is about to block: wait until it has */
 	snprintf(args, sizeof(args), "list -r -n -o STATE %s", p);
 	for (int i = 0; i < 2000 && (run(out, sizeof(out), args), !strstr(out, "waiting")); i++)
@@ -639,12 +563,9 @@ START_TEST(waiters_blockers_and_owners)
 	snprintf(want, sizeof(want), "%d\n", (int)o.pid);
 	ck_assert_str_eq(out, want);
 
-	tu_send(h.to, "bye");
-	ck_assert_int_eq(tu_wait(&h), 0);
-	tu_send(w.to, "bye");
-	ck_assert_int_eq(tu_wait(&w), 0);
-	tu_send(o.to, "bye");
-	ck_assert_int_eq(tu_wait(&o), 0);
+	tu_release(&h, NULL);
+	tu_release(&w, NULL);
+	tu_release(&o, NULL);
 }
 END_TEST
 
@@ -723,22 +644,18 @@ START_TEST(map_and_watch_golden_picture)
 	const char *p = tu_tmpfile(4 * PG);
 	struct tu_holder_arg w = { p, 100, 50, true, "writer-1" }, r = { p, 8000, 10, false, "reader" },
 			     d = { p, 4000, 100, false, "doomed" };
-	struct klock_arg ka = { p, 'p', 12000, 1000, true };
+	struct tu_klock_arg ka = { p, 'p', 12000, 1000, true };
 	struct tu_child a, b, c, k;
 	char out[8192], args[ARGS_MAX], want[4096], comm[32];
 
 	find_lockctl();
 	tu_comm(comm, sizeof(comm));
-	tu_spawn(&a, tu_holder, &w);
-	ck_assert_int_eq(tu_recv_int(a.from), 0);
-	tu_spawn(&b, tu_holder, &r);
-	ck_assert_int_eq(tu_recv_int(b.from), 0);
-	tu_spawn(&c, tu_holder, &d);
-	ck_assert_int_eq(tu_recv_int(c.from), 0);
+	tu_spawn_ready(&a, tu_holder, &w);
+	tu_spawn_ready(&b, tu_holder, &r);
+	tu_spawn_ready(&c, tu_holder, &d);
 	kill(c.pid, SIGKILL);
 	ck_assert_int_eq(tu_wait(&c), 128 + SIGKILL);
-	tu_spawn(&k, kernel_locker, &ka);
-	ck_assert_int_eq(tu_recv_int(k.from), 0);
+	tu_spawn_ready(&k, tu_klocker, &ka);
 
 	ck_assert_int_eq(runf(out, sizeof(out), "map --width 40 --color=never %s", p), 0);
 	snprintf(want, sizeof(want),
@@ -788,20 +705,25 @@ START_TEST(map_and_watch_golden_picture)
 	ck_assert_str_eq(twice, out);
 	ck_assert_int_eq(runf(out, sizeof(out), "map --count 2 %s", p), 2);
 
-	tu_send(a.to, "bye");
-	tu_send(b.to, "bye");
-	tu_send(k.to, "bye");
-	ck_assert_int_eq(tu_wait(&a), 0);
-	ck_assert_int_eq(tu_wait(&b), 0);
-	ck_assert_int_eq(tu_wait(&k), 0);
+	tu_release(&a, &b, &k, NULL);
 }
 END_TEST
+
+/* run() as uid 65534 (nobody), which cannot read other processes' files. */
+static int run_as_nobody(char *out, size_t n, const char *args)
+{
+	char cmd[ARGS_MAX + PATH_MAX + 128];
+
+	snprintf(cmd, sizeof(cmd), "timeout -s KILL 30 setpriv --reuid=65534 --regid=65534 --clear-groups %s %s 2>&1",
+		 lockctl, args);
+	return tu_capture(out, n, cmd);
+}
 
 /* An unprivileged list says what it could not read (and -i hides it). */
 START_TEST(unprivileged_list_says_what_it_missed)
 {
 	const char *p = tu_tmpfile(PG);
-	struct klock_arg ka = { p, 'o', 0, 10, true };
+	struct tu_klock_arg ka = { p, 'o', 0, 10, true };
 	struct tu_child k;
 	static char out[1 << 20];
 
@@ -810,35 +732,21 @@ START_TEST(unprivileged_list_says_what_it_missed)
 		printf("SKIP unprivileged_list_says_what_it_missed: needs root and setpriv\n");
 		return;
 	}
-	tu_spawn(&k, kernel_locker, &ka); /* at least one lock the note is about */
-	ck_assert_int_eq(tu_recv_int(k.from), 0);
+	tu_spawn_ready(&k, tu_klocker, &ka); /* at least one lock the note is about */
 	char cmd[ARGS_MAX];
 	snprintf(cmd, sizeof(cmd), "setpriv --reuid=65534 --regid=65534 --clear-groups %s -V >/dev/null 2>&1",
 		 lockctl);
 	if (system(cmd) != 0) {
 		printf("SKIP unprivileged_list_says_what_it_missed: uid 65534 cannot run %s\n", lockctl);
 	} else {
-		snprintf(cmd, sizeof(cmd),
-			 "timeout -s KILL 30 setpriv --reuid=65534 --regid=65534 --clear-groups %s list -r -n -o TYPE 2>&1",
-			 lockctl);
-		FILE *f = popen(cmd, "r");
-		size_t len = fread(out, 1, sizeof(out) - 1, f);
-		out[len] = '\0';
-		ck_assert_int_eq(pclose(f), 0);
+		ck_assert_int_eq(run_as_nobody(out, sizeof(out), "list -r -n -o TYPE"), 0);
 		ck_assert_msg(strstr(out, "lockctl: note: the open files of ") &&
 				      strstr(out, " processes could not be read (not permitted)"),
 			      "%.2000s", out);
-		snprintf(cmd, sizeof(cmd),
-			 "timeout -s KILL 30 setpriv --reuid=65534 --regid=65534 --clear-groups %s list -i -r -n -o TYPE 2>&1",
-			 lockctl);
-		f = popen(cmd, "r");
-		len = fread(out, 1, sizeof(out) - 1, f);
-		out[len] = '\0';
-		ck_assert_int_eq(pclose(f), 0);
+		ck_assert_int_eq(run_as_nobody(out, sizeof(out), "list -i -r -n -o TYPE"), 0);
 		ck_assert_ptr_null(strstr(out, "note:"));
 	}
-	tu_send(k.to, "bye");
-	ck_assert_int_eq(tu_wait(&k), 0);
+	tu_release(&k, NULL);
 }
 END_TEST
 
@@ -883,11 +791,7 @@ START_TEST(completion_script)
 		for (char *q = strstr(cmd, "COMP_WORDS=("); *q && *q != ')'; q++)
 			if (*q == '\'')
 				*q = '"';
-		FILE *f = popen(cmd, "r");
-		ck_assert_ptr_nonnull(f);
-		size_t n = fread(out, 1, sizeof(out) - 1, f);
-		out[n] = '\0';
-		ck_assert_int_eq(pclose(f), 0);
+		ck_assert_int_eq(tu_capture(out, sizeof(out), cmd), 0);
 		char want[512];
 		snprintf(want, sizeof(want), "%s\n", cases[i][1]);
 		ck_assert_msg(strcmp(out, want) == 0, "%s: got '%s', want '%s'", cases[i][0], out, cases[i][1]);
@@ -921,8 +825,7 @@ START_TEST(safemap_waiter_blocker)
 	char out[8192], args[ARGS_MAX], want[256];
 
 	find_lockctl();
-	tu_spawn(&h, tu_holder, &ha);
-	ck_assert_int_eq(tu_recv_int(h.from), 0);
+	tu_spawn_ready(&h, tu_holder, &ha);
 	tu_spawn(&w, safemap_waiter, (void *)p);
 	snprintf(args, sizeof(args), "list -r -n -o STATE %s", p);
 	for (int i = 0; i < 5000 && (run(out, sizeof(out), args), !strstr(out, "waiting")); i++)
@@ -952,19 +855,16 @@ START_TEST(table_mode_list_check_info)
 {
 	const char *p = tu_tmpfile(4 * PG);
 	struct tu_holder_arg w = { p, 100, 50, true, "tw" }, r = { p, 0, 10, false, "tr" };
-	struct klock_arg ra = { p, 'p', 3000, 100, false };
+	struct tu_klock_arg ra = { p, 'p', 3000, 100, false };
 	struct tu_child a, b, c;
 	char out[8192], args[ARGS_MAX], want[512];
 
 	setenv("SAFEMAP_TEST_MODE", "table", 1); /* tu_holder opens in table mode */
 	TU_REQUIRE_MODE();
 	find_lockctl();
-	tu_spawn(&a, tu_holder, &w);
-	ck_assert_int_eq(tu_recv_int(a.from), 0);
-	tu_spawn(&b, tu_holder, &r);
-	ck_assert_int_eq(tu_recv_int(b.from), 0);
-	tu_spawn(&c, kernel_locker, &ra); /* a plain fcntl reader: the fence lets it in */
-	ck_assert_int_eq(tu_recv_int(c.from), 0);
+	tu_spawn_ready(&a, tu_holder, &w);
+	tu_spawn_ready(&b, tu_holder, &r);
+	tu_spawn_ready(&c, tu_klocker, &ra); /* a plain fcntl reader: the fence lets it in */
 
 	/* list: the holders from the table, the reader flagged, no fence rows */
 	ck_assert_int_eq(runf(out, sizeof(out), "list --raw --noheadings -o START,END,SIZE,MODE,STATE,TAG,TYPE --bytes %s", p), 0);
@@ -1062,10 +962,7 @@ START_TEST(table_mode_list_check_info)
 	ck_assert_msg(strstr(out, "owners:       1 attached in table mode\n") != NULL, "%s", out);
 	ck_assert_msg(strstr(out, "held slots:   1 of live owners, 1 stale") != NULL, "%s", out);
 
-	tu_send(b.to, "bye");
-	tu_send(c.to, "bye");
-	ck_assert_int_eq(tu_wait(&b), 0);
-	ck_assert_int_eq(tu_wait(&c), 0);
+	tu_release(&b, &c, NULL);
 	/* nobody attached: kernel mode answers again */
 	ck_assert_int_eq(runf(out, sizeof(out), "check -v %s 0 10 w", p), 0);
 	ck_assert_str_eq(out, "authority: kernel (F_OFD_GETLK on the data file)\nfree\n");
