@@ -1000,6 +1000,123 @@ START_TEST(table_mode_list_check_info)
 }
 END_TEST
 
+/* ---- issue 27: lockctl of an SQLite database ------------------------------ */
+
+/* What an SQLite connection through the safemap VFS holds: RESERVED and
+ * SHARED sm_lock ranges at 1 GiB, past the end of the database, and a
+ * SM_NOLOCK coordination mapping tagged SHM-0; held until told. */
+static int sqlite_like(void *arg, int in, int out)
+{
+	const char *p = arg;
+	sm_file *f;
+	sm_range *res, *sh;
+	sm_slice *shm;
+	char buf[8];
+	int rc;
+
+	if ((rc = sm_open(p, SM_RDWR, NULL, &f)) < 0 ||
+	    (rc = sm_lock(f, 1ull << 30, 1, SM_LOCK_WRITE, "RESERVED", &res)) < 0 ||
+	    (rc = sm_lock(f, (1ull << 30) + 2, 510, SM_LOCK_READ, "SHARED", &sh)) < 0 ||
+	    (rc = sm_map_write(f, 0, 4096, SM_NOLOCK, &shm)) < 0 || (rc = sm_slice_tag(shm, "SHM-0")) < 0) {
+		tu_send(out, "%d", rc);
+		return 1;
+	}
+	tu_send(out, "0");
+	tu_recv(in, buf, sizeof(buf));
+	return sm_release(shm) == 0 && sm_unlock(sh) == 0 && sm_unlock(res) == 0 && sm_close(f) == 0 ? 0 : 1;
+}
+
+/* Lock bytes at 1 GiB used to stretch the bar to 28 MB a cell: the file
+ * and both locks shared cells.  The empty stretch past the end of the
+ * file is left out (one '/' cell), so each region shows; the SVG leaves
+ * it out too. */
+START_TEST(map_leaves_out_empty_bytes_past_eof)
+{
+	const char *p = tu_tmpfile(2 * PG);
+	struct tu_child c;
+	char out[8192], want[4096], comm[32], svg[PATH_MAX + 16];
+	static char doc[65536];
+
+	find_lockctl();
+	tu_comm(comm, sizeof(comm));
+	tu_spawn_ready(&c, sqlite_like, (void *)p);
+	ck_assert_int_eq(runf(out, sizeof(out), "map -w 40 --color=never %s", p), 0);
+	snprintf(want, sizeof(want),
+		 "%s: 8192 bytes, 38 cells of ~236 bytes, 1073733632 empty bytes past the end left out (/)\n"
+		 "[.................................../#=]\n"
+		 " 0                           1073742335\n"
+		 " # write  K kernel lock without safemap  = read  ~ waiting  ? stale  . free  / left out\n"
+		 " # 1073741824-1073741824 WRITE held    pid %d (%s) tag \"RESERVED\"\n"
+		 " = 1073741826-1073742335 READ  held    pid %d (%s) tag \"SHARED\"\n",
+		 p, (int)c.pid, comm, (int)c.pid, comm);
+	ck_assert_str_eq(out, want);
+	/* SVG: the regions after the gap, not squeezed into its last pixel */
+	snprintf(svg, sizeof(svg), "%s.svg", p);
+	ck_assert_int_eq(runf(out, sizeof(out), "map -w 40 --color=never --svg %s %s", svg, p), 0);
+	int fd = open(svg, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ssize_t n = read(fd, doc, sizeof(doc) - 1);
+	close(fd);
+	unlink(svg);
+	ck_assert_int_gt(n, 0);
+	doc[n] = '\0';
+	int count;
+	ck_assert_msg(xml_ok(doc, "gap", &count) && count == 1, "%d gaps:\n%s", count, doc);
+	ck_assert_msg(xml_ok(doc, "read", &count) && count == 1, "%d reads:\n%s", count, doc);
+	/* 38 cells of 8 pixels from x = 10: the read lock's second cell */
+	const char *r = strstr(doc, "<rect class=\"read\" x=\"");
+	ck_assert_ptr_nonnull(r);
+	double x = atof(r + strlen("<rect class=\"read\" x=\""));
+	ck_assert_msg(x > 10 + 36 * 8 && x < 10 + 38 * 8, "read lock drawn at x %.2f:\n%s", x, doc);
+	tu_release(&c, NULL);
+}
+END_TEST
+
+/* SM_NOLOCK coordination mappings (SQLite's SHM-0, ...) are listed,
+ * unlocked, as contrib/sqlite/README says; they hold nothing, so check
+ * finds their bytes free and map draws no region for them. */
+START_TEST(list_shows_unlocked_mappings)
+{
+	const char *p = tu_tmpfile(2 * PG);
+	struct tu_child c;
+	char out[8192];
+
+	find_lockctl();
+	tu_spawn_ready(&c, sqlite_like, (void *)p);
+	ck_assert_int_eq(runf(out, sizeof(out), "list -r -n -o START,END,MODE,STATE,TAG,TYPE %s", p), 0);
+	ck_assert_msg(strstr(out, "0 4095 WRITE unlocked SHM-0 SAFEMAP\n") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "1073741824 1073741824 WRITE held RESERVED SAFEMAP\n") != NULL, "%s", out);
+	ck_assert_int_eq(runf(out, sizeof(out), "list -J -o STATE,TAG %s", p), 0);
+	ck_assert_msg(json_valid(out) && strstr(out, "\"state\": \"unlocked\",\n         \"tag\": \"SHM-0\""), "%s",
+		      out);
+	ck_assert_int_eq(runf(out, sizeof(out), "check %s 0 10 w", p), 0);
+	ck_assert_str_eq(out, "free\n");
+	ck_assert_int_eq(runf(out, sizeof(out), "map -w 40 --color=never %s", p), 0);
+	ck_assert_msg(strstr(out, "SHM-0") == NULL, "%s", out);
+	tu_release(&c, NULL);
+}
+END_TEST
+
+/* check -J gives the path absolute, as list -J does. */
+START_TEST(check_json_path_is_absolute)
+{
+	const char *p = tu_tmpfile(PG);
+	char out[8192], want[PATH_MAX + 32], *abs = realpath(p, NULL), *dir = strdup(p);
+
+	find_lockctl();
+	ck_assert_ptr_nonnull(abs);
+	*strrchr(dir, '/') = '\0';
+	ck_assert_int_eq(chdir(dir), 0);
+	snprintf(want, sizeof(want), "\"path\": \"%s\"", abs);
+	ck_assert_int_eq(runf(out, sizeof(out), "check -J %s 0 1 r", strrchr(p, '/') + 1), 0);
+	ck_assert_msg(json_valid(out) && strstr(out, want), "no '%s' in\n%s", want, out);
+	ck_assert_int_eq(runf(out, sizeof(out), "list -J -o PATH %s", strrchr(p, '/') + 1), 0);
+	ck_assert_msg(json_valid(out), "%s", out); /* list -J: no row, as no lock */
+	free(abs);
+	free(dir);
+}
+END_TEST
+
 static Suite *lockctl_suite(void)
 {
 	Suite *s = suite_create("lockctl");
@@ -1021,6 +1138,9 @@ static Suite *lockctl_suite(void)
 	tcase_add_test(tc, unprivileged_list_says_what_it_missed);
 	tcase_add_test(tc, completion_script);
 	tcase_add_test(tc, table_mode_list_check_info);
+	tcase_add_test(tc, map_leaves_out_empty_bytes_past_eof);
+	tcase_add_test(tc, list_shows_unlocked_mappings);
+	tcase_add_test(tc, check_json_path_is_absolute);
 	suite_add_tcase(s, tc);
 	return s;
 }

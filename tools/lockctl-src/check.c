@@ -219,10 +219,14 @@ static int check_holders(struct check *c)
 	return 0;
 }
 
+/* The answer as one JSON object; the path absolute, as list -J shows it. */
 static void check_json(const struct check *c, bool busy)
 {
+	char *abs = realpath(c->path, NULL);
+
 	printf("{\n  \"path\": ");
-	json_str(c->path);
+	json_str(abs ? abs : c->path);
+	free(abs);
 	printf(",\n  \"start\": %llu,\n  \"end\": %llu,\n  \"mode\": \"%s\",\n  \"authority\": \"%s\",\n"
 	       "  \"free\": %s",
 	       (unsigned long long)c->off, (unsigned long long)(c->off + c->len - 1), c->write ? "WRITE" : "READ",

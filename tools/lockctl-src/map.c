@@ -3,8 +3,8 @@
  * map.c - lockctl map: the file as a bar scaled to the terminal, each
  * cell showing the strongest region that touches it (write over kernel
  * lock over read over waiting over stale), with a scale, a legend and the
- * holders listed under it; optionally the same picture as SVG, where each
- * region sits at its exact place.  watch.c redraws it.
+ * holders listed under it; optionally the same picture as SVG (svg.c).
+ * layout.c places the bytes on the cells; watch.c redraws the picture.
  */
 #include <errno.h>
 #include <limits.h>
@@ -15,158 +15,11 @@
 
 #include <bsd/stdlib.h>
 
-#include "lockctl.h"
-
-/* One region drawn on the bar, and listed under it. */
-struct span {
-	uint64_t start, len; /* len 0: to end of file */
-	char glyph;
-	char desc[192];
-};
-
-/* Glyphs, by precedence when regions share a cell, with their colours. */
-static const struct glyph {
-	char c;
-	const char *color, *name, *svg_class, *fill;
-} glyphs[] = {
-	{ '#', "\033[1;31m", "write", "write", "#d62728" },
-	{ 'K', "\033[35m", "kernel lock without safemap", "kernel", "#9467bd" },
-	{ '=', "\033[32m", "read", "read", "#2ca02c" },
-	{ '~', "\033[33m", "waiting", "waiting", "#ffbf00" },
-	{ '?', "\033[2m", "stale", "stale", "#999999" },
-	{ '.', NULL, "free", "free", "#f4f4f4" },
-};
-
-static const struct glyph *glyph_of(char c)
-{
-	for (size_t i = 0; i < ARRAY_SIZE(glyphs); i++)
-		if (glyphs[i].c == c)
-			return &glyphs[i];
-	return &glyphs[ARRAY_SIZE(glyphs) - 1];
-}
-
-static void span_range(const struct span *sp, char *buf, size_t n)
-{
-	if (sp->len)
-		snprintf(buf, n, "%llu-%llu", (unsigned long long)sp->start,
-			 (unsigned long long)(sp->start + sp->len - 1));
-	else
-		snprintf(buf, n, "%llu-EOF", (unsigned long long)sp->start);
-}
-
-static void xml_text(FILE *f, const char *s)
-{
-	for (; *s; s++) {
-		switch (*s) {
-		case '&': fputs("&amp;", f); break;
-		case '<': fputs("&lt;", f); break;
-		case '>': fputs("&gt;", f); break;
-		case '"': fputs("&quot;", f); break;
-		case '\'': fputs("&apos;", f); break;
-		default:
-			/* control bytes are not XML; a tag or comm may hold any */
-			if ((unsigned char)*s < 0x20)
-				fputc('?', f);
-			else
-				fputc(*s, f);
-		}
-	}
-}
-
-/* The regions on the SVG bar, lowest precedence first so that writes are
- * drawn on top. */
-static void svg_regions(FILE *f, const struct span *sp, size_t nsp, uint64_t extent, double x0, double y0,
-			double bar_w, double bar_h)
-{
-	for (size_t g = ARRAY_SIZE(glyphs); g-- > 0;) {
-		for (size_t i = 0; i < nsp; i++) {
-			if (sp[i].glyph != glyphs[g].c)
-				continue;
-			uint64_t end = sp[i].len ? sp[i].start + sp[i].len : extent;
-			double x = x0 + bar_w * (double)sp[i].start / (double)extent;
-			double w = bar_w * (double)(end - sp[i].start) / (double)extent;
-			char range[64];
-			span_range(&sp[i], range, sizeof(range));
-			fprintf(f, "<rect class=\"%s\" x=\"%.2f\" y=\"%.0f\" width=\"%.2f\" height=\"%.0f\" fill=\"%s\">"
-				   "<title>%s ", glyphs[g].svg_class, x, y0, w < 1 ? 1 : w, bar_h, glyphs[g].fill, range);
-			xml_text(f, sp[i].desc);
-			fputs("</title></rect>\n", f);
-		}
-	}
-}
-
-/* The SVG legend at height y, then the holders, a line each. */
-static void svg_legend(FILE *f, const struct span *sp, size_t nsp, double x0, double y, int line_h)
-{
-	double lx = x0;
-
-	for (size_t g = 0; g < ARRAY_SIZE(glyphs); g++) {
-		fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"10\" height=\"10\" fill=\"%s\" stroke=\"#888888\"/>"
-			   "<text x=\"%.0f\" y=\"%.0f\">%s</text>\n",
-			lx, y - 9, glyphs[g].fill, lx + 14, y, glyphs[g].name);
-		lx += 14 + 7.5 * (double)strlen(glyphs[g].name) + 14;
-	}
-	for (size_t i = 0; i < nsp; i++) {
-		char range[64];
-		y += line_h;
-		span_range(&sp[i], range, sizeof(range));
-		fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">%c %s ", x0, y, glyph_of(sp[i].glyph)->fill,
-			sp[i].glyph, range);
-		xml_text(f, sp[i].desc);
-		fputs("</text>\n", f);
-	}
-}
-
-/* The same picture as SVG: the bar with each region at its exact place
- * (at least one pixel wide), the scale, the legend and the holders. */
-static int write_svg(const char *file, const char *title, uint64_t size, uint64_t extent, const struct span *sp,
-		     size_t nsp, long width)
-{
-	const double bar_w = (double)width * 8, x0 = 10, y0 = 34, bar_h = 28;
-	const int line_h = 16;
-	int height = (int)(y0 + bar_h + 24 + line_h * (2 + (int)nsp) + 10);
-	double svg_w = bar_w + 2 * x0, legend_w = x0;
-	FILE *f = fopen(file, "we");
-
-	if (!f)
-		return -errno;
-	for (size_t g = 0; g < ARRAY_SIZE(glyphs); g++)
-		legend_w += 14 + 7.5 * (double)strlen(glyphs[g].name) + 14;
-	if (legend_w > svg_w)
-		svg_w = legend_w;
-	fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-		   "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%d\" "
-		   "viewBox=\"0 0 %.0f %d\" font-family=\"monospace\" font-size=\"12\">\n",
-		svg_w, height, svg_w, height);
-	fputs("<title>lockctl map ", f);
-	xml_text(f, title);
-	fputs("</title>\n<text x=\"10\" y=\"20\">", f);
-	xml_text(f, title);
-	fprintf(f, ": %llu bytes</text>\n", (unsigned long long)size);
-	fprintf(f, "<rect class=\"free\" x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"%s\" stroke=\"#888888\"/>\n",
-		x0, y0, bar_w, bar_h, glyph_of('.')->fill);
-	svg_regions(f, sp, nsp, extent, x0, y0, bar_w, bar_h);
-	double y = y0 + bar_h + 14;
-	fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">0</text>\n<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">%llu</text>\n",
-		x0, y, x0 + bar_w, y, (unsigned long long)(extent - 1));
-	svg_legend(f, sp, nsp, x0, y + line_h + 4, line_h);
-	fputs("</svg>\n", f);
-	if (ferror(f) | (fclose(f) != 0))
-		return -EIO;
-	return 0;
-}
-
-static int precedence(char c)
-{
-	for (size_t i = 0; i < ARRAY_SIZE(glyphs); i++)
-		if (glyphs[i].c == c)
-			return (int)(ARRAY_SIZE(glyphs) - i);
-	return 0;
-}
+#include "map.h"
 
 static const char *color_of(char c)
 {
-	for (size_t i = 0; i < ARRAY_SIZE(glyphs); i++)
+	for (size_t i = 0; i < nglyphs; i++)
 		if (glyphs[i].c == c)
 			return glyphs[i].color;
 	return NULL;
@@ -210,7 +63,8 @@ static void help_map(void)
 	       " %s map [options] PATH\n"
 	       "\nThe file as a bar scaled to the terminal: read and write regions, waiters,\n"
 	       "stale entries and kernel locks of other programs, with a legend and the\n"
-	       "holders listed under it.\n"
+	       "holders listed under it.  Long empty stretches past the end of the file\n"
+	       "are left out (one '/' cell each).\n"
 	       "\nOptions:\n"
 	       " -w, --width <n>         width of the picture (default: the terminal's, or 80)\n"
 	       "     --color[=<when>]    colour the bar: auto (on a terminal), always, never\n"
@@ -272,14 +126,6 @@ int map_options(int argc, char **argv, struct map_opts *m, const struct option *
 	return optind;
 }
 
-/* A picture: the regions of one file, sorted by start. */
-struct picture {
-	struct stat st;
-	struct span *sp;
-	size_t n, cap;
-	uint64_t extent; /* the bar covers [0, extent): the file, or further if regions do */
-};
-
 static struct span *new_span(struct picture *pic, uint64_t start, uint64_t len, char glyph)
 {
 	GROW(pic->sp, pic->n, pic->cap);
@@ -290,11 +136,14 @@ static struct span *new_span(struct picture *pic, uint64_t start, uint64_t len, 
 	return x;
 }
 
-/* The table's entries, stale and waiting ones included. */
+/* The table's entries, stale and waiting ones included; SM_NOLOCK
+ * mappings hold no region (lockctl list shows them). */
 static void table_spans(struct picture *pic, const struct entries *e)
 {
 	for (size_t i = 0; i < e->n; i++) {
 		const struct smt_slot *s = &e->v[i];
+		if (SMT_STATE(s->state) == SMT_UNLOCKED)
+			continue;
 		char glyph = !strcmp(e->state[i], "stale") ? '?' : !strcmp(e->state[i], "waiting") ? '~'
 							 : s->mode == SMT_MODE_WRITE ? '#' : '=';
 		struct span *x = new_span(pic, s->off, s->len, glyph);
@@ -360,36 +209,51 @@ static int read_picture(const char *path, struct picture *pic)
 }
 
 /* The bar of cells, each the glyph of the strongest region in it. */
-static char *draw_bar(const struct picture *pic, size_t cells)
+static char *draw_bar(const struct picture *pic, const struct layout *l)
 {
-	char *bar = xrealloc(NULL, cells + 1, 1);
-	uint64_t extent = pic->extent;
+	char *bar = xrealloc(NULL, l->cells + 1, 1);
 
-	memset(bar, '.', cells);
-	bar[cells] = '\0';
+	memset(bar, '.', l->cells);
+	bar[l->cells] = '\0';
+	for (size_t i = 0; i < l->n; i++)
+		if (l->v[i].gap)
+			bar[l->v[i].c0] = GAP_GLYPH;
 	for (size_t i = 0; i < pic->n; i++) {
 		const struct span *sp = &pic->sp[i];
-		uint64_t end = sp->len ? sp->start + sp->len : extent;
+		size_t first, last;
 		/* every cell that holds a byte of the region, so that a
 		 * one-byte lock still shows */
-		size_t first = (size_t)((unsigned __int128)sp->start * cells / extent);
-		size_t last = (size_t)(((unsigned __int128)end * cells + extent - 1) / extent);
-		for (size_t k = first; k < last && k < cells; k++)
+		layout_cells(l, sp->start, sp->len ? sp->start + sp->len : pic->extent, &first, &last);
+		for (size_t k = first; k < last && k < l->cells; k++)
 			if (precedence(sp->glyph) > precedence(bar[k]))
 				bar[k] = sp->glyph;
 	}
 	return bar;
 }
 
-static void print_picture(const struct picture *pic, const char *shown, const char *bar, size_t cells,
+static void print_legend(const struct layout *l, bool color)
+{
+	for (size_t i = 0; i < nglyphs; i++) {
+		const char *col = color ? glyphs[i].color : NULL;
+		printf("%s%s%c%s %s", i ? "  " : " ", col ? col : "", glyphs[i].c, col ? "\033[0m" : "", glyphs[i].name);
+	}
+	if (l->left_out)
+		printf("  %c left out", GAP_GLYPH);
+	printf("\n");
+}
+
+static void print_picture(const struct picture *pic, const struct layout *l, const char *shown, const char *bar,
 			  bool color)
 {
 	char num[32];
 
-	printf("%s: %llu bytes, %zu cells of ~%llu bytes\n", shown, (unsigned long long)pic->st.st_size, cells,
-	       (unsigned long long)((pic->extent + cells - 1) / cells));
+	printf("%s: %llu bytes, %zu cells of ~%llu bytes", shown, (unsigned long long)pic->st.st_size, l->cells,
+	       (unsigned long long)l->per_cell);
+	if (l->left_out)
+		printf(", %llu empty bytes past the end left out (%c)", (unsigned long long)l->left_out, GAP_GLYPH);
+	printf("\n");
 	putchar('[');
-	for (size_t k = 0; k < cells; k++) {
+	for (size_t k = 0; k < l->cells; k++) {
 		const char *col = color ? color_of(bar[k]) : NULL;
 		if (col)
 			printf("%s%c\033[0m", col, bar[k]);
@@ -398,12 +262,8 @@ static void print_picture(const struct picture *pic, const char *shown, const ch
 	}
 	printf("]\n");
 	snprintf(num, sizeof(num), "%llu", (unsigned long long)(pic->extent - 1));
-	printf(" 0%*s\n", (int)(cells - 1), num);
-	for (size_t i = 0; i < ARRAY_SIZE(glyphs); i++) {
-		const char *col = color ? glyphs[i].color : NULL;
-		printf("%s%s%c%s %s", i ? "  " : " ", col ? col : "", glyphs[i].c, col ? "\033[0m" : "", glyphs[i].name);
-	}
-	printf("\n");
+	printf(" 0%*s\n", (int)(l->cells - 1), num);
+	print_legend(l, color);
 	for (size_t i = 0; i < pic->n; i++) {
 		char range[64];
 		span_range(&pic->sp[i], range, sizeof(range));
@@ -416,16 +276,16 @@ static void print_picture(const struct picture *pic, const char *shown, const ch
 int draw_map(const char *path, const struct map_opts *m)
 {
 	struct picture pic = { 0 };
-	size_t cells = (size_t)m->width - 2;
+	struct layout l;
 	int rc;
 
 	if ((rc = read_picture(path, &pic)) != 0)
 		return rc;
-	char *bar = draw_bar(&pic, cells), *abs = realpath(path, NULL);
+	layout_build(&l, &pic, (size_t)m->width - 2);
+	char *bar = draw_bar(&pic, &l), *abs = realpath(path, NULL);
 	const char *shown = abs ? abs : path;
-	print_picture(&pic, shown, bar, cells, m->color);
-	if (m->svg &&
-	    (rc = write_svg(m->svg, shown, (uint64_t)pic.st.st_size, pic.extent, pic.sp, pic.n, m->width)) < 0) {
+	print_picture(&pic, &l, shown, bar, m->color);
+	if (m->svg && (rc = write_svg(m->svg, shown, &pic, &l, m->width)) < 0) {
 		warnx_("%s: %s", m->svg, strerror(-rc));
 		rc = EXIT_ERROR;
 	} else
@@ -433,6 +293,7 @@ int draw_map(const char *path, const struct map_opts *m)
 	free(bar);
 	free(pic.sp);
 	free(abs);
+	layout_free(&l);
 	return rc;
 }
 

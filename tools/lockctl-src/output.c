@@ -25,8 +25,9 @@ const struct colinfo infos[NCOLS] = {
 		       "size of the region (empty: to the end of the file)" },
 	[COL_MODE] = { "MODE", 5, 0, SCOLS_JSON_STRING, "READ or WRITE" },
 	[COL_STATE] = { "STATE", 7, 0, SCOLS_JSON_STRING,
-			"held, pending, waiting (blocked), stale (its holder is gone), or foreign-read "
-			"(table mode: a plain fcntl reader the fence does not exclude)" },
+			"held, pending, waiting (blocked), stale (its holder is gone), unlocked (an SM_NOLOCK "
+			"mapping: coordination memory, no lock), or foreign-read (table mode: a plain fcntl "
+			"reader the fence does not exclude)" },
 	[COL_PID] = { "PID", 5, SCOLS_FL_RIGHT, SCOLS_JSON_NUMBER,
 		      "holder's pid (-1: an OFD lock whose owner could not be found)" },
 	[COL_COMMAND] = { "COMMAND", 15, 0, SCOLS_JSON_STRING, "holder's program name" },

@@ -69,7 +69,8 @@ void remote_rows(struct libscols_table *tb, const struct klocks *kl, const struc
 		return;
 	v = xrealloc(NULL, e->n + kl->n + 1, sizeof(*v));
 	for (size_t i = 0; i < e->n; i++)
-		v[n++] = (struct known){ e->v[i].off, e->v[i].off + e->v[i].len };
+		if (SMT_STATE(e->v[i].state) != SMT_UNLOCKED) /* a mapping, no lock */
+			v[n++] = (struct known){ e->v[i].off, e->v[i].off + e->v[i].len };
 	for (size_t i = 0; i < kl->n; i++)
 		if (kl->v[i].dev == st.st_dev && kl->v[i].ino == st.st_ino)
 			v[n++] = (struct known){ kl->v[i].start, kl->v[i].len ? kl->v[i].start + kl->v[i].len

@@ -87,17 +87,21 @@ const char *state_name(const struct smt_table *t, const struct smt_slot *s)
 		return "waiting";
 	case SMT_PENDING: /* published before its kernel lock: may hold it */
 		return "pending";
+	case SMT_UNLOCKED: /* an SM_NOLOCK mapping: listed, never a holder */
+		return "unlocked";
 	default:
 		return "held";
 	}
 }
 
-/* The live entries of a table. */
+/* The entries of a table: locks (held, pending, waiting) and SM_NOLOCK
+ * mappings (unlocked), with the stale ones if asked. */
 void read_entries(const struct smt_table *t, struct entries *e, bool with_stale)
 {
 	for (uint32_t i = 0, lim = smt_scan_limit(t); i < lim; i++) {
 		struct smt_slot s;
-		if (smt_snapshot(t, i, &s) != 1)
+		int rc = smt_snapshot(t, i, &s);
+		if (rc != 1 && rc != 2) /* 2: an unlocked mapping */
 			continue;
 		const char *st = state_name(t, &s);
 		if (!with_stale && !strcmp(st, "stale"))
@@ -113,7 +117,8 @@ void read_entries(const struct smt_table *t, struct entries *e, bool with_stale)
 }
 
 /* Is kernel lock k one of safemap's own, i.e. covered by live table
- * entries of the same mode (held, or waiting for a waiter)? */
+ * entries of the same mode (held, or waiting for a waiter; an unlocked
+ * mapping has no kernel lock)? */
 bool covered(const struct klock *k, const struct entries *e)
 {
 	uint64_t pos = k->start, end = k->len ? k->start + k->len : UINT64_MAX;
@@ -125,7 +130,8 @@ bool covered(const struct klock *k, const struct entries *e)
 		progress = false;
 		for (size_t i = 0; i < e->n; i++) {
 			const struct smt_slot *s = &e->v[i];
-			if (!strcmp(e->state[i], "stale") || (s->mode == SMT_MODE_WRITE) != k->write ||
+			if (!strcmp(e->state[i], "stale") || !strcmp(e->state[i], "unlocked") ||
+			    (s->mode == SMT_MODE_WRITE) != k->write ||
 			    (strcmp(e->state[i], "waiting") == 0) != k->blocked)
 				continue;
 			if (s->off <= pos && pos < s->off + s->len) {
