@@ -6,8 +6,6 @@
  * rows, kernel locks that are not theirs with their owner found, and on a
  * network filesystem the locks of other hosts.
  */
-#include <ctype.h>
-#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -73,43 +71,41 @@ struct lockedfile {
 	char *path;
 };
 
+/* The files asked for, and how many. */
+struct wanted_files {
+	struct lockedfile *v;
+	size_t n;
+};
+
+/* A descriptor's file, if it is one of the files asked for and has a
+ * path still. */
+static void path_of_fd(const char *link, long pid, void *arg)
+{
+	struct wanted_files *w = arg;
+	char target[PATH_MAX];
+	struct stat st;
+	ssize_t len;
+
+	(void)pid;
+	if (stat(link, &st) < 0 || !S_ISREG(st.st_mode))
+		return;
+	for (size_t i = 0; i < w->n; i++) {
+		struct lockedfile *f = &w->v[i];
+		if (f->path || f->dev != st.st_dev || f->ino != st.st_ino)
+			continue;
+		if ((len = readlink(link, target, sizeof(target) - 1)) > 0) {
+			target[len] = '\0';
+			if (target[0] == '/' && !strstr(target, " (deleted)"))
+				f->path = strdup(target);
+		}
+	}
+}
+
 static void find_paths(struct lockedfile *v, size_t n)
 {
-	DIR *proc = opendir("/proc");
-	struct dirent *pd;
+	struct wanted_files w = { v, n };
 
-	while (proc && (pd = readdir(proc))) {
-		char dir[300];
-		DIR *fds;
-		struct dirent *fd;
-		if (!isdigit((unsigned char)pd->d_name[0]))
-			continue;
-		snprintf(dir, sizeof(dir), "/proc/%s/fd", pd->d_name);
-		if (!(fds = opendir(dir))) {
-			ctl.unreadable += errno == EACCES || errno == EPERM;
-			continue;
-		}
-		while ((fd = readdir(fds))) {
-			char link[600], target[PATH_MAX];
-			struct stat st;
-			ssize_t len;
-			snprintf(link, sizeof(link), "%s/%s", dir, fd->d_name);
-			if (stat(link, &st) < 0 || !S_ISREG(st.st_mode))
-				continue;
-			for (size_t i = 0; i < n; i++) {
-				if (v[i].path || v[i].dev != st.st_dev || v[i].ino != st.st_ino)
-					continue;
-				if ((len = readlink(link, target, sizeof(target) - 1)) > 0) {
-					target[len] = '\0';
-					if (target[0] == '/' && !strstr(target, " (deleted)"))
-						v[i].path = strdup(target);
-				}
-			}
-		}
-		closedir(fds);
-	}
-	if (proc)
-		closedir(proc);
+	ctl.unreadable += for_each_fd("fd", path_of_fd, &w);
 }
 
 static int list_all(struct libscols_table *tb, const struct klocks *kl)

@@ -79,6 +79,11 @@ void *xrealloc(void *p, size_t n, size_t size);
 #define EXCL_MAX 4
 void check_exclusive(int c, const struct option *opts, const int excl[][EXCL_MAX], size_t nexcl, int *seen);
 
+/* fn(path, pid, arg) for every descriptor of every process, path naming
+ * it under /proc/PID/SUB (SUB: "fd" or "fdinfo"); returns how many
+ * processes' descriptors could not be read for lack of permission. */
+unsigned for_each_fd(const char *sub, void (*fn)(const char *path, long pid, void *arg), void *arg);
+
 /* "OFF LEN r|w" after PATH (argv[0]) */
 void parse_region(char **argv, uint64_t *off, uint64_t *len, bool *write);
 /* "START-END" or "START-EOF" (len 0) on stdout */

@@ -196,7 +196,8 @@ static int read_picture(const char *path, struct picture *pic)
 	table_spans(pic, &e);
 	kernel_spans(pic, &e, tm);
 	entries_free(&e);
-	qsort(pic->sp, pic->n, sizeof(*pic->sp), span_cmp);
+	if (pic->n) /* qsort wants an array, even of none */
+		qsort(pic->sp, pic->n, sizeof(*pic->sp), span_cmp);
 	pic->extent = (uint64_t)pic->st.st_size;
 	for (size_t i = 0; i < pic->n; i++) {
 		uint64_t end = pic->sp[i].len ? pic->sp[i].start + pic->sp[i].len : pic->sp[i].start + 1;

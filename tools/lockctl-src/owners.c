@@ -6,8 +6,6 @@
  * and sorted so each lookup is a binary search.  Command names come from
  * /proc/PID/comm, read once per pid.
  */
-#include <ctype.h>
-#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,46 +95,38 @@ static int owner_cmp(const void *x, const void *y)
 	return c ? c : a->seen < b->seen ? -1 : a->seen > b->seen;
 }
 
+/* getline's buffer, kept across files */
+struct linebuf {
+	char *line;
+	size_t cap;
+};
+
+/* The locks held through one descriptor ("lock:" lines of its fdinfo). */
+static void owners_of_fd(const char *path, long pid, void *arg)
+{
+	struct linebuf *buf = arg;
+	FILE *f = proc_open(path);
+
+	if (!f)
+		return;
+	while (getline(&buf->line, &buf->cap, f) > 0) {
+		struct klock k;
+		if (strncmp(buf->line, "lock:\t", 6) != 0 || !parse_lock_line(buf->line + 6, &k))
+			continue;
+		GROW(owners, nowners, owners_cap);
+		owners[nowners] = (struct owner){ k, pid, nowners };
+		nowners++;
+	}
+	fclose(f);
+}
+
 static void read_owners(void)
 {
-	DIR *proc = opendir("/proc");
-	struct dirent *pd;
-	char *line = NULL;
-	size_t cap = 0;
+	struct linebuf buf = { NULL, 0 };
 
 	owners_read = true;
-	while (proc && (pd = readdir(proc))) {
-		char dir[300];
-		DIR *fds;
-		struct dirent *fd;
-		if (!isdigit((unsigned char)pd->d_name[0]))
-			continue;
-		snprintf(dir, sizeof(dir), "/proc/%s/fdinfo", pd->d_name);
-		if (!(fds = opendir(dir)))
-			continue;
-		while ((fd = readdir(fds))) {
-			char path[600];
-			FILE *f;
-			if (!isdigit((unsigned char)fd->d_name[0]))
-				continue;
-			snprintf(path, sizeof(path), "%s/%s", dir, fd->d_name);
-			if (!(f = proc_open(path)))
-				continue;
-			while (getline(&line, &cap, f) > 0) {
-				struct klock k;
-				if (strncmp(line, "lock:\t", 6) != 0 || !parse_lock_line(line + 6, &k))
-					continue;
-				GROW(owners, nowners, owners_cap);
-				owners[nowners] = (struct owner){ k, strtol(pd->d_name, NULL, 10), nowners };
-				nowners++;
-			}
-			fclose(f);
-		}
-		closedir(fds);
-	}
-	free(line);
-	if (proc)
-		closedir(proc);
+	for_each_fd("fdinfo", owners_of_fd, &buf);
+	free(buf.line);
 	if (nowners)
 		qsort(owners, nowners, sizeof(*owners), owner_cmp);
 }

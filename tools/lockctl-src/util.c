@@ -6,6 +6,8 @@
  * mutually exclusive options (util-linux's optutils.h), and the
  * "PATH OFF LEN r|w" region check and hold take.
  */
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -19,13 +21,19 @@ const char *prog = "lockctl";
 const char *cmd_name;
 const char *table_dir;
 
+/* "lockctl: " and the message, on stderr, without the line's end. */
+static void vmsg(const char *fmt, va_list ap)
+{
+	fprintf(stderr, "%s: ", prog);
+	vfprintf(stderr, fmt, ap);
+}
+
 void warnx_(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "%s: ", prog);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vmsg(fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
 }
@@ -34,9 +42,8 @@ void errx_(int status, const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "%s: ", prog);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vmsg(fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
 	exit(status);
@@ -46,9 +53,8 @@ void usage_err(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "%s: ", prog);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vmsg(fmt, ap);
 	va_end(ap);
 	fprintf(stderr, ". Try '%s%s%s --help' for more information.\n", prog, cmd_name ? " " : "",
 		cmd_name ? cmd_name : "");
@@ -138,4 +144,35 @@ void print_range(uint64_t start, uint64_t len)
 		printf("%llu-%llu", (unsigned long long)start, (unsigned long long)(start + len - 1));
 	else
 		printf("%llu-EOF", (unsigned long long)start);
+}
+
+unsigned for_each_fd(const char *sub, void (*fn)(const char *path, long pid, void *arg), void *arg)
+{
+	DIR *proc = opendir("/proc");
+	struct dirent *pd;
+	unsigned denied = 0;
+
+	while (proc && (pd = readdir(proc))) {
+		char dir[300], path[600];
+		DIR *fds;
+		struct dirent *fd;
+		if (!isdigit((unsigned char)pd->d_name[0]))
+			continue;
+		snprintf(dir, sizeof(dir), "/proc/%s/%s", pd->d_name, sub);
+		if (!(fds = opendir(dir))) {
+			denied += errno == EACCES || errno == EPERM;
+			continue;
+		}
+		long pid = strtol(pd->d_name, NULL, 10);
+		while ((fd = readdir(fds))) {
+			if (!isdigit((unsigned char)fd->d_name[0]))
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", dir, fd->d_name);
+			fn(path, pid, arg);
+		}
+		closedir(fds);
+	}
+	if (proc)
+		closedir(proc);
+	return denied;
 }
