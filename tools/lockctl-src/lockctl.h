@@ -6,6 +6,7 @@
  *   main.c           the command table, global options, help, dispatch
  *   completion.c     the bash completion script, from the command table
  *   list.c check.c hold.c info.c map.c watch.c   one subcommand (family) each
+ *   svg.c layout.c   map's SVG writer; where map draws each byte (map.h)
  *   remote.c         locks of other hosts, found by walking the gaps
  *   table_rows.c     safemap lock tables: opening, entries, table mode
  *   output.c         columns, rows, smartcols and JSON output
