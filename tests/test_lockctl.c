@@ -636,6 +636,19 @@ static bool xml_ok(const char *s, const char *cls, int *count)
 	return root && depth == 0;
 }
 
+/* The SVG file lockctl map --svg wrote, into doc (NUL-terminated); the
+ * file is removed. */
+static void read_svg(const char *svg, char *doc, size_t size)
+{
+	int fd = open(svg, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ssize_t n = read(fd, doc, size - 1);
+	close(fd);
+	unlink(svg);
+	ck_assert_int_gt(n, 0);
+	doc[n] = '\0';
+}
+
 /* How many times needle stands in s. */
 static int occurrences(const char *s, const char *needle)
 {
@@ -709,13 +722,7 @@ START_TEST(map_and_watch_golden_picture)
 	snprintf(args, sizeof(args), "map -w 40 --color=never --svg %s %s", svg, p);
 	ck_assert_int_eq(run_showing(out, sizeof(out), args, krow, 1), 0);
 	ck_assert_str_eq(out, want);
-	int fd = open(svg, O_RDONLY | O_CLOEXEC);
-	ck_assert_int_ge(fd, 0);
-	ssize_t n = read(fd, doc, sizeof(doc) - 1);
-	close(fd);
-	unlink(svg);
-	ck_assert_int_gt(n, 0);
-	doc[n] = '\0';
+	read_svg(svg, doc, sizeof(doc));
 	ck_assert_ptr_nonnull(strstr(doc, "<svg xmlns=\"http://www.w3.org/2000/svg\""));
 	const char *classes[] = { "write", "read", "stale", "kernel", "waiting" };
 	const int expect[] = { 1, 1, 1, 1, 0 };
@@ -1053,13 +1060,7 @@ START_TEST(map_leaves_out_empty_bytes_past_eof)
 	/* SVG: the regions after the gap, not squeezed into its last pixel */
 	snprintf(svg, sizeof(svg), "%s.svg", p);
 	ck_assert_int_eq(runf(out, sizeof(out), "map -w 40 --color=never --svg %s %s", svg, p), 0);
-	int fd = open(svg, O_RDONLY | O_CLOEXEC);
-	ck_assert_int_ge(fd, 0);
-	ssize_t n = read(fd, doc, sizeof(doc) - 1);
-	close(fd);
-	unlink(svg);
-	ck_assert_int_gt(n, 0);
-	doc[n] = '\0';
+	read_svg(svg, doc, sizeof(doc));
 	int count;
 	ck_assert_msg(xml_ok(doc, "gap", &count) && count == 1, "%d gaps:\n%s", count, doc);
 	ck_assert_msg(xml_ok(doc, "read", &count) && count == 1, "%d reads:\n%s", count, doc);
