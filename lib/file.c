@@ -195,8 +195,9 @@ int sm_open(const char *path, int flags, const sm_options *opt, sm_file **out)
 	if (!rc && fcntl(fd, F_SETFL, 0) < 0)
 		rc = -errno;
 	f->wait_ns = o.wait_ns; /* SM_WAIT's bound (wait.c) */
+	smt_forget_hook = sm_wait_forget; /* table.c's reaper -> wait.c's counts */
 	if (!rc)
-		rc = sm_table_open(f, path, &st, &o);
+		rc = sm_table_open(f, path, &st, &o, &sm_tmode_ops);
 	if (rc < 0 && fd >= 0) {
 		close(fd);
 		f->fd = -1;

@@ -97,6 +97,11 @@ struct smt_table {
 	uint32_t owner;   /* our liveness byte, when owner_held */
 	bool owner_held;
 	uint32_t hint;    /* next slot to try */
+	/* set by the mode's prepare hook for claim_owner: false leaves byte k
+	 * alone (table mode bumps area k's incarnation before the byte is
+	 * locked, tmode.c) */
+	bool (*before_claim)(void *arg, uint32_t k);
+	void *mode_arg;
 	struct sm_map *guard; /* registers the mapping with the SIGBUS guard */
 	char *path;       /* where sm_table_open found it (NULL in lockctl) */
 };
@@ -304,8 +309,24 @@ SM_HIDDEN void sm_fault_atfork_prepare(void);
 SM_HIDDEN void sm_fault_atfork_release(void);
 
 /* --- table.c: the shared lock table -------------------------------------- */
+/* The lock modes' hooks, registered by the layer above (file.c passes
+ * tmode.c's): table.c calls them and never the modes themselves.
+ * prepare: after the table is mapped, before an owner byte is claimed;
+ * attach: after the claim (the mode bytes; table mode's fence, identity and
+ * area), any error fails the open; abandon: undo prepare after a failure;
+ * no_table: an opener without a table (the identity band's test). */
+struct smt_mode_ops {
+	int (*prepare)(sm_file *f, struct smt_table *t, const sm_options *o);
+	int (*attach)(sm_file *f, struct smt_table *t, const sm_options *o);
+	void (*abandon)(struct smt_table *t);
+	int (*no_table)(sm_file *f);
+};
 SM_HIDDEN int sm_table_open(sm_file *f, const char *data_path, const struct stat *st,
-			    const sm_options *o);
+			    const sm_options *o, const struct smt_mode_ops *ops);
+/* Set by file.c to wait.c's sm_wait_forget: a reaper that frees a dead
+ * waiter's slot gives its bucket counts back through it (NULL: the counts,
+ * hints, stay). */
+extern void (*smt_forget_hook)(struct smt_table *t, const struct smt_slot *s);
 SM_HIDDEN void sm_table_close(sm_file *f);
 SM_HIDDEN int sm_table_add(sm_file *f, struct sm_hold *h, const char *tag, uint32_t state);
 /* h's kernel lock was granted: its pending entry becomes held.  One atomic
@@ -389,9 +410,8 @@ SM_HIDDEN uint32_t sm_acquirer(void);
 /* Set the bucket geometry of a table that has none (0 -> default, CAS). */
 SM_HIDDEN void sm_wait_geometry_init(struct smt_table *t);
 /* --- tmode.c: table-authority mode (SM_OPT_TABLE_LOCKS, SPEC §12) --------- */
-/* After claim_owner: the mode bytes (both modes), and in table mode the
- * tree, the fence and the identity band.  Any error fails sm_open. */
-SM_HIDDEN int sm_tmode_attach(sm_file *f, struct smt_table *t, const sm_options *o);
+/* The hooks table.c calls at open (struct smt_mode_ops above). */
+SM_HIDDEN extern const struct smt_mode_ops sm_tmode_ops;
 /* A kernel-mode opener without a table: -EPROTO if table-mode owners hold
  * the data file's identity band. */
 SM_HIDDEN int sm_tmode_no_table(sm_file *f);
@@ -407,11 +427,12 @@ static inline bool sm_kernel_locks(const sm_file *f)
 {
 	return !f->memory && !f->tmode;
 }
-/* private build (tests): the tree's invariants, and tree == held slots of
- * live owners; 0 or -EPROTO with the reason in why. */
+/* private build (tests): every live area's two copies are treaps with exact
+ * maxima indexing exactly its owner's entries; 0 or -EPROTO with the reason
+ * in why. */
 int smt_tree_check(sm_file *f, char *why, size_t n);
-/* Test seam: called inside the tree's critical section of an acquire,
- * after the slot is published and before its node is linked. */
+/* Test seam: called in an acquire after it announced (slot pending, node
+ * linked in both copies) and before it validates. */
 extern void (*smt_test_in_tree_lock)(void);
 
 /* --- fork.c: fork safety ------------------------------------------------- */

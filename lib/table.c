@@ -145,6 +145,7 @@ uint32_t smt_scan_limit(const struct smt_table *t)
 }
 
 void (*smt_test_after_probe)(uint32_t owner);
+void (*smt_forget_hook)(struct smt_table *t, const struct smt_slot *s);
 
 bool smt_owner_alive(const struct smt_table *t, uint32_t owner)
 {
@@ -348,6 +349,8 @@ static void free_slots_of(struct smt_table *t, uint32_t owner);
 static int claim_owner(struct smt_table *t)
 {
 	for (uint32_t k = 0; k < SMT_MAX_OWNERS; k++) {
+		if (t->before_claim && !t->before_claim(t->mode_arg, k))
+			continue; /* the mode's hook (table mode: a live owner's area) */
 		int rc = sm_ofd_lock(t->fd, true, SMT_LIVE_BASE + k, 1);
 		if (rc == 0) {
 			/* We hold byte k exclusively now, so any slot still naming
@@ -361,7 +364,7 @@ static int claim_owner(struct smt_table *t)
 			 * otherwise take turns with the same slot and move its
 			 * cache lines between CPUs at every acquisition. */
 			t->hint = t->nslots ? (uint32_t)(((uint64_t)k * SMT_OWNER_SPREAD) % t->nslots) : 0;
-			return 0; /* the mode bytes: sm_tmode_attach */
+			return 0; /* the mode bytes: the mode's attach hook */
 		}
 		if (rc != -EBUSY)
 			return rc;
@@ -382,7 +385,8 @@ static void free_slots_of(struct smt_table *t, uint32_t owner)
 			copy = t->slots[i]; /* a dead owner's: stable */
 			if (free_slot(t, i, w)) {
 				if (SMT_STATE(w.state) == SMT_WAITING)
-					sm_wait_forget(t, &copy);
+					if (smt_forget_hook)
+						smt_forget_hook(t, &copy);
 				break;
 			}
 		}
@@ -450,7 +454,8 @@ static int reap_upto(struct smt_table *t, uint32_t lim, bool dry)
 			n++;
 			/* a dead waiter's bucket counts (wait.c) */
 			if (!c[k].invalid && SMT_STATE(c[k].w.state) == SMT_WAITING)
-				sm_wait_forget(t, &copy);
+				if (smt_forget_hook)
+					smt_forget_hook(t, &copy);
 		}
 	}
 out:
@@ -695,7 +700,8 @@ static void cleanup(sm_file *f, struct smt_table *t)
 	(void)cleanup_lock(t->fd, F_UNLCK, F_OFD_SETLK);
 }
 
-int sm_table_open(sm_file *f, const char *data_path, const struct stat *st, const sm_options *o)
+int sm_table_open(sm_file *f, const char *data_path, const struct stat *st, const sm_options *o,
+		  const struct smt_mode_ops *ops)
 {
 	struct smt_table *t;
 	char path[PATH_MAX];
@@ -705,7 +711,7 @@ int sm_table_open(sm_file *f, const char *data_path, const struct stat *st, cons
 	if (f->netfs && (o->flags & (SM_OPT_REFUSE_NETFS | SM_OPT_TABLE_LOCKS)))
 		return -EREMOTE; /* table mode's exclusion would not cross hosts */
 	if (o->flags & SM_OPT_NO_TABLE)
-		return sm_tmode_no_table(f);
+		return ops->no_table(f);
 	if ((rc = smt_path(data_path, st, o->table_dir, path, sizeof(path))) < 0)
 		return rc;
 	if (!(t = calloc(1, sizeof(*t))))
@@ -715,35 +721,40 @@ int sm_table_open(sm_file *f, const char *data_path, const struct stat *st, cons
 	for (int round = 0; round < 4; round++) {
 		if ((rc = attach(f, data_path, path, st, t)) < 0)
 			break;
+		if ((rc = ops->prepare(f, t, o)) < 0) /* table mode: its index first */
+			break;
 		if ((rc = claim_owner(t)) < 0 || (rc = still_named(t, path)) != -EAGAIN)
 			break;
+		ops->abandon(t);
 		smt_detach(t); /* removed or replaced meanwhile: start over */
 	}
 	if (rc == 0 && !(t->path = strdup(path)))
 		rc = -ENOMEM;
 	if (rc == 0) {
-		/* the modes (SPEC §12): a refusal fails the open */
-		if ((rc = sm_tmode_attach(f, t, o)) < 0) {
+		/* the modes: a refusal fails the open */
+		if ((rc = ops->attach(f, t, o)) < 0) {
+			ops->abandon(t);
 			smt_detach(t);
 			free(t->path);
 			free(t);
 			return rc;
 		}
 		if (!f->tmode)
-			smt_reap(t, false); /* lazily, by every opener (tmode.c: under its mutex) */
+			smt_reap(t, false); /* lazily, by every opener (table mode: in its attach) */
 		f->table = t;
 		return 0;
 	}
+	ops->abandon(t);
 	if (t->fd >= 0 && t->guard)
 		smt_detach(t);
 	free(t);
 	f->table_err = rc;
 	if (o->flags & SM_OPT_TABLE_LOCKS)
 		return rc; /* table mode needs its table */
-	/* exclusion still holds through the kernel locks (SPEC §4.5) */
+	/* exclusion still holds through the kernel locks */
 	if (o->flags & SM_OPT_TABLE_REQUIRED)
 		return rc;
-	return sm_tmode_no_table(f);
+	return ops->no_table(f);
 }
 
 void sm_table_close(sm_file *f)

@@ -78,7 +78,9 @@ struct smt_header {
 	uint64_t table_dev;   /* table-authority mode: the table file's own */
 	uint64_t table_ino;   /* identity when table_id was drawn, and the */
 	uint64_t table_boot;  /* boot's (a hash of boot_id), else 0 */
-	uint8_t reserved1[888];
+	uint64_t idx_off;     /* table-authority mode: the index area (tmode.c), */
+	uint64_t idx_size;    /* 0 until one is laid out */
+	uint8_t reserved1[872];
 	struct smt_bucket {   /* waiting, at offset 1024 */
 		uint32_t futex;   /* bumped by every release that covers the bucket
 				   * and has waiters; waiters FUTEX_WAIT on it */
@@ -113,7 +115,8 @@ struct smt_slot {
 	uint32_t wait_for;   /* waiting: slot index + 1 of a holder it waits for, 0 */
 	uint32_t acquirer;   /* thread id of the acquirer (in pidns): the wait-for
 			      * graph's node is (pidns, acquirer) */
-	uint64_t reserved1;
+	uint64_t inc;        /* table-authority mode: the incarnation of the owner's
+			      * area when the entry was published (tmode.c) */
 };
 
 /* A slot's seq and state as one 64-bit word.  Whoever frees a slot it
@@ -143,7 +146,9 @@ _Static_assert(__builtin_offsetof(struct smt_header, revision) == 76, "revision"
 _Static_assert(__builtin_offsetof(struct smt_header, tree_size) == 104, "tree_size");
 _Static_assert(__builtin_offsetof(struct smt_header, table_ino) == 120, "table_ino");
 _Static_assert(__builtin_offsetof(struct smt_header, table_boot) == 128, "table_boot");
+_Static_assert(__builtin_offsetof(struct smt_header, idx_size) == 144, "idx_size");
 _Static_assert(__builtin_offsetof(struct smt_header, buckets) == 1024, "buckets");
 _Static_assert(__builtin_offsetof(struct smt_slot, wait_for) == 112, "wait_for");
+_Static_assert(__builtin_offsetof(struct smt_slot, inc) == 120, "inc");
 
 #endif

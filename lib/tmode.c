@@ -1,111 +1,64 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * tmode.c - table-authority mode (SM_OPT_TABLE_LOCKS, SPEC §12).
+ * tmode.c - table-authority mode (SM_OPT_TABLE_LOCKS).
  *
  * In this mode the shared lock table, not the kernel, decides exclusion, so
  * an uncontended slice costs no system call.  Everything of the mode lives
- * here; lock.c, slice.c, ranges.c and table.c only call in.
+ * here and in tindex.c (one owner's index); lock.c, slice.c and ranges.c
+ * only call in, table.c calls the hooks file.c registers (sm_tmode_ops).
  *
- * The structure.  The slots stay the published holders (sm_holders and
- * lockctl read them unchanged).  Beside them, at tree_off in the table file
- * (doc/safemap-table.5, "Table-authority mode"), lies an index over the
- * slots: node i belongs to slot i, nodes link by u32 index + 1 (0: none),
- * never by pointer (every process maps the table at another address).  It
- * is a treap keyed by (off, slot index), priorities a hash of the index,
- * each node augmented with the largest end of its subtree and the largest
- * end of a write region in its subtree.  "Is there a region overlapping
- * [a, b) that conflicts with this mode and belongs to another owner?" is a
- * walk that prunes every subtree whose (write) max end is <= a: O(log n)
- * expected for a write request and for a read request alike (readers never
- * enumerate each other: they prune on the write max end).
+ * No process can stall another.  There is no lock any other process can
+ * hold: each owner (one per sm_file and process, its liveness byte k) owns
+ * area k of the index area, and only it writes that area.  An acquisition
+ * of [a, b):
+ *   1. claims a slot (compare-and-swap of its state word), fills it,
+ *      stamps it with the area's incarnation and publishes it PENDING;
+ *   2. announces: links the slot's node into its own index, both copies,
+ *      left-right (the copy readers do not use changes under an odd
+ *      version, the area flips to it, then the other copy follows);
+ *   3. a full fence, then validates: searches every other LIVE area's
+ *      active copy for a node overlapping [a, b) whose slot is a pending or
+ *      held entry of that area's incarnation, conflicting in mode; a found
+ *      entry counts if its owner's liveness byte is locked (a system call,
+ *      on the conflict path only) and the area is still LIVE at that
+ *      incarnation afterwards;
+ *   4. retracts (unlinks, frees the slot: -EBUSY) or marks the slot HELD.
+ * Two conflicting acquirers both announce before they look, so at least
+ * one sees the other: both may fail, never both succeed.  A reader never
+ * waits: the copy it searches is never the one its owner is changing, so
+ * an owner stopped at any instruction leaves a stable copy behind; a copy
+ * that changed under the reader is read again (every link bounds-checked,
+ * every path bounded).  An owner killed at any instruction leaves entries
+ * whose liveness byte the kernel unlocked: they count for nothing, and the
+ * first process that meets one marks the area DEAD.  A new owner of byte k
+ * bumps area k's incarnation before it locks the byte, so a dead owner's
+ * entries never look alive again.  tests/tmode.pml is this protocol as a
+ * Promela model; spin checks exclusion, no stall and no false refusal with
+ * a stop or a kill at every step (tests/check-model.sh).
  *
- * The lock.  One process-shared robust pthread mutex in the tree header
- * guards every change of the tree and of every slot state that the tree
- * indexes (a slot becomes held, stops being held, changes mode, only under
- * it).  Deciding a conflict and publishing the new holder therefore happen
- * in one critical section: no pending state is needed, and a refused
- * process always finds its holder in the slots.  Uncontended, glibc's lock
- * and unlock are one compare-and-swap each and no system call.
+ * Costs: acquire and release are O(log n) in the regions an owner holds
+ * (its treap, twice) plus, per other attached owner, one O(log n) search
+ * of its index; a slot comes from the owner's own list of slots it freed,
+ * else from a cursor; a full table reaps dead owners' slots before it says
+ * -ENOLCK.  No system call on the uncontended path.
  *
- * Crash safety (SIGKILL at any instruction).
- *   - Killed outside the critical section: nothing is half-written.  The
- *     dead owner's slots stay held and its nodes stay in the tree until
- *     a conflict finds one: the finder asks the kernel whether the owner's
- *     liveness byte is still locked (F_OFD_GETLK, a system call on the
- *     conflict path only), and if not removes the node, frees the slot and
- *     searches again ("free at the next conflict").
- *   - Killed inside it: the tree and the slot being changed may be
- *     half-updated.  The kernel marks the robust mutex's owner dead; the
- *     next locker gets EOWNERDEAD and rebuilds the whole tree from the
- *     slots (every held slot of a live owner is inserted; slots of dead
- *     owners, including the one that died mid-update, are freed), then
- *     calls pthread_mutex_consistent.  A rebuild killed midway is redone by
- *     the next locker, so nothing a live process trusts is ever derived
- *     from a half-written structure.
- *   - Slots freed outside the mutex (the lazy reaper of every opener,
- *     lockctl reap, a new owner freeing its dead predecessor's slots) leave
- *     their node in the tree.  A node is trusted only while its slot's state
- *     word still says "held by the node's owner" with the node's range: a
- *     conflict with a node that fails that test removes the node, and a
- *     claimer of a slot whose node is still linked unlinks it first.  A slot
- *     becomes held only under the mutex, together with its node, so such a
- *     check cannot be fooled by a reused slot.  Table-mode openers run the
- *     lazy reap under the mutex (purge: free dead owners' slots, unlink
- *     every node whose slot no longer matches), so the tree indexes
- *     exactly the held slots except after an outside reaper (lockctl reap).
- *   - A corrupted tree (an impossible link, a path deeper than MAX_DEPTH) is
- *     rebuilt from the slots under the mutex too.
- *
- * Opening (sm_tmode_attach, serialised by an OFD write lock on
- * live_base + 65538 of the table file):
- *   1. mode exclusion: read-lock the table-mode byte, then test the
- *      kernel-mode byte with F_OFD_GETLK (kernel-mode owners do the
- *      converse), -EPROTO if held: two openers in different modes may both
- *      fail, never both succeed;
- *   2. if no other table-mode owner is attached (F_OFD_GETLK on the
- *      table-mode byte), (re)build: grow the table to 131072 slots
- *      (sparse), lay out the tree area, keep table_id (draw one if the
- *      table file has none: a new one, a copy, or one from another boot),
- *      initialise the mutex, rebuild the tree from the slots.  With
- *      other table-mode owners attached, a missing or invalid tree area
- *      is -EPROTO (§12.7);
- *   3. the fence: an OFD read lock over data bytes [0, 2^62) through the
- *      sm_file's own description of the data file (-EBUSY if a foreign
- *      write lock is there), so plain fcntl writers are refused;
- *   4. identity: read-lock data byte 2^62 + (table_id mod 2^32) and test
- *      the rest of the band [2^62 + 2^16, 2^62 + 2^32) with F_OFD_GETLK
- *      (table_id mod 2^32 is at least 2^16: the first 2^16 bytes at 2^62
- *      are sm_log's mutex bytes, lib/log.c): a lock
- *      there is a table-mode owner of another table for the same data file
- *      (a hard link, a bind mount, another table_dir): -EPROTO.
- * Kernel-mode openers read-lock the kernel-mode byte and test the
- * table-mode byte, and every kernel-mode opener (with or without a table)
- * tests the band once.
- *
- * Contention: one mutex serialises every decision of every process (a few
- * hundred instructions each).  A holder preempted inside it stalls the
- * others until it runs again (glibc's robust mutex sleeps on the futex, it
- * does not spin), so an oversubscribed machine shows tail latency, never
- * lost exclusion; a sharded mutex (per region of the file) is the next
- * step if that matters.
- *
- * Kernel calls made in this mode: none for map (cached window, cached file
- * size) + access + release of a read slice; write slices still fallocate
- * (SPEC §5.4).  Nothing here ever locks or unlocks bytes of the data file
- * below 2^62 after the fence is taken: an F_UNLCK through the sm_file's
- * description would punch a hole in its own fence (ranges.c and slice.c's
- * unreserve skip their kernel locks in this mode).
- *
- * Deviation from the recommended design, with its reason: kernel-mode
- * openers that do have a usable table test the identity band too (one
- * F_OFD_GETLK at open), not only those without one: a kernel-mode opener
- * whose table is another file (table_dir) than the table-mode owners'
- * would otherwise attach silently.
+ * Opening (hooks, in table.c's order): prepare lays the index area out
+ * (once, lock-free: the file is extended, then the header's idx_off set by
+ * compare-and-swap) or validates it; before_claim bumps area k's
+ * incarnation before table.c locks liveness byte k; attach takes the mode
+ * byte (table-mode owners read-lock theirs and test the kernel-mode one:
+ * two openers of different modes may both fail, never both succeed), the
+ * fence (an OFD read lock over data bytes [0, 2^62) through the sm_file's
+ * description: plain fcntl writers are refused), the identity byte
+ * 2^62 + (table_id mod 2^32) and tests the rest of the band (a lock there is
+ * an owner of another table for the same data file: -EPROTO), then
+ * publishes the area LIVE.  Nothing here ever locks or unlocks bytes of the
+ * data file below 2^62 after the fence is taken: an F_UNLCK through the
+ * sm_file's description would punch a hole in its own fence.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,9 +68,8 @@
 #include <unistd.h>
 
 #include "safemap-internal.h"
+#include "tindex.h"
 
-#define TREE_MAGIC "SMTREE1\0"
-#define TREE_VERSION 1u
 #define TMODE_NSLOTS 131072u /* capacity in this mode: >= 100,000 regions */
 #define BAND ((uint64_t)1 << 62)
 #define BAND_LEN ((uint64_t)1 << 32)
@@ -125,270 +77,46 @@
  * users of bytes at 2^62 (sm_log's mutex bytes, lib/log.c). */
 #define BAND_ID_MIN ((uint64_t)1 << 16)
 #define INIT_BYTE (SMT_LIVE_BASE + SMT_MAX_OWNERS + 2)
-#define MAX_DEPTH 200 /* a treap of 2^20 nodes this deep: corrupted */
+#define NFREE 512u           /* slots an owner keeps for its next claims */
+#define READ_TRIES 100000u   /* an area that never reads consistently: corrupted */
 
-/* The tree area's header: 4096 bytes at tree_off. */
-struct smt_tree_hdr {
-	char magic[8];
-	uint32_t version;
-	uint32_t node_size;
-	uint32_t nnodes; /* == nslots when built */
-	uint32_t root;   /* node index + 1, 0: empty */
-	uint32_t count;  /* nodes in the tree */
-	uint32_t hint;   /* a slot likely free */
-	uint64_t rebuilds;
-	uint8_t reserved0[24];
-	union {
-		pthread_mutex_t mu; /* opaque: glibc's, 64-bit builds */
-		uint8_t opaque[64];
-	} m;
-	uint8_t reserved1[4096 - 128];
-};
-
-#define NF_IN 0x1u    /* linked in the tree */
-#define NF_WRITE 0x2u /* a write region */
-#define NF_OWNER(fl) ((fl) >> 8)
-
-struct smt_node {
-	uint32_t left, right; /* index + 1, 0: none */
-	uint32_t prio;
-	uint32_t flags; /* NF_*, bits 8-31: owner */
-	uint64_t off, end;
-	uint64_t max_end;  /* largest end in the subtree */
-	uint64_t max_wend; /* largest end of a write region in the subtree, 0: none */
-};
-
-_Static_assert(sizeof(struct smt_tree_hdr) == 4096, "tree header layout");
-_Static_assert(sizeof(pthread_mutex_t) <= 64, "mutex area");
-_Static_assert(__builtin_offsetof(struct smt_tree_hdr, m) == 64, "mutex offset");
-_Static_assert(sizeof(struct smt_node) == 48, "node layout");
+#define LD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
 struct sm_tmode {
 	struct smt_table *t;
-	struct smt_tree_hdr *th;
-	struct smt_node *nodes;
-	uint32_t nnodes;
+	struct smt_idx_hdr *ih;
+	struct smt_area *areas;
+	struct smt_inode *nodes;
+	uint32_t nnodes;  /* slots [0, nnodes) have nodes: the ones we claim */
+	uint32_t inc;     /* our area's incarnation */
+	bool live;        /* our area is published */
 	uint64_t table_id;
-	int err; /* a corruption seen during the current operation */
+	uint32_t cursor;  /* next slot to try when freel is empty */
+	uint32_t nfree;
+	uint32_t freel[NFREE];
 };
 
 void (*smt_test_in_tree_lock)(void);
 
-/* ---- the treap ------------------------------------------------------------ */
-
-#define NODE(tm, r) (&(tm)->nodes[(r)-1])
-
-static uint32_t prio_of(uint32_t i)
+static uint64_t round4k(uint64_t x)
 {
-	uint32_t x = i * 0x9e3779b1u + 0x7f4a7c15u;
-
-	x ^= x >> 16;
-	x *= 0x85ebca6bu;
-	x ^= x >> 13;
-	x *= 0xc2b2ae35u;
-	return x ^ (x >> 16);
+	return (x + 4095) & ~(uint64_t)4095;
 }
 
-static bool ref_ok(const struct sm_tmode *tm, uint32_t r)
+/* Where the index area of a table of nslots slots lies: past the slots and
+ * past where revision-2 tables kept their tree (4096 + 48 bytes a slot),
+ * which is left alone. */
+static uint64_t idx_off_for(uint32_t nslots)
 {
-	return r <= tm->nnodes;
+	return round4k((uint64_t)SMT_HEADER_SIZE + (uint64_t)nslots * SMT_SLOT_SIZE) +
+	       round4k(4096 + (uint64_t)nslots * 48);
 }
 
-static bool key_less(const struct sm_tmode *tm, uint32_t a, uint32_t b)
+static uint64_t idx_size_for(uint32_t nslots)
 {
-	const struct smt_node *x = NODE(tm, a), *y = NODE(tm, b);
-
-	return x->off < y->off || (x->off == y->off && a < b);
+	return round4k(sizeof(struct smt_idx_hdr) + (uint64_t)SMT_MAX_OWNERS * sizeof(struct smt_area) +
+		       (uint64_t)nslots * sizeof(struct smt_inode));
 }
-
-static void pull(struct sm_tmode *tm, uint32_t r)
-{
-	struct smt_node *x = NODE(tm, r);
-	uint64_t me = x->end, mw = (x->flags & NF_WRITE) ? x->end : 0;
-
-	if (x->left && ref_ok(tm, x->left)) {
-		const struct smt_node *l = NODE(tm, x->left);
-		me = l->max_end > me ? l->max_end : me;
-		mw = l->max_wend > mw ? l->max_wend : mw;
-	}
-	if (x->right && ref_ok(tm, x->right)) {
-		const struct smt_node *l = NODE(tm, x->right);
-		me = l->max_end > me ? l->max_end : me;
-		mw = l->max_wend > mw ? l->max_wend : mw;
-	}
-	x->max_end = me;
-	x->max_wend = mw;
-}
-
-static uint32_t merge(struct sm_tmode *tm, uint32_t a, uint32_t b, int depth)
-{
-	if (!a)
-		return b;
-	if (!b)
-		return a;
-	if (depth > MAX_DEPTH || !ref_ok(tm, a) || !ref_ok(tm, b)) {
-		tm->err = -EPROTO;
-		return a;
-	}
-	if (NODE(tm, a)->prio > NODE(tm, b)->prio) {
-		NODE(tm, a)->right = merge(tm, NODE(tm, a)->right, b, depth + 1);
-		pull(tm, a);
-		return a;
-	}
-	NODE(tm, b)->left = merge(tm, a, NODE(tm, b)->left, depth + 1);
-	pull(tm, b);
-	return b;
-}
-
-/* Insert node r (a leaf with its own maxima set): down the path, each
- * subtree maximum only grows by r's end (no child is read); then r rises by
- * rotations while its priority beats its parent's, and only the two nodes
- * of a rotation are recomputed.  Iterative: a corrupted tree deeper than
- * MAX_DEPTH stops it (tm->err) instead of the stack. */
-static void ins_root(struct sm_tmode *tm, uint32_t r)
-{
-	uint32_t path[MAX_DEPTH + 1], cur = tm->th->root;
-	struct smt_node *n = NODE(tm, r);
-	int d = 0;
-
-	while (cur) {
-		struct smt_node *x;
-		if (d > MAX_DEPTH || !ref_ok(tm, cur) || cur == r) {
-			tm->err = -EPROTO;
-			return;
-		}
-		x = NODE(tm, cur);
-		if (n->end > x->max_end)
-			x->max_end = n->end;
-		if ((n->flags & NF_WRITE) && n->end > x->max_wend)
-			x->max_wend = n->end;
-		path[d++] = cur;
-		cur = key_less(tm, r, cur) ? x->left : x->right;
-	}
-	if (!d) {
-		tm->th->root = r;
-		return;
-	}
-	if (key_less(tm, r, path[d - 1]))
-		NODE(tm, path[d - 1])->left = r;
-	else
-		NODE(tm, path[d - 1])->right = r;
-	while (d > 0) {
-		uint32_t p = path[d - 1];
-		struct smt_node *px = NODE(tm, p);
-		if (n->prio <= px->prio)
-			break;
-		if (px->left == r) {
-			px->left = n->right;
-			n->right = p;
-		} else {
-			px->right = n->left;
-			n->left = p;
-		}
-		pull(tm, p);
-		pull(tm, r);
-		if (--d == 0) {
-			tm->th->root = r;
-		} else {
-			struct smt_node *g = NODE(tm, path[d - 1]);
-			if (g->left == p)
-				g->left = r;
-			else
-				g->right = r;
-		}
-	}
-}
-
-/* Remove node r: find its path, replace it by the merge of its children,
- * and recompute the maxima upwards only while they were r's end (a maximum
- * that was another node's does not change, nor do those above it). */
-static void del_root(struct sm_tmode *tm, uint32_t r)
-{
-	uint32_t path[MAX_DEPTH + 1], cur = tm->th->root, sub;
-	struct smt_node *n = NODE(tm, r);
-	int d = 0;
-
-	while (cur != r) {
-		if (!cur || d > MAX_DEPTH || !ref_ok(tm, cur)) {
-			tm->err = -EPROTO; /* not found: the tree is not what the flags say */
-			return;
-		}
-		path[d++] = cur;
-		cur = key_less(tm, r, cur) ? NODE(tm, cur)->left : NODE(tm, cur)->right;
-	}
-	sub = merge(tm, n->left, n->right, d);
-	if (!d) {
-		tm->th->root = sub;
-		return;
-	}
-	if (NODE(tm, path[d - 1])->left == r)
-		NODE(tm, path[d - 1])->left = sub;
-	else
-		NODE(tm, path[d - 1])->right = sub;
-	while (d-- > 0) {
-		struct smt_node *x = NODE(tm, path[d]);
-		if (x->max_end != n->end && !((n->flags & NF_WRITE) && x->max_wend == n->end))
-			break;
-		pull(tm, path[d]);
-	}
-}
-
-/* The first node (in key order) of the subtree at root that overlaps
- * [a, b), conflicts with a request of this mode (write: any region; read:
- * write regions) and is not owner me's; 0 if none. */
-static uint32_t find(struct sm_tmode *tm, uint32_t root, uint64_t a, uint64_t b, bool write,
-		     uint32_t me, int depth)
-{
-	const struct smt_node *x;
-	uint32_t r;
-
-	if (!root)
-		return 0;
-	if (depth > MAX_DEPTH || !ref_ok(tm, root)) {
-		tm->err = -EPROTO;
-		return 0;
-	}
-	x = NODE(tm, root);
-	if ((write ? x->max_end : x->max_wend) <= a)
-		return 0;
-	if ((r = find(tm, x->left, a, b, write, me, depth + 1)) || tm->err)
-		return r;
-	if (x->off >= b)
-		return 0;
-	if (x->end > a && (write || (x->flags & NF_WRITE)) && NF_OWNER(x->flags) != me)
-		return root;
-	return find(tm, x->right, a, b, write, me, depth + 1);
-}
-
-static void tree_insert(struct sm_tmode *tm, uint32_t i, uint32_t owner, bool write, uint64_t off,
-			uint64_t end)
-{
-	struct smt_node *n = &tm->nodes[i];
-
-	n->left = n->right = 0;
-	n->prio = prio_of(i);
-	n->off = off;
-	n->end = end;
-	n->flags = owner << 8 | (write ? NF_WRITE : 0);
-	pull(tm, i + 1);
-	ins_root(tm, i + 1);
-	n->flags |= NF_IN;
-	tm->th->count++;
-}
-
-static void tree_remove(struct sm_tmode *tm, uint32_t i)
-{
-	struct smt_node *n = &tm->nodes[i];
-
-	if (!(n->flags & NF_IN))
-		return;
-	del_root(tm, i + 1);
-	n->flags &= ~NF_IN;
-	n->left = n->right = 0;
-	tm->th->count--;
-}
-
-/* ---- slots (the same rules as table.c's, under the mutex) ------------------ */
 
 static bool state_invalid(uint32_t st)
 {
@@ -401,15 +129,6 @@ static union smt_word load_word(const struct smt_table *t, uint32_t i)
 	return (union smt_word){ .word = __atomic_load_n(&t->slots[i].word, __ATOMIC_ACQUIRE) };
 }
 
-static bool free_slot_if(struct smt_table *t, uint32_t i, union smt_word w)
-{
-	union smt_word nw = { .seq = (w.seq | 1) + 1, .state = SMT_FREE };
-	uint64_t expected = w.word;
-
-	return __atomic_compare_exchange_n(&t->slots[i].word, &expected, nw.word, false,
-					   __ATOMIC_RELEASE, __ATOMIC_RELAXED);
-}
-
 static void raise_high_water(struct smt_table *t, uint32_t i)
 {
 	struct smt_header *hdr = t->base;
@@ -420,192 +139,259 @@ static void raise_high_water(struct smt_table *t, uint32_t i)
 		;
 }
 
-static uint32_t scan_limit(const struct sm_tmode *tm)
-{
-	uint32_t lim = smt_scan_limit(tm->t);
+/* ---- reading another owner's area (never waits) ---------------------------- */
 
-	return lim < tm->nnodes ? lim : tm->nnodes;
+struct judge {
+	struct sm_tmode *tm;
+	uint32_t k, inc;     /* the area searched and its incarnation */
+	uint64_t a, b;
+	bool write;
+	bool dead;           /* its owner's liveness byte was found unlocked */
+};
+
+/* Is slot j, found in area k's copy, a pending or held entry of area k's
+ * incarnation that conflicts, of a live owner, with the area still LIVE at
+ * that incarnation after the kernel's answer (a new owner of byte k bumps
+ * the incarnation before it locks the byte)? */
+static bool judge(void *arg, uint32_t j)
+{
+	struct judge *x = arg;
+	struct smt_table *t = x->tm->t;
+	const struct smt_slot *s = &t->slots[j];
+	union smt_word w = load_word(t, j);
+	uint32_t st = SMT_STATE(w.state);
+	uint64_t inc, off, len;
+	uint32_t mode;
+
+	if (SMT_OWNER(w.state) != x->k || (st != SMT_PENDING && st != SMT_HELD) || (w.seq & 1))
+		return false;
+	inc = LD(s->inc);
+	off = LD(s->off);
+	len = LD(s->len);
+	mode = LD(s->mode);
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	union smt_word w2 = load_word(t, j);
+	if (w2.seq != w.seq || (w2.state != (x->k << 8 | SMT_PENDING) && w2.state != (x->k << 8 | SMT_HELD)))
+		return false; /* released (or reused) since: not a holder now (pending ->
+			       * held is the same entry: seq does not change) */
+	if (inc != x->inc || off >= x->b || len > UINT64_MAX - off || off + len <= x->a ||
+	    !(x->write || mode == SMT_MODE_WRITE))
+		return false;
+	if (!smt_owner_alive(t, x->k)) {
+		/* free at the next conflict: this entry now, the area's others
+		 * when met (or by the reaper) */
+		union smt_word nw = { .seq = w.seq + 2, .state = SMT_FREE };
+		uint64_t expected = w.word;
+		(void)__atomic_compare_exchange_n(&t->slots[j].word, &expected, nw.word, false,
+						  __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+		x->dead = true;
+		return false;
+	}
+	return __atomic_load_n(&x->tm->areas[x->k].word, __ATOMIC_ACQUIRE) ==
+	       SMT_AREA_WORD(x->inc, SMT_AREA_LIVE);
 }
 
-/* Rebuild the tree from the slots: every held slot of a live owner is
- * inserted, every slot of a dead owner freed.  Caller holds the mutex (or
- * is the only table-mode owner). */
-static void rebuild(struct sm_tmode *tm)
+/* Search area k for a live entry conflicting with [a, b): its slot index
+ * + 1, 0 if none, -EPROTO if the area never reads consistently. */
+static int64_t search_area(struct sm_tmode *tm, uint32_t k, uint64_t a, uint64_t b, bool write)
 {
-	struct smt_table *t = tm->t;
-	uint32_t lim = scan_limit(tm);
-	uint8_t *known = calloc(SMT_MAX_OWNERS, 1); /* 0 unknown, 1 alive, 2 dead */
+	struct smt_area *ar = &tm->areas[k];
+	struct judge x = { .tm = tm, .k = k, .a = a, .b = b, .write = write };
 
-	tm->err = 0;
-	tm->th->root = 0;
-	tm->th->count = 0;
-	memset(tm->nodes, 0, (size_t)lim * sizeof(*tm->nodes));
-	for (uint32_t i = 0; i < lim && t->guard->state == SM_MAP_OK; i++) {
-		union smt_word w = load_word(t, i);
-		const struct smt_slot *s = &t->slots[i];
-		uint32_t owner = SMT_OWNER(w.state);
-		bool alive;
-		if (w.state == SMT_FREE || state_invalid(w.state))
-			continue;
-		if (known && known[owner])
-			alive = known[owner] == 1;
-		else {
-			alive = smt_owner_alive(t, owner);
-			if (known)
-				known[owner] = alive ? 1 : 2;
-		}
-		if (!alive) {
-			free_slot_if(t, i, w);
+	for (uint32_t tries = 0; tries < READ_TRIES; tries++) {
+		uint64_t w = __atomic_load_n(&ar->word, __ATOMIC_ACQUIRE);
+		if (SMT_AREA_STATE(w) != SMT_AREA_LIVE)
+			return 0;
+		uint32_t c = __atomic_load_n(&ar->act, __ATOMIC_ACQUIRE) & 1;
+		uint32_t v = __atomic_load_n(&ar->ver[c], __ATOMIC_ACQUIRE);
+		if (v & 1)
+			continue; /* flipped away from since: read act again */
+		x.inc = SMT_AREA_INC(w);
+		x.dead = false;
+		int r = tix_search(tm->nodes, tm->nnodes, LD(ar->root[c]), (int)c, a, b, write, judge, &x);
+		if (r > 0)
+			return r;
+		if (x.dead) {
+			/* its owner is gone: none of its entries counts */
+			(void)__atomic_compare_exchange_n(&ar->word, &w,
+							  SMT_AREA_WORD(x.inc, SMT_AREA_DEAD), false,
+							  __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
 			continue;
 		}
-		if (SMT_STATE(w.state) != SMT_HELD)
-			continue;
-		uint64_t off = s->off, len = s->len;
-		if (len == 0 || off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
-			continue; /* garbage: hidden, never indexed */
-		tree_insert(tm, i, owner, s->mode == SMT_MODE_WRITE, off, off + len);
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		if (r == 0 && __atomic_load_n(&ar->ver[c], __ATOMIC_RELAXED) == v)
+			return 0;
 	}
-	tm->th->rebuilds++;
-	free(known);
+	return -EPROTO;
 }
 
-/* Free the slots of dead owners and unlink every node whose slot is no
- * longer the held slot it indexes (freed outside the mutex: by a new owner
- * of a dead owner's liveness byte before it attached, by lockctl reap).
- * O(high_water), one liveness probe per owner.  Caller holds the mutex.
- * Returns the number of slots freed. */
-static int purge(struct sm_tmode *tm)
+/* Every other owner's area: 0, -EBUSY, or -EPROTO. */
+static int validate(struct sm_tmode *tm, uint64_t a, uint64_t b, bool write)
 {
-	struct smt_table *t = tm->t;
-	uint32_t lim = scan_limit(tm);
-	uint8_t *known = calloc(SMT_MAX_OWNERS, 1);
-	int freed = 0;
+	uint32_t me = tm->t->owner, hw = __atomic_load_n(&tm->ih->area_hw, __ATOMIC_ACQUIRE);
 
-	if (!known)
-		return -ENOMEM;
-	for (uint32_t i = 0; i < lim && t->guard->state == SM_MAP_OK && !tm->err; i++) {
-		union smt_word w = load_word(t, i);
-		const struct smt_slot *s = &t->slots[i];
-		struct smt_node *n = &tm->nodes[i];
-		uint32_t owner = SMT_OWNER(w.state);
-		if (w.state != SMT_FREE && !state_invalid(w.state) && SMT_STATE(w.state) != SMT_CLAIMING) {
-			if (!known[owner])
-				known[owner] = smt_owner_alive(t, owner) ? 1 : 2;
-			if (known[owner] == 2 && free_slot_if(t, i, w)) {
-				freed++;
-				w.state = SMT_FREE;
-			}
-		}
-		if ((n->flags & NF_IN) &&
-		    (w.state != (NF_OWNER(n->flags) << 8 | SMT_HELD) || s->off != n->off ||
-		     s->off + s->len != n->end))
-			tree_remove(tm, i);
+	if (hw > SMT_MAX_OWNERS)
+		hw = SMT_MAX_OWNERS;
+	for (uint32_t k = 0; k < hw; k++) {
+		if (k == me || SMT_AREA_STATE(__atomic_load_n(&tm->areas[k].word, __ATOMIC_RELAXED)) !=
+				       SMT_AREA_LIVE)
+			continue;
+		int64_t r = search_area(tm, k, a, b, write);
+		if (r != 0)
+			return r > 0 ? -EBUSY : (int)r;
 	}
-	free(known);
-	return freed;
-}
-
-static int tree_lock(struct sm_tmode *tm)
-{
-	int rc = pthread_mutex_lock(&tm->th->m.mu);
-
-	if (rc == EOWNERDEAD) {
-		/* its last owner died inside: the tree may be half-changed */
-		rebuild(tm);
-		pthread_mutex_consistent(&tm->th->m.mu);
-		rc = 0;
-	}
-	if (rc)
-		return rc == ENOTRECOVERABLE ? -EPROTO : -rc;
-	tm->err = 0;
 	return 0;
 }
 
-static int tree_unlock(struct sm_tmode *tm)
-{
-	int rc = 0;
+/* ---- our own area: left-right --------------------------------------------- */
 
-	if (tm->err) {
-		rebuild(tm); /* a corruption was seen: derive the tree again */
-		rc = tm->err ? -EPROTO : 0;
+enum lr_op { LR_INSERT, LR_REMOVE, LR_REWRITE };
+
+static void rebuild_own(struct sm_tmode *tm);
+
+/* Apply op to node i in both copies: the copy readers do not use first,
+ * under an odd version, then flip, then the other copy.  Caller holds
+ * f->lock (the area's one writer). */
+static void lr(struct sm_tmode *tm, uint32_t i, enum lr_op op, bool write)
+{
+	struct smt_area *ar = &tm->areas[tm->t->owner];
+	uint32_t c = 1 - (ar->act & 1);
+	int err = 0;
+
+	for (int pass = 0; pass < 2; pass++, c = 1 - c) {
+		struct tix x = { .nodes = tm->nodes, .nnodes = tm->nnodes, .root = &ar->root[c],
+				 .c = (int)c };
+		uint32_t v = ar->ver[c];
+		__atomic_store_n(&ar->ver[c], v + 1, __ATOMIC_RELAXED);
+		__atomic_thread_fence(__ATOMIC_RELEASE);
+		if (op != LR_INSERT)
+			tix_remove(&x, i);
+		if (op != LR_REMOVE && !x.err)
+			tix_insert(&x, i, write);
+		ar->count[c] += op == LR_INSERT ? 1u : op == LR_REMOVE ? UINT32_MAX : 0u;
+		__atomic_store_n(&ar->ver[c], v + 2, __ATOMIC_RELEASE);
+		if (pass == 0)
+			__atomic_store_n(&ar->act, c, __ATOMIC_RELEASE);
+		err |= x.err;
 	}
-	pthread_mutex_unlock(&tm->th->m.mu);
-	if (tm->t->guard->state != SM_MAP_OK)
-		return -EPROTO; /* the table file shrank under us */
-	return rc;
+	if (err)
+		rebuild_own(tm); /* our own area was damaged: derive it again */
 }
 
-/* Is node r (slot r - 1) still a live holder?  Removes it (and frees a
- * dead owner's slot) when it is not. */
-static bool node_live(struct sm_tmode *tm, uint32_t r)
+/* Our area from our slots (a corruption of the table file): both copies,
+ * each under an odd version while it is rebuilt. */
+static void rebuild_own(struct sm_tmode *tm)
 {
 	struct smt_table *t = tm->t;
-	struct smt_node *n = NODE(tm, r);
-	uint32_t i = r - 1, owner = NF_OWNER(n->flags);
-	union smt_word w;
-	const struct smt_slot *s;
+	struct smt_area *ar = &tm->areas[t->owner];
+	uint32_t lim = smt_scan_limit(t) < tm->nnodes ? smt_scan_limit(t) : tm->nnodes;
 
-	if (i >= t->nslots)
-		goto stale;
-	w = load_word(t, i);
-	s = &t->slots[i];
-	if (w.state != (owner << 8 | SMT_HELD) || s->off != n->off || s->off + s->len != n->end)
-		goto stale; /* freed (and perhaps reused) outside the mutex */
-	if (smt_owner_alive(t, owner))
-		return true;
-	free_slot_if(t, i, w);
-stale:
-	tree_remove(tm, i);
-	return false;
-}
-
-/* 0 if no live holder conflicts with [a, b) in this mode, -EBUSY if one
- * does.  Caller holds the mutex. */
-static int conflict(struct sm_tmode *tm, uint64_t a, uint64_t b, bool write)
-{
-	uint32_t me = tm->t->owner;
-
-	for (;;) {
-		uint32_t r = find(tm, tm->th->root, a, b, write, me, 0);
-		if (tm->err) {
-			rebuild(tm);
-			if (tm->err)
-				return -EPROTO;
-			continue;
+	for (uint32_t c = 1 - (ar->act & 1), pass = 0; pass < 2; pass++, c = 1 - c) {
+		struct tix x = { .nodes = tm->nodes, .nnodes = tm->nnodes, .root = &ar->root[c],
+				 .c = (int)c };
+		uint32_t v = ar->ver[c] | 1;
+		__atomic_store_n(&ar->ver[c], v, __ATOMIC_RELAXED);
+		__atomic_thread_fence(__ATOMIC_RELEASE);
+		ar->root[c] = 0;
+		ar->count[c] = 0;
+		for (uint32_t i = 0; i < lim; i++) {
+			union smt_word w = load_word(t, i);
+			uint32_t st = SMT_STATE(w.state);
+			const struct smt_slot *s = &t->slots[i];
+			if (SMT_OWNER(w.state) != t->owner || (st != SMT_PENDING && st != SMT_HELD) ||
+			    s->inc != tm->inc || s->len == 0 || s->off > UINT64_MAX - s->len)
+				continue;
+			tm->nodes[i].off = s->off;
+			tm->nodes[i].end = s->off + s->len;
+			tix_insert(&x, i, s->mode == SMT_MODE_WRITE);
+			ar->count[c]++;
 		}
-		if (!r)
-			return 0;
-		if (node_live(tm, r))
-			return -EBUSY;
-		if (tm->err)
-			return -EPROTO;
+		__atomic_store_n(&ar->ver[c], v + 1, __ATOMIC_RELEASE);
+		if (pass == 0)
+			__atomic_store_n(&ar->act, c, __ATOMIC_RELEASE);
 	}
 }
 
-static bool claim(struct sm_tmode *tm, uint32_t *out)
+/* ---- slots ------------------------------------------------------------------ */
+
+static bool try_claim(struct smt_table *t, uint32_t i)
+{
+	uint32_t expected = __atomic_load_n(&t->slots[i].state, __ATOMIC_RELAXED);
+
+	if (expected != SMT_FREE && !state_invalid(expected))
+		return false;
+	return __atomic_compare_exchange_n(&t->slots[i].state, &expected, t->owner << 8 | SMT_CLAIMING,
+					   false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+}
+
+/* Free the table-mode entries of owners that are gone: a slot stamped with
+ * an incarnation its area no longer has (LIVE), or whose owner's liveness
+ * byte is unlocked.  The rest of the reaping (waiting entries, other
+ * states) is table.c's.  O(high_water): only when the table is full. */
+static int reclaim(struct sm_tmode *tm)
 {
 	struct smt_table *t = tm->t;
-	uint32_t n = t->nslots < tm->nnodes ? t->nslots : tm->nnodes;
-	uint32_t start = tm->th->hint < n ? tm->th->hint : 0;
+	uint32_t lim = smt_scan_limit(t) < tm->nnodes ? smt_scan_limit(t) : tm->nnodes;
+	int freed = smt_reap(t, false);
 
-	for (uint32_t k = 0; k < n; k++) {
-		uint32_t i = start + k < n ? start + k : start + k - n;
-		struct smt_slot *s = &t->slots[i];
-		uint32_t expected = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
-		if (expected != SMT_FREE && !state_invalid(expected))
+	for (uint32_t i = 0; i < lim; i++) {
+		union smt_word w = load_word(t, i);
+		uint32_t st = SMT_STATE(w.state), k = SMT_OWNER(w.state);
+		if ((st != SMT_PENDING && st != SMT_HELD) || state_invalid(w.state) || (w.seq & 1) ||
+		    k == t->owner)
 			continue;
-		if (!__atomic_compare_exchange_n(&s->state, &expected, t->owner << 8 | SMT_CLAIMING,
-						 false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-			continue;
-		tm->th->hint = i + 1;
-		*out = i;
-		return true;
+		uint64_t aw = __atomic_load_n(&tm->areas[k].word, __ATOMIC_ACQUIRE);
+		if (aw == SMT_AREA_WORD((uint32_t)LD(t->slots[i].inc), SMT_AREA_LIVE))
+			continue; /* its incarnation's: liveness is table.c's to judge */
+		union smt_word nw = { .seq = w.seq + 2, .state = SMT_FREE };
+		uint64_t expected = w.word;
+		if (__atomic_compare_exchange_n(&t->slots[i].word, &expected, nw.word, false,
+						__ATOMIC_RELEASE, __ATOMIC_RELAXED))
+			freed++;
 	}
-	return false;
+	return freed;
 }
 
-/* Under the mutex: decide, then publish h in a slot and the tree. */
-static int tree_acquire(sm_file *f, struct sm_hold *h, const char *tag)
+/* A slot of our own, CLAIMING: one we freed lately, else the next free one
+ * from our cursor; a full table is reaped once before -ENOLCK. */
+static int claim(struct sm_tmode *tm, uint32_t *out)
+{
+	struct smt_table *t = tm->t;
+	uint32_t lim = t->nslots < tm->nnodes ? t->nslots : tm->nnodes;
+
+	while (tm->nfree > 0) {
+		uint32_t i = tm->freel[--tm->nfree];
+		if (i < lim && try_claim(t, i)) {
+			*out = i;
+			return 0;
+		}
+	}
+	for (int pass = 0; pass < 2; pass++) {
+		for (uint32_t n = 0; n < lim; n++) {
+			uint32_t i = tm->cursor < lim ? tm->cursor : 0;
+			tm->cursor = i + 1;
+			if (try_claim(t, i)) {
+				*out = i;
+				return 0;
+			}
+		}
+		if (reclaim(tm) <= 0)
+			break;
+	}
+	return -ENOLCK;
+}
+
+static void unclaim(struct sm_tmode *tm, uint32_t i)
+{
+	__atomic_store_n(&tm->t->slots[i].state, SMT_FREE, __ATOMIC_RELEASE);
+	if (tm->nfree < NFREE)
+		tm->freel[tm->nfree++] = i;
+}
+
+/* ---- the library's side ------------------------------------------------- */
+
+/* Announce, validate, then hold or retract.  Caller holds f->lock. */
+static int acquire(sm_file *f, struct sm_hold *h, const char *tag)
 {
 	struct sm_tmode *tm = f->tmode;
 	struct smt_table *t = tm->t;
@@ -613,62 +399,44 @@ static int tree_acquire(sm_file *f, struct sm_hold *h, const char *tag)
 	uint32_t i, seq;
 	int rc;
 
-	if ((rc = tree_lock(tm)) < 0)
+	if ((rc = claim(tm, &i)) < 0)
 		return rc;
-	if ((rc = conflict(tm, a, b, h->write)) < 0)
-		goto out;
-	if (!claim(tm, &i)) {
-		/* full: take back the slots of dead owners, then try again */
-		if (purge(tm) <= 0 || !claim(tm, &i)) {
-			rc = -ENOLCK;
-			goto out;
-		}
-	}
 	struct smt_slot *s = &t->slots[i];
 	seq = __atomic_load_n(&s->seq, __ATOMIC_RELAXED);
 	seq += (seq & 1) ? 2 : 1;
 	__atomic_store_n(&s->seq, seq, __ATOMIC_RELAXED);
 	__atomic_thread_fence(__ATOMIC_RELEASE);
 	sm_table_fill(s, h, tag ? tag : f->tag, tag != NULL);
-	__atomic_store_n(&s->state, t->owner << 8 | SMT_HELD, __ATOMIC_RELAXED);
+	s->inc = tm->inc;
+	__atomic_store_n(&s->state, t->owner << 8 | SMT_PENDING, __ATOMIC_RELAXED);
 	__atomic_store_n(&s->seq, seq + 1, __ATOMIC_RELEASE);
 	raise_high_water(t, i);
+	tm->nodes[i].off = a;
+	tm->nodes[i].end = b;
+	lr(tm, i, LR_INSERT, h->write);
 	if (smt_test_in_tree_lock)
-		smt_test_in_tree_lock();
-	tree_remove(tm, i); /* a node left linked by a slot freed outside the mutex */
-	tree_insert(tm, i, t->owner, h->write, a, b);
+		smt_test_in_tree_lock(); /* announced, not yet validated */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if ((rc = validate(tm, a, b, h->write)) < 0) {
+		lr(tm, i, LR_REMOVE, false);
+		unclaim(tm, i);
+		return rc;
+	}
+	__atomic_store_n(&s->state, t->owner << 8 | SMT_HELD, __ATOMIC_RELEASE);
 	h->slot = (int32_t)i;
-out:
-	/* an error of the unlock (a corruption seen and rebuilt, which indexes
-	 * our held slot again) does not undo a grant */
-	(void)tree_unlock(tm);
-	return rc;
+	return 0;
 }
 
-static void tree_release(sm_file *f, struct sm_hold *h)
+static void release(sm_file *f, struct sm_hold *h)
 {
 	struct sm_tmode *tm = f->tmode;
-	struct smt_table *t = tm->t;
-	struct smt_slot *s;
 	uint32_t i = (uint32_t)h->slot;
 
-	if (tree_lock(tm) < 0)
-		return; /* the slot stays held: our liveness byte frees it at close */
-	if (i < tm->nnodes && (tm->nodes[i].flags & NF_IN) && NF_OWNER(tm->nodes[i].flags) == t->owner)
-		tree_remove(tm, i);
-	s = &t->slots[i];
-	if (SMT_OWNER(__atomic_load_n(&s->state, __ATOMIC_RELAXED)) == t->owner) {
-		__atomic_fetch_add(&s->seq, 1, __ATOMIC_ACQ_REL);
-		__atomic_store_n(&s->state, SMT_FREE, __ATOMIC_RELAXED);
-		__atomic_fetch_add(&s->seq, 1, __ATOMIC_RELEASE);
-		if (i < tm->th->hint)
-			tm->th->hint = i;
-	}
+	if (i < tm->nnodes)
+		lr(tm, i, LR_REMOVE, false);
+	unclaim(tm, i);
 	h->slot = -1;
-	(void)tree_unlock(tm);
 }
-
-/* ---- the library's side ------------------------------------------------- */
 
 int sm_tmode_hold_lock(sm_file *f, struct sm_hold *h, const char *tag)
 {
@@ -679,7 +447,7 @@ int sm_tmode_hold_lock(sm_file *f, struct sm_hold *h, const char *tag)
 		return sm_table_add(f, h, tag, SMT_UNLOCKED);
 	if ((rc = sm_ranges_acquire(f, h)) < 0) /* in-process only: no kernel call */
 		return rc;
-	if ((rc = tree_acquire(f, h, tag)) < 0)
+	if ((rc = acquire(f, h, tag)) < 0)
 		sm_ranges_release(f, h, true);
 	return rc;
 }
@@ -693,46 +461,32 @@ int sm_tmode_hold_unlock(sm_file *f, struct sm_hold *h, bool owner)
 		return 0;
 	}
 	rc = sm_ranges_release(f, h, owner);
-	/* a fork child never touches its parent's entries (SPEC §3.6) */
+	/* a fork child never touches its parent's entries */
 	if (owner && h->slot >= 0)
-		tree_release(f, h);
+		release(f, h);
 	return rc;
 }
 
 int sm_tmode_downgrade(sm_file *f, struct sm_hold *h)
 {
 	struct sm_tmode *tm = f->tmode;
-	struct smt_table *t = tm->t;
-	uint32_t i = (uint32_t)h->slot;
 	int rc;
 
 	if ((rc = sm_ranges_downgrade(f, h)) < 0)
 		return rc;
-	if (h->slot < 0 || tree_lock(tm) < 0)
-		return 0;
-	if (i < tm->nnodes && (tm->nodes[i].flags & NF_IN)) {
-		/* re-insert: the write max ends on its path change */
-		tree_remove(tm, i);
-		tree_insert(tm, i, t->owner, false, h->off, h->off + h->len);
+	if (h->slot >= 0) {
+		/* one store: readers see the write or the read entry, both true
+		 * at some moment; then the index's pruning follows */
+		__atomic_store_n(&tm->t->slots[h->slot].mode, SMT_MODE_READ, __ATOMIC_RELEASE);
+		if ((uint32_t)h->slot < tm->nnodes)
+			lr(tm, (uint32_t)h->slot, LR_REWRITE, false);
 	}
-	struct smt_slot *s = &t->slots[i];
-	__atomic_fetch_add(&s->seq, 1, __ATOMIC_ACQ_REL);
-	s->mode = SMT_MODE_READ;
-	__atomic_fetch_add(&s->seq, 1, __ATOMIC_RELEASE);
-	(void)tree_unlock(tm);
 	return 0;
 }
 
 int sm_tmode_test(sm_file *f, bool write, uint64_t off, uint64_t len)
 {
-	struct sm_tmode *tm = f->tmode;
-	int rc, urc;
-
-	if ((rc = tree_lock(tm)) < 0)
-		return rc;
-	rc = conflict(tm, off, off + len, write);
-	urc = tree_unlock(tm);
-	return rc ? rc : urc;
+	return validate(f->tmode, off, off + len, write);
 }
 
 /* ---- attaching ------------------------------------------------------------- */
@@ -767,7 +521,7 @@ int sm_tmode_no_table(sm_file *f)
 	return band_test(f->fd, BAND + BAND_ID_MIN, BAND + BAND_LEN) == -EPROTO ? -EPROTO : 0;
 }
 
-/* Map the whole table (header, slots, tree area) in place of table.c's
+/* Map the whole table (header, slots, index area) in place of table.c's
  * mapping of header and slots. */
 static int remap(struct smt_table *t, uint64_t size)
 {
@@ -790,44 +544,6 @@ static int remap(struct smt_table *t, uint64_t size)
 	return 0;
 }
 
-static uint64_t tree_bytes(uint32_t nnodes)
-{
-	return ((uint64_t)sizeof(struct smt_tree_hdr) + (uint64_t)nnodes * sizeof(struct smt_node) +
-		4095) & ~(uint64_t)4095;
-}
-
-/* Does the header describe a tree area we can use?  Fills tm. */
-static int use_tree(struct smt_table *t, struct sm_tmode *tm)
-{
-	struct smt_header h;
-	struct stat st;
-	uint64_t slots_end;
-
-	if (pread(t->fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) || fstat(t->fd, &st) < 0)
-		return -EPROTO;
-	if (smt_check_header(&h, (uint64_t)st.st_size) < 0 || h.nslots < TMODE_NSLOTS)
-		return -EPROTO;
-	slots_end = (uint64_t)SMT_HEADER_SIZE + (uint64_t)h.nslots * SMT_SLOT_SIZE;
-	if (h.tree_off < slots_end || (h.tree_off & 4095) || h.tree_size != tree_bytes(h.nslots) ||
-	    h.tree_off + h.tree_size > (uint64_t)st.st_size || (uint32_t)h.table_id < BAND_ID_MIN)
-		return -EPROTO;
-	if (t->size != h.tree_off + h.tree_size) {
-		int rc = remap(t, h.tree_off + h.tree_size);
-		if (rc < 0)
-			return rc;
-	}
-	t->hdr = h;
-	t->nslots = h.nslots;
-	tm->th = (struct smt_tree_hdr *)((unsigned char *)t->base + h.tree_off);
-	tm->nodes = (struct smt_node *)((unsigned char *)tm->th + sizeof(struct smt_tree_hdr));
-	if (memcmp(tm->th->magic, TREE_MAGIC, 8) != 0 || tm->th->version != TREE_VERSION ||
-	    tm->th->node_size != sizeof(struct smt_node) || tm->th->nnodes != h.nslots)
-		return -EPROTO;
-	tm->nnodes = h.nslots;
-	tm->table_id = h.table_id;
-	return 0;
-}
-
 /* This boot's identity: FNV-1a of /proc/sys/kernel/random/boot_id, 0 if
  * unreadable.  Hosts booted from copies of one image can share a table
  * file's device and inode numbers, never a boot. */
@@ -847,91 +563,233 @@ static uint64_t boot_hash(void)
 	return h;
 }
 
-/* Lay out (grow to TMODE_NSLOTS slots, tree area after them) and
- * initialise the tree area; only when no other table-mode owner is
- * attached. */
-static int build_tree(struct smt_table *t, struct sm_tmode *tm)
+/* The high half of a table_id drawn for this table file in this boot: a
+ * copy of the file (another inode) or another boot (a host cloned from one
+ * disk image) draws its own identity, as it is another table. */
+static uint32_t id_stamp(const struct stat *st, uint64_t boot)
 {
-	struct smt_header *hp;
-	struct stat st;
-	uint32_t nslots = t->hdr.nslots < TMODE_NSLOTS ? TMODE_NSLOTS : t->hdr.nslots;
-	uint64_t slots_end = (uint64_t)SMT_HEADER_SIZE + (uint64_t)nslots * SMT_SLOT_SIZE;
-	uint64_t off = (slots_end + 4095) & ~(uint64_t)4095, size = tree_bytes(nslots);
-	uint64_t id, boot = boot_hash();
-	pthread_mutexattr_t ma;
+	uint64_t h = 14695981039346656037ull, v[3] = { (uint64_t)st->st_dev, (uint64_t)st->st_ino, boot };
+
+	for (int i = 0; i < 3; i++)
+		for (int b = 0; b < 64; b += 8)
+			h = (h ^ ((v[i] >> b) & 0xff)) * 1099511628211ull;
+	return (uint32_t)(h ^ (h >> 32));
+}
+
+/* The table's identity: kept while its stamp (high half) names this file
+ * in this boot (an owner being killed lets go of the table file before the
+ * data file, so its identity byte can outlive its mode byte briefly: a new
+ * identity would make it another table's), else drawn anew by one
+ * compare-and-swap that every racing opener agrees on: the id carries its
+ * own stamp, so no other header field has to be read with it. */
+static uint64_t table_identity(struct smt_header *hp, const struct stat *st)
+{
+	uint64_t boot = boot_hash(), id = __atomic_load_n(&hp->table_id, __ATOMIC_ACQUIRE);
+	uint32_t stamp = id_stamp(st, boot);
+
+	while ((uint32_t)(id >> 32) != stamp || (uint32_t)id < BAND_ID_MIN) {
+		uint32_t r = 0;
+		while (r < BAND_ID_MIN)
+			if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
+				r = (uint32_t)random() ^ (uint32_t)getpid();
+		if (__atomic_compare_exchange_n(&hp->table_id, &id, (uint64_t)stamp << 32 | r, false,
+						__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+			id = (uint64_t)stamp << 32 | r;
+	}
+	/* for display (lockctl info): what the stamp was drawn for */
+	hp->table_dev = (uint64_t)st->st_dev;
+	hp->table_ino = (uint64_t)st->st_ino;
+	hp->table_boot = boot;
+	return id;
+}
+
+/* Does the index area the header names hold? Fills tm. */
+static int use_index(struct smt_table *t, struct sm_tmode *tm, const struct smt_header *h,
+		     uint64_t file_size)
+{
+	uint64_t slots_end = (uint64_t)SMT_HEADER_SIZE + (uint64_t)h->nslots * SMT_SLOT_SIZE;
+	const struct smt_idx_hdr *ih;
 	int rc;
 
-	if (fstat(t->fd, &st) < 0)
-		return -errno;
-	if ((uint64_t)st.st_size < off + size && ftruncate(t->fd, (off_t)(off + size)) < 0)
-		return -errno;
-	if ((rc = remap(t, off + size)) < 0)
+	if (h->nslots < TMODE_NSLOTS || h->idx_off < slots_end || (h->idx_off & 4095) ||
+	    h->idx_size < idx_size_for(TMODE_NSLOTS) || h->idx_off + h->idx_size > file_size)
+		return -EPROTO;
+	if (t->size != h->idx_off + h->idx_size && (rc = remap(t, h->idx_off + h->idx_size)) < 0)
 		return rc;
-	/* zeros (sparse) wherever the punch works; a memset where it does not */
-	if (fallocate(t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)size) < 0)
-		memset((unsigned char *)t->base + off, 0, (size_t)size);
-	/* The table file keeps its identity: an owner dying now may still
-	 * hold its identity byte (the kernel lets go of the table file, then
-	 * of the data file), and a new identity would make it "another
-	 * table".  A copy of a table file (another inode, or another boot:
-	 * a cloned disk image) draws its own: it is another table. */
-	hp = t->base;
-	id = __atomic_load_n(&hp->table_id, __ATOMIC_RELAXED);
-	if (hp->table_dev != (uint64_t)st.st_dev || hp->table_ino != (uint64_t)st.st_ino ||
-	    hp->table_boot != boot)
-		id = 0;
-	while ((uint32_t)id < BAND_ID_MIN)
-		if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id))
-			id = ((uint64_t)random() << 32) ^ (uint64_t)random() ^ (uint64_t)getpid();
-	tm->th = (struct smt_tree_hdr *)((unsigned char *)t->base + off);
-	tm->nodes = (struct smt_node *)((unsigned char *)tm->th + sizeof(struct smt_tree_hdr));
-	tm->nnodes = nslots;
-	tm->table_id = id;
-	memcpy(tm->th->magic, TREE_MAGIC, 8);
-	tm->th->version = TREE_VERSION;
-	tm->th->node_size = sizeof(struct smt_node);
-	tm->th->nnodes = nslots;
-	pthread_mutexattr_init(&ma);
-	pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
-	pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
-	rc = pthread_mutex_init(&tm->th->m.mu, &ma);
-	pthread_mutexattr_destroy(&ma);
-	if (rc)
-		return -rc;
-	/* the header last: readers validate nslots against the file size */
-	hp->table_id = id;
-	hp->table_dev = (uint64_t)st.st_dev;
-	hp->table_ino = (uint64_t)st.st_ino;
-	hp->table_boot = boot;
-	hp->tree_off = off;
-	hp->tree_size = size;
-	__atomic_store_n(&hp->nslots, nslots, __ATOMIC_RELEASE);
-	t->hdr.nslots = nslots;
-	t->hdr.table_id = id;
-	t->hdr.tree_off = off;
-	t->hdr.tree_size = size;
-	t->nslots = nslots;
-	rebuild(tm);
+	t->nslots = h->nslots;
+	ih = (const struct smt_idx_hdr *)((unsigned char *)t->base + h->idx_off);
+	if (memcmp(ih->magic, SMT_IDX_MAGIC, 8) != 0 || ih->version != SMT_IDX_VERSION ||
+	    ih->node_size != sizeof(struct smt_inode) || ih->nareas != SMT_MAX_OWNERS ||
+	    ih->nnodes < TMODE_NSLOTS || idx_size_for(ih->nnodes) > h->idx_size)
+		return -EPROTO;
+	tm->ih = (struct smt_idx_hdr *)ih;
+	tm->areas = (struct smt_area *)((unsigned char *)tm->ih + sizeof(*ih));
+	tm->nodes = (struct smt_inode *)(tm->areas + SMT_MAX_OWNERS);
+	tm->nnodes = ih->nnodes < h->nslots ? ih->nnodes : h->nslots;
 	return 0;
 }
 
-static int init_lock(int fd, short type)
+static void write_idx_hdr(struct smt_idx_hdr *ih, uint32_t nslots)
 {
-	struct flock fl;
+	memcpy(ih->magic, SMT_IDX_MAGIC, 8);
+	ih->version = SMT_IDX_VERSION;
+	ih->node_size = sizeof(struct smt_inode);
+	ih->nnodes = nslots;
+	ih->nareas = SMT_MAX_OWNERS;
+}
 
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = type;
-	fl.l_whence = SEEK_SET;
-	fl.l_start = (off_t)INIT_BYTE;
-	fl.l_len = 1;
-	while (fcntl(fd, F_OFD_SETLKW, &fl) < 0)
-		if (errno != EINTR)
+/* An index area that does not validate, with no table-mode owner attached:
+ * lay it out afresh (zero areas and nodes).  Under the init byte, taken
+ * without waiting: a busy byte means another opener is at it (-EPROTO). */
+static int reinit_index(struct smt_table *t, const struct smt_header *h)
+{
+	struct smt_idx_hdr *ih;
+	int rc;
+
+	if (h->nslots < TMODE_NSLOTS || h->idx_off < (uint64_t)SMT_HEADER_SIZE +
+						      (uint64_t)h->nslots * SMT_SLOT_SIZE ||
+	    (h->idx_off & 4095) || h->idx_size != idx_size_for(h->nslots))
+		return -EPROTO;
+	if ((rc = sm_ofd_lock(t->fd, true, INIT_BYTE, 1)) < 0)
+		return rc == -EBUSY ? -EPROTO : rc;
+	if (sm_ofd_test(t->fd, true, SMT_MODE_BYTE_TABLE, 1) == -EBUSY) {
+		rc = -EPROTO; /* owners are attached: the table is theirs */
+	} else if ((uint64_t)lseek(t->fd, 0, SEEK_END) < h->idx_off + h->idx_size &&
+		   ftruncate(t->fd, (off_t)(h->idx_off + h->idx_size)) < 0) {
+		rc = -errno;
+	} else if ((rc = remap(t, h->idx_off + h->idx_size)) == 0) {
+		ih = (struct smt_idx_hdr *)((unsigned char *)t->base + h->idx_off);
+		if (fallocate(t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)h->idx_off,
+			      (off_t)h->idx_size) < 0)
+			memset(ih, 0, (size_t)h->idx_size);
+		write_idx_hdr(ih, h->nslots);
+		(void)smt_reap(t, false); /* entries of the old areas' owners */
+	}
+	(void)sm_ofd_unlock(t->fd, INIT_BYTE, 1);
+	return rc;
+}
+
+/* Lay the index area out once (lock-free: every racing opener extends the
+ * file to the same size and writes the same index header, one
+ * compare-and-swap of idx_off publishes it), or use the one there. */
+static int lay_out(struct smt_table *t, struct sm_tmode *tm)
+{
+	for (int round = 0; round < 4; round++) {
+		struct smt_header h, *hp;
+		struct stat st;
+		uint64_t off, size, zero = 0;
+		uint32_t nslots;
+		int rc;
+
+		if (pread(t->fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) || fstat(t->fd, &st) < 0)
+			return -EPROTO;
+		if (smt_check_header(&h, (uint64_t)st.st_size) < 0)
+			return -EPROTO;
+		if (h.idx_off) {
+			if ((rc = use_index(t, tm, &h, (uint64_t)st.st_size)) == -EPROTO &&
+			    (rc = reinit_index(t, &h)) == 0)
+				continue;
+			return rc;
+		}
+		nslots = h.nslots < TMODE_NSLOTS ? TMODE_NSLOTS : h.nslots;
+		off = idx_off_for(nslots);
+		size = idx_size_for(nslots);
+		if ((uint64_t)st.st_size < off + size && ftruncate(t->fd, (off_t)(off + size)) < 0)
 			return -errno;
+		if ((rc = remap(t, off + size)) < 0)
+			return rc;
+		hp = t->base;
+		write_idx_hdr((struct smt_idx_hdr *)((unsigned char *)t->base + off), nslots);
+		/* grow the slots first (readers validate nslots against the
+		 * file size), then publish the index */
+		uint32_t old = h.nslots;
+		while (old < nslots && !__atomic_compare_exchange_n(&hp->nslots, &old, nslots, false,
+								   __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+			;
+		__atomic_store_n(&hp->idx_size, size, __ATOMIC_RELEASE);
+		(void)__atomic_compare_exchange_n(&hp->idx_off, &zero, off, false, __ATOMIC_ACQ_REL,
+						  __ATOMIC_RELAXED);
+	}
+	return -EPROTO;
+}
+
+/* Hook, before table.c locks liveness byte k: bump area k's incarnation,
+ * unless a live owner has it.  False: leave k alone. */
+static bool before_claim(void *arg, uint32_t k)
+{
+	struct sm_tmode *tm = arg;
+	struct smt_area *ar = &tm->areas[k];
+	uint64_t w = __atomic_load_n(&ar->word, __ATOMIC_ACQUIRE);
+	uint32_t st = SMT_AREA_STATE(w);
+
+	if ((st == SMT_AREA_LIVE || st == SMT_AREA_CLAIMING) && smt_owner_alive(tm->t, k))
+		return false;
+	return __atomic_compare_exchange_n(&ar->word, &w,
+					   SMT_AREA_WORD(SMT_AREA_INC(w) + 1, SMT_AREA_CLAIMING), false,
+					   __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+}
+
+/* We hold byte k: take area k over (an opener that probed the byte before
+ * we locked it may still bump it once), empty it, publish it LIVE. */
+static void publish_area(struct sm_tmode *tm)
+{
+	uint32_t k = tm->t->owner;
+	struct smt_area *ar = &tm->areas[k];
+	uint32_t hw = __atomic_load_n(&tm->ih->area_hw, __ATOMIC_RELAXED);
+
+	for (;;) {
+		uint64_t w = __atomic_load_n(&ar->word, __ATOMIC_ACQUIRE);
+		uint32_t inc = SMT_AREA_INC(w) + 1;
+		if (!__atomic_compare_exchange_n(&ar->word, &w, SMT_AREA_WORD(inc, SMT_AREA_CLAIMING),
+						 false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+			continue;
+		for (int c = 0; c < 2; c++) {
+			__atomic_store_n(&ar->ver[c], (ar->ver[c] | 1) + 1, __ATOMIC_RELAXED);
+			ar->root[c] = 0;
+			ar->count[c] = 0;
+		}
+		ar->act = 0;
+		ar->pid = (int32_t)sm_pid();
+		uint64_t cl = SMT_AREA_WORD(inc, SMT_AREA_CLAIMING);
+		if (__atomic_compare_exchange_n(&ar->word, &cl, SMT_AREA_WORD(inc, SMT_AREA_LIVE), false,
+						__ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+			tm->inc = inc;
+			break;
+		}
+	}
+	while (hw < k + 1 && !__atomic_compare_exchange_n(&tm->ih->area_hw, &hw, k + 1, true,
+							   __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+		;
+	tm->live = true;
+	/* our claims start where nobody has been yet */
+	tm->cursor = smt_scan_limit(tm->t);
+}
+
+/* Hook, after table.c mapped the table and before it claims an owner byte:
+ * table mode needs its index area first. */
+static int tmode_prepare(sm_file *f, struct smt_table *t, const sm_options *o)
+{
+	struct sm_tmode *tm;
+	int rc;
+
+	(void)f;
+	if (!(o->flags & SM_OPT_TABLE_LOCKS))
+		return 0;
+	if (!(tm = calloc(1, sizeof(*tm))))
+		return -ENOMEM;
+	tm->t = t;
+	if ((rc = lay_out(t, tm)) < 0) {
+		free(tm);
+		return rc == -ENOMEM ? rc : -EPROTO;
+	}
+	t->mode_arg = tm;
+	t->before_claim = before_claim;
 	return 0;
 }
 
 static int attach_table_mode(sm_file *f, struct smt_table *t, struct sm_tmode *tm)
 {
+	struct stat st;
 	uint64_t idb;
 	int rc;
 
@@ -939,15 +797,10 @@ static int attach_table_mode(sm_file *f, struct smt_table *t, struct sm_tmode *t
 		return rc;
 	if (sm_ofd_test(t->fd, true, SMT_MODE_BYTE_KERNEL, 1) == -EBUSY)
 		return -EPROTO; /* kernel-mode owners are attached */
-	if (sm_ofd_test(t->fd, true, SMT_MODE_BYTE_TABLE, 1) == -EBUSY) {
-		/* others are attached in this mode: their tree must be valid
-		 * (SPEC §12.7: a table failing validation is rebuilt only when
-		 * no owner is alive) */
-		if ((rc = use_tree(t, tm)) < 0)
-			return rc == -ENOMEM ? rc : -EPROTO;
-	} else if ((rc = build_tree(t, tm)) < 0) {
-		return rc;
-	}
+	if (fstat(t->fd, &st) < 0)
+		return -errno;
+	tm->table_id = table_identity(t->base, &st);
+	t->hdr.table_id = tm->table_id;
 	/* the fence: plain fcntl writers are refused while we are attached */
 	if ((rc = sm_ofd_lock(f->fd, false, 0, BAND)) < 0)
 		return rc;
@@ -957,12 +810,15 @@ static int attach_table_mode(sm_file *f, struct smt_table *t, struct sm_tmode *t
 	if ((rc = band_test(f->fd, BAND + BAND_ID_MIN, idb)) < 0 ||
 	    (rc = band_test(f->fd, idb + 1, BAND + BAND_LEN)) < 0)
 		return rc;
+	publish_area(tm);
 	return 0;
 }
 
-int sm_tmode_attach(sm_file *f, struct smt_table *t, const sm_options *o)
+/* Hook, after table.c claimed our owner byte: the mode bytes (both modes),
+ * and in table mode the fence, the identity band and our area. */
+static int tmode_attach(sm_file *f, struct smt_table *t, const sm_options *o)
 {
-	struct sm_tmode *tm;
+	struct sm_tmode *tm = t->mode_arg;
 	int rc;
 
 	if (!(o->flags & SM_OPT_TABLE_LOCKS)) {
@@ -971,134 +827,121 @@ int sm_tmode_attach(sm_file *f, struct smt_table *t, const sm_options *o)
 			return -EPROTO; /* table-mode owners are attached */
 		return sm_tmode_no_table(f);
 	}
-	if (!(tm = calloc(1, sizeof(*tm))))
-		return -ENOMEM;
-	tm->t = t;
-	if ((rc = init_lock(t->fd, F_WRLCK)) < 0) {
-		free(tm);
+	if ((rc = attach_table_mode(f, t, tm)) < 0)
 		return rc;
-	}
-	rc = attach_table_mode(f, t, tm);
-	(void)sm_ofd_unlock(t->fd, INIT_BYTE, 1);
-	if (rc == 0 && (rc = tree_lock(tm)) == 0) {
-		/* the lazy reaper of every opener, under the mutex here, and the
-		 * slots our claim of a liveness byte freed: out of the tree */
-		int prc = purge(tm), urc = tree_unlock(tm);
-		rc = prc < 0 ? prc : urc;
-	}
-	if (rc < 0) {
-		free(tm);
-		return rc;
-	}
+	(void)smt_reap(t, false); /* the lazy reaper of every opener */
+	t->mode_arg = NULL;
+	t->before_claim = NULL;
 	f->tmode = tm;
 	__atomic_store_n(&f->size_cache, 0, __ATOMIC_RELAXED);
 	return 0;
 }
 
+/* Hook: an open that failed after prepare. */
+static void tmode_abandon(struct smt_table *t)
+{
+	free(t->mode_arg);
+	t->mode_arg = NULL;
+	t->before_claim = NULL;
+}
+
+const struct smt_mode_ops sm_tmode_ops = {
+	.prepare = tmode_prepare,
+	.attach = tmode_attach,
+	.abandon = tmode_abandon,
+	.no_table = sm_tmode_no_table,
+};
+
 void sm_tmode_close(sm_file *f)
 {
-	free(f->tmode);
+	struct sm_tmode *tm = f->tmode;
+
+	if (!tm)
+		return;
+	/* our area is nobody's before our liveness byte is let go (table.c
+	 * closes the table after us); a fork child leaves it to its parent */
+	if (tm->live && sm_pid() == f->pid) {
+		uint64_t w = SMT_AREA_WORD(tm->inc, SMT_AREA_LIVE);
+		(void)__atomic_compare_exchange_n(&tm->areas[tm->t->owner].word, &w,
+						  SMT_AREA_WORD(tm->inc, SMT_AREA_FREE), false,
+						  __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+	}
+	free(tm);
 	f->tmode = NULL;
 }
 
-/* ---- validation (tests, lockctl) -------------------------------------------- */
+/* ---- validation (tests) ------------------------------------------------------ */
 
-struct walk {
-	struct sm_tmode *tm;
-	uint8_t *seen;
-	uint32_t count;
-	char *why;
-	size_t n;
+struct seen {
+	uint8_t *mark;
+	uint32_t copy;
 };
 
-static int bad(struct walk *w, const char *fmt, unsigned long long a, unsigned long long b)
+static void seen_node(void *arg, uint32_t i)
 {
-	if (w->why && w->n)
-		snprintf(w->why, w->n, fmt, a, b);
-	return -EPROTO;
+	struct seen *s = arg;
+
+	s->mark[i] |= (uint8_t)(1u << s->copy);
 }
 
-static int walk(struct walk *w, uint32_t r, uint32_t parent_prio, int depth, uint64_t *me,
-		uint64_t *mw)
-{
-	struct sm_tmode *tm = w->tm;
-	struct smt_node *x;
-	uint64_t lme = 0, lmw = 0, rme = 0, rmw = 0, e, ew;
-	int rc;
-
-	*me = *mw = 0;
-	if (!r)
-		return 0;
-	if (depth > MAX_DEPTH || r > tm->nnodes)
-		return bad(w, "bad link %llu at depth %llu", r, (unsigned long long)depth);
-	if (w->seen[r - 1]++)
-		return bad(w, "node %llu reached twice%llu", r - 1, 0);
-	x = NODE(tm, r);
-	if (!(x->flags & NF_IN))
-		return bad(w, "node %llu linked but not flagged in the tree%llu", r - 1, 0);
-	if (x->prio > parent_prio)
-		return bad(w, "node %llu breaks the heap order (prio %llu)", r - 1, x->prio);
-	if (x->left && !key_less(tm, x->left, r))
-		return bad(w, "left child of node %llu out of order%llu", r - 1, 0);
-	if (x->right && !key_less(tm, r, x->right))
-		return bad(w, "right child of node %llu out of order%llu", r - 1, 0);
-	if ((rc = walk(w, x->left, x->prio, depth + 1, &lme, &lmw)) < 0 ||
-	    (rc = walk(w, x->right, x->prio, depth + 1, &rme, &rmw)) < 0)
-		return rc;
-	e = x->end > lme ? x->end : lme;
-	e = e > rme ? e : rme;
-	ew = (x->flags & NF_WRITE) ? x->end : 0;
-	ew = ew > lmw ? ew : lmw;
-	ew = ew > rmw ? ew : rmw;
-	if (x->max_end != e || x->max_wend != ew)
-		return bad(w, "node %llu has wrong subtree ends (max_end %llu)", r - 1, x->max_end);
-	/* the tree only holds held slots with the node's range */
-	struct smt_slot *s = &tm->t->slots[r - 1];
-	uint32_t st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
-	if (st != (NF_OWNER(x->flags) << 8 | SMT_HELD) || s->off != x->off || s->off + s->len != x->end ||
-	    (s->mode == SMT_MODE_WRITE) != !!(x->flags & NF_WRITE))
-		return bad(w, "node %llu does not match its slot (state %#llx)", r - 1, st);
-	*me = e;
-	*mw = ew;
-	w->count++;
-	return 0;
-}
-
+/* Every LIVE area of a live owner: both copies are treaps with exact
+ * maxima, hold the same nodes, and those are exactly the area's pending and
+ * held slots of its incarnation, with their ranges and modes.  For tests,
+ * on a quiet table. */
 int smt_tree_check(sm_file *f, char *why, size_t n)
 {
 	struct sm_tmode *tm;
-	struct walk w = { 0 };
-	uint64_t me, mw;
-	int rc, urc;
+	struct smt_table *t;
+	struct seen s;
+	int rc = 0;
 
 	if (why && n)
 		why[0] = '\0';
 	if (!f || !(tm = f->tmode))
 		return -EINVAL;
-	w.tm = tm;
-	w.why = why;
-	w.n = n;
-	if (!(w.seen = calloc(tm->nnodes, 1)))
+	t = tm->t;
+	if (!(s.mark = calloc(tm->nnodes, 1)))
 		return -ENOMEM;
-	if ((rc = tree_lock(tm)) < 0) {
-		free(w.seen);
-		return rc;
-	}
-	rc = walk(&w, tm->th->root, UINT32_MAX, 0, &me, &mw);
-	if (!rc && w.count != tm->th->count)
-		rc = bad(&w, "the tree has %llu nodes, its header says %llu", w.count, tm->th->count);
-	/* every held slot of a live owner is in the tree, linked */
-	for (uint32_t i = 0, lim = scan_limit(tm); !rc && i < lim; i++) {
-		uint32_t st = __atomic_load_n(&tm->t->slots[i].state, __ATOMIC_ACQUIRE);
-		if (SMT_STATE(st) != SMT_HELD || state_invalid(st))
+	for (uint32_t k = 0, hw = tm->ih->area_hw; !rc && k < hw && k < SMT_MAX_OWNERS; k++) {
+		struct smt_area *ar = &tm->areas[k];
+		uint64_t w = __atomic_load_n(&ar->word, __ATOMIC_ACQUIRE);
+		uint32_t cnt[2];
+		if (SMT_AREA_STATE(w) != SMT_AREA_LIVE || !smt_owner_alive(t, k))
 			continue;
-		if (!w.seen[i] && smt_owner_alive(tm->t, SMT_OWNER(st)))
-			rc = bad(&w, "held slot %llu of live owner %llu is not in the tree", i, SMT_OWNER(st));
+		memset(s.mark, 0, tm->nnodes);
+		for (s.copy = 0; !rc && s.copy < 2; s.copy++) {
+			if (ar->ver[s.copy] & 1) {
+				snprintf(why, n, "area %u: copy %u is changing", k, s.copy);
+				rc = -EPROTO;
+			} else {
+				rc = tix_check(tm->nodes, tm->nnodes, ar->root[s.copy], (int)s.copy,
+					       seen_node, &s, &cnt[s.copy], why, n);
+			}
+		}
+		if (!rc && (cnt[0] != cnt[1] || cnt[0] != ar->count[0] || cnt[1] != ar->count[1])) {
+			snprintf(why, n, "area %u: copies hold %u and %u nodes, counts say %u and %u", k,
+				 cnt[0], cnt[1], ar->count[0], ar->count[1]);
+			rc = -EPROTO;
+		}
+		for (uint32_t i = 0; !rc && i < tm->nnodes; i++) {
+			union smt_word sw = load_word(t, i);
+			const struct smt_slot *sl = &t->slots[i];
+			uint32_t st = SMT_STATE(sw.state);
+			bool entry = SMT_OWNER(sw.state) == k && (st == SMT_PENDING || st == SMT_HELD) &&
+				     sl->inc == SMT_AREA_INC(w);
+			if (s.mark[i] != (entry ? 3 : 0)) {
+				snprintf(why, n, "area %u: slot %u is %s but linked in copies %#x", k, i,
+					 entry ? "an entry" : "no entry", s.mark[i]);
+				rc = -EPROTO;
+			} else if (entry && (tm->nodes[i].off != sl->off ||
+					     tm->nodes[i].end != sl->off + sl->len ||
+					     ((tm->nodes[i].flags & 3) != 0) != (sl->mode == SMT_MODE_WRITE) ||
+					     ((tm->nodes[i].flags & 3) != 0 && (tm->nodes[i].flags & 3) != 3))) {
+				snprintf(why, n, "area %u: node %u does not match its slot", k, i);
+				rc = -EPROTO;
+			}
+		}
 	}
-	for (uint32_t i = 0; !rc && i < tm->nnodes; i++)
-		if ((tm->nodes[i].flags & NF_IN) && !w.seen[i])
-			rc = bad(&w, "node %llu is flagged but not linked%llu", i, 0);
-	urc = tree_unlock(tm);
-	free(w.seen);
-	return rc ? rc : urc;
+	free(s.mark);
+	return rc;
 }

@@ -14,6 +14,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -58,15 +59,16 @@ static void tree_ok(sm_file *f)
 static int peer_out;
 static void seam(void)
 {
-	/* inside the critical section: tell the parent, wait to be killed */
+	/* announced, not validated: tell the parent, wait to be killed */
 	tu_send(peer_out, "inside");
 	for (;;)
 		pause();
 }
 
 /* Commands: "open t|k|n PATH", "lock r|w OFF LEN" (-> "rc k"), "map r|w OFF
- * LEN" (-> "rc k"), "drop K", "test r|w OFF LEN", "seam" (the next lock
- * stops inside the critical section), "quit". */
+ * LEN" (-> "rc k"), "drop K", "test r|w OFF LEN", "loop r|w OFF LEN" (map
+ * and release until killed), "seam" (the next lock stops after it announced
+ * and before it validated), "quit". */
 static int peer(void *arg, int in, int out)
 {
 	sm_file *f = NULL;
@@ -103,6 +105,16 @@ static int peer(void *arg, int in, int out)
 			tu_send(out, "%d", rc);
 		} else if (sscanf(line, "test %7s %llu %llu", what, &off, &len) == 3) {
 			tu_send(out, "%d", sm_test(f, off, len, what[0] == 'w' ? SM_LOCK_WRITE : SM_LOCK_READ));
+		} else if (sscanf(line, "loop %7s %llu %llu", what, &off, &len) == 3) {
+			/* map and release for ever (until killed), telling the
+			 * parent once it runs */
+			tu_send(out, "0");
+			for (;;) {
+				sm_slice *x;
+				if ((what[0] == 'w' ? sm_map_write(f, off, len, 0, &x)
+						    : sm_map_read(f, off, len, 0, &x)) == 0)
+					sm_release(x);
+			}
 		} else if (strncmp(line, "seam", 4) == 0) {
 			smt_test_in_tree_lock = seam;
 			tu_send(out, "0");
@@ -173,9 +185,10 @@ START_TEST(flags_and_layout)
 	snprintf(tpath, sizeof(tpath), "%s.smlock", path);
 	ck_assert_int_eq(smt_attach_path(tpath, false, &t), 0);
 	ck_assert_uint_ge(t.hdr.nslots, 131072);
-	ck_assert_uint_ne(t.hdr.tree_off, 0);
-	ck_assert_uint_eq(t.hdr.tree_off % 4096, 0);
-	ck_assert_uint_ge(t.hdr.tree_off, 4096 + (uint64_t)t.hdr.nslots * 128);
+	ck_assert_uint_ne(t.hdr.idx_off, 0);
+	ck_assert_uint_eq(t.hdr.idx_off % 4096, 0);
+	ck_assert_uint_ge(t.hdr.idx_off, 4096 + (uint64_t)t.hdr.nslots * 128);
+	ck_assert_uint_ge(t.hdr.idx_size, 4096 + 65536 * 64 + (uint64_t)t.hdr.nslots * 72);
 	ck_assert_uint_ge((uint32_t)t.hdr.table_id, 65536);
 	smt_detach(&t);
 	/* the fence and the identity byte are on the data file */
@@ -355,15 +368,21 @@ START_TEST(identity_kept_by_its_file_in_its_boot)
 	ck_assert_int_eq(open_mode(path, 't', &f), 0);
 	ck_assert_int_eq(sm_close(f), 0);
 	ck_assert(header_of(tpath).table_id == id);
-	h.table_boot = boot ^ 1; /* as if another boot had drawn it */
+	/* as if another boot had drawn it: its boot, and its stamp (the
+	 * identity's high half, a hash of the file and the boot) */
+	h.table_boot = boot ^ 1;
+	h.table_id = id ^ ((uint64_t)1 << 32);
 	fd = open(tpath, O_RDWR | O_CLOEXEC);
 	ck_assert_int_eq(pwrite(fd, &h.table_boot, sizeof(h.table_boot),
 				offsetof(struct smt_header, table_boot)),
 			 (ssize_t)sizeof(h.table_boot));
+	ck_assert_int_eq(pwrite(fd, &h.table_id, sizeof(h.table_id),
+				offsetof(struct smt_header, table_id)),
+			 (ssize_t)sizeof(h.table_id));
 	close(fd);
 	ck_assert_int_eq(open_mode(path, 't', &f), 0);
 	h = header_of(tpath);
-	ck_assert(h.table_id != id && h.table_boot == boot);
+	ck_assert(h.table_id != id && h.table_id != (id ^ ((uint64_t)1 << 32)) && h.table_boot == boot);
 	ck_assert_int_eq(sm_close(f), 0);
 }
 END_TEST
@@ -944,7 +963,7 @@ START_TEST(invalid_tree_is_eproto_then_rebuilt)
 	ck_assert_int_eq(smt_attach_path(tpath, false, &t), 0);
 	fd = open(tpath, O_RDWR | O_CLOEXEC);
 	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(pwrite(fd, "XXXXXXXX", 8, (off_t)t.hdr.tree_off), 8); /* the tree magic */
+	ck_assert_int_eq(pwrite(fd, "XXXXXXXX", 8, (off_t)t.hdr.idx_off), 8); /* the index magic */
 	smt_detach(&t);
 	ck_assert_int_eq(open_mode(path, 't', &g), -EPROTO);
 	ck_assert_int_eq(sm_unlock(r), 0);
@@ -1031,6 +1050,107 @@ START_TEST(dying_owner_does_not_refuse_the_next)
 }
 END_TEST
 
+/* A fail-fast call in a child, bounded: its result, or 1 if it has not
+ * returned within two seconds (the child is killed: a stall). */
+static int bounded_map(const char *path, bool wr, uint64_t off, uint64_t len)
+{
+	int p[2], rc = 1;
+	pid_t c;
+
+	ck_assert_int_eq(pipe(p), 0);
+	c = fork();
+	ck_assert_int_ge(c, 0);
+	if (c == 0) {
+		sm_file *g;
+		sm_slice *x;
+		int r = open_mode(path, 't', &g);
+		if (r == 0)
+			r = wr ? sm_map_write(g, off, len, 0, &x) : sm_map_read(g, off, len, 0, &x);
+		if (write(p[1], &r, sizeof(r)) != (ssize_t)sizeof(r))
+			_exit(1);
+		_exit(0); /* the kernel drops its locks, its area counts for nothing */
+	}
+	close(p[1]);
+	struct pollfd pfd = { .fd = p[0], .events = POLLIN };
+	const char *m = getenv("CK_TIMEOUT_MULTIPLIER");
+	int ms = 2000 * (m && atoi(m) > 0 ? atoi(m) : 1);
+	if (poll(&pfd, 1, ms) == 1 &&
+	    read(p[0], &rc, sizeof(rc)) == (ssize_t)sizeof(rc)) {
+		waitpid(c, NULL, 0);
+	} else {
+		rc = 1;
+		kill(c, SIGKILL);
+		waitpid(c, NULL, 0);
+	}
+	close(p[0]);
+	return rc;
+}
+
+/* Issue 32, failure 1: a process stopped inside an acquisition (SIGSTOP,
+ * Ctrl-Z, a debugger) stalls nobody.  The peer stops after it announced
+ * [100, 110) and before it validated; others' fail-fast calls answer at
+ * once: a free region is granted, the announced one refused (an acquirer
+ * caught mid-way counts as a holder), and once the stopped process is
+ * killed its region is free.  With one process-shared mutex around every
+ * decision, the first call below never returned. */
+START_TEST(stopped_inside_an_acquire_stalls_nobody)
+{
+	const char *path = tu_tmpfile(1 << 20);
+	struct tu_child c;
+	char buf[32];
+	sm_file *f;
+	sm_range *r;
+
+	ck_assert_int_eq(open_mode(path, 't', &f), 0);
+	peer_start(&c, path, 't', 0);
+	ck_assert_int_eq(peer_cmd(&c, "seam", 0), 0);
+	tu_send(c.to, "lock w 100 10");
+	ck_assert(tu_recv(c.from, buf, sizeof(buf)));
+	ck_assert_str_eq(buf, "inside");
+	ck_assert_int_eq(kill(c.pid, SIGSTOP), 0);
+	ck_assert_int_eq(bounded_map(path, true, 8192, 4096), 0);
+	ck_assert_int_eq(bounded_map(path, false, 0, 4096), -EBUSY);
+	ck_assert_int_eq(sm_lock(f, 200, 10, SM_LOCK_WRITE, NULL, &r), 0);
+	ck_assert_int_eq(sm_unlock(r), 0);
+	ck_assert_int_eq(sm_lock(f, 105, 1, SM_LOCK_READ, NULL, &r), -EBUSY);
+	sm_holder h[2];
+	ck_assert_int_eq(sm_holders(f, 105, 1, h, 2), 1);
+	ck_assert_int_eq(h[0].pid, c.pid);
+	kill(c.pid, SIGKILL);
+	kill(c.pid, SIGCONT);
+	ck_assert_int_eq(tu_wait(&c), 128 + SIGKILL);
+	ck_assert_int_eq(sm_lock(f, 100, 10, SM_LOCK_WRITE, NULL, &r), 0);
+	tree_ok(f);
+	ck_assert_int_eq(sm_unlock(r), 0);
+	ck_assert_int_eq(sm_close(f), 0);
+}
+END_TEST
+
+/* The same at random moments: a peer maps and releases [0, 4096) in a
+ * loop and is stopped 40 times wherever it happens to be; each time a
+ * region nobody overlaps is granted at once, and the peer's region gets a
+ * true answer (granted, or refused while the peer holds or acquires it). */
+START_TEST(stopped_at_random_moments_stalls_nobody)
+{
+	const char *path = tu_tmpfile(1 << 20);
+	struct tu_child c;
+
+	peer_start(&c, path, 't', 0);
+	tu_send(c.to, "loop w 0 4096");
+	ck_assert_int_eq(tu_recv_int(c.from), 0);
+	for (int i = 0; i < 40; i++) {
+		usleep((useconds_t)(random() % 3000));
+		ck_assert_int_eq(kill(c.pid, SIGSTOP), 0);
+		ck_assert_int_eq(bounded_map(path, true, 65536 + 4096 * (uint64_t)(i % 8), 4096), 0);
+		int rc = bounded_map(path, false, 0, 4096);
+		ck_assert_msg(rc == 0 || rc == -EBUSY, "round %d: %d (1: stalled)", i, rc);
+		ck_assert_int_eq(kill(c.pid, SIGCONT), 0);
+	}
+	kill(c.pid, SIGKILL);
+	ck_assert_int_eq(tu_wait(&c), 128 + SIGKILL);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("tmode");
@@ -1058,6 +1178,8 @@ int main(void)
 	tcase_add_test(tc, race_of_first_openers);
 	tcase_add_test(tc, invalid_tree_is_eproto_then_rebuilt);
 	tcase_add_test(tc, dying_owner_does_not_refuse_the_next);
+	tcase_add_test(tc, stopped_inside_an_acquire_stalls_nobody);
+	tcase_add_test(tc, stopped_at_random_moments_stalls_nobody);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }
