@@ -182,6 +182,46 @@ START_TEST(every_export_is_declared_and_has_a_man_page)
 }
 END_TEST
 
+/* debian/libsafemap0.symbols lists exactly what lib/libsafemap.sym exports,
+ * each name with its version node (name@NODE), and every node: a new export
+ * fails here until the Debian symbols file has its line (dpkg-gensymbols
+ * would only warn), a removed one is an ABI break. */
+START_TEST(debian_symbols_list_every_export)
+{
+	char *sym = slurp("lib/libsafemap.sym"), *deb = slurp("debian/libsafemap0.symbols");
+	char node[64] = "", line[160], *p, *q, *prev = NULL;
+	int n = 0, listed_n = 0;
+
+	/* strip the comments, then read the words: "NODE {", "sm_x;" ... "}" */
+	while ((p = strstr(sym, "/*")) != NULL && (q = strstr(p, "*/")) != NULL)
+		memset(p, ' ', (size_t)(q + 2 - p));
+	for (p = strtok(sym, " \t\n;"); p; prev = p, p = strtok(NULL, " \t\n;")) {
+		if (strcmp(p, "{") == 0 && prev) { /* prev names a node */
+			snprintf(node, sizeof(node), "%s", prev);
+			snprintf(line, sizeof(line), "\n %s@%s ", node, node);
+			ck_assert_msg(strstr(deb, line) != NULL,
+				      "debian/libsafemap0.symbols lacks the line \"%s@%s %s\"", node,
+				      node, PACKAGE_VERSION);
+			n++;
+		} else if (strncmp(p, "sm_", 3) == 0) {
+			ck_assert_msg(node[0] != 0, "libsafemap.sym: %s outside a node", p);
+			snprintf(line, sizeof(line), "\n %s@%s ", p, node);
+			ck_assert_msg(strstr(deb, line) != NULL,
+				      "%s is exported in %s but debian/libsafemap0.symbols lacks the "
+				      "line \"%s@%s %s\"", p, node, p, node, PACKAGE_VERSION);
+			n++;
+		}
+	}
+	for (p = deb; (p = strstr(p, "\n ")) != NULL; p++)
+		listed_n++;
+	ck_assert_int_gt(n, 60);
+	ck_assert_msg(listed_n == n, "debian/libsafemap0.symbols lists %d symbols, "
+				     "lib/libsafemap.sym exports %d (and its nodes)", listed_n, n);
+	free(sym);
+	free(deb);
+}
+END_TEST
+
 /* Files being rewritten in other branches when these checks were written
  * (the lock table page by the table-mode work, the crate by the Rust
  * binding's): each must still fail its check, and the test fails as soon as
@@ -385,6 +425,7 @@ int main(void)
 	tcase_add_test(tc, every_export_is_declared_and_has_a_man_page);
 	tcase_add_test(tc, no_shipped_file_cites_the_spec);
 	tcase_add_test(tc, every_version_is_configure_s);
+	tcase_add_test(tc, debian_symbols_list_every_export);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }
