@@ -93,7 +93,11 @@ typedef struct sm_options {
 	const char *table_dir; /* put lock tables here (named DEV-INO.smlock); NULL:
 				* $SAFEMAP_TABLE_DIR, else PATH.smlock beside the file */
 	uint64_t wait_ns; /* SM_WAIT bound in ns: 0 = 10 s, SM_WAIT_FOREVER = none */
-	uint64_t reserved[4]; /* must be 0 */
+	uint64_t create_size; /* with SM_CREATE: a file this call creates appears
+			       * under its name already this long (zeros), so
+			       * concurrent first openers all see it whole; an
+			       * existing file is not resized.  0: empty */
+	uint64_t reserved[3]; /* must be 0 */
 } sm_options;
 
 /* sm_options.wait_ns: wait without a bound (the caller's explicit choice) */
@@ -155,8 +159,11 @@ struct sm_view {
 /* --- files ------------------------------------------------------------- */
 
 /* Open (SM_CREATE: create) a shared file.  flags: SM_RDONLY or SM_RDWR, plus
- * SM_CREATE.  opt may be NULL.  Errors: -EINVAL (bad flags or options,
- * SM_OPT_TABLE_LOCKS with SM_OPT_NO_TABLE), -ENOMEM, any open(2) error
+ * SM_CREATE.  opt may be NULL; with SM_CREATE, opt->create_size creates
+ * the file already that long, atomically for concurrent openers.  Errors:
+ * -EINVAL (bad flags or options, SM_OPT_TABLE_LOCKS with SM_OPT_NO_TABLE,
+ * create_size without SM_CREATE), -ERANGE (create_size beyond INT64_MAX),
+ * -ENOMEM, any open(2) error
  * (-ENOENT, -EACCES, -EISDIR, ...), -EINVAL if the path is not a regular
  * file, -EREMOTE (network filesystem with SM_OPT_REFUSE_NETFS or
  * SM_OPT_TABLE_LOCKS), -EPROTO (the file is in use in the other lock mode,
@@ -198,11 +205,28 @@ SM_EXPORT int sm_close(sm_file *f);
  * sm_options.wait_ns (0: 10 s), then -ETIMEDOUT; -EDEADLK if waiting would
  * deadlock (a wait-for cycle, or a conflict with f's own holds that only
  * the calling thread could release).  A waiting thread holds no mutex and
- * is a cancellation point.  See sm_map_read(3). */
+ * is a cancellation point.  Waiters have no priority over fail-fast
+ * acquisitions: a waiter for a large region behind takers of its parts in
+ * a loop may wait its whole bound unless the takers pass a gate (a byte
+ * each holds in read mode, taken with SM_WAIT, that the large waiter takes
+ * in write mode first); a taker refused with -EBUSY waits or backs off,
+ * never retries at once in a loop.  See sm_map_read(3). */
 SM_EXPORT SM_WUR int sm_map_read(sm_file *f, uint64_t off, uint64_t len, int flags,
 				 sm_slice **out);
 SM_EXPORT SM_WUR int sm_map_write(sm_file *f, uint64_t off, uint64_t len, int flags,
 				  sm_slice **out);
+
+/* sm_map_read / sm_map_write with a bound of this call's own instead of
+ * sm_options.wait_ns: timeout_ns 0 fails fast (-EBUSY, as without SM_WAIT),
+ * SM_WAIT_FOREVER waits without a bound, any other value waits up to
+ * timeout_ns ns (CLOCK_MONOTONIC) and then returns -ETIMEDOUT.  SM_WAIT in
+ * flags changes nothing; SM_NOLOCK with a nonzero timeout is -EINVAL.
+ * Otherwise as sm_map_read (same flags, errors and waiting rules).  See
+ * sm_map_read_timed(3). */
+SM_EXPORT SM_WUR int sm_map_read_timed(sm_file *f, uint64_t off, uint64_t len, int flags,
+				       uint64_t timeout_ns, sm_slice **out);
+SM_EXPORT SM_WUR int sm_map_write_timed(sm_file *f, uint64_t off, uint64_t len, int flags,
+					uint64_t timeout_ns, sm_slice **out);
 
 /* Unlock and free a slice.  Never commits: uncommitted changes of a direct
  * slice stay in the page cache.  Returns 0, -EINVAL (NULL), or a negative
@@ -334,6 +358,14 @@ SM_EXPORT int sm_dirty_pages(const sm_slice *s);
  * -ESTALE (fork child), -ENOLCK (lock table full, or kernel lock table), -ENOMEM. */
 SM_EXPORT SM_WUR int sm_lock(sm_file *f, uint64_t off, uint64_t len, int flags, const char *tag,
 			     sm_range **out);
+
+/* sm_lock with a bound of this call's own instead of sm_options.wait_ns:
+ * timeout_ns 0 fails fast (-EBUSY), SM_WAIT_FOREVER waits without a bound,
+ * any other value waits up to timeout_ns ns (CLOCK_MONOTONIC), then
+ * -ETIMEDOUT.  SM_WAIT in flags changes nothing.  Otherwise as sm_lock.
+ * See sm_map_read_timed(3). */
+SM_EXPORT SM_WUR int sm_lock_timed(sm_file *f, uint64_t off, uint64_t len, int flags,
+				   uint64_t timeout_ns, const char *tag, sm_range **out);
 
 /* Unlock and free a range; its table entry is removed after the kernel lock
  * is dropped.  Errors: -EINVAL (NULL), -ESTALE (fork child: r is freed but

@@ -33,9 +33,13 @@ static const struct {
 	       "poisoned until reopened" },
 	{ ENOSPC, "no space left on the device to reserve or write the region" },
 	{ ENOMEM, "out of memory or address space" },
-	{ EPROTO, "the lock table is not a valid safemap table (corrupted, foreign or "
-		  "another version), or the file is in use in the other lock mode "
-		  "(SM_OPT_TABLE_LOCKS) or through another table" },
+	/* One code, two causes (sm_open): the mismatch is the common one and
+	 * comes first, so that it does not read as corruption. */
+	{ EPROTO, "lock mode mismatch: the file is in use in the other lock mode (one "
+		  "opener with SM_OPT_TABLE_LOCKS, another without) or through another "
+		  "lock table (another table_dir or SAFEMAP_TABLE_DIR, a hard link); "
+		  "or else its lock table failed validation (corrupted, foreign or "
+		  "another version)" },
 	{ EREMOTE, "the file is on a network filesystem and SM_OPT_REFUSE_NETFS or "
 		   "SM_OPT_TABLE_LOCKS was given" },
 	{ EPERM, "the lock table is owned by another user than the data file's owner, "

@@ -10,7 +10,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -49,6 +51,89 @@ static int check_options(const sm_options *opt, sm_options *o)
 	return 0;
 }
 
+/*
+ * SM_CREATE with sm_options.create_size: the file is made whole under a
+ * name nobody opens (O_TMPFILE in the target's directory where the
+ * filesystem supports it, else a hidden name beside it), sized, then
+ * linked into place.  link never replaces a name, so of concurrent first
+ * openers one link wins and the others get EEXIST and open the winner's
+ * file: no opener ever sees it shorter than create_size (creating in place
+ * and sizing after would let a second opener map a file still empty).
+ * Sizing takes ftruncate (sparse): write slices reserve their blocks when
+ * mapped, as for any file.  link(/proc/self/fd/N) with AT_SYMLINK_FOLLOW
+ * links an O_TMPFILE file without CAP_DAC_READ_SEARCH.
+ */
+/* Tests set this to take the path of filesystems without O_TMPFILE. */
+extern SM_HIDDEN int sm__create_no_tmpfile;
+int sm__create_no_tmpfile;
+
+static int create_sized(const char *path, uint64_t size)
+{
+	const char *slash = strrchr(path, '/');
+	char dir[PATH_MAX], tmp[PATH_MAX + 64], proc[64];
+	int fd = -1, rc = 0;
+	size_t dlen;
+
+	if (!slash) {
+		strcpy(dir, ".");
+	} else {
+		dlen = slash == path ? 1 : (size_t)(slash - path);
+		if (dlen >= sizeof(dir))
+			return -ENAMETOOLONG;
+		memcpy(dir, path, dlen);
+		dir[dlen] = 0;
+	}
+	tmp[0] = 0;
+	if (sm__create_no_tmpfile)
+		errno = EOPNOTSUPP;
+	else
+		fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0666);
+	if (fd < 0) {
+		/* EOPNOTSUPP: the filesystem lacks it; EISDIR/EINVAL: the
+		 * kernel or libc predates it */
+		if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+			return -errno;
+		if (snprintf(tmp, sizeof(tmp), "%s/.%s.%d.%lx.smtmp", dir, slash ? slash + 1 : path,
+			     (int)getpid(), (unsigned long)random()) >= (int)sizeof(tmp))
+			return -ENAMETOOLONG;
+		if ((fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666)) < 0)
+			return -errno;
+	}
+	if (ftruncate(fd, (off_t)size) < 0) {
+		rc = -errno;
+	} else if (tmp[0]) {
+		rc = link(tmp, path) < 0 && errno != EEXIST ? -errno : 0;
+	} else {
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+		if (linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW) < 0 && errno != EEXIST)
+			rc = -errno;
+	}
+	if (tmp[0])
+		unlink(tmp);
+	close(fd);
+	return rc;
+}
+
+/* open(2) for sm_open; with create_size, never O_CREAT in place. */
+static int open_file(const char *path, int oflags, uint64_t create_size)
+{
+	int fd, rc;
+
+	if (!create_size || !(oflags & O_CREAT))
+		return open(path, oflags, 0666);
+	oflags &= ~O_CREAT;
+	/* a few rounds: the name may be removed between our link and open */
+	for (int round = 0; round < 3; round++) {
+		if ((fd = open(path, oflags)) >= 0 || errno != ENOENT)
+			return fd;
+		if ((rc = create_sized(path, create_size)) < 0) {
+			errno = -rc;
+			return -1;
+		}
+	}
+	return open(path, oflags);
+}
+
 int sm_open(const char *path, int flags, const sm_options *opt, sm_file **out)
 {
 	int mode = flags & (SM_RDONLY | SM_RDWR);
@@ -68,6 +153,10 @@ int sm_open(const char *path, int flags, const sm_options *opt, sm_file **out)
 		return -EINVAL;
 	if ((rc = check_options(opt, &o)) < 0)
 		return rc;
+	if (o.create_size && !(flags & SM_CREATE))
+		return -EINVAL;
+	if (o.create_size > (uint64_t)INT64_MAX)
+		return -ERANGE;
 
 	oflags |= mode == SM_RDWR ? O_RDWR : O_RDONLY;
 	if (flags & SM_CREATE)
@@ -97,7 +186,7 @@ int sm_open(const char *path, int flags, const sm_options *opt, sm_file **out)
 	int cs_ = sm_nocancel();
 	pthread_mutex_lock(&f->lock);
 	/* O_NONBLOCK: opening a FIFO must fail below, not block forever. */
-	fd = f->fd = open(path, oflags, 0666);
+	fd = f->fd = open_file(path, oflags, o.create_size);
 	rc = fd < 0 ? -errno : 0;
 	if (!rc && fstat(fd, &st) < 0)
 		rc = -errno;

@@ -215,7 +215,7 @@ static int lock_once(void *arg)
  * growth make system calls that are) keep them.
  */
 static int lock_slow(sm_file *f, uint64_t off, uint64_t len, int flags, bool write,
-		     const char *tag, sm_range **out);
+		     const char *tag, uint64_t deadline, sm_range **out);
 
 SM_HOT int sm_lock(sm_file *f, uint64_t off, uint64_t len, int flags, const char *tag, sm_range **out)
 {
@@ -229,13 +229,33 @@ SM_HOT int sm_lock(sm_file *f, uint64_t off, uint64_t len, int flags, const char
 		return rc;
 	if (__builtin_expect(!(flags & SM_WAIT) && !f->tmode, 1))
 		return lock_range(f, off, len, write, tag, out);
-	return lock_slow(f, off, len, flags, write, tag, out);
+	return lock_slow(f, off, len, flags, write, tag, 0, out);
 }
 
-/* sm_lock with SM_WAIT or in table-authority mode. */
+/* sm_lock with its own bound: 0 fails fast (as without SM_WAIT), anything
+ * else waits up to timeout_ns whatever flags says about SM_WAIT. */
+int sm_lock_timed(sm_file *f, uint64_t off, uint64_t len, int flags, uint64_t timeout_ns,
+		  const char *tag, sm_range **out)
+{
+	bool write;
+	int rc;
+
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	if ((rc = check_args(f, off, len, flags, &write)) < 0)
+		return rc;
+	if (timeout_ns == 0)
+		return sm_lock(f, off, len, flags & ~SM_WAIT, tag, out);
+	return lock_slow(f, off, len, flags | SM_WAIT, write, tag, sm_deadline_after(timeout_ns),
+			 out);
+}
+
+/* sm_lock with SM_WAIT or in table-authority mode; deadline as struct
+ * sm_wait's (0: the file's bound). */
 static __attribute__((noinline, cold)) int lock_slow(sm_file *f, uint64_t off, uint64_t len,
 						      int flags, bool write, const char *tag,
-						      sm_range **out)
+						      uint64_t deadline, sm_range **out)
 {
 	struct lock_args a = { .f = f, .off = off, .len = len, .write = write, .tag = tag, .out = out };
 	int rc, cs;
@@ -244,7 +264,7 @@ static __attribute__((noinline, cold)) int lock_slow(sm_file *f, uint64_t off, u
 	if (flags & SM_WAIT) {
 		struct sm_wait w = { .f = f, .off = off, .len = len, .write = write, .tag = tag,
 				     .cancel_state = cs, .attempt = lock_once, .arg = &a,
-				     .table_authority = f->tmode != NULL };
+				     .table_authority = f->tmode != NULL, .deadline = deadline };
 		rc = sm_wait_acquire(&w);
 	} else {
 		rc = lock_once(&a);

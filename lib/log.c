@@ -553,6 +553,10 @@ static int log_open(const char *path, int flags, const sm_options *opt, sm_log *
 	    !(flags & SM_RDONLY) == !(flags & SM_RDWR) ||
 	    ((flags & SM_CREATE) && (flags & SM_RDONLY)))
 		return -EINVAL;
+	/* a log sizes its file itself (a caller's struct too short to carry
+	 * create_size is sm_open's to refuse) */
+	if (opt && (!opt->size || opt->size >= offsetof(sm_options, reserved)) && opt->create_size)
+		return -EINVAL;
 	if (!(l = calloc(1, sizeof(*l))))
 		return -ENOMEM;
 	l->fd = -1;

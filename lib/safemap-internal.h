@@ -370,8 +370,13 @@ struct sm_wait {
 	int (*attempt)(void *arg);
 	void *arg;
 	bool (*conflicts)(const struct sm_wait *w, const struct smt_slot *s);
+	uint64_t deadline;    /* CLOCK_MONOTONIC ns (sm_deadline_after); 0: the
+			       * file's bound, sm_options.wait_ns */
 };
 SM_HIDDEN int sm_wait_acquire(struct sm_wait *w);
+/* The deadline of a wait of timeout_ns from now for struct sm_wait:
+ * UINT64_MAX (none) for SM_WAIT_FOREVER or past the clock's range. */
+SM_HIDDEN uint64_t sm_deadline_after(uint64_t timeout_ns);
 /* A release of [off, off+len) of t: call after the lock is dropped and the
  * entry removed.  Bumps and wakes the buckets that have waiters; no system
  * call when none has. */

@@ -403,8 +403,9 @@ static int map_once(void *arg)
 	return do_map(a->f, a->off, a->len, a->flags, a->write, a->out);
 }
 
+/* deadline: for SM_WAIT, struct sm_wait's (0: the file's bound). */
 static int map_slice(sm_file *f, uint64_t off, uint64_t len, int flags, bool write,
-		     sm_slice **out)
+		     uint64_t deadline, sm_slice **out)
 {
 	int rc, cs;
 
@@ -436,7 +437,7 @@ static int map_slice(sm_file *f, uint64_t off, uint64_t len, int flags, bool wri
 		struct map_args a = { f, off, len, flags & ~SM_WAIT, write, out };
 		struct sm_wait w = { .f = f, .off = off, .len = len, .write = write,
 				     .cancel_state = cs, .attempt = map_once, .arg = &a,
-				     .table_authority = f->tmode != NULL };
+				     .table_authority = f->tmode != NULL, .deadline = deadline };
 		rc = sm_wait_acquire(&w);
 	} else {
 		rc = do_map(f, off, len, flags, write, out);
@@ -447,12 +448,34 @@ static int map_slice(sm_file *f, uint64_t off, uint64_t len, int flags, bool wri
 
 int sm_map_read(sm_file *f, uint64_t off, uint64_t len, int flags, sm_slice **out)
 {
-	return map_slice(f, off, len, flags, false, out);
+	return map_slice(f, off, len, flags, false, 0, out);
 }
 
 int sm_map_write(sm_file *f, uint64_t off, uint64_t len, int flags, sm_slice **out)
 {
-	return map_slice(f, off, len, flags, true, out);
+	return map_slice(f, off, len, flags, true, 0, out);
+}
+
+/* A per-call bound: 0 fails fast (as without SM_WAIT), anything else waits
+ * up to timeout_ns whatever flags says about SM_WAIT. */
+static int map_timed(sm_file *f, uint64_t off, uint64_t len, int flags, bool write,
+		     uint64_t timeout_ns, sm_slice **out)
+{
+	if (timeout_ns == 0)
+		return map_slice(f, off, len, flags & ~SM_WAIT, write, 0, out);
+	return map_slice(f, off, len, flags | SM_WAIT, write, sm_deadline_after(timeout_ns), out);
+}
+
+int sm_map_read_timed(sm_file *f, uint64_t off, uint64_t len, int flags, uint64_t timeout_ns,
+		      sm_slice **out)
+{
+	return map_timed(f, off, len, flags, false, timeout_ns, out);
+}
+
+int sm_map_write_timed(sm_file *f, uint64_t off, uint64_t len, int flags, uint64_t timeout_ns,
+		       sm_slice **out)
+{
+	return map_timed(f, off, len, flags, true, timeout_ns, out);
 }
 
 int sm_sub(sm_slice *s, uint64_t off, uint64_t len, sm_slice **out)

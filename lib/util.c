@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "safemap-internal.h"
@@ -81,4 +82,16 @@ int sm_file_size(sm_file *f, uint64_t *size)
 	/* table mode maps read slices below it without asking (slice.c) */
 	__atomic_store_n(&f->size_cache, *size, __ATOMIC_RELAXED);
 	return 0;
+}
+
+uint64_t sm_deadline_after(uint64_t timeout_ns)
+{
+	struct timespec ts;
+	uint64_t now;
+
+	if (timeout_ns == SM_WAIT_FOREVER)
+		return UINT64_MAX;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return timeout_ns < UINT64_MAX - now ? now + timeout_ns : UINT64_MAX;
 }

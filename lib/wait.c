@@ -641,7 +641,9 @@ int sm_wait_acquire(struct sm_wait *w)
 	bool cycle_seen = false;
 	int rc = 0;
 
-	if (f->wait_ns == SM_WAIT_FOREVER)
+	if (w->deadline) /* the call's own (sm_map_read_timed, sm_lock_timed) */
+		deadline = w->deadline;
+	else if (f->wait_ns == SM_WAIT_FOREVER)
 		deadline = UINT64_MAX;
 	else
 		deadline = start + (f->wait_ns ? (f->wait_ns < UINT64_MAX - start ? f->wait_ns

@@ -66,7 +66,7 @@ START_TEST(open_bad_arguments)
 	o.flags = 0x100; /* unknown */
 	ck_assert_int_eq(sm_open(p, SM_RDWR, &o, &f), -EINVAL);
 	memset(&o, 0, sizeof(o));
-	o.reserved[3] = 1;
+	o.reserved[2] = 1;
 	ck_assert_int_eq(sm_open(p, SM_RDWR, &o, &f), -EINVAL);
 	memset(&o, 0, sizeof(o));
 	o.size = 4; /* too small to hold any field */

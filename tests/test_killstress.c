@@ -49,13 +49,12 @@
 
 #define NW 5
 #define BLK 1024
-#define NB 64
+#define NB TU_HOLDMAP_BLOCKS
 #define REGION (NB * BLK)
 #define MAXB 8 /* blocks per acquisition */
 
 struct shared {
-	_Atomic uint32_t wmask[NB], rmask[NB];
-	_Atomic int doomed[NW];
+	struct tu_holdmap hold; /* who holds each block, for writing or reading */
 	_Atomic int stop;
 	_Atomic long ops[NW], busy[NW], locks[NW], violations, errors;
 	_Atomic int why_set;
@@ -83,44 +82,14 @@ __attribute__((format(printf, 2, 3))) static void report_bad(_Atomic long *count
 	}
 }
 
-/* Is another worker's bit on block b a violation?  Not if its worker is
- * doomed; the bit is re-read after the doomed flag because the parent
- * clears a reaped worker's bits before it clears the flag. */
-static bool foreign(int me, int b, bool write)
-{
-	uint32_t others = (atomic_load(&sh->wmask[b]) | (write ? atomic_load(&sh->rmask[b]) : 0)) &
-			  ~(1u << me);
-
-	for (int j = 0; j < NW; j++) {
-		if (!(others & (1u << j)) || atomic_load(&sh->doomed[j]))
-			continue;
-		uint32_t again = atomic_load(&sh->wmask[b]) | (write ? atomic_load(&sh->rmask[b]) : 0);
-		if (again & (1u << j))
-			return true;
-	}
-	return false;
-}
-
 static void check_alone(int me, int first, int n, bool write, const char *when)
 {
-	for (int b = first; b < first + n; b++)
-		if (foreign(me, b, write)) {
-			report_bad(&sh->violations, "worker %d (%s, blocks %d+%d) %s: block %d also held (w %#x r %#x)",
-			     me, write ? "write" : "read", first, n, when, b, atomic_load(&sh->wmask[b]),
-			     atomic_load(&sh->rmask[b]));
-			return;
-		}
-}
+	int b = tu_holdmap_conflict(&sh->hold, me, first, n, write);
 
-static void mark(int me, int first, int n, bool write, bool set)
-{
-	for (int b = first; b < first + n; b++) {
-		_Atomic uint32_t *m = write ? &sh->wmask[b] : &sh->rmask[b];
-		if (set)
-			atomic_fetch_or(m, 1u << me);
-		else
-			atomic_fetch_and(m, ~(1u << me));
-	}
+	if (b >= 0)
+		report_bad(&sh->violations, "worker %d (%s, blocks %d+%d) %s: block %d also held (w %#x r %#x)", me,
+			   write ? "write" : "read", first, n, when, b, atomic_load(&sh->hold.wmask[b]),
+			   atomic_load(&sh->hold.rmask[b]));
 }
 
 /* Words of the region through slice s (offset 0 = byte `base` of the file). */
@@ -202,7 +171,7 @@ static void worker(const char *path, int me, unsigned incarnation)
 		}
 		data = range ? shm : s;
 		at = range ? off : 0;
-		mark(me, first, n, write, true);
+		tu_holdmap_mark(&sh->hold, me, first, n, write, true);
 		check_alone(me, first, n, write, "after acquiring");
 		if (write) {
 			uint64_t token = (uint64_t)(me + 1) << 56 | (uint64_t)(incarnation & 0xffffff) << 32 | ++seq;
@@ -228,7 +197,7 @@ static void worker(const char *path, int me, unsigned incarnation)
 				     r1 > 0 || r2 > 0 ? "holds a word that is no token" : "changed under its read lock");
 		}
 		check_alone(me, first, n, write, "before releasing");
-		mark(me, first, n, write, false);
+		tu_holdmap_mark(&sh->hold, me, first, n, write, false);
 		rc = range ? sm_unlock(r) : sm_release(s);
 		if (rc < 0)
 			report_bad(&sh->errors, "worker %d: release: %s", me, sm_strerror(rc));
@@ -280,18 +249,14 @@ START_TEST(holders_killed_every_100ms)
 		struct timespec ts = { 0, (50 + rand_r(&seed) % 100) * 1000000L }; /* ~100 ms apart */
 		nanosleep(&ts, NULL);
 		int j = rand_r(&seed) % NW;
-		atomic_store(&sh->doomed[j], 1);
+		tu_holdmap_doom(&sh->hold, j);
 		kill(pid[j], SIGKILL);
 		ck_assert_int_eq(waitpid(pid[j], &st, 0), pid[j]);
 		if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL))
 			report_bad(&sh->errors, "worker %d ended before its kill (status %#x)", j, st);
 		kills++;
 		/* exactly what the dead worker held: its bits */
-		for (int b = 0; b < NB; b++) {
-			atomic_fetch_and(&sh->wmask[b], ~(1u << j));
-			atomic_fetch_and(&sh->rmask[b], ~(1u << j));
-		}
-		atomic_store(&sh->doomed[j], 0);
+		tu_holdmap_forget(&sh->hold, j);
 		pid[j] = spawn(p, j, ++incarnation[j]);
 	}
 	atomic_store(&sh->stop, 1);
@@ -314,7 +279,7 @@ START_TEST(holders_killed_every_100ms)
 	ck_assert_int_gt(kills, 0);
 	ck_assert_int_gt(ops, 0);
 	for (int b = 0; b < NB; b++)
-		ck_assert(sh->wmask[b] == 0 && sh->rmask[b] == 0);
+		ck_assert(sh->hold.wmask[b] == 0 && sh->hold.rmask[b] == 0);
 
 	/* nothing leaked: the whole region is free, no live holder is named */
 	sm_file *f;

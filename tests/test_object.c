@@ -275,14 +275,38 @@ static int fail_fdatasync(int fd)
 	errno = fail_errno;
 	return -1;
 }
-/* Fail only the second flush: the directory's, after the link. */
+/* Fail only the second flush: the directory's, after the link (failed_dir
+ * says whether the flush it failed was a directory's). */
 static int nflush;
+static bool failed_dir;
 static int fail_second_fdatasync(int fd)
 {
+	struct stat st;
+
 	if (++nflush == 2) {
+		failed_dir = fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
 		errno = fail_errno;
 		return -1;
 	}
+	return fdatasync(fd);
+}
+/* Every flush, in order: what it flushed, and whether the object's name
+ * was in the directory at the time. */
+static struct flush {
+	dev_t dev;
+	ino_t ino;
+	bool is_dir, named;
+} flushes[8];
+static int nflushes;
+static int recording_fdatasync(int fd)
+{
+	struct stat st;
+	char p[PATH_MAX + 16];
+
+	ck_assert_int_lt(nflushes, 8);
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	snprintf(p, sizeof(p), "%s/obj", dir);
+	flushes[nflushes++] = (struct flush){ st.st_dev, st.st_ino, S_ISDIR(st.st_mode), access(p, F_OK) == 0 };
 	return fdatasync(fd);
 }
 static int fail_fallocate(int fd, int mode, off_t off, off_t len)
@@ -327,6 +351,7 @@ START_TEST(flush_error_publishes_nothing)
 		ck_assert_int_eq(sm_object_publish(o), -errs[e]);
 		sm_sys_reset();
 		ck_assert_int_eq(nflush, 2);
+		ck_assert_msg(failed_dir, "the second flush was not the directory's");
 		check_file("obj", 10000, 6);
 		ck_assert_int_eq(sm_object_abort(o), 0);
 		check_file("obj", 10000, 6);
@@ -334,6 +359,40 @@ START_TEST(flush_error_publishes_nothing)
 		remove_dir();
 		make_dir();
 	}
+	remove_dir();
+}
+END_TEST
+
+/* Publish makes the object durable, then its name: it flushes the object's
+ * own file before the name appears, then the directory holding the name
+ * (not the file again), with and without O_TMPFILE. */
+START_TEST(publish_syncs_the_directory)
+{
+	struct stat d, f;
+	char p[PATH_MAX + 16];
+
+	make_dir();
+	snprintf(p, sizeof(p), "%s/obj", dir);
+	for (int hidden = 0; hidden < 2; hidden++) {
+		sm__object_no_tmpfile = hidden;
+		unlink(p);
+		sm_object *o = filled("obj", 0, 10000, 8 + hidden);
+		nflushes = 0;
+		sm_sys.fdatasync = recording_fdatasync;
+		ck_assert_int_eq(sm_object_publish(o), 0);
+		sm_sys_reset();
+		ck_assert_int_eq(stat(dir, &d), 0);
+		ck_assert_int_eq(stat(p, &f), 0);
+		ck_assert_int_eq(nflushes, 2);
+		ck_assert_msg(!flushes[0].is_dir && flushes[0].dev == f.st_dev && flushes[0].ino == f.st_ino,
+			      "the first flush is not the object's file");
+		ck_assert_msg(!flushes[0].named, "the name appeared before the data was flushed");
+		ck_assert_msg(flushes[1].is_dir && flushes[1].dev == d.st_dev && flushes[1].ino == d.st_ino,
+			      "the second flush is not the directory's");
+		ck_assert_msg(flushes[1].named, "the directory was flushed before the name was in it");
+		check_file("obj", 10000, 8 + hidden);
+	}
+	sm__object_no_tmpfile = 0;
 	remove_dir();
 }
 END_TEST
@@ -378,6 +437,7 @@ static Suite *object_suite(void)
 	tcase_add_test(tc, sigkill_leaves_nothing);
 	tcase_add_test(tc, readers_never_see_partial);
 	tcase_add_test(tc, flush_error_publishes_nothing);
+	tcase_add_test(tc, publish_syncs_the_directory);
 	tcase_add_test(tc, hidden_name_fallback);
 	suite_add_tcase(s, tc);
 	return s;

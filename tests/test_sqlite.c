@@ -5,7 +5,8 @@
  * killed with SIGKILL in the middle of a transaction, stock ("unix") and
  * "safemap" processes at once, a rollback-journal mix, threads, a read-only
  * -shm, the lock table (sm_holders, lockctl) naming SQLite's locks and the
- * dead holder as stale, and the loadable extension.
+ * dead holder as stale, SQLite's lock timeout as each WAL lock's bound, and
+ * the loadable extension.
  *
  * Workers are forked children that open their own connections (nothing
  * SQLite is open across a fork) and report through their exit status: 0,
@@ -25,6 +26,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -733,6 +735,86 @@ START_TEST(test_sigkill_mid_transaction)
 }
 END_TEST
 
+/* A connection in a write transaction until told to commit. */
+static int timeout_holder(void *arg, int in, int out)
+{
+	char line[16];
+	sqlite3 *db;
+
+	(void)arg;
+	if (sqlite3_safemap_vfs_register(0) != SQLITE_OK)
+		return 1;
+	if (!(db = db_open("safemap", 5000)))
+		return 2;
+	if (sqlite3_exec(db, "BEGIN IMMEDIATE; INSERT INTO t(w, n) VALUES (7, 1);", NULL, NULL,
+			 NULL) != SQLITE_OK) {
+		tu_send(out, "3");
+		return 3;
+	}
+	tu_send(out, "0");
+	tu_recv(in, line, sizeof(line));
+	if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		return 4;
+	return sqlite3_close(db) == SQLITE_OK ? 0 : 5;
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* SQLITE_FCNTL_LOCK_TIMEOUT (a blocking lock, as SETLK_TIMEOUT builds ask
+ * for it) is each WAL lock's own bound: a writer behind another waits it,
+ * then gets SQLITE_BUSY; 0 fails at once; once the holder commits, the
+ * lock is granted. */
+START_TEST(test_lock_timeout)
+{
+	const char *m = getenv("CK_TIMEOUT_MULTIPLIER");
+	uint64_t slack = m && atoi(m) > 1 ? (uint64_t)atoi(m) : 1, t0, dt;
+	struct tu_child h;
+	sqlite3 *db;
+	int ms;
+
+	setup();
+	ck_assert_int_eq(sqlite3_safemap_vfs_register(0), SQLITE_OK);
+	create_table("safemap");
+	tu_spawn(&h, timeout_holder, NULL);
+	ck_assert_int_eq(tu_recv_int(h.from), 0);
+	db = db_open("safemap", 0); /* no busy handler: one attempt per statement */
+	ck_assert_ptr_nonnull(db);
+
+	ms = 200;
+	ck_assert_int_eq(sqlite3_file_control(db, "main", SQLITE_FCNTL_LOCK_TIMEOUT, &ms),
+			 SQLITE_OK);
+	t0 = mono_ms();
+	ck_assert_int_eq(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_BUSY);
+	dt = mono_ms() - t0;
+	ck_assert_msg(dt >= 200, "SQLITE_BUSY after %llu ms, before the 200 ms timeout",
+		      (unsigned long long)dt);
+	ck_assert_msg(dt < 5000 * slack, "200 ms timeout took %llu ms", (unsigned long long)dt);
+
+	ms = 0;
+	ck_assert_int_eq(sqlite3_file_control(db, "main", SQLITE_FCNTL_LOCK_TIMEOUT, &ms),
+			 SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_BUSY);
+
+	tu_send(h.to, "commit");
+	ck_assert_int_eq(tu_wait(&h), 0);
+	ms = 200;
+	ck_assert_int_eq(sqlite3_file_control(db, "main", SQLITE_FCNTL_LOCK_TIMEOUT, &ms),
+			 SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db, "BEGIN IMMEDIATE; INSERT INTO t(w, n) VALUES (8, 1); "
+					  "COMMIT",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	ck_assert_int_eq(query_int(db, "SELECT count(*) FROM t WHERE w IN (7, 8)"), 2);
+	ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
+}
+END_TEST
+
 /* The same source built as a loadable extension (when shared libraries are
  * built): a stock connection loads it by its name alone, as the sqlite3
  * shell's `.load safemapvfs` does (no ".so", no entry point: SQLite derives
@@ -795,6 +877,7 @@ static Suite *sqlite_suite(void)
 	tcase_add_test(tc, test_rollback_journal_mix);
 	tcase_add_test(tc, test_readonly_shm);
 	tcase_add_test(tc, test_sigkill_mid_transaction);
+	tcase_add_test(tc, test_lock_timeout);
 	tcase_add_test(tc, test_extension);
 	suite_add_tcase(s, tc);
 	return s;

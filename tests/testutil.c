@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -214,6 +215,116 @@ int tu_holder(void *arg, int in, int out)
 		sm_close(f);
 	}
 	return 0;
+}
+
+int tu_klocker(void *arg, int in, int out)
+{
+	const struct tu_klock_arg *a = arg;
+	struct flock fl = { .l_type = a->write ? F_WRLCK : F_RDLCK, .l_whence = SEEK_SET, .l_start = a->start,
+			    .l_len = a->len };
+	int fd = open(a->path, O_RDWR | O_CLOEXEC), rc;
+	char buf[8];
+
+	if (a->kind == 'w') {
+		tu_send(out, "0"); /* about to block */
+		rc = fcntl(fd, F_SETLKW, &fl);
+		tu_recv(in, buf, sizeof(buf));
+		return rc;
+	}
+	if (a->kind == 'f')
+		rc = flock(fd, a->write ? LOCK_EX : LOCK_SH);
+	else
+		rc = fcntl(fd, a->kind == 'o' ? F_OFD_SETLK : F_SETLK, &fl);
+	tu_send(out, "%d", fd >= 0 && rc == 0 ? 0 : -errno);
+	tu_recv(in, buf, sizeof(buf));
+	return 0;
+}
+
+void tu_spawn_ready(struct tu_child *c, tu_child_fn fn, void *arg)
+{
+	tu_spawn(c, fn, arg);
+	ck_assert_int_eq(tu_recv_int(c->from), 0);
+}
+
+void tu_release(struct tu_child *c, ...)
+{
+	va_list ap;
+
+	va_start(ap, c);
+	for (struct tu_child *x = c; x; x = va_arg(ap, struct tu_child *))
+		tu_send(x->to, "bye");
+	va_end(ap);
+	va_start(ap, c);
+	for (struct tu_child *x = c; x; x = va_arg(ap, struct tu_child *))
+		ck_assert_int_eq(tu_wait(x), 0);
+	va_end(ap);
+}
+
+int tu_capture(char *out, size_t size, const char *cmd)
+{
+	FILE *p = popen(cmd, "r");
+	char sink[4096];
+	size_t len = 0, n;
+	int st;
+
+	ck_assert_ptr_nonnull(p);
+	while (len + 1 < size && (n = fread(out + len, 1, size - 1 - len, p)) > 0)
+		len += n;
+	out[len] = '\0';
+	while (fread(sink, 1, sizeof(sink), p) > 0)
+		;
+	st = pclose(p);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+void tu_holdmap_mark(struct tu_holdmap *m, int me, int first, int n, bool write, bool set)
+{
+	for (int b = first; b < first + n; b++) {
+		_Atomic uint32_t *w = write ? &m->wmask[b] : &m->rmask[b];
+		if (set)
+			atomic_fetch_or(w, 1u << me);
+		else
+			atomic_fetch_and(w, ~(1u << me));
+	}
+}
+
+/* Is another worker's bit on block b a conflict?  Not if its worker is
+ * doomed; the bit is re-read after the doomed flag because the parent
+ * clears a reaped worker's bits before it clears the flag. */
+static bool foreign(struct tu_holdmap *m, int me, int b, bool write)
+{
+	uint32_t others = (atomic_load(&m->wmask[b]) | (write ? atomic_load(&m->rmask[b]) : 0)) & ~(1u << me);
+
+	for (int j = 0; j < TU_HOLDMAP_WORKERS; j++) {
+		if (!(others & (1u << j)) || atomic_load(&m->doomed[j]))
+			continue;
+		uint32_t again = atomic_load(&m->wmask[b]) | (write ? atomic_load(&m->rmask[b]) : 0);
+		if (again & (1u << j))
+			return true;
+	}
+	return false;
+}
+
+int tu_holdmap_conflict(struct tu_holdmap *m, int me, int first, int n, bool write)
+{
+	for (int b = first; b < first + n; b++)
+		if (foreign(m, me, b, write))
+			return b;
+	return -1;
+}
+
+void tu_holdmap_doom(struct tu_holdmap *m, int j)
+{
+	atomic_store(&m->doomed[j], 1);
+}
+
+void tu_holdmap_forget(struct tu_holdmap *m, int j)
+{
+	for (int b = 0; b < TU_HOLDMAP_BLOCKS; b++) {
+		atomic_fetch_and(&m->wmask[b], ~(1u << j));
+		atomic_fetch_and(&m->rmask[b], ~(1u << j));
+	}
+	atomic_store(&m->doomed[j], 0);
 }
 
 void tu_sibling(const char *rel, char *out, size_t size)

@@ -7,8 +7,10 @@
 #ifndef SAFEMAP_TESTUTIL_H
 #define SAFEMAP_TESTUTIL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include <check.h>
@@ -46,6 +48,19 @@ int tu_recv_int(int fd);
 /* Wait for the child; returns its exit status, or 128 + signal. */
 int tu_wait(struct tu_child *c);
 
+/* tu_spawn, then assert that the child's first line is 0: its set-up
+ * (a tu_holder's map, a tu_klocker's lock) succeeded. */
+void tu_spawn_ready(struct tu_child *c, tu_child_fn fn, void *arg);
+/* Tell every child of the NULL-terminated list to finish ("bye"), then
+ * wait for each and assert that it exited 0.  All are told before any is
+ * waited for: a child blocked behind another's lock is freed in turn. */
+void tu_release(struct tu_child *c, ...) __attribute__((sentinel));
+
+/* Run cmd with /bin/sh, its standard output into out (NUL-terminated, cut
+ * to size; the rest is read and dropped, so the command never dies of
+ * SIGPIPE); returns its exit status, or 128 + the signal that ended it. */
+int tu_capture(char *out, size_t size, const char *cmd);
+
 /* Number of open descriptors of this process that refer to path, and how
  * many of them lack FD_CLOEXEC. */
 int tu_fds_on(const char *path, int *without_cloexec);
@@ -62,6 +77,44 @@ struct tu_holder_arg {
 	const char *tag;
 };
 int tu_holder(void *arg, int in, int out);
+
+/* A child (for tu_spawn) that does not use safemap: it takes a kernel lock
+ * of the kind given on path, sends 0 (or -errno), holds it until it
+ * receives a line (or EOF), and exits 0.  Kind 'w' is a POSIX waiter: it
+ * sends 0 first, then blocks in F_SETLKW until the lock is free, then
+ * waits for its line and exits with F_SETLKW's result. */
+struct tu_klock_arg {
+	const char *path;
+	int kind; /* 'f' flock (whole file), 'o' OFD, 'p' POSIX, 'w' POSIX waiting */
+	off_t start, len;
+	bool write;
+};
+int tu_klocker(void *arg, int in, int out);
+
+/* Who holds each block of a region, for stress tests that check exclusion
+ * exactly; place it in memory shared across fork (MAP_SHARED).  Per block,
+ * a bit mask of the workers holding it for writing and one of those holding
+ * it for reading.  A worker sets its bits after acquiring and clears them
+ * before releasing.  A worker killed while holding leaves its bits: the
+ * parent dooms it before the kill and forgets it after reaping it, and a
+ * doomed worker's bits are no conflict (its locks may be gone before its
+ * bits). */
+#define TU_HOLDMAP_BLOCKS 64
+#define TU_HOLDMAP_WORKERS 32
+struct tu_holdmap {
+	_Atomic uint32_t wmask[TU_HOLDMAP_BLOCKS], rmask[TU_HOLDMAP_BLOCKS];
+	_Atomic int doomed[TU_HOLDMAP_WORKERS];
+};
+/* Set (or clear) worker me's bits on blocks [first, first + n). */
+void tu_holdmap_mark(struct tu_holdmap *m, int me, int first, int n, bool write, bool set);
+/* The first block of [first, first + n) that a live worker other than me
+ * holds against me's hold (for writing: any hold; for reading: a write);
+ * -1 if none. */
+int tu_holdmap_conflict(struct tu_holdmap *m, int me, int first, int n, bool write);
+/* Worker j is about to be killed / was reaped: its bits are cleared, and
+ * then it is no longer doomed. */
+void tu_holdmap_doom(struct tu_holdmap *m, int j);
+void tu_holdmap_forget(struct tu_holdmap *m, int j);
 
 /* The path of a program built beside the test programs, e.g.
  * "../tools/lockctl" or "peer" (relative to the test binary's directory). */

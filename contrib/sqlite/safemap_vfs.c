@@ -45,14 +45,10 @@ SQLITE_EXTENSION_INIT1
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "safemap.h"
 #include "safemap_vfs.h"
-
-/* SM_WAIT bound of the -shm's sm_file: one step of a blocking lock (smv_lock_timed) */
-#define SMV_WAIT_STEP_NS 10000000ull /* 10 ms */
 
 /* The unix VFS's lock bytes (os.h, os_unix.c). */
 #define SMV_PENDING_BYTE 0x40000000u
@@ -398,7 +394,6 @@ static int smv_shm_open(smv_file *p)
 	opt.size = sizeof(opt);
 	opt.flags = p->variant->opt_flags;
 	opt.tag = "sqlite-shm";
-	opt.wait_ns = SMV_WAIT_STEP_NS; /* one SM_WAIT step: see smv_lock_timed */
 	e = sm_open(s->path, s->readonly ? SM_RDONLY : SM_RDWR, &opt, &s->f);
 	if (e) {
 		s->f = NULL;
@@ -550,33 +545,15 @@ static int smvShmMap(sqlite3_file *pf, int iregion, int szregion, int extend,
 	return s->readonly ? SQLITE_READONLY : SQLITE_OK;
 }
 
-/* SQLite's lock timeout (SQLITE_FCNTL_LOCK_TIMEOUT, per connection and per
- * call) against SM_WAIT's bound (sm_options.wait_ns, fixed at sm_open): the
- * -shm's sm_file is opened with a short bound, SMV_WAIT_STEP_NS, and a
- * blocking lock waits in steps of it until the connection's timeout has
- * passed.  A release wakes the waiter at once (futex), so the steps cost
- * nothing while someone releases; the timeout is kept to within one step. */
-static uint64_t smv_mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* A lock with SM_WAIT, in steps of SMV_WAIT_STEP_NS until the connection's
- * timeout has passed.  (noinline: smvShmLock's common path stays short.) */
+/* A blocking lock: SQLite's lock timeout (SQLITE_FCNTL_LOCK_TIMEOUT, per
+ * connection and per call) is the call's own wait bound (sm_lock_timed);
+ * a release wakes the waiter at once (futex).  (noinline: smvShmLock's
+ * common path stays short.) */
 static __attribute__((noinline)) int smv_lock_timed(smv_file *p, sm_file *f, uint64_t off, int mode, const char *tag,
 			  sm_range **out)
 {
-	uint64_t end = smv_mono_ns() + (uint64_t)p->timeout_ms * 1000000ull;
-	int e;
-
-	while ((e = sm_lock(f, off, 1, mode, tag, out)) == -ETIMEDOUT && smv_mono_ns() < end)
-		;
-	if (e == -ENOTSUP) /* a library without SM_WAIT */
-		e = sm_lock(f, off, 1, mode & ~SM_WAIT, tag, out);
-	return e;
+	return sm_lock_timed(f, off, 1, mode & ~SM_WAIT, (uint64_t)p->timeout_ms * 1000000ull, tag,
+			     out);
 }
 
 /* Release slot i if this connection holds it (nothing otherwise). */

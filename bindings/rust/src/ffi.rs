@@ -26,6 +26,14 @@ pub const SM_POPULATE: c_int = 0x0080;
 pub const SM_SYNC: c_int = 0x0000;
 pub const SM_ASYNC: c_int = 0x0100;
 
+pub const SM_LOCK_READ: c_int = 0x10000;
+pub const SM_LOCK_WRITE: c_int = 0x20000;
+
+pub const SM_OBJECT_REPLACE: c_int = 0x1;
+
+/// A wait bound (`sm_options.wait_ns`, the `_timed` calls): none.
+pub const SM_WAIT_FOREVER: u64 = u64::MAX;
+
 pub const SM_OPT_TABLE_REQUIRED: u32 = 0x1;
 pub const SM_OPT_NO_TABLE: u32 = 0x2;
 pub const SM_OPT_REFUSE_NETFS: u32 = 0x4;
@@ -42,10 +50,13 @@ pub const EIO: c_int = 5;
 pub const ENXIO: c_int = 6;
 pub const EBADF: c_int = 9;
 pub const ENOMEM: c_int = 12;
+pub const EEXIST: c_int = 17;
 pub const EBUSY: c_int = 16;
 pub const EINVAL: c_int = 22;
 pub const ERANGE: c_int = 34;
+pub const EDEADLK: c_int = 35;
 pub const ENOTSUP: c_int = 95;
+pub const ETIMEDOUT: c_int = 110;
 pub const ESTALE: c_int = 116;
 
 #[repr(C)]
@@ -59,12 +70,34 @@ pub struct sm_slice {
 }
 
 #[repr(C)]
+pub struct sm_range {
+    _opaque: [u8; 0],
+}
+
+#[repr(C)]
+pub struct sm_log {
+    _opaque: [u8; 0],
+}
+
+#[repr(C)]
+pub struct sm_log_iter {
+    _opaque: [u8; 0],
+}
+
+#[repr(C)]
+pub struct sm_object {
+    _opaque: [u8; 0],
+}
+
+#[repr(C)]
 pub struct sm_options {
     pub size: u32,
     pub flags: u32,
     pub tag: *const c_char,
     pub table_dir: *const c_char,
-    pub reserved: [u64; 5],
+    pub wait_ns: u64,
+    pub create_size: u64,
+    pub reserved: [u64; 3],
 }
 
 #[repr(C)]
@@ -122,6 +155,29 @@ extern "C" {
     pub fn sm_commit_many(v: *mut *mut sm_slice, n: usize, flags: c_int) -> c_int;
     pub fn sm_abort(s: *mut sm_slice) -> c_int;
     pub fn sm_dirty_pages(s: *const sm_slice) -> c_int;
+
+    pub fn sm_lock(f: *mut sm_file, off: u64, len: u64, flags: c_int, tag: *const c_char, out: *mut *mut sm_range) -> c_int;
+    pub fn sm_unlock(r: *mut sm_range) -> c_int;
+    pub fn sm_lock_timed(f: *mut sm_file, off: u64, len: u64, flags: c_int, timeout_ns: u64, tag: *const c_char, out: *mut *mut sm_range) -> c_int;
+    pub fn sm_map_read_timed(f: *mut sm_file, off: u64, len: u64, flags: c_int, timeout_ns: u64, out: *mut *mut sm_slice) -> c_int;
+    pub fn sm_map_write_timed(f: *mut sm_file, off: u64, len: u64, flags: c_int, timeout_ns: u64, out: *mut *mut sm_slice) -> c_int;
+
+    pub fn sm_log_open(path: *const c_char, flags: c_int, opt: *const sm_options, out: *mut *mut sm_log) -> c_int;
+    pub fn sm_log_append(log: *mut sm_log, rec: *const c_void, len: usize, lsn: *mut u64) -> c_int;
+    pub fn sm_log_commit(log: *mut sm_log) -> c_int;
+    pub fn sm_log_close(log: *mut sm_log) -> c_int;
+    pub fn sm_log_iter_open(log: *mut sm_log, from_lsn: u64, out: *mut *mut sm_log_iter) -> c_int;
+    pub fn sm_log_iter_next(it: *mut sm_log_iter, rec: *mut *mut sm_slice, lsn: *mut u64) -> c_int;
+    pub fn sm_log_iter_next_ptr(it: *mut sm_log_iter, rec: *mut *const c_void, len: *mut usize, lsn: *mut u64) -> c_int;
+    pub fn sm_log_iter_close(it: *mut sm_log_iter) -> c_int;
+    // Declared only when the header has it (build.rs sets the cfg).
+    #[cfg(safemap_log_trim)]
+    pub fn sm_log_trim(log: *mut sm_log, lsn: u64) -> c_int;
+
+    pub fn sm_object_create(dir: *const c_char, name: *const c_char, flags: c_int, out: *mut *mut sm_object) -> c_int;
+    pub fn sm_object_map(o: *mut sm_object, off: u64, len: u64, out: *mut *mut sm_slice) -> c_int;
+    pub fn sm_object_publish(o: *mut sm_object) -> c_int;
+    pub fn sm_object_abort(o: *mut sm_object) -> c_int;
 
     pub fn sm_holders(f: *mut sm_file, off: u64, len: u64, out: *mut sm_holder, cap: usize) -> c_int;
     pub fn sm_strerror(err: c_int) -> *const c_char;

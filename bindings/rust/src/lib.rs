@@ -38,21 +38,55 @@
 //! over many words, copy blocks with [`ReadSlice::read_at`] (one check per
 //! block, `memcpy` speed) and decode from the copy.
 //!
+//! # Range locks, waiting, logs and objects
+//!
+//! * [`File::lock`] locks a byte range without mapping it ([`RangeLock`],
+//!   unlocked on drop), with the same conflicts as slices.
+//! * [`File::lock_timeout`], [`File::map_read_timeout`] and
+//!   [`File::map_write_timeout`] wait up to a [`Duration`] for conflicting
+//!   holders: `TimedOut` when the time is up, `EDEADLK` ([`is_deadlock`])
+//!   when waiting could never end.
+//! * A [`Log`] appends records at the tail of a shared file and commits
+//!   them with one flush shared by concurrent committers; a [`LogSender`]
+//!   is a channel into it whose `send` returns once the record is durable.
+//! * An [`Object`] is a file written in full ([`std::io::Write`], or
+//!   zero-copy through [`Object::map_write`]) that appears under its name
+//!   only when published.
+//!
 //! # Building
 //!
 //! `build.rs` links libsafemap dynamically: from `SAFEMAP_LIB_DIR` when it
-//! is set (with an rpath to it; `SAFEMAP_INCLUDE_DIR` names the header's
-//! directory), else through `pkg-config safemap`, else from the C library
-//! built in the enclosing source tree (`../../lib/.libs`).  It refuses a
-//! `safemap.h` whose `SM_VIEW_VERSION` is not the one this crate reads.
-//! In the safemap tree, `make check-rust` runs `cargo test --offline`
-//! against the library just built.
+//! is set (`SAFEMAP_INCLUDE_DIR` names the header's directory), else
+//! through `pkg-config safemap`, else from the C library built in the
+//! enclosing source tree (`../../lib/.libs`).  It refuses a `safemap.h`
+//! whose `SM_VIEW_VERSION` is not the one this crate reads.  In the
+//! safemap tree, `make check-rust` runs `cargo test --offline` against the
+//! library just built.
+//!
+//! The rpath the build script adds reaches only this crate's own tests and
+//! examples, not the binaries of a crate that depends on it.  The crate
+//! declares `links = "safemap"` and publishes the library's directory as
+//! the metadata key `lib_dir`, so a dependent's build script sees it as
+//! `DEP_SAFEMAP_LIB_DIR`; for its binaries to find a library that is not in
+//! the loader's path (without `LD_LIBRARY_PATH`), that build script adds
+//! the rpath:
+//!
+//! ```no_run
+//! // build.rs of a crate that depends on safemap
+//! fn main() {
+//!     if let Ok(dir) = std::env::var("DEP_SAFEMAP_LIB_DIR") {
+//!         println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir);
+//!     }
+//! }
+//! ```
 //!
 //! # Errors
 //!
-//! Failures are [`io::Error`]s.  Conflicts (`EBUSY`, kind `WouldBlock`) and
-//! truncation (`ENXIO`, kind `UnexpectedEof`) are custom errors carrying the
-//! safemap code ([`error_code`]); their `raw_os_error()` is `None`.  Every
+//! Failures are [`io::Error`]s.  Conflicts (`EBUSY`, kind `WouldBlock`),
+//! truncation (`ENXIO`, kind `UnexpectedEof`) and deadlocking waits
+//! (`EDEADLK`, kind `Other`: [`is_deadlock`]) are custom errors carrying the
+//! safemap code ([`error_code`]); their `raw_os_error()` is `None`.  A wait
+//! that runs out of time is `ETIMEDOUT`, kind `TimedOut`.  Every
 //! other code is an [`io::Error::from_raw_os_error`]: `ERANGE` for an access
 //! or region out of bounds, `EBADF` for a write slice of a read-only file,
 //! `EIO`/`ENOSPC` from commit, and so on.
@@ -236,8 +270,22 @@
 //! ```
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
+// The crate docs show a dependent's build script, whose `main` is the point.
+#![allow(clippy::needless_doctest_main)]
 
+mod cursor;
 mod ffi;
+mod lock;
+mod log;
+mod object;
+mod raw;
+
+pub use crate::cursor::{ReadCursor, WriteCursor};
+use crate::raw::Raw;
+
+pub use crate::lock::RangeLock;
+pub use crate::log::{Log, LogIter, LogSender};
+pub use crate::object::{Object, PublishError};
 
 use std::ffi::{CStr, CString};
 use std::fmt;
@@ -250,6 +298,7 @@ use std::path::Path;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The version of the C library's `struct sm_view` this crate reads
 /// (`SM_VIEW_VERSION` in `safemap.h`; `build.rs` checks the header).
@@ -318,6 +367,9 @@ fn error_in(rc: c_int, conflict: Option<Conflict>) -> io::Error {
     match -code {
         ffi::EBUSY => io::Error::new(io::ErrorKind::WouldBlock, Error { code, conflict }),
         ffi::ENXIO => io::Error::new(io::ErrorKind::UnexpectedEof, Error { code, conflict: None }),
+        // Kind `Other` on every Rust version (`ErrorKind::Deadlock` is newer
+        // than 1.63): test it with `is_deadlock` or `error_code`.
+        ffi::EDEADLK => io::Error::new(io::ErrorKind::Other, Error { code, conflict: None }),
         e => io::Error::from_raw_os_error(e),
     }
 }
@@ -340,6 +392,13 @@ pub fn error_code(err: &io::Error) -> Option<i32> {
     err.raw_os_error().map(|e| -e)
 }
 
+/// Whether `err` says that waiting would deadlock (`EDEADLK`, kind
+/// [`io::ErrorKind::Other`]): the region is held by the calling thread
+/// itself, or the wait would close a cycle of waiters.
+pub fn is_deadlock(err: &io::Error) -> bool {
+    error_code(err) == Some(-ffi::EDEADLK)
+}
+
 /// Who holds the region whose mapping failed with `err` (a conflict, kind
 /// [`io::ErrorKind::WouldBlock`]), read from the lock table with
 /// `sm_holders` when called.  Empty for other errors, when the file has no
@@ -352,7 +411,7 @@ pub fn holders_of(err: &io::Error) -> Vec<Holder> {
     }
 }
 
-/// Lock mode of a [`Holder`].
+/// A lock mode: of a [`Holder`], or asked of [`File::lock`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// A read (shared) lock.
@@ -439,6 +498,7 @@ pub struct OpenOptions {
     table_locks: bool,
     no_table: bool,
     table_required: bool,
+    create_size: u64,
 }
 
 impl OpenOptions {
@@ -471,7 +531,7 @@ impl OpenOptions {
         self
     }
 
-    /// Table-authority mode (`SM_OPT_TABLE_LOCKS`, SPEC §12): the lock table
+    /// Table-authority mode (`SM_OPT_TABLE_LOCKS`): the lock table
     /// decides exclusion, so an uncontended slice makes no system call.  Every
     /// process using the file must open it in this mode (the other mode gets
     /// an `EPROTO` error); not with [`OpenOptions::no_table`], nor on a network
@@ -491,6 +551,15 @@ impl OpenOptions {
     /// Fail to open if the lock table is unusable (`SM_OPT_TABLE_REQUIRED`).
     pub fn table_required(&mut self, on: bool) -> &mut OpenOptions {
         self.table_required = on;
+        self
+    }
+
+    /// With [`OpenOptions::create`]: a file this open creates appears under
+    /// its name already `len` bytes long (zeros), so that processes opening
+    /// it at the same time all see it whole; an existing file keeps its
+    /// size.  0 (the default): created empty.
+    pub fn create_size(&mut self, len: u64) -> &mut OpenOptions {
+        self.create_size = len;
         self
     }
 
@@ -528,7 +597,9 @@ impl OpenOptions {
             flags: optflags,
             tag: ctag.as_ref().map_or(ptr::null(), |t| t.as_ptr()),
             table_dir: ptr::null(),
-            reserved: [0; 5],
+            wait_ns: 0,
+            create_size: self.create_size,
+            reserved: [0; 3],
         };
         let mut f = ptr::null_mut();
         // SAFETY: valid NUL-terminated strings and options that outlive the call.
@@ -542,7 +613,8 @@ struct FileInner {
     ptr: NonNull<ffi::sm_file>,
 }
 
-// SAFETY: sm_file is thread-safe (SPEC §1); sm_close runs once, from Drop.
+// SAFETY: every sm_file call may be made from any thread (the library locks
+// internally); sm_close runs once, from Drop.
 unsafe impl Send for FileInner {}
 unsafe impl Sync for FileInner {}
 
@@ -571,24 +643,38 @@ impl FileInner {
     }
 
     fn map(self: &Arc<Self>, off: u64, len: u64, flags: c_int, write: bool) -> io::Result<Raw> {
-        let mut s = ptr::null_mut();
-        // SAFETY: a live sm_file; out is a valid pointer.
-        let rc = unsafe {
-            if write {
-                ffi::sm_map_write(self.ptr.as_ptr(), off, len, flags, &mut s)
-            } else {
-                ffi::sm_map_read(self.ptr.as_ptr(), off, len, flags, &mut s)
-            }
-        };
-        if rc < 0 {
-            let conflict = if rc == -ffi::EBUSY {
-                Some(Conflict { file: Arc::clone(self), off, len })
-            } else {
-                None
+        self.map_waiting(off, len, flags, write, None)
+    }
+
+    /// Maps, waiting up to `timeout` for a conflicting holder (`None`: fail
+    /// fast with `WouldBlock`).
+    fn map_waiting(
+        self: &Arc<Self>,
+        off: u64,
+        len: u64,
+        flags: c_int,
+        write: bool,
+        timeout: Option<Duration>,
+    ) -> io::Result<Raw> {
+        let f = self.ptr.as_ptr();
+        let s = self.acquire(off, len, timeout, |wait| {
+            let mut s = ptr::null_mut();
+            // SAFETY: a live sm_file; out is a valid pointer.
+            let rc = unsafe {
+                match (wait, write) {
+                    (Some(ns), true) => ffi::sm_map_write_timed(f, off, len, flags, ns, &mut s),
+                    (Some(ns), false) => ffi::sm_map_read_timed(f, off, len, flags, ns, &mut s),
+                    (None, true) => ffi::sm_map_write(f, off, len, flags, &mut s),
+                    (None, false) => ffi::sm_map_read(f, off, len, flags, &mut s),
+                }
             };
-            return Err(error_in(rc, conflict));
-        }
-        Ok(Raw::new(NonNull::new(s).ok_or_else(|| error(-ffi::ENOMEM))?))
+            if rc < 0 {
+                Err(rc)
+            } else {
+                NonNull::new(s).ok_or(-ffi::ENOMEM)
+            }
+        })?;
+        Ok(Raw::new(s))
     }
 }
 
@@ -690,278 +776,7 @@ impl File {
 // ---------------------------------------------------------------------------
 // Slices
 
-/// One C slice; released on drop.  The view's base, length and state
-/// pointer are constant for the slice's life (version 1 of struct sm_view):
-/// they are copied here once, so that the compiler can keep them in
-/// registers across a loop of accesses (the volatile accesses in between
-/// would otherwise force a reload of each field, every time).
-struct Raw {
-    s: NonNull<ffi::sm_slice>,
-    base: *mut u8,
-    len: u64,
-    state: *const u32,
-}
-
-// SAFETY: SPEC §2: concurrent reads through one slice are allowed; writes,
-// commit and release need one thread at a time, which `&mut` (and ownership,
-// for release) guarantees.  A slice may be handed to another thread.
-unsafe impl Send for Raw {}
-unsafe impl Sync for Raw {}
-
-impl Drop for Raw {
-    fn drop(&mut self) {
-        // SAFETY: released once; a release error is reported by `release`.
-        unsafe { ffi::sm_release(self.s.as_ptr()) };
-    }
-}
-
-/// A machine word the accessors read and write.
-trait Word: Copy {
-    const N: usize;
-    /// A volatile load: one access whatever the alignment (single-copy
-    /// atomic at natural alignment), as the C header's packed volatile
-    /// access compiles to.
-    unsafe fn load(p: *const u8) -> Self;
-    /// A volatile store, likewise.
-    unsafe fn store(p: *mut u8, v: Self);
-}
-
-// A byte: any address is aligned.
-impl Word for u8 {
-    const N: usize = 1;
-    #[inline(always)]
-    unsafe fn load(p: *const u8) -> u8 {
-        ptr::read_volatile(p)
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut u8, v: u8) {
-        ptr::write_volatile(p, v)
-    }
-}
-
-// Wider words: x86-64 and AArch64 load and store any alignment with one instruction.
-// An `asm!` block is opaque to the optimiser (never merged, split, cached
-// or removed), which is what volatile means here; `ptr::read_volatile`
-// would need an aligned pointer, and over a byte array it compiles to one
-// access per byte.
-#[cfg(target_arch = "x86_64")]
-macro_rules! word {
-    ($t:ty, $reg:literal, $mov:literal) => {
-        impl Word for $t {
-            const N: usize = std::mem::size_of::<$t>();
-            #[inline(always)]
-            unsafe fn load(p: *const u8) -> $t {
-                let x: $t;
-                std::arch::asm!(concat!($mov, " {x", $reg, "}, [{p}]"), p = in(reg) p, x = lateout(reg) x,
-                                options(nostack, preserves_flags, readonly));
-                x
-            }
-            #[inline(always)]
-            unsafe fn store(p: *mut u8, v: $t) {
-                std::arch::asm!(concat!("mov [{p}], {x", $reg, "}"), p = in(reg) p, x = in(reg) v,
-                                options(nostack, preserves_flags));
-            }
-        }
-    };
-}
-#[cfg(target_arch = "x86_64")]
-mod words {
-    use super::Word;
-    word!(u16, ":x", "mov");
-    word!(u32, ":e", "mov");
-    word!(u64, ":r", "mov");
-}
-
-#[cfg(target_arch = "aarch64")]
-macro_rules! word {
-    ($t:ty, $reg:literal, $ld:literal, $st:literal) => {
-        impl Word for $t {
-            const N: usize = std::mem::size_of::<$t>();
-            #[inline(always)]
-            unsafe fn load(p: *const u8) -> $t {
-                let x: u64;
-                std::arch::asm!(concat!($ld, " {x", $reg, "}, [{p}]"), p = in(reg) p, x = lateout(reg) x,
-                                options(nostack, preserves_flags, readonly));
-                x as $t
-            }
-            #[inline(always)]
-            unsafe fn store(p: *mut u8, v: $t) {
-                std::arch::asm!(concat!($st, " {x", $reg, "}, [{p}]"), p = in(reg) p, x = in(reg) v as u64,
-                                options(nostack, preserves_flags));
-            }
-        }
-    };
-}
-#[cfg(target_arch = "aarch64")]
-mod words {
-    use super::Word;
-    word!(u16, ":w", "ldrh", "strh");
-    word!(u32, ":w", "ldr", "str");
-    word!(u64, "", "ldr", "str");
-}
-
-// Elsewhere: a volatile access of the word type when aligned, else one
-// volatile access per byte.
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-macro_rules! word {
-    ($t:ty) => {
-        impl Word for $t {
-            const N: usize = std::mem::size_of::<$t>();
-            #[inline(always)]
-            unsafe fn load(p: *const u8) -> $t {
-                if p as usize % Self::N == 0 {
-                    ptr::read_volatile(p as *const $t)
-                } else {
-                    <$t>::from_ne_bytes(ptr::read_volatile(p as *const [u8; std::mem::size_of::<$t>()]))
-                }
-            }
-            #[inline(always)]
-            unsafe fn store(p: *mut u8, v: $t) {
-                if p as usize % Self::N == 0 {
-                    ptr::write_volatile(p as *mut $t, v)
-                } else {
-                    ptr::write_volatile(p as *mut [u8; std::mem::size_of::<$t>()], v.to_ne_bytes())
-                }
-            }
-        }
-    };
-}
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-mod words {
-    use super::Word;
-    use std::ptr;
-    word!(u16);
-    word!(u32);
-    word!(u64);
-}
-
-impl Raw {
-    fn new(s: NonNull<ffi::sm_slice>) -> Raw {
-        let v = s.as_ptr() as *const ffi::sm_view;
-        // SAFETY: every sm_slice begins with struct sm_view.
-        unsafe { Raw { s, base: (*v).base, len: (*v).len, state: (*v).state } }
-    }
-
-    #[inline(always)]
-    fn view(&self) -> *const ffi::sm_view {
-        self.s.as_ptr() as *const ffi::sm_view
-    }
-
-    #[inline(always)]
-    fn len(&self) -> u64 {
-        self.len
-    }
-
-    fn offset(&self) -> u64 {
-        unsafe { ffi::sm_offset(self.s.as_ptr()) }
-    }
-
-    /// The C inline fast path: bounds check, one volatile load, one load of
-    /// the state word; the library computes the error when a check fails.
-    #[inline(always)]
-    fn get<T: Word>(&self, off: u64) -> io::Result<T> {
-        // SAFETY: the access lies inside [base, base+len), which stays
-        // mapped until the slice is released (a page lost to truncation is
-        // replaced by a zero page by the SIGBUS guard); the state word lives
-        // as long as the mapping.
-        unsafe {
-            let len = self.len;
-            if off < len && len - off >= T::N as u64 {
-                let x = T::load(self.base.add(off as usize));
-                if ptr::read_volatile(self.state) == 0 {
-                    return Ok(x);
-                }
-                return self.slow(off, T::N, 0).map(|()| x);
-            }
-        }
-        Err(self.fail(off, T::N, 0))
-    }
-
-    #[inline(always)]
-    fn put<T: Word>(&mut self, off: u64, x: T) -> io::Result<()> {
-        let v = self.view();
-        // SAFETY: as in get; a write slice's view has a dirty bitmap covering
-        // its pages, updated atomically as the C inline path does.
-        unsafe {
-            let len = self.len;
-            if (*v).flags & ffi::SM_VIEW_WRITE != 0 && off < len && len - off >= T::N as u64 {
-                T::store(self.base.add(off as usize), x);
-                if ptr::read_volatile(self.state) != 0 {
-                    self.slow(off, T::N, 1)?;
-                }
-                mark(v, off, T::N as u64);
-                return Ok(());
-            }
-        }
-        Err(self.fail(off, T::N, 1))
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn slow(&self, off: u64, n: usize, write: c_int) -> io::Result<()> {
-        // SAFETY: a live slice.
-        check(unsafe { ffi::sm__access_fail(self.s.as_ptr(), off, n as u64, write) })
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn fail(&self, off: u64, n: usize, write: c_int) -> io::Error {
-        // SAFETY: a live slice.
-        let rc = unsafe { ffi::sm__access_fail(self.s.as_ptr(), off, n as u64, write) };
-        error(if rc < 0 { rc } else { -ffi::ERANGE })
-    }
-
-    fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()> {
-        if buf.is_empty() {
-            return if off <= self.len() { Ok(()) } else { Err(error(-ffi::ERANGE)) };
-        }
-        // SAFETY: buf is valid for buf.len() bytes.
-        check(unsafe { ffi::sm_read(self.s.as_ptr(), off, buf.as_mut_ptr() as *mut c_void, buf.len()) })
-    }
-
-    fn write_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
-        if buf.is_empty() {
-            return if off <= self.len() { Ok(()) } else { Err(error(-ffi::ERANGE)) };
-        }
-        // SAFETY: buf is valid for buf.len() bytes.
-        check(unsafe { ffi::sm_write(self.s.as_ptr(), off, buf.as_ptr() as *const c_void, buf.len()) })
-    }
-
-    fn sub(&self, off: u64, len: u64) -> io::Result<Raw> {
-        let mut s = ptr::null_mut();
-        // SAFETY: a live slice; sm_sub only takes references under the file lock.
-        check(unsafe { ffi::sm_sub(self.s.as_ptr(), off, len, &mut s) })?;
-        Ok(Raw::new(NonNull::new(s).ok_or_else(|| error(-ffi::ENOMEM))?))
-    }
-
-    fn release(self) -> io::Result<()> {
-        let this = ManuallyDrop::new(self);
-        // SAFETY: released exactly once (Drop is suppressed).
-        check(unsafe { ffi::sm_release(this.s.as_ptr()) })
-    }
-
-    /// Raw bytes of the slice.
-    unsafe fn bytes(&self) -> &[u8] {
-        let v = self.view();
-        std::slice::from_raw_parts((*v).base, (*v).len as usize)
-    }
-}
-
-/// Sets the dirty bits of the pages of `[off, off+n)` (C's `sm__mark`).
-#[inline(always)]
-unsafe fn mark(v: *const ffi::sm_view, off: u64, n: u64) {
-    let shift = (*v).page_shift;
-    let first = ((*v).dirty_off + off) >> shift;
-    let last = ((*v).dirty_off + off + n - 1) >> shift;
-    for p in first..=last {
-        let bit = 1u64 << (p & 63);
-        // SAFETY: the bitmap is shared with C, which accesses it atomically.
-        let word = &*((*v).dirty.add((p >> 6) as usize) as *const AtomicU64);
-        if word.load(Ordering::Relaxed) & bit == 0 {
-            word.fetch_or(bit, Ordering::Relaxed);
-        }
-    }
-}
+// The C slice under every slice type: src/raw.rs.
 
 macro_rules! getters {
     ($($name:ident $t:ty, $conv:expr, $order:literal;)*) => {$(
@@ -1224,101 +1039,7 @@ pub fn commit_many(slices: &mut [&mut WriteSlice<'_>]) -> io::Result<()> {
     check(unsafe { ffi::sm_commit_many(v.as_mut_ptr(), v.len(), ffi::SM_SYNC) })
 }
 
-// ---------------------------------------------------------------------------
-// Cursors
-
-fn seek_to(pos: u64, len: u64, to: SeekFrom) -> io::Result<u64> {
-    let (base, delta) = match to {
-        SeekFrom::Start(n) => return Ok(n),
-        SeekFrom::End(d) => (len, d),
-        SeekFrom::Current(d) => (pos, d),
-    };
-    let new = if delta >= 0 { base.checked_add(delta as u64) } else { base.checked_sub(delta.unsigned_abs()) };
-    new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "safemap: seek before byte 0 or overflow"))
-}
-
-fn cursor_read(raw: &Raw, pos: &mut u64, buf: &mut [u8]) -> io::Result<usize> {
-    let len = raw.len();
-    if *pos >= len || buf.is_empty() {
-        return Ok(0);
-    }
-    let n = std::cmp::min(buf.len() as u64, len - *pos) as usize;
-    raw.read_at(*pos, &mut buf[..n])?;
-    *pos += n as u64;
-    Ok(n)
-}
-
-/// A [`Read`] + [`Seek`] cursor over a read slice (or a read view of a write
-/// slice).  Reading at the end gives `Ok(0)`.
-pub struct ReadCursor<'s> {
-    raw: &'s Raw,
-    pos: u64,
-}
-
-impl ReadCursor<'_> {
-    /// The position, relative to the slice.
-    pub fn position(&self) -> u64 {
-        self.pos
-    }
-}
-
-impl Read for ReadCursor<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        cursor_read(self.raw, &mut self.pos, buf)
-    }
-}
-
-impl Seek for ReadCursor<'_> {
-    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        self.pos = seek_to(self.pos, self.raw.len(), to)?;
-        Ok(self.pos)
-    }
-}
-
-/// A [`Read`] + [`Write`] + [`Seek`] cursor over a write slice.  Writing at
-/// the end gives `Ok(0)` (so `write_all` fails with `WriteZero`); `flush`
-/// does nothing: call [`WriteSlice::commit`].
-pub struct WriteCursor<'s> {
-    raw: &'s mut Raw,
-    pos: u64,
-}
-
-impl WriteCursor<'_> {
-    /// The position, relative to the slice.
-    pub fn position(&self) -> u64 {
-        self.pos
-    }
-}
-
-impl Read for WriteCursor<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        cursor_read(self.raw, &mut self.pos, buf)
-    }
-}
-
-impl Write for WriteCursor<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let len = self.raw.len();
-        if self.pos >= len || buf.is_empty() {
-            return Ok(0);
-        }
-        let n = std::cmp::min(buf.len() as u64, len - self.pos) as usize;
-        self.raw.write_at(self.pos, &buf[..n])?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Seek for WriteCursor<'_> {
-    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        self.pos = seek_to(self.pos, self.raw.len(), to)?;
-        Ok(self.pos)
-    }
-}
+// Cursors: src/cursor.rs.
 
 macro_rules! debug_slice {
     ($($t:ty),*) => {$(
@@ -1329,6 +1050,7 @@ macro_rules! debug_slice {
         }
     )*};
 }
+
 debug_slice!(ReadSlice<'_>, WriteSlice<'_>, OwnedReadSlice);
 
 #[doc(hidden)]
@@ -1403,6 +1125,8 @@ pub mod __private {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cursor::seek_to;
+    use crate::raw::Word;
 
     #[test]
     fn errors_map_to_kinds() {

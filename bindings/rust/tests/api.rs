@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-//! The SPEC §14 API in one process.
+//! The crate's file and slice API in one process.
 mod common;
 
 use common::*;
@@ -403,4 +403,27 @@ fn many_holders_are_all_listed() {
     assert!(hs.iter().all(|h| h.mode == safemap::Mode::Read && h.len == 50));
     drop(slices);
     assert!(f.holders(0, 4096).unwrap().is_empty());
+}
+
+#[test]
+fn create_size_makes_a_new_file_whole() {
+    let s = Scratch::new("create-size", 0);
+    std::fs::remove_file(s.path()).unwrap();
+    let opts = || {
+        let mut o = safemap::OpenOptions::new();
+        o.read(true).write(true).create(true).create_size(3 * 4096);
+        o
+    };
+    let f = opts().open(s.path()).unwrap();
+    assert_eq!(std::fs::metadata(s.path()).unwrap().len(), 3 * 4096);
+    let mut w = f.map_write(0, 3 * 4096).unwrap(); // no extend needed
+    w.put_u64_le(3 * 4096 - 8, 1).unwrap();
+    drop(w);
+    // An existing file is not resized.
+    std::fs::OpenOptions::new().write(true).open(s.path()).unwrap().set_len(100).unwrap();
+    drop(opts().open(s.path()).unwrap());
+    assert_eq!(std::fs::metadata(s.path()).unwrap().len(), 100);
+    // Without create it is refused.
+    let e = safemap::OpenOptions::new().read(true).write(true).create_size(10).open(s.path()).unwrap_err();
+    assert_eq!(code(&e), -EINVAL);
 }

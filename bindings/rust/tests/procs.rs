@@ -62,8 +62,10 @@ impl Peer {
 }
 
 /// The peer's side.  Roles: `hold-write OFF LEN`, `hold-read OFF LEN`
-/// (hold a slice until stdin closes), `put OFF VALUE` (write, commit, exit),
-/// `truncate LEN` (shrink the file with plain std::fs, exit).
+/// (hold a slice until stdin closes), `lock-write OFF LEN` (hold a range
+/// lock until stdin closes), `put OFF VALUE` (write, commit, exit),
+/// `truncate LEN` (shrink the file with plain std::fs, exit), `log-send N`
+/// (the path is a log: send N records "PID:I" as soon as stdin closes).
 #[test]
 fn peer() {
     let role = match std::env::var("SAFEMAP_TEST_PEER") {
@@ -81,6 +83,17 @@ fn peer() {
 fn run_peer(role: &str, path: &str) -> std::io::Result<()> {
     let words: Vec<&str> = role.split_whitespace().collect();
     let num = |i: usize| words[i].parse::<u64>().unwrap();
+    if words[0] == "log-send" {
+        let tx = safemap::Log::open(path, false)?.sender();
+        println!("ready");
+        std::io::stdout().flush().unwrap();
+        let mut s = String::new();
+        let _ = std::io::stdin().read_line(&mut s);
+        for i in 0..num(1) {
+            tx.send(format!("{}:{}", std::process::id(), i).as_bytes())?;
+        }
+        return Ok(());
+    }
     let file = safemap::OpenOptions::new().read(true).write(true).tag("peer").open(path)?;
     let wait_stdin = || {
         let mut s = String::new();
@@ -93,6 +106,11 @@ fn run_peer(role: &str, path: &str) -> std::io::Result<()> {
     match words[0] {
         "hold-write" => {
             let _w = file.map_write(num(1), num(2))?;
+            ready();
+            wait_stdin();
+        }
+        "lock-write" => {
+            let _g = file.lock(num(1), num(2), safemap::Mode::Write)?;
             ready();
             wait_stdin();
         }
@@ -212,4 +230,80 @@ fn truncation_by_another_process_is_an_error() {
     assert_eq!(r.read_at(0, &mut buf).unwrap_err().kind(), ErrorKind::UnexpectedEof);
     w.put_u8(0, 1).unwrap(); // in the file's last, partial page: no error
     assert_eq!(w.commit().unwrap_err().kind(), ErrorKind::UnexpectedEof);
+}
+
+#[test]
+fn range_lock_held_by_another_process() {
+    let s = Scratch::new("procs-range", 4096);
+    let peer = Peer::start("lock-write 0 100", s.path());
+    let f = s.rw();
+    let e = f.lock(50, 1, safemap::Mode::Read).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock);
+    let holders = safemap::holders_of(&e);
+    assert_eq!(holders.len(), 1, "{:?}", holders);
+    assert_eq!((holders[0].pid, holders[0].tag.as_str()), (peer.pid(), "peer"));
+    assert_eq!(f.map_read(0, 10).unwrap_err().kind(), ErrorKind::WouldBlock);
+    f.lock(100, 10, safemap::Mode::Write).unwrap();
+    // Waiting for it gives up at the time limit.
+    let t = Duration::from_millis(50);
+    let start = Instant::now();
+    let e = f.lock_timeout(0, 1, safemap::Mode::Write, t).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{:?}", e);
+    assert!(start.elapsed() >= t);
+    // Meanwhile the lock table lists nobody waiting: the waiter has gone.
+    assert!(f.holders(0, 100).unwrap().iter().all(|h| h.state != safemap::HolderState::Waiting));
+    peer.finish();
+    eventually(|| f.lock(0, 100, safemap::Mode::Write));
+}
+
+#[test]
+fn lock_timeout_waits_for_another_process_to_let_go() {
+    let s = Scratch::new("procs-range-wait", 4096);
+    let t = Duration::from_secs(20);
+    let f = s.rw();
+    {
+        let peer = Peer::start("lock-write 0 100", s.path());
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            peer.finish();
+        });
+        let start = Instant::now();
+        let mut w = f.map_write_timeout(0, 100, t).unwrap();
+        assert!(start.elapsed() < t);
+        w.put_u8(0, 9).unwrap();
+        stopper.join().unwrap();
+    }
+}
+
+#[test]
+fn log_senders_in_two_processes_interleave_whole_records() {
+    const N: u64 = 300;
+    let s = Scratch::new("procs-log", 0);
+    std::fs::remove_file(s.path()).unwrap();
+    let log = safemap::Log::open(s.path(), true).unwrap();
+    let peer = Peer::start(&format!("log-send {}", N), s.path());
+    let tx = log.sender();
+    let me = std::process::id();
+    let mine = std::thread::spawn(move || {
+        (0..N).map(|i| tx.send(format!("{}:{}", me, i).as_bytes()).unwrap()).collect::<Vec<u64>>()
+    });
+    peer.finish(); // starts its sends, and waits for them
+    let mine = mine.join().unwrap();
+    let mut next = std::collections::HashMap::new();
+    let mut count = 0;
+    for rec in log.iter(0).unwrap() {
+        let (lsn, bytes) = rec.unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        let (pid, i) = text.split_once(':').unwrap();
+        let (pid, i): (u32, u64) = (pid.parse().unwrap(), i.parse().unwrap());
+        let n = next.entry(pid).or_insert(0u64);
+        assert_eq!(i, *n, "process {}'s records out of order", pid);
+        *n += 1;
+        if pid == me {
+            assert_eq!(mine[i as usize], lsn);
+        }
+        count += 1;
+    }
+    assert_eq!(count, 2 * N);
+    assert_eq!(next.len(), 2);
 }
