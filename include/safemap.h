@@ -107,7 +107,7 @@ typedef struct sm_options {
 #define SM_OPT_TABLE_REQUIRED 0x1u /* fail sm_open if the lock table is unusable */
 #define SM_OPT_NO_TABLE 0x2u       /* do not use a lock table (kernel locks only) */
 #define SM_OPT_REFUSE_NETFS 0x4u   /* sm_open fails with -EREMOTE on NFS/SMB/Ceph/FUSE */
-/* Table-authority mode (SPEC §12, see sm_open(3) and safemap(7)): the lock
+/* Table-authority mode (see sm_open(3) and safemap(7)): the lock
  * table decides exclusion, so an uncontended slice makes no system call.
  * Every process using the file must use safemap in this mode; plain fcntl
  * writers are fenced off, plain fcntl readers are not.  Not with
@@ -345,9 +345,11 @@ SM_EXPORT int sm_dirty_pages(const sm_slice *s);
  * and no size check: the range may lie past end of file (it never grows the
  * file).  Same protocol as a slice's lock: an OFD lock, the same in-process
  * counting (a range conflicts with the file's overlapping slices and ranges
- * as slices do with each other, SPEC §3.2), a lock table entry named tag (at
- * most 31 bytes are kept; NULL: the file's sm_options.tag), published before
- * the kernel lock is taken so that a refused process can name the holder.
+ * as slices do with each other: reads share, a write conflicts with any
+ * overlap, and a read lock is never turned into a write lock in place), a
+ * lock table entry named tag (at most 31 bytes are kept; NULL: the file's
+ * sm_options.tag), published before the kernel lock is taken so that a
+ * refused process can name the holder.
  * sm_close with live ranges is deferred to the last sm_unlock.  Errors:
  * -EINVAL (NULL f or out, zero length, not exactly one mode, unknown flags),
  * -ERANGE (off + len beyond INT64_MAX), -EBADF (write lock on a read-only
@@ -540,7 +542,7 @@ SM__INLINE_ALL(64)
 #endif /* __GNUC__ */
 
 
-/* --- logs and objects (SPEC §13; see sm_log(3), sm_object(3)) -------------
+/* --- logs and objects (see sm_log(3), sm_object(3)) -----------------------
  * Small layers over slices.  Same conventions: 0 (or a count) on success, a
  * negative errno on failure; nothing aborts.
  */

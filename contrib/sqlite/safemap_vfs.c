@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * safemap_vfs.c - the SQLite VFS "safemap" (SPEC §16).
+ * safemap_vfs.c - the SQLite VFS "safemap".
  *
  * "safemap" wraps the "unix" VFS: reads, writes, syncs and the memory map
  * of the database stay with "unix"; every lock and the WAL index (-shm)
@@ -195,7 +195,7 @@ static int smvUnfetch(sqlite3_file *pf, sqlite3_int64 off, void *p)
  *  EXCLUSIVE: write-lock PENDING (kept: the PENDING state if the next step
  *             fails), then write-lock the SHARED range.
  * safemap refuses to turn a range's read lock into a write lock in place
- * (SPEC §3.2), so the SHARED range is unlocked and locked again in the
+ * (-EBUSY within one sm_file, never a silent upgrade), so the SHARED range is unlocked and locked again in the
  * other mode.  That is safe because PENDING is write-locked by us at that
  * moment: nobody can take SHARED (it needs a read lock on PENDING) nor
  * EXCLUSIVE (it needs PENDING) in the gap. */
