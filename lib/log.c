@@ -5,9 +5,12 @@
  * File layout (all integers little-endian):
  *   [0, 4096)   header: magic, version, header size, and two slots of
  *               {u64 value, u64 ~value}: the committed tail (offset 64) and
- *               the appended tail (offset 128).  The complement lets a
+ *               the appended tail (offset 128); the first retained LSN
+ *               (offset 256: the trim point) and the end of the space given
+ *               back below it (288), see log_trim.c.  The complement lets a
  *               reader of a slot that races its writer see the tear and
- *               read again (pread/pwrite promise no atomicity).
+ *               read again (pread/pwrite promise no atomicity).  The
+ *               retained records are [first retained, committed tail).
  *   [4096, ...) records, each at an 8-byte aligned offset (its LSN):
  *               u32 length, u32 CRC-32C, payload, zero padding to 8 bytes.
  *               The CRC covers the payload, then the LSN and the length, so
@@ -56,28 +59,15 @@
 #include <unistd.h>
 
 #include "crc32c.h"
-#include "safemap-internal.h"
+#include "log.h"
 
-#define LOG_MAGIC "SMLOG\0\0\1"
-#define LOG_VERSION 1u
-#define LOG_HDR 4096u
-#define SLOT_COMMITTED 64
-#define SLOT_TAIL 128
-#define SLOT_FLUSHING 192 /* and 208: no longer used (two flush lanes once) */
-/* Kernel-lock mutex bytes: never mapped, far beyond any log. */
-#define MUTEX_BASE ((uint64_t)1 << 62)
-#define MUTEX_INIT (MUTEX_BASE + 0)
-#define MUTEX_APPEND (MUTEX_BASE + 1)
-#define MUTEX_PUBLISH (MUTEX_BASE + 2)
-#define MUTEX_FLUSH (MUTEX_BASE + 4) /* the group commit's flush mutex */
-/* Space is reserved ahead in steps of at least this much (or 1/8 of the log). */
+/* Space is reserved ahead in steps of at least this much (or 1/8 of what
+ * is retained). */
 #define RESERVE_STEP ((uint64_t)1 << 20)
 /* Iterators map this much at a time, sub-slicing records out of it. */
 #define ITER_WINDOW ((uint64_t)1 << 20)
-#define FRAME 8u
 /* Frames up to this size are assembled on the stack and copied once. */
 #define SMALL_REC 1024u
-#define REC_MAX ((size_t)UINT32_MAX - 64)
 /* A slot that stays torn this long is corrupt, not racing a writer. */
 #define SLOT_TRIES 100000
 /* A group-commit leader waits at most this many yields for the tail to settle. */
@@ -86,26 +76,6 @@
  * the flush mutex) at least this often: a leader killed mid-fdatasync never
  * wakes anyone. */
 #define WAIT_NS 20000000L
-
-struct sm_log {
-	sm_file *f;
-	int fd; /* own open file description: slots, mutexes, fdatasync */
-	int flags;
-	unsigned long gen; /* fork generation at open */
-	pthread_mutex_t app_mu;  /* in-process half of the append mutex */
-	pthread_mutex_t flush_mu; /* in-process half of the flush mutex */
-	uint64_t reserved;       /* file size known reserved (under app_mu) */
-	pthread_mutex_t pub_mu;  /* in-process half of the publish mutex */
-	int poison;              /* first failed flush (atomic) */
-	sm_slice *hdr;           /* read slice over the header: slots, futex word */
-	unsigned long iters;     /* live iterators (atomic) */
-};
-
-/* A read slice over [beg, end) of the log, moved along as records are read. */
-struct window {
-	sm_slice *s;
-	uint64_t beg, end;
-};
 
 struct sm_log_iter {
 	sm_log *log;
@@ -171,7 +141,7 @@ static void fork_init(void)
 	pthread_atfork(NULL, NULL, fork_child);
 }
 
-static int log_forked(const sm_log *l)
+int smlog_forked(const sm_log *l)
 {
 	return __atomic_load_n(&forks, __ATOMIC_RELAXED) != l->gen ? -ESTALE : 0;
 }
@@ -207,7 +177,7 @@ static void mutex_unlock(int fd, uint64_t at)
 /* Both halves: the pthread mutex orders this process's threads (which share
  * one open file description, so the kernel lock does not), the kernel lock
  * orders processes and other handles. */
-static int log_lock(sm_log *l, pthread_mutex_t *mu, uint64_t at)
+int smlog_lock(sm_log *l, pthread_mutex_t *mu, uint64_t at)
 {
 	int rc;
 
@@ -217,7 +187,7 @@ static int log_lock(sm_log *l, pthread_mutex_t *mu, uint64_t at)
 	return rc;
 }
 
-static void log_unlock(sm_log *l, pthread_mutex_t *mu, uint64_t at)
+void smlog_unlock(sm_log *l, pthread_mutex_t *mu, uint64_t at)
 {
 	mutex_unlock(l->fd, at);
 	pthread_mutex_unlock(mu);
@@ -231,7 +201,7 @@ static uint32_t *slot_word(const sm_log *l, off_t at)
 	return (uint32_t *)(void *)(l->hdr->v.base + at);
 }
 
-static int slot_read(const sm_log *l, off_t at, uint64_t *v)
+int smlog_slot_read(const sm_log *l, off_t at, uint64_t *v)
 {
 	unsigned char b[16];
 
@@ -246,6 +216,10 @@ static int slot_read(const sm_log *l, off_t at, uint64_t *v)
 			uint64_t y = le64toh(__atomic_load_n(&p[1], __ATOMIC_ACQUIRE));
 			if (*l->hdr->v.state)
 				break;
+			if (x == 0 && y == 0 && at >= SLOT_FIRST) {
+				*v = LOG_HDR; /* never trimmed (header from before trim) */
+				return 0;
+			}
 			if (x == ~y) {
 				*v = x;
 				return 0;
@@ -262,6 +236,10 @@ static int slot_read(const sm_log *l, off_t at, uint64_t *v)
 			return -errno;
 		if (n != (ssize_t)sizeof(b))
 			return -EBADMSG;
+		if (get64le(b) == 0 && get64le(b + 8) == 0 && at >= SLOT_FIRST) {
+			*v = LOG_HDR;
+			return 0;
+		}
 		if (get64le(b) == ~get64le(b + 8)) {
 			*v = get64le(b);
 			return 0;
@@ -271,7 +249,7 @@ static int slot_read(const sm_log *l, off_t at, uint64_t *v)
 	return -EBADMSG;
 }
 
-static int slot_write(sm_log *l, off_t at, uint64_t v)
+int smlog_slot_write(sm_log *l, off_t at, uint64_t v)
 {
 	unsigned char b[16];
 	ssize_t n;
@@ -289,7 +267,7 @@ static int slot_write(sm_log *l, off_t at, uint64_t v)
 
 /* --- records --------------------------------------------------------------- */
 
-static void window_drop(struct window *w)
+void smlog_window_drop(struct window *w)
 {
 	if (w->s)
 		sm_release(w->s);
@@ -300,7 +278,7 @@ static int window_map(sm_log *l, struct window *w, uint64_t beg, uint64_t end)
 {
 	int rc;
 
-	window_drop(w);
+	smlog_window_drop(w);
 	/* Pre-faulted: the window is read whole (its records are checked),
 	 * and one populating mmap costs far less than a fault per 64 KiB
 	 * (measured: 226-351 ns per 100-byte record without, 133-153 with). */
@@ -350,7 +328,7 @@ static int scan_fn(void *p, size_t n, void *arg)
  * pos and lies in the window (at least one).  -EBADMSG: the record at pos
  * is not valid.
  */
-static int scan_from(sm_log *l, struct window *w, uint64_t pos, uint64_t limit, uint64_t *upto)
+int smlog_scan_from(sm_log *l, struct window *w, uint64_t pos, uint64_t limit, uint64_t *upto)
 {
 	struct scan sc;
 	uint64_t end = limit - pos > ITER_WINDOW ? pos + ITER_WINDOW : limit;
@@ -411,7 +389,8 @@ static void zero_fill(sm_log *l, uint64_t from, uint64_t to)
 static int reserve(sm_log *l, uint64_t end)
 {
 	struct stat st;
-	uint64_t size, step, want;
+	uint64_t size, step, want, first;
+	int rc;
 
 	if (end <= l->reserved)
 		return 0;
@@ -422,7 +401,13 @@ static int reserve(sm_log *l, uint64_t end)
 		l->reserved = size;
 		return 0;
 	}
-	step = size / 8 > RESERVE_STEP ? size / 8 : RESERVE_STEP;
+	/* A step in proportion to what is retained, not to the file size
+	 * (which counts the trimmed space too). */
+	if ((rc = smlog_slot_read(l, SLOT_FIRST, &first)) < 0)
+		return rc;
+	step = size > first ? (size - first) / 8 : 0;
+	if (step < RESERVE_STEP)
+		step = RESERVE_STEP;
 	want = (end + step - 1) / step * step;
 	if (sm_sys.fallocate(l->fd, 0, (off_t)size, (off_t)(want - size)) == 0) {
 		zero_fill(l, size, want);
@@ -466,6 +451,10 @@ static int init_header(sm_log *l)
 	put64le(h + SLOT_FLUSHING + 8, ~(uint64_t)0);
 	put64le(h + SLOT_FLUSHING + 16, 0);
 	put64le(h + SLOT_FLUSHING + 24, ~(uint64_t)0);
+	put64le(h + SLOT_FIRST, LOG_HDR);
+	put64le(h + SLOT_FIRST + 8, ~(uint64_t)LOG_HDR);
+	put64le(h + SLOT_PUNCHED, LOG_HDR);
+	put64le(h + SLOT_PUNCHED + 8, ~(uint64_t)LOG_HDR);
 	n = sm_sys.pwrite(l->fd, h, LOG_HDR, 0);
 	if (n < 0)
 		rc = -errno;
@@ -520,25 +509,25 @@ static int recover(sm_log *l)
 	uint64_t c, t, pos, upto;
 	int rc;
 
-	if ((rc = log_lock(l, &l->app_mu, MUTEX_APPEND)) < 0)
+	if ((rc = smlog_lock(l, &l->app_mu, MUTEX_APPEND)) < 0)
 		return rc;
-	if ((rc = slot_read(l, SLOT_COMMITTED, &c)) < 0 || (rc = slot_read(l, SLOT_TAIL, &t)) < 0)
+	if ((rc = smlog_slot_read(l, SLOT_COMMITTED, &c)) < 0 || (rc = smlog_slot_read(l, SLOT_TAIL, &t)) < 0)
 		goto out;
 	if (c < LOG_HDR || t < c || (c & 7) || (t & 7) || t > INT64_MAX) {
 		rc = -EBADMSG;
 		goto out;
 	}
 	for (pos = c; pos < t; pos = upto)
-		if ((rc = scan_from(l, &w, pos, t, &upto)) < 0)
+		if ((rc = smlog_scan_from(l, &w, pos, t, &upto)) < 0)
 			break;
-	window_drop(&w);
+	smlog_window_drop(&w);
 	/* Garbage, or a file shorter than the tail says: cut there. */
 	if (rc == -EBADMSG || rc == -ERANGE || rc == -ENXIO) {
-		rc = slot_write(l, SLOT_TAIL, pos);
+		rc = smlog_slot_write(l, SLOT_TAIL, pos);
 		t = pos;
 	}
 out:
-	log_unlock(l, &l->app_mu, MUTEX_APPEND);
+	smlog_unlock(l, &l->app_mu, MUTEX_APPEND);
 	if (rc == 0 && t > c)
 		rc = log_commit(l);
 	return rc;
@@ -562,6 +551,7 @@ static int log_open(const char *path, int flags, const sm_options *opt, sm_log *
 	pthread_mutex_init(&l->app_mu, NULL);
 	pthread_mutex_init(&l->flush_mu, NULL);
 	pthread_mutex_init(&l->pub_mu, NULL);
+	pthread_mutex_init(&l->trim_mu, NULL);
 	if ((rc = sm_open(path, flags, opt, &l->f)) < 0)
 		goto err;
 	oflags = ((flags & SM_RDWR) ? O_RDWR : O_RDONLY) | O_CLOEXEC;
@@ -589,6 +579,7 @@ err:
 	pthread_mutex_destroy(&l->app_mu);
 	pthread_mutex_destroy(&l->flush_mu);
 	pthread_mutex_destroy(&l->pub_mu);
+	pthread_mutex_destroy(&l->trim_mu);
 	free(l);
 	return rc;
 }
@@ -607,6 +598,7 @@ int sm_log_close(sm_log *l)
 	pthread_mutex_destroy(&l->app_mu);
 	pthread_mutex_destroy(&l->flush_mu);
 	pthread_mutex_destroy(&l->pub_mu);
+	pthread_mutex_destroy(&l->trim_mu);
 	free(l);
 	return rc;
 }
@@ -652,7 +644,7 @@ static int log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
 		return -EINVAL;
 	if (!(l->flags & SM_RDWR))
 		return -EBADF;
-	if ((rc = log_forked(l)) < 0)
+	if ((rc = smlog_forked(l)) < 0)
 		return rc;
 	if (len > REC_MAX)
 		return -ERANGE;
@@ -662,9 +654,9 @@ static int log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
 		memset(small + FRAME + len, 0, sz - FRAME - len);
 		memcpy(small + FRAME, rec, len);
 	}
-	if ((rc = log_lock(l, &l->app_mu, MUTEX_APPEND)) < 0)
+	if ((rc = smlog_lock(l, &l->app_mu, MUTEX_APPEND)) < 0)
 		return rc;
-	if ((rc = slot_read(l, SLOT_TAIL, &t)) < 0)
+	if ((rc = smlog_slot_read(l, SLOT_TAIL, &t)) < 0)
 		goto out;
 	if (t < LOG_HDR || (t & 7)) {
 		rc = -EBADMSG;
@@ -694,12 +686,12 @@ static int log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
 			goto out;
 	}
 	/* Only now is the record whole: move the tail past it. */
-	if ((rc = slot_write(l, SLOT_TAIL, t + sz)) < 0)
+	if ((rc = smlog_slot_write(l, SLOT_TAIL, t + sz)) < 0)
 		goto out;
 	if (lsn)
 		*lsn = t;
 out:
-	log_unlock(l, &l->app_mu, MUTEX_APPEND);
+	smlog_unlock(l, &l->app_mu, MUTEX_APPEND);
 	return rc;
 }
 
@@ -710,12 +702,12 @@ static int settled_tail(sm_log *l, uint64_t *t)
 {
 	int rc;
 
-	if ((rc = slot_read(l, SLOT_TAIL, t)) < 0)
+	if ((rc = smlog_slot_read(l, SLOT_TAIL, t)) < 0)
 		return rc;
 	for (int k = 0; k < SETTLE_MAX; k++) {
 		uint64_t t2;
 		sched_yield();
-		if ((rc = slot_read(l, SLOT_TAIL, &t2)) < 0)
+		if ((rc = smlog_slot_read(l, SLOT_TAIL, &t2)) < 0)
 			return rc;
 		if (t2 == *t)
 			break;
@@ -724,32 +716,38 @@ static int settled_tail(sm_log *l, uint64_t *t)
 	return 0;
 }
 
+/* fdatasync the log.  A failure poisons the handle: Linux reports a
+ * write-back error once and marks the pages clean, so a retry would
+ * "succeed" over lost data (SPEC §6.4). */
+int smlog_sync(sm_log *l)
+{
+	int rc = 0, cs_ = sm_nocancel();
+
+	if (sm_sys.fdatasync(l->fd) < 0)
+		rc = -errno;
+	sm_cancel_restore(cs_);
+	if (rc < 0) {
+		int zero = 0;
+		__atomic_compare_exchange_n(&l->poison, &zero, rc, false, __ATOMIC_ACQ_REL,
+					    __ATOMIC_ACQUIRE);
+	}
+	return rc;
+}
+
 /* One flush covering every record below the tail t, then publish t as the
  * committed tail (unless a later flush already published more). */
 static int flush_and_publish(sm_log *l, uint64_t t)
 {
 	uint64_t c;
-	int rc = 0;
+	int rc;
 
-	{
-		int cs_ = sm_nocancel();
-		if (sm_sys.fdatasync(l->fd) < 0)
-			rc = -errno;
-		sm_cancel_restore(cs_);
-	}
-	if (rc < 0) {
-		/* Linux reports a write-back error once and marks the pages
-		 * clean: a retry would "succeed" over lost data (SPEC §6.4). */
-		int zero = 0;
-		__atomic_compare_exchange_n(&l->poison, &zero, rc, false, __ATOMIC_ACQ_REL,
-					    __ATOMIC_ACQUIRE);
+	if ((rc = smlog_sync(l)) < 0)
 		return rc;
-	}
-	if ((rc = log_lock(l, &l->pub_mu, MUTEX_PUBLISH)) < 0)
+	if ((rc = smlog_lock(l, &l->pub_mu, MUTEX_PUBLISH)) < 0)
 		return rc;
-	if ((rc = slot_read(l, SLOT_COMMITTED, &c)) == 0 && c < t)
-		rc = slot_write(l, SLOT_COMMITTED, t);
-	log_unlock(l, &l->pub_mu, MUTEX_PUBLISH);
+	if ((rc = smlog_slot_read(l, SLOT_COMMITTED, &c)) == 0 && c < t)
+		rc = smlog_slot_write(l, SLOT_COMMITTED, t);
+	smlog_unlock(l, &l->pub_mu, MUTEX_PUBLISH);
 	return rc;
 }
 
@@ -811,13 +809,13 @@ static int log_commit(sm_log *l)
 		return -EINVAL;
 	if (!(l->flags & SM_RDWR))
 		return -EBADF;
-	if ((rc = log_forked(l)) < 0)
+	if ((rc = smlog_forked(l)) < 0)
 		return rc;
-	if ((rc = slot_read(l, SLOT_TAIL, &want)) < 0)
+	if ((rc = smlog_slot_read(l, SLOT_TAIL, &want)) < 0)
 		return rc;
 	for (;;) {
 		if ((rc = __atomic_load_n(&l->poison, __ATOMIC_ACQUIRE)) < 0 ||
-		    (rc = slot_read(l, SLOT_COMMITTED, &c)) < 0 || c >= want)
+		    (rc = smlog_slot_read(l, SLOT_COMMITTED, &c)) < 0 || c >= want)
 			return rc;
 		if ((rc = flush_try(l)) == 0)
 			break;
@@ -828,10 +826,10 @@ static int log_commit(sm_log *l)
 	/* Leader.  The flush that ran before we took the mutex may have
 	 * covered our records. */
 	if ((rc = __atomic_load_n(&l->poison, __ATOMIC_ACQUIRE)) == 0 &&
-	    (rc = slot_read(l, SLOT_COMMITTED, &c)) == 0 && c < want &&
+	    (rc = smlog_slot_read(l, SLOT_COMMITTED, &c)) == 0 && c < want &&
 	    (rc = settled_tail(l, &t)) == 0)
 		rc = flush_and_publish(l, t);
-	log_unlock(l, &l->flush_mu, MUTEX_FLUSH);
+	smlog_unlock(l, &l->flush_mu, MUTEX_FLUSH);
 	/* Also after a failure: the waiters then flush for themselves (and
 	 * learn the error, which the kernel reports to each description). */
 	futex_wake(slot_word(l, SLOT_COMMITTED));
@@ -840,31 +838,64 @@ static int log_commit(sm_log *l)
 
 /* --- iterators ---------------------------------------------------------------- */
 
+/* Is pos below the trim point?  The fast answer, from one load of the
+ * mapped slot: a trim point at or below pos (or a torn load that looks so,
+ * which is the answer from just before the trim) needs nothing more; one
+ * above it is read again whole.  1 below, 0 not, or a negative errno. */
+static inline int below_first(const sm_log *l, uint64_t pos)
+{
+	const uint64_t *p = (const uint64_t *)(const void *)(l->hdr->v.base + SLOT_FIRST);
+	uint64_t first;
+	int rc;
+
+	if (le64toh(__atomic_load_n(p, __ATOMIC_ACQUIRE)) <= pos)
+		return 0;
+	if ((rc = smlog_slot_read(l, SLOT_FIRST, &first)) < 0)
+		return rc;
+	return pos < first;
+}
+
+/* An error met reading the record at pos: -ESTALE if a trim discarded it
+ * meanwhile (its bytes may be punched: zeros), else rc. */
+static int stale_or(const sm_log *l, uint64_t pos, int rc)
+{
+	int b = below_first(l, pos);
+
+	return b > 0 ? -ESTALE : b < 0 ? b : rc;
+}
+
 static int log_iter_open(sm_log *l, uint64_t from, sm_log_iter **out)
 {
 	sm_log_iter *it;
-	uint64_t c;
+	uint64_t c, first;
 	int rc;
 
 	if (!l || !out)
 		return -EINVAL;
-	if ((rc = log_forked(l)) < 0)
+	if ((rc = smlog_forked(l)) < 0)
 		return rc;
-	if ((rc = slot_read(l, SLOT_COMMITTED, &c)) < 0)
+	if ((rc = smlog_slot_read(l, SLOT_FIRST, &first)) < 0 ||
+	    (rc = smlog_slot_read(l, SLOT_COMMITTED, &c)) < 0)
 		return rc;
 	if (from == 0)
-		from = LOG_HDR;
-	if (from < LOG_HDR || (from & 7) || from > c)
+		from = first;
+	if (from < LOG_HDR)
+		return -EINVAL; /* below the first-ever record */
+	if (from < first)
+		return -ESTALE; /* trimmed (no boundary check: the bytes are gone) */
+	if ((from & 7) || from > c)
 		return -EINVAL;
 	if (!(it = calloc(1, sizeof(*it))))
 		return -ENOMEM;
 	it->log = l;
 	it->pos = it->valid = from;
 	it->end = c;
-	/* A record's LSN, or the committed tail: check the record is there. */
-	if (from < c && (rc = scan_from(l, &it->w, from, c, &it->valid)) < 0) {
-		window_drop(&it->w);
+	/* A record's LSN, or the committed tail: check the record is there
+	 * (a trim since the slot was read may have punched it: -ESTALE). */
+	if (from < c && (rc = smlog_scan_from(l, &it->w, from, c, &it->valid)) < 0) {
+		smlog_window_drop(&it->w);
 		free(it);
+		rc = stale_or(l, from, rc);
 		return rc == -EBADMSG ? -EINVAL : rc;
 	}
 	__atomic_fetch_add(&l->iters, 1, __ATOMIC_ACQ_REL);
@@ -878,15 +909,17 @@ static inline int iter_ready(sm_log_iter *it)
 {
 	int rc;
 
+	if ((rc = below_first(it->log, it->pos)) != 0)
+		return rc > 0 ? -ESTALE : rc;
 	if (it->pos >= it->end) {
-		if ((rc = slot_read(it->log, SLOT_COMMITTED, &it->end)) < 0)
+		if ((rc = smlog_slot_read(it->log, SLOT_COMMITTED, &it->end)) < 0)
 			return rc;
 		if (it->pos >= it->end)
 			return 0;
 	}
 	if (it->pos >= it->valid &&
-	    (rc = scan_from(it->log, &it->w, it->pos, it->end, &it->valid)) < 0)
-		return rc;
+	    (rc = smlog_scan_from(it->log, &it->w, it->pos, it->end, &it->valid)) < 0)
+		return stale_or(it->log, it->pos, rc);
 	return 1;
 }
 
@@ -944,7 +977,7 @@ int sm_log_iter_close(sm_log_iter *it)
 {
 	if (!it)
 		return -EINVAL;
-	window_drop(&it->w);
+	smlog_window_drop(&it->w);
 	__atomic_fetch_sub(&it->log->iters, 1, __ATOMIC_ACQ_REL);
 	free(it);
 	return 0;
@@ -1003,7 +1036,7 @@ int sm_log_iter_next_ptr(sm_log_iter *it, const void **rec, size_t *len, uint64_
 	 * call ahead, so no need to defer cancellation (two libc calls that
 	 * cost as much as the rest of this path). */
 	if (it && rec && len && it->pos < it->valid && it->pos < it->end && it->w.s &&
-	    *it->w.s->v.state == 0) {
+	    *it->w.s->v.state == 0 && below_first(it->log, it->pos) == 0) {
 		const unsigned char *fr = it->w.s->v.base + (it->pos - it->w.beg);
 		uint32_t n = get32le(fr);
 		*rec = fr + FRAME;

@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * log.h - what log.c shares with log_trim.c (the only other file that
+ * includes it; log_trim.c calls into log.c, never the other way).
+ */
+#ifndef SAFEMAP_LOG_H
+#define SAFEMAP_LOG_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "safemap-internal.h"
+
+#define LOG_MAGIC "SMLOG\0\0\1"
+#define LOG_VERSION 1u
+#define LOG_HDR 4096u
+/* Header slots: {u64 value, u64 ~value} at these offsets of page 0. */
+#define SLOT_COMMITTED 64
+#define SLOT_TAIL 128
+#define SLOT_FLUSHING 192 /* and 208: no longer used (two flush lanes once) */
+/* The first retained record's LSN (the trim point), and the end of the
+ * space given back below it.  Both read {0, 0} in a log written before
+ * trimming existed (its header was zeros there): that means LOG_HDR. */
+#define SLOT_FIRST 256
+#define SLOT_PUNCHED 288
+/* Kernel-lock mutex bytes: never mapped, far beyond any log. */
+#define MUTEX_BASE ((uint64_t)1 << 62)
+#define MUTEX_INIT (MUTEX_BASE + 0)
+#define MUTEX_APPEND (MUTEX_BASE + 1)
+#define MUTEX_PUBLISH (MUTEX_BASE + 2)
+#define MUTEX_FLUSH (MUTEX_BASE + 4) /* the group commit's flush mutex */
+#define MUTEX_TRIM (MUTEX_BASE + 5)  /* one trim at a time */
+#define FRAME 8u
+#define REC_MAX ((size_t)UINT32_MAX - 64)
+
+struct sm_log {
+	sm_file *f;
+	int fd; /* own open file description: slots, mutexes, fdatasync */
+	int flags;
+	unsigned long gen; /* fork generation at open */
+	pthread_mutex_t app_mu;  /* in-process half of the append mutex */
+	pthread_mutex_t flush_mu; /* in-process half of the flush mutex */
+	uint64_t reserved;       /* file size known reserved (under app_mu) */
+	pthread_mutex_t pub_mu;  /* in-process half of the publish mutex */
+	pthread_mutex_t trim_mu; /* in-process half of the trim mutex */
+	int poison;              /* first failed flush (atomic) */
+	sm_slice *hdr;           /* read slice over the header: slots, futex word */
+	unsigned long iters;     /* live iterators (atomic) */
+};
+
+/* A read slice over [beg, end) of the log, moved along as records are read. */
+struct window {
+	sm_slice *s;
+	uint64_t beg, end;
+};
+
+SM_HIDDEN int smlog_forked(const sm_log *l);
+SM_HIDDEN int smlog_lock(sm_log *l, pthread_mutex_t *mu, uint64_t at);
+SM_HIDDEN void smlog_unlock(sm_log *l, pthread_mutex_t *mu, uint64_t at);
+SM_HIDDEN int smlog_slot_read(const sm_log *l, off_t at, uint64_t *v);
+SM_HIDDEN int smlog_slot_write(sm_log *l, off_t at, uint64_t v);
+SM_HIDDEN int smlog_scan_from(sm_log *l, struct window *w, uint64_t pos, uint64_t limit,
+			      uint64_t *upto);
+SM_HIDDEN void smlog_window_drop(struct window *w);
+SM_HIDDEN int smlog_sync(sm_log *l);
+
+#endif
