@@ -65,7 +65,7 @@
  * is retained). */
 #define RESERVE_STEP ((uint64_t)1 << 20)
 /* Iterators map this much at a time, sub-slicing records out of it. */
-#define ITER_WINDOW ((uint64_t)1 << 20)
+#define ITER_WINDOW ((uint64_t)4 << 20)
 /* Frames up to this size are assembled on the stack and copied once. */
 #define SMALL_REC 1024u
 /* A slot that stays torn this long is corrupt, not racing a writer. */
@@ -296,12 +296,74 @@ struct scan {
 	bool bad; /* stopped at an invalid record, not at the window's end */
 };
 
+#if defined(__x86_64__) && defined(__GNUC__)
+/*
+ * The same loop with the crc32 instruction inline: per record a chain of
+ * crc32 over the payload (eight bytes a step), its LSN and its length.  No
+ * call per record, and records do not depend on each other's CRC, so the
+ * CPU runs the chains of several records at once (measured: 23 GB/s for
+ * 100-byte records, against ~5 GB/s through two calls per record).  Long
+ * payloads go to sm_crc32c_raw (ISA-L when built with it).
+ */
+__attribute__((target("sse4.2"))) static void scan_hw(struct scan *sc, const unsigned char *b)
+{
+	uint64_t pos = sc->pos, end = sc->limit < sc->wend ? sc->limit : sc->wend;
+
+	while (pos + FRAME <= end) {
+		const unsigned char *fr = b + (pos - sc->base), *q = fr + FRAME;
+		uint32_t len = get32le(fr), crc = get32le(fr + 4), n, c32;
+		uint64_t sz = align8((uint64_t)FRAME + len), c;
+
+		if (len == 0 || len > REC_MAX || sz > sc->limit - pos) {
+			sc->bad = true;
+			break;
+		}
+		if (pos + sz > sc->wend)
+			break; /* continues past the window */
+		if (len >= SM_CRC32C_LONG) {
+			c32 = sm_crc32c_raw(0xffffffffu, q, len);
+		} else {
+			c = 0xffffffffu;
+			for (n = len; n >= 8; n -= 8, q += 8) {
+				uint64_t w;
+				memcpy(&w, q, 8);
+				c = __builtin_ia32_crc32di(c, le64toh(w));
+			}
+			c32 = (uint32_t)c;
+			if (n & 4) {
+				c32 = __builtin_ia32_crc32si(c32, get32le(q));
+				q += 4;
+			}
+			if (n & 2) {
+				c32 = __builtin_ia32_crc32hi(c32, (uint16_t)(q[0] | q[1] << 8));
+				q += 2;
+			}
+			if (n & 1)
+				c32 = __builtin_ia32_crc32qi(c32, q[0]);
+		}
+		c = __builtin_ia32_crc32di(c32, pos);
+		if (~__builtin_ia32_crc32si((uint32_t)c, len) != crc) {
+			sc->bad = true;
+			break;
+		}
+		pos += sz;
+	}
+	sc->pos = pos;
+}
+#endif
+
 static int scan_fn(void *p, size_t n, void *arg)
 {
 	struct scan *sc = arg;
 	const unsigned char *b = p;
 
 	(void)n;
+#if defined(__x86_64__) && defined(__GNUC__)
+	if (sm_crc32c_hw()) {
+		scan_hw(sc, b);
+		return 0;
+	}
+#endif
 	while (sc->pos + FRAME <= sc->limit && sc->pos + FRAME <= sc->wend) {
 		const unsigned char *fr = b + (sc->pos - sc->base);
 		uint32_t len = get32le(fr), crc = get32le(fr + 4);
@@ -1028,27 +1090,39 @@ int sm_log_iter_next(sm_log_iter *it, sm_slice **rec, uint64_t *lsn)
 	return rc;
 }
 
-int sm_log_iter_next_ptr(sm_log_iter *it, const void **rec, size_t *len, uint64_t *lsn)
+static __attribute__((noinline)) int next_ptr_slow(sm_log_iter *it, const void **rec, size_t *len,
+						   uint64_t *lsn)
 {
-	int old, rc;
-
-	/* A record already checked, in a window that lost no page: no system
-	 * call ahead, so no need to defer cancellation (two libc calls that
-	 * cost as much as the rest of this path). */
-	if (it && rec && len && it->pos < it->valid && it->pos < it->end && it->w.s &&
-	    *it->w.s->v.state == 0 && below_first(it->log, it->pos) == 0) {
-		const unsigned char *fr = it->w.s->v.base + (it->pos - it->w.beg);
-		uint32_t n = get32le(fr);
-		*rec = fr + FRAME;
-		*len = n;
-		if (lsn)
-			*lsn = it->pos;
-		it->pos += align8((uint64_t)FRAME + n);
-		return 1;
-	}
-	old = sm_nocancel();
-	rc = log_iter_next_ptr(it, rec, len, lsn);
+	int old = sm_nocancel();
+	int rc = log_iter_next_ptr(it, rec, len, lsn);
 
 	sm_cancel_restore(old);
 	return rc;
+}
+
+int sm_log_iter_next_ptr(sm_log_iter *it, const void **rec, size_t *len, uint64_t *lsn)
+{
+	/* A record already checked, in a window that lost no page, at or past
+	 * the trim point (one load of the mapped slot; anything else, a torn
+	 * load included, takes the slow path): no system call ahead, so no
+	 * need to defer cancellation, and no registers to save (the rest is a
+	 * tail call). */
+	if (__builtin_expect(it && rec && len, 1)) {
+		uint64_t pos = it->pos;
+		const sm_log *l = it->log;
+		if (pos < it->valid && it->w.s && *it->w.s->v.state == 0 &&
+		    le64toh(__atomic_load_n((const uint64_t *)(const void *)(l->hdr->v.base +
+									     SLOT_FIRST),
+					    __ATOMIC_ACQUIRE)) <= pos) {
+			const unsigned char *fr = it->w.s->v.base + (pos - it->w.beg);
+			uint32_t n = get32le(fr);
+			*rec = fr + FRAME;
+			*len = n;
+			if (lsn)
+				*lsn = pos;
+			it->pos = pos + align8((uint64_t)FRAME + n);
+			return 1;
+		}
+	}
+	return next_ptr_slow(it, rec, len, lsn);
 }

@@ -99,6 +99,26 @@ START_TEST(crc32c_known_values)
 		unsigned char z[32] = { 0 };
 		ck_assert_uint_eq(sm_crc32c(0, z, 32), 0x8a9136aau); /* RFC 3720 B.4 */
 	}
+	{
+		/* Long buffers (another implementation: ISA-L when built with it),
+		 * at every alignment and across the switch-over length, against
+		 * the bit-at-a-time definition. */
+		static unsigned char b[9000];
+		for (size_t k = 0; k < sizeof(b); k++)
+			b[k] = (unsigned char)(k * 131 + (k >> 7));
+		for (size_t n = 1; n < sizeof(b) - 8; n = n * 3 / 2 + 1)
+			for (size_t a = 0; a < 8; a += 3) {
+				uint32_t c = 0xffffffffu;
+				for (size_t k = 0; k < n; k++) {
+					c ^= b[a + k];
+					for (int j = 0; j < 8; j++)
+						c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+				}
+				ck_assert_uint_eq(sm_crc32c(0, b + a, n), ~c);
+				ck_assert_uint_eq(sm_crc32c(sm_crc32c(0, b + a, n / 3), b + a + n / 3,
+							    n - n / 3), ~c);
+			}
+	}
 }
 END_TEST
 
