@@ -70,8 +70,10 @@
 #define SMALL_REC 1024u
 /* A slot that stays torn this long is corrupt, not racing a writer. */
 #define SLOT_TRIES 100000
-/* A group-commit leader waits at most this many yields for the tail to settle. */
-#define SETTLE_MAX 8
+/* A group-commit leader lets the committers it expects append for at most
+ * SETTLE_MAX_NS, and stops after a wait of SETTLE_IDLE_NS without one. */
+#define SETTLE_MAX_NS 300000.0
+#define SETTLE_IDLE_NS 100000.0
 /* A committer waiting for another's flush checks the leader is alive (tries
  * the flush mutex) at least this often: a leader killed mid-fdatasync never
  * wakes anyone. */
@@ -195,6 +197,12 @@ void smlog_unlock(sm_log *l, pthread_mutex_t *mu, uint64_t at)
 
 /* --- header slots -------------------------------------------------------- */
 
+/* A group commit word in the mapped header (read-write handles only). */
+static uint32_t *hword(const sm_log *l, off_t at)
+{
+	return (uint32_t *)(void *)(l->hdr->v.base + at);
+}
+
 /* The 32-bit futex word of a slot in the mapped header: its low half. */
 static uint32_t *slot_word(const sm_log *l, off_t at)
 {
@@ -253,8 +261,28 @@ int smlog_slot_write(sm_log *l, off_t at, uint64_t v)
 {
 	unsigned char b[16];
 	ssize_t n;
-	int cs_ = sm_nocancel();
+	int cs_;
 
+#if defined(__x86_64__) && defined(__GNUC__)
+	/* In place, with one 16-byte store: a process dies between
+	 * instructions, never inside one, so a kill never leaves a torn slot
+	 * (two 8-byte stores could); readers on other CPUs that see the halves
+	 * apart (CPUs without AVX do not promise 16-byte atomicity) catch it
+	 * with the complement and read again.  The page is written back by
+	 * the next fdatasync, as after pwrite. */
+	if (l->hdr_w && *l->hdr->v.state == 0) {
+		typedef long long v2 __attribute__((vector_size(16)));
+		v2 x = { (long long)htole64(v), (long long)htole64(~v) };
+		__asm__ volatile("movdqa %1, %0"
+				 : "=m"(*(v2 *)(void *)(l->hdr->v.base + at))
+				 : "x"(x)
+				 : "memory");
+		if (*l->hdr->v.state == 0)
+			return 0;
+		/* the page was lost under the store (truncated file): pwrite */
+	}
+#endif
+	cs_ = sm_nocancel();
 	put64le(b, v);
 	put64le(b + 8, ~v);
 	while ((n = sm_sys.pwrite(l->fd, b, sizeof(b), at)) < 0 && errno == EINTR)
@@ -612,7 +640,6 @@ static int log_open(const char *path, int flags, const sm_options *opt, sm_log *
 	l->gen = __atomic_load_n(&forks, __ATOMIC_RELAXED);
 	pthread_mutex_init(&l->app_mu, NULL);
 	pthread_mutex_init(&l->flush_mu, NULL);
-	pthread_mutex_init(&l->pub_mu, NULL);
 	pthread_mutex_init(&l->trim_mu, NULL);
 	if ((rc = sm_open(path, flags, opt, &l->f)) < 0)
 		goto err;
@@ -623,10 +650,17 @@ static int log_open(const char *path, int flags, const sm_options *opt, sm_log *
 	}
 	if ((rc = setup(l)) < 0)
 		goto err;
-	/* The header for the slots and the commit futex: a read slice (the
-	 * slots are written with pwrite), held for the log's life. */
-	if ((rc = sm_map_read(l->f, 0, LOG_HDR, 0, &l->hdr)) < 0)
+	/* The header for the slots and the commit futex, held for the log's
+	 * life.  Read-write handles store the slots in place: coordination
+	 * memory (an unlocked write slice, under the fault guard), so that
+	 * moving a tail is a store, not a system call. */
+	if (flags & SM_RDWR) {
+		if ((rc = sm_map_write(l->f, 0, LOG_HDR, SM_NOLOCK, &l->hdr)) < 0)
+			goto err;
+		l->hdr_w = true;
+	} else if ((rc = sm_map_read(l->f, 0, LOG_HDR, 0, &l->hdr)) < 0) {
 		goto err;
+	}
 	if ((flags & SM_RDWR) && (rc = recover(l)) < 0)
 		goto err;
 	*out = l;
@@ -640,7 +674,6 @@ err:
 		sm_close(l->f);
 	pthread_mutex_destroy(&l->app_mu);
 	pthread_mutex_destroy(&l->flush_mu);
-	pthread_mutex_destroy(&l->pub_mu);
 	pthread_mutex_destroy(&l->trim_mu);
 	free(l);
 	return rc;
@@ -659,7 +692,6 @@ int sm_log_close(sm_log *l)
 	close(l->fd);
 	pthread_mutex_destroy(&l->app_mu);
 	pthread_mutex_destroy(&l->flush_mu);
-	pthread_mutex_destroy(&l->pub_mu);
 	pthread_mutex_destroy(&l->trim_mu);
 	free(l);
 	return rc;
@@ -750,6 +782,14 @@ static int log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
 	/* Only now is the record whole: move the tail past it. */
 	if ((rc = smlog_slot_write(l, SLOT_TAIL, t + sz)) < 0)
 		goto out;
+	/* Counted for a settling flush leader, woken by the append it waits
+	 * for (a store and a load otherwise). */
+	{
+		uint32_t a = __atomic_add_fetch(hword(l, WORD_APPENDS), 1, __ATOMIC_SEQ_CST);
+		if (a == __atomic_load_n(hword(l, WORD_TARGET), __ATOMIC_SEQ_CST))
+			(void)syscall(SYS_futex, hword(l, WORD_APPENDS), FUTEX_WAKE, 1, NULL, NULL,
+				      0);
+	}
 	if (lsn)
 		*lsn = t;
 out:
@@ -757,25 +797,48 @@ out:
 	return rc;
 }
 
-/* Let a moving tail settle: while it moves, appenders are placing records
- * that would otherwise need a flush of their own right after ours (the
- * kernel's journal batches concurrent fsyncs the same way). */
+static double mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts); /* vDSO: no system call */
+	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+/*
+ * Let the committers that the last flush woke place their next records
+ * before flushing, so one flush covers them (the kernel's journal batches
+ * concurrent fsyncs the same way): WOKEN of them, plus the leader of that
+ * flush, each appending one record counted in APPENDS.  Sleep (a futex on
+ * APPENDS, woken by the append that reaches TARGET) rather than spin or
+ * yield: on a busy machine those appenders need this CPU, and a yield hands
+ * it to another program for a whole time slice.  Stop when APPENDS reaches
+ * TARGET, or a wait of SETTLE_IDLE_NS saw no append, or after
+ * SETTLE_MAX_NS.  Nobody was woken (one committer at a time): no wait.
+ */
 static int settled_tail(sm_log *l, uint64_t *t)
 {
-	int rc;
+	uint32_t woken = __atomic_load_n(hword(l, WORD_WOKEN), __ATOMIC_ACQUIRE);
+	uint32_t base = __atomic_load_n(hword(l, WORD_BASE), __ATOMIC_ACQUIRE);
+	uint32_t *app = hword(l, WORD_APPENDS), target = base + woken + 1;
+	double start;
 
-	if ((rc = smlog_slot_read(l, SLOT_TAIL, t)) < 0)
-		return rc;
-	for (int k = 0; k < SETTLE_MAX; k++) {
-		uint64_t t2;
-		sched_yield();
-		if ((rc = smlog_slot_read(l, SLOT_TAIL, &t2)) < 0)
-			return rc;
-		if (t2 == *t)
+	if (woken == 0)
+		return smlog_slot_read(l, SLOT_TAIL, t);
+	__atomic_store_n(hword(l, WORD_TARGET), target, __ATOMIC_SEQ_CST);
+	start = mono_ns();
+	for (;;) {
+		uint32_t a = __atomic_load_n(app, __ATOMIC_SEQ_CST);
+		double left = SETTLE_MAX_NS - (mono_ns() - start);
+		struct timespec ts = { 0, (long)(left < SETTLE_IDLE_NS ? left : SETTLE_IDLE_NS) };
+		if (a - base >= woken + 1 || left <= 0)
 			break;
-		*t = t2;
+		if (syscall(SYS_futex, app, FUTEX_WAIT, a, &ts, NULL, 0) < 0 && errno == ETIMEDOUT &&
+		    __atomic_load_n(app, __ATOMIC_SEQ_CST) == a)
+			break; /* nobody appended for a while */
 	}
-	return 0;
+	__atomic_store_n(hword(l, WORD_TARGET), 0, __ATOMIC_RELAXED);
+	return smlog_slot_read(l, SLOT_TAIL, t);
 }
 
 /* fdatasync the log.  A failure poisons the handle: Linux reports a
@@ -805,11 +868,9 @@ static int flush_and_publish(sm_log *l, uint64_t t)
 
 	if ((rc = smlog_sync(l)) < 0)
 		return rc;
-	if ((rc = smlog_lock(l, &l->pub_mu, MUTEX_PUBLISH)) < 0)
-		return rc;
+	/* Under the flush mutex: the only publisher. */
 	if ((rc = smlog_slot_read(l, SLOT_COMMITTED, &c)) == 0 && c < t)
 		rc = smlog_slot_write(l, SLOT_COMMITTED, t);
-	smlog_unlock(l, &l->pub_mu, MUTEX_PUBLISH);
 	return rc;
 }
 
@@ -822,9 +883,41 @@ static void futex_wait(uint32_t *w, uint32_t val)
 	(void)syscall(SYS_futex, w, FUTEX_WAIT, val, &ts, NULL, 0);
 }
 
-static void futex_wake(uint32_t *w)
+/* Before the flush mutex is released: how many committers sleep on the
+ * committed slot (a wake with nobody counted is no system call), noted for
+ * the next leader with the APPENDS it starts from.  The full fence orders
+ * the slot's store before the count's load; a sleeper counts itself before
+ * it checks the slot (futex_wait checks it), so one of the two sees the
+ * other. */
+static uint32_t note_round(sm_log *l)
 {
-	(void)syscall(SYS_futex, w, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+	uint32_t n;
+
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	n = __atomic_load_n(hword(l, WORD_WAITERS), __ATOMIC_SEQ_CST);
+	if (n > 0)
+		__atomic_store_n(hword(l, WORD_BASE),
+				 __atomic_load_n(hword(l, WORD_APPENDS), __ATOMIC_ACQUIRE),
+				 __ATOMIC_RELEASE);
+	if (__atomic_load_n(hword(l, WORD_WOKEN), __ATOMIC_RELAXED) != n)
+		__atomic_store_n(hword(l, WORD_WOKEN), n, __ATOMIC_RELEASE);
+	return n;
+}
+
+/* After the flush mutex is released (a woken committer that is not
+ * covered must find it free): wake them.  The kernel says how many slept;
+ * fewer than counted (a count left by a killed committer) corrects WOKEN,
+ * so the next leader does not wait for them. */
+static void wake_waiters(sm_log *l, uint32_t counted)
+{
+	long n;
+
+	if (counted == 0)
+		return;
+	n = syscall(SYS_futex, slot_word(l, SLOT_COMMITTED), FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+	if (n >= 0 && (uint32_t)n < counted)
+		__atomic_compare_exchange_n(hword(l, WORD_WOKEN), &counted, (uint32_t)n, false,
+					    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
 }
 
 /* The flush mutex without waiting: its in-process half, then its kernel
@@ -865,6 +958,7 @@ static int flush_try(sm_log *l)
 static int log_commit(sm_log *l)
 {
 	uint64_t want, c, t;
+	uint32_t n;
 	int rc;
 
 	if (!l)
@@ -883,7 +977,9 @@ static int log_commit(sm_log *l)
 			break;
 		if (rc != -EBUSY)
 			return rc;
+		__atomic_fetch_add(hword(l, WORD_WAITERS), 1, __ATOMIC_SEQ_CST);
 		futex_wait(slot_word(l, SLOT_COMMITTED), htole32((uint32_t)c));
+		__atomic_fetch_sub(hword(l, WORD_WAITERS), 1, __ATOMIC_RELEASE);
 	}
 	/* Leader.  The flush that ran before we took the mutex may have
 	 * covered our records. */
@@ -891,10 +987,11 @@ static int log_commit(sm_log *l)
 	    (rc = smlog_slot_read(l, SLOT_COMMITTED, &c)) == 0 && c < want &&
 	    (rc = settled_tail(l, &t)) == 0)
 		rc = flush_and_publish(l, t);
-	smlog_unlock(l, &l->flush_mu, MUTEX_FLUSH);
 	/* Also after a failure: the waiters then flush for themselves (and
 	 * learn the error, which the kernel reports to each description). */
-	futex_wake(slot_word(l, SLOT_COMMITTED));
+	n = note_round(l);
+	smlog_unlock(l, &l->flush_mu, MUTEX_FLUSH);
+	wake_waiters(l, n);
 	return rc;
 }
 

@@ -24,11 +24,24 @@
  * trimming existed (its header was zeros there): that means LOG_HDR. */
 #define SLOT_FIRST 256
 #define SLOT_PUNCHED 288
+/* Group commit words (u32, zero in a new or older log).  WAITERS: the
+ * committers asleep (or about to sleep) on the committed slot's futex word.
+ * WOKEN: how many the last flush woke (the kernel's count, not WAITERS);
+ * BASE: APPENDS when it woke them; APPENDS: records placed, mod 2^32;
+ * TARGET: the APPENDS value whose append wakes the settling leader.
+ * Hints only: a committer killed while counted in WAITERS leaves it high,
+ * which costs the next flushes a wake call that finds nobody, never a
+ * missed wake (waits are bounded) nor a wait. */
+#define WORD_WAITERS 320
+#define WORD_WOKEN 324
+#define WORD_APPENDS 328
+#define WORD_BASE 332
+#define WORD_TARGET 336 /* APPENDS a settling leader sleeps for (0: none) */
 /* Kernel-lock mutex bytes: never mapped, far beyond any log. */
 #define MUTEX_BASE ((uint64_t)1 << 62)
 #define MUTEX_INIT (MUTEX_BASE + 0)
 #define MUTEX_APPEND (MUTEX_BASE + 1)
-#define MUTEX_PUBLISH (MUTEX_BASE + 2)
+#define MUTEX_PUBLISH (MUTEX_BASE + 2) /* no longer taken: publishing is the flush leader's */
 #define MUTEX_FLUSH (MUTEX_BASE + 4) /* the group commit's flush mutex */
 #define MUTEX_TRIM (MUTEX_BASE + 5)  /* one trim at a time */
 #define FRAME 8u
@@ -42,10 +55,12 @@ struct sm_log {
 	pthread_mutex_t app_mu;  /* in-process half of the append mutex */
 	pthread_mutex_t flush_mu; /* in-process half of the flush mutex */
 	uint64_t reserved;       /* file size known reserved (under app_mu) */
-	pthread_mutex_t pub_mu;  /* in-process half of the publish mutex */
 	pthread_mutex_t trim_mu; /* in-process half of the trim mutex */
 	int poison;              /* first failed flush (atomic) */
-	sm_slice *hdr;           /* read slice over the header: slots, futex word */
+	sm_slice *hdr;           /* slice over the header: slots, futex and group commit words
+				  * (read-write handles: an unlocked write slice, the slots
+				  * stored in place; read-only: a read slice) */
+	bool hdr_w;              /* hdr is writable */
 	unsigned long iters;     /* live iterators (atomic) */
 };
 

@@ -343,13 +343,21 @@ END_TEST
 
 /* The child dies before (mode 0) or after (mode 1) its kill_at-th call
  * through the system-call seam, telling the parent first whether the trim
- * point's slot had been written. */
-static int kill_at, kill_mode, calls, kill_out, first_written;
+ * point's slot had been written (as the file says: the slot may be stored
+ * through a mapping, not with a seam call). */
+static int kill_at, kill_mode, calls, kill_out;
+static const char *kill_path;
+static uint64_t kill_lsn;
 
 static void maybe_die(int when)
 {
 	if (when == kill_mode && calls == kill_at) {
-		tu_send(kill_out, "%d", first_written);
+		unsigned char b[8];
+		uint64_t v = 0;
+		int fd = open(kill_path, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0 && pread(fd, b, 8, 256) == 8)
+			memcpy(&v, b, 8);
+		tu_send(kill_out, "%d", v == kill_lsn);
 		raise(SIGKILL);
 	}
 }
@@ -361,8 +369,6 @@ static ssize_t k_pwrite(int fd, const void *b, size_t n, off_t off)
 	calls++;
 	maybe_die(0);
 	r = pwrite(fd, b, n, off);
-	if (off == 256 && r == (ssize_t)n)
-		first_written = 1;
 	maybe_die(1);
 	return r;
 }
@@ -404,6 +410,8 @@ static int killed_trimmer(void *arg, int in, int out)
 	if (sm_log_open(a->path, SM_RDWR, NULL, &l) < 0)
 		return 10;
 	kill_out = out;
+	kill_path = a->path;
+	kill_lsn = a->lsn;
 	sm_sys.pwrite = k_pwrite;
 	sm_sys.fdatasync = k_fdatasync;
 	sm_sys.fallocate = k_fallocate;
@@ -475,8 +483,9 @@ START_TEST(trim_sigkill_every_step)
 			ck_assert_int_lt(kill_at, 50);
 		}
 	}
-	/* At least: slot write, flush, punch, punched slot; before and after. */
-	ck_assert_int_ge(rounds, 2 * 5);
+	/* At least: before and after the flush and the punch (the slots may be
+	 * stores, not calls), and a last round not killed in each mode. */
+	ck_assert_int_ge(rounds, 2 * 3);
 }
 END_TEST
 
