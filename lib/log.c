@@ -64,6 +64,9 @@
 /* Space is reserved ahead in steps of at least this much (or 1/8 of what
  * is retained). */
 #define RESERVE_STEP ((uint64_t)1 << 20)
+/* Threads of one handle pass the append kernel lock on at most this many
+ * times in a row. */
+#define APP_HANDOFFS 16
 /* Iterators map this much at a time, sub-slicing records out of it. */
 #define ITER_WINDOW ((uint64_t)4 << 20)
 /* Frames up to this size are assembled on the stack and copied once. */
@@ -193,6 +196,43 @@ void smlog_unlock(sm_log *l, pthread_mutex_t *mu, uint64_t at)
 {
 	mutex_unlock(l->fd, at);
 	pthread_mutex_unlock(mu);
+}
+
+/*
+ * The append mutex, handed from thread to thread of one handle without
+ * the kernel lock in between: an appender that finds another thread of its
+ * handle queued keeps the kernel lock for it (two fcntl calls fewer per
+ * record), at most APP_HANDOFFS times in a row, so that appenders of other
+ * handles and processes (asleep in the kernel lock) get their turn.
+ */
+static int append_lock(sm_log *l)
+{
+	int rc;
+
+	__atomic_fetch_add(&l->app_queue, 1, __ATOMIC_SEQ_CST);
+	pthread_mutex_lock(&l->app_mu);
+	__atomic_fetch_sub(&l->app_queue, 1, __ATOMIC_SEQ_CST);
+	if (l->app_held)
+		return 0; /* handed over */
+	if ((rc = mutex_lock(l->fd, F_WRLCK, MUTEX_APPEND)) < 0) {
+		pthread_mutex_unlock(&l->app_mu);
+		return rc;
+	}
+	l->app_held = true;
+	l->app_handoffs = 0;
+	return 0;
+}
+
+static void append_unlock(sm_log *l)
+{
+	if (__atomic_load_n(&l->app_queue, __ATOMIC_SEQ_CST) > 0 &&
+	    l->app_handoffs < APP_HANDOFFS) {
+		l->app_handoffs++; /* the next thread of this handle takes it as is */
+	} else {
+		mutex_unlock(l->fd, MUTEX_APPEND);
+		l->app_held = false;
+	}
+	pthread_mutex_unlock(&l->app_mu);
 }
 
 /* --- header slots -------------------------------------------------------- */
@@ -599,7 +639,7 @@ static int recover(sm_log *l)
 	uint64_t c, t, pos, upto;
 	int rc;
 
-	if ((rc = smlog_lock(l, &l->app_mu, MUTEX_APPEND)) < 0)
+	if ((rc = append_lock(l)) < 0)
 		return rc;
 	if ((rc = smlog_slot_read(l, SLOT_COMMITTED, &c)) < 0 || (rc = smlog_slot_read(l, SLOT_TAIL, &t)) < 0)
 		goto out;
@@ -617,7 +657,7 @@ static int recover(sm_log *l)
 		t = pos;
 	}
 out:
-	smlog_unlock(l, &l->app_mu, MUTEX_APPEND);
+	append_unlock(l);
 	if (rc == 0 && t > c)
 		rc = log_commit(l);
 	return rc;
@@ -748,7 +788,7 @@ static int log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
 		memset(small + FRAME + len, 0, sz - FRAME - len);
 		memcpy(small + FRAME, rec, len);
 	}
-	if ((rc = smlog_lock(l, &l->app_mu, MUTEX_APPEND)) < 0)
+	if ((rc = append_lock(l)) < 0)
 		return rc;
 	if ((rc = smlog_slot_read(l, SLOT_TAIL, &t)) < 0)
 		goto out;
@@ -793,7 +833,7 @@ static int log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
 	if (lsn)
 		*lsn = t;
 out:
-	smlog_unlock(l, &l->app_mu, MUTEX_APPEND);
+	append_unlock(l);
 	return rc;
 }
 

@@ -55,6 +55,9 @@ struct sm_log {
 	pthread_mutex_t app_mu;  /* in-process half of the append mutex */
 	pthread_mutex_t flush_mu; /* in-process half of the flush mutex */
 	uint64_t reserved;       /* file size known reserved (under app_mu) */
+	unsigned app_queue;      /* threads waiting for app_mu (atomic) */
+	bool app_held;           /* the append kernel lock is held (under app_mu) */
+	unsigned app_handoffs;   /* consecutive hand-offs of it (under app_mu) */
 	pthread_mutex_t trim_mu; /* in-process half of the trim mutex */
 	int poison;              /* first failed flush (atomic) */
 	sm_slice *hdr;           /* slice over the header: slots, futex and group commit words
