@@ -609,6 +609,27 @@ static int check_header(sm_log *l)
 	return 0;
 }
 
+/*
+ * Every handle read-locks MUTEX_OPEN for its life (the kernel drops the
+ * lock when the handle's description closes, or its process dies).  A
+ * read-write open that finds no other handle there (it can write-lock the
+ * byte; the caller holds MUTEX_INIT, so no open races it) clears the group
+ * commit hints: a committer killed while counted among the sleepers leaves
+ * WAITERS high, which would cost every later commit a wake call that finds
+ * nobody.  Caller holds MUTEX_INIT.
+ */
+static int join(sm_log *l)
+{
+	static const unsigned char zeros[WORD_TARGET + 4 - WORD_WAITERS];
+
+	if ((l->flags & SM_RDWR) && sm_ofd_lock(l->fd, true, MUTEX_OPEN, 1) == 0) {
+		ssize_t n = sm_sys.pwrite(l->fd, zeros, sizeof(zeros), WORD_WAITERS);
+		if (n != (ssize_t)sizeof(zeros))
+			return n < 0 ? -errno : -EIO;
+	}
+	return sm_ofd_lock(l->fd, false, MUTEX_OPEN, 1);
+}
+
 static int setup(sm_log *l)
 {
 	struct stat st;
@@ -622,6 +643,8 @@ static int setup(sm_log *l)
 		rc = init_header(l);
 	if (rc == 0)
 		rc = check_header(l);
+	if (rc == 0)
+		rc = join(l);
 	mutex_unlock(l->fd, MUTEX_INIT);
 	return rc;
 }

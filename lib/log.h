@@ -44,6 +44,7 @@
 #define MUTEX_PUBLISH (MUTEX_BASE + 2) /* no longer taken: publishing is the flush leader's */
 #define MUTEX_FLUSH (MUTEX_BASE + 4) /* the group commit's flush mutex */
 #define MUTEX_TRIM (MUTEX_BASE + 5)  /* one trim at a time */
+#define MUTEX_OPEN (MUTEX_BASE + 6)  /* read-locked by every open handle */
 #define FRAME 8u
 #define REC_MAX ((size_t)UINT32_MAX - 64)
 
