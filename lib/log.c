@@ -620,7 +620,7 @@ static int check_header(sm_log *l)
  */
 static int join(sm_log *l)
 {
-	static const unsigned char zeros[WORD_TARGET + 4 - WORD_WAITERS];
+	static const unsigned char zeros[WORD_FLUSHING + 4 - WORD_WAITERS];
 
 	if ((l->flags & SM_RDWR) && sm_ofd_lock(l->fd, true, MUTEX_OPEN, 1) == 0) {
 		ssize_t n = sm_sys.pwrite(l->fd, zeros, sizeof(zeros), WORD_WAITERS);
@@ -939,11 +939,11 @@ static int flush_and_publish(sm_log *l, uint64_t t)
 
 /* Futexes on the mapped header page: a shared file mapping, so the key is
  * the page cache page and processes meet on it (not FUTEX_PRIVATE). */
-static void futex_wait(uint32_t *w, uint32_t val)
+static bool futex_wait(uint32_t *w, uint32_t val)
 {
 	struct timespec ts = { 0, WAIT_NS };
 
-	(void)syscall(SYS_futex, w, FUTEX_WAIT, val, &ts, NULL, 0);
+	return syscall(SYS_futex, w, FUTEX_WAIT, val, &ts, NULL, 0) < 0 && errno == ETIMEDOUT;
 }
 
 /* Before the flush mutex is released: how many committers sleep on the
@@ -1032,18 +1032,24 @@ static int log_commit(sm_log *l)
 		return rc;
 	if ((rc = smlog_slot_read(l, SLOT_TAIL, &want)) < 0)
 		return rc;
-	for (;;) {
+	for (bool timed_out = false;;) {
 		if ((rc = __atomic_load_n(&l->poison, __ATOMIC_ACQUIRE)) < 0 ||
 		    (rc = smlog_slot_read(l, SLOT_COMMITTED, &c)) < 0 || c >= want)
 			return rc;
-		if ((rc = flush_try(l)) == 0)
-			break;
-		if (rc != -EBUSY)
-			return rc;
+		/* A flush running (FLUSHING says so: no lock call to learn it),
+		 * unless the last wait timed out: then ask the lock, which
+		 * the kernel frees if the leader died. */
+		if (timed_out || !__atomic_load_n(hword(l, WORD_FLUSHING), __ATOMIC_SEQ_CST)) {
+			if ((rc = flush_try(l)) == 0)
+				break;
+			if (rc != -EBUSY)
+				return rc;
+		}
 		__atomic_fetch_add(hword(l, WORD_WAITERS), 1, __ATOMIC_SEQ_CST);
-		futex_wait(slot_word(l, SLOT_COMMITTED), htole32((uint32_t)c));
+		timed_out = futex_wait(slot_word(l, SLOT_COMMITTED), htole32((uint32_t)c));
 		__atomic_fetch_sub(hword(l, WORD_WAITERS), 1, __ATOMIC_RELEASE);
 	}
+	__atomic_store_n(hword(l, WORD_FLUSHING), 1, __ATOMIC_SEQ_CST);
 	/* Leader.  The flush that ran before we took the mutex may have
 	 * covered our records. */
 	if ((rc = __atomic_load_n(&l->poison, __ATOMIC_ACQUIRE)) == 0 &&
@@ -1052,6 +1058,7 @@ static int log_commit(sm_log *l)
 		rc = flush_and_publish(l, t);
 	/* Also after a failure: the waiters then flush for themselves (and
 	 * learn the error, which the kernel reports to each description). */
+	__atomic_store_n(hword(l, WORD_FLUSHING), 0, __ATOMIC_SEQ_CST);
 	n = note_round(l);
 	smlog_unlock(l, &l->flush_mu, MUTEX_FLUSH);
 	wake_waiters(l, n);

@@ -37,6 +37,8 @@
 #define WORD_APPENDS 328
 #define WORD_BASE 332
 #define WORD_TARGET 336 /* APPENDS a settling leader sleeps for (0: none) */
+#define WORD_FLUSHING 340 /* a leader holds the flush mutex (a waiter whose wait
+			   * times out asks the lock itself: its holder may be dead) */
 /* Kernel-lock mutex bytes: never mapped, far beyond any log. */
 #define MUTEX_BASE ((uint64_t)1 << 62)
 #define MUTEX_INIT (MUTEX_BASE + 0)
