@@ -48,6 +48,8 @@
 #define MUTEX_TRIM (MUTEX_BASE + 5)  /* one trim at a time */
 #define MUTEX_OPEN (MUTEX_BASE + 6)  /* read-locked by every open handle */
 #define FRAME 8u
+/* Iterators map this much at a time, sub-slicing records out of it. */
+#define ITER_WINDOW ((uint64_t)4 << 20)
 #define REC_MAX ((size_t)UINT32_MAX - 64)
 
 struct sm_log {
