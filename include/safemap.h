@@ -584,9 +584,11 @@ SM_EXPORT SM_WUR int sm_log_commit(sm_log *log);
  * the log stays open). */
 SM_EXPORT int sm_log_close(sm_log *log);
 
-/* An iterator over committed records, from from_lsn: 0 (the first record),
- * a committed record's LSN, or the committed tail (to wait for new records).
- * Errors: -EINVAL (NULL, or from_lsn is none of those), -ESTALE, -EBADMSG,
+/* An iterator over committed records, from from_lsn: 0 (the first retained
+ * record), a committed record's LSN, or the committed tail (to wait for new
+ * records).  Errors: -EINVAL (NULL, or from_lsn is none of those, or below
+ * the log's first-ever record), -ESTALE (from_lsn was discarded by
+ * sm_log_trim, in any process; or used in a fork child), -EBADMSG,
  * -ENOMEM, and errors of sm_map_read. */
 SM_EXPORT SM_WUR int sm_log_iter_open(sm_log *log, uint64_t from_lsn, sm_log_iter **out);
 
@@ -595,7 +597,9 @@ SM_EXPORT SM_WUR int sm_log_iter_open(sm_log *log, uint64_t from_lsn, sm_log_ite
  * NULL) its LSN; 0 at the committed tail (call again later to see records
  * committed since); or an error: -EINVAL, -EBADMSG (a committed record
  * fails its checksum: the file was damaged; the iterator stays before it),
- * -ENXIO (the log was truncated), and errors of sm_map_read/sm_sub. */
+ * -ESTALE (the next record was discarded by sm_log_trim: open a new
+ * iterator), -ENXIO (the log was truncated), and errors of
+ * sm_map_read/sm_sub. */
 SM_EXPORT SM_WUR int sm_log_iter_next(sm_log_iter *it, sm_slice **rec, uint64_t *lsn);
 
 /* The next committed record without a slice, for hot loops (the checksum is
@@ -610,6 +614,22 @@ SM_EXPORT SM_WUR int sm_log_iter_next_ptr(sm_log_iter *it, const void **rec, siz
 
 /* Free an iterator (record slices it returned stay valid).  Errors: -EINVAL. */
 SM_EXPORT int sm_log_iter_close(sm_log_iter *it);
+
+/* Discard every record whose LSN is below lsn (a checkpoint's trim): lsn is
+ * a committed record's LSN or the committed tail.  LSNs never change; the
+ * disk space below lsn goes back to the filesystem (holes are punched; less
+ * than 4 KiB is kept, plus what a live record slice or iterator window of
+ * any process still maps: that is never changed under it and is given back
+ * by a later trim).  Durable before it returns, and safe to be killed at
+ * any point (a trim is either done or not; a done trim is never undone).
+ * Afterwards every process's iterators below lsn get -ESTALE, and
+ * sm_log_iter_open(log, 0) starts at lsn.  An lsn at or below the first
+ * retained record returns 0 (so concurrent checkpoints never fail).
+ * Errors: -EINVAL (NULL, lsn above the committed tail or not a record
+ * boundary), -EBADF (read-only log), -ESTALE (fork child), -EBADMSG
+ * (corrupt header), -EIO/-ENOSPC (flushing the new trim point: the handle
+ * is then failed, as after a failed sm_log_commit), -ENOMEM. */
+SM_EXPORT SM_WUR int sm_log_trim(sm_log *log, uint64_t lsn);
 
 /* sm_object_create() flags */
 #define SM_OBJECT_REPLACE 0x1 /* sm_object_publish may replace an existing name */

@@ -1,11 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * crc32c.c - CRC-32C (Castagnoli, reflected polynomial 0x82f63b78), as in
- * iSCSI and ext4: the SSE4.2 crc32 instruction when the CPU has it, else a
+ * iSCSI and ext4: ISA-L's crc32_iscsi for long buffers (when built with
+ * it), the SSE4.2 crc32 instruction when the CPU has it, else a
  * slicing-by-8 table (eight bytes per step).  See crc32c.h.
  */
+#include <limits.h>
 #include <pthread.h>
 #include <string.h>
+#ifdef HAVE_ISAL
+#include <isa-l/crc.h>
+#endif
 
 #include "crc32c.h"
 
@@ -63,6 +68,23 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const uns
 }
 #endif
 
+#ifdef HAVE_ISAL
+/* ISA-L keeps the register as we do (no inversion): crc32_iscsi(buf, len,
+ * 0xffffffff) continued.  Its length is an int. */
+static uint32_t crc_isal(uint32_t crc, const unsigned char *p, size_t n)
+{
+	while (n > 0) {
+		int k = n > (size_t)INT_MAX / 2 ? INT_MAX / 2 : (int)n;
+		crc = crc32_iscsi((unsigned char *)p, k, crc);
+		p += k;
+		n -= (size_t)k;
+	}
+	return crc;
+}
+#endif
+
+static int have_hw;
+
 static void init(void)
 {
 	for (uint32_t i = 0; i < 256; i++) {
@@ -77,13 +99,30 @@ static void init(void)
 	impl = crc_sw;
 #if defined(__x86_64__) && defined(__GNUC__)
 	__builtin_cpu_init();
-	if (__builtin_cpu_supports("sse4.2"))
+	if (__builtin_cpu_supports("sse4.2")) {
 		impl = crc_hw;
+		have_hw = 1;
+	}
 #endif
+}
+
+uint32_t sm_crc32c_raw(uint32_t state, const void *buf, size_t n)
+{
+	pthread_once(&once, init);
+#ifdef HAVE_ISAL
+	if (n >= SM_CRC32C_LONG)
+		return crc_isal(state, buf, n);
+#endif
+	return impl(state, buf, n);
 }
 
 uint32_t sm_crc32c(uint32_t crc, const void *buf, size_t n)
 {
+	return ~sm_crc32c_raw(~crc, buf, n);
+}
+
+int sm_crc32c_hw(void)
+{
 	pthread_once(&once, init);
-	return ~impl(~crc, buf, n);
+	return have_hw;
 }

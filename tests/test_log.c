@@ -18,6 +18,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <limits.h>
+#include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -98,6 +99,26 @@ START_TEST(crc32c_known_values)
 	{
 		unsigned char z[32] = { 0 };
 		ck_assert_uint_eq(sm_crc32c(0, z, 32), 0x8a9136aau); /* RFC 3720 B.4 */
+	}
+	{
+		/* Long buffers (another implementation: ISA-L when built with it),
+		 * at every alignment and across the switch-over length, against
+		 * the bit-at-a-time definition. */
+		static unsigned char b[9000];
+		for (size_t k = 0; k < sizeof(b); k++)
+			b[k] = (unsigned char)(k * 131 + (k >> 7));
+		for (size_t n = 1; n < sizeof(b) - 8; n = n * 3 / 2 + 1)
+			for (size_t a = 0; a < 8; a += 3) {
+				uint32_t c = 0xffffffffu;
+				for (size_t k = 0; k < n; k++) {
+					c ^= b[a + k];
+					for (int j = 0; j < 8; j++)
+						c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+				}
+				ck_assert_uint_eq(sm_crc32c(0, b + a, n), ~c);
+				ck_assert_uint_eq(sm_crc32c(sm_crc32c(0, b + a, n / 3), b + a + n / 3,
+							    n - n / 3), ~c);
+			}
 	}
 }
 END_TEST
@@ -645,6 +666,100 @@ START_TEST(leader_killed_mid_flush)
 }
 END_TEST
 
+/* ---- system calls per record ------------------------------------------------ */
+
+#define SC_RECS 100
+
+/* Traced: one appender, a warm-up record (the first reserves space), then
+ * SC_RECS records each appended and committed between two getppid marks. */
+static void sc_child(const char *path)
+{
+	unsigned char rec[100];
+	sm_log *l;
+
+	memset(rec, 'r', sizeof(rec));
+	if (sm_log_open(path, SM_RDWR, NULL, &l) < 0 ||
+	    sm_log_append(l, rec, sizeof(rec), NULL) < 0 || sm_log_commit(l) < 0)
+		_exit(10);
+	(void)syscall(SYS_getppid);
+	for (int i = 0; i < SC_RECS; i++)
+		if (sm_log_append(l, rec, sizeof(rec), NULL) < 0 || sm_log_commit(l) < 0)
+			_exit(11);
+	(void)syscall(SYS_getppid);
+	_exit(sm_log_close(l) < 0 ? 12 : 0);
+}
+
+/* One appender committing each record makes at most 6 system calls per
+ * record (append: the append mutex's lock and unlock, one pwrite; commit:
+ * the flush mutex's lock and unlock, one fdatasync), and never a
+ * sched_yield (on a busy machine it hands the CPU away for a time slice)
+ * or a futex call (nobody to wake) -- also in a log whose header still
+ * counts sleeping committers that were killed (the first opener clears
+ * the count).  Counted with ptrace. */
+START_TEST(one_appender_syscalls)
+{
+	const char *path = tu_tmpfile(0);
+	long counts[512] = { 0 }, total = 0;
+	uint32_t leaked[2] = { 3, 3 }; /* WAITERS, WOKEN: three killed while asleep */
+	int marks = 0, st, fd;
+	char comm[32];
+	sm_log *l;
+	pid_t pid;
+
+	tu_comm(comm, sizeof(comm));
+	if (strncmp(comm, "memcheck", 8) == 0) {
+		printf("SKIP one_appender_syscalls: valgrind makes system calls of its own\n");
+		return;
+	}
+	ck_assert_int_eq(sm_log_open(path, SM_RDWR | SM_CREATE, NULL, &l), 0);
+	ck_assert_int_eq(sm_log_close(l), 0);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, leaked, sizeof(leaked), 320), (ssize_t)sizeof(leaked));
+	close(fd);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) < 0)
+			_exit(20);
+		raise(SIGSTOP);
+		sc_child(path);
+	}
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert(WIFSTOPPED(st));
+	ck_assert_int_eq(ptrace(PTRACE_SETOPTIONS, pid, NULL,
+				(void *)(long)(PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL)), 0);
+	for (;;) {
+		struct __ptrace_syscall_info si;
+		ck_assert_int_eq(ptrace(PTRACE_SYSCALL, pid, NULL, NULL), 0);
+		ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+		if (WIFEXITED(st) || WIFSIGNALED(st))
+			break;
+		if (!WIFSTOPPED(st) || WSTOPSIG(st) != (SIGTRAP | 0x80))
+			continue;
+		ck_assert_int_gt(ptrace(PTRACE_GET_SYSCALL_INFO, pid, (void *)sizeof(si), &si), 0);
+		if (si.op != PTRACE_SYSCALL_INFO_ENTRY)
+			continue;
+		if (si.entry.nr == SYS_getppid) {
+			marks++;
+			continue;
+		}
+		if (marks == 1 && si.entry.nr < 512) {
+			counts[si.entry.nr]++;
+			total++;
+		}
+	}
+	ck_assert(WIFEXITED(st));
+	ck_assert_int_eq(WEXITSTATUS(st), 0);
+	ck_assert_int_eq(marks, 2);
+	ck_assert_int_eq(counts[SYS_sched_yield], 0);
+	ck_assert_int_eq(counts[SYS_futex], 0);
+	ck_assert_int_eq(counts[SYS_fdatasync], SC_RECS);
+	ck_assert_msg(total <= 6 * SC_RECS, "%ld system calls for %d records (fcntl %ld, pwrite %ld)",
+		      total, SC_RECS, counts[SYS_fcntl], counts[SYS_pwrite64]);
+}
+END_TEST
+
 /* ---- crash repair -------------------------------------------------------- */
 
 /* As after a machine crash: the tail slot reached the disk, the record it
@@ -934,6 +1049,7 @@ static Suite *log_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, group_commit_shares_flushes);
 	tcase_add_test(tc, leader_killed_mid_flush);
+	tcase_add_test(tc, one_appender_syscalls);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("wal");
