@@ -352,7 +352,8 @@ SM_EXPORT int sm_dirty_pages(const sm_slice *s);
  * refused process can name the holder.
  * sm_close with live ranges is deferred to the last sm_unlock.  Errors:
  * -EINVAL (NULL f or out, zero length, not exactly one mode, unknown flags),
- * -ERANGE (off + len beyond INT64_MAX), -EBADF (write lock on a read-only
+ * -ERANGE (off + len beyond 2^62: the bytes from 2^62 on are the library's
+ * own lock bytes), -EBADF (write lock on a read-only
  * file, or f is closing), -EBUSY (held elsewhere, or conflicting with a slice
  * or range of f), -ETIMEDOUT / -EDEADLK (SM_WAIT, as sm_map_read),
  * -ESTALE (fork child), -ENOLCK (lock table full, or kernel lock table), -ENOMEM. */

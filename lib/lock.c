@@ -127,6 +127,8 @@ static inline __attribute__((always_inline)) int check_args(sm_file *f, uint64_t
 		return -EINVAL;
 	if ((rc = sm_check_range(off, len)) < 0)
 		return rc;
+	if (off + len > SM_LOCK_LIMIT)
+		return -ERANGE; /* the library's own bytes (doc/safemap-table.5) */
 	*write = mode == SM_LOCK_WRITE;
 	if (*write && f->flags != SM_RDWR)
 		return -EBADF; /* the kernel refuses write locks on read-only descriptors */

@@ -225,7 +225,12 @@ static inline pid_t sm_tid(pid_t pid)
 	return sm_tid_cache.pid == pid ? sm_tid_cache.tid : sm_tid_slow(pid);
 }
 
-/* Check off/len against SPEC §2: nonzero, off + len <= INT64_MAX. */
+/* sm_lock and sm_test ranges end at or below 2^62: the bytes from there on
+ * are the library's (the log's lock bytes, table mode's identity band; a
+ * user's unlock there would drop one of them). */
+#define SM_LOCK_LIMIT ((uint64_t)1 << 62)
+
+/* Check off/len: nonzero, off + len <= INT64_MAX. */
 static inline int sm_check_range(uint64_t off, uint64_t len)
 {
 	if (len == 0)

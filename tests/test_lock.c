@@ -191,6 +191,15 @@ START_TEST(test_lock_args)
 	ck_assert_int_eq(sm_lock(f, 0, 1, SM_LOCK_READ | SM_LOCK_WRITE, NULL, &r), -EINVAL);
 	ck_assert_int_eq(sm_lock(f, 0, 1, SM_LOCK_READ | SM_EXTEND, NULL, &r), -EINVAL);
 	ck_assert_int_eq(sm_lock(f, INT64_MAX, 2, SM_LOCK_READ, NULL, &r), -ERANGE);
+	/* the bytes from 2^62 are the library's (its log's and table mode's
+	 * lock bytes): a user's lock and unlock there could drop one */
+	const uint64_t lim = (uint64_t)1 << 62;
+	ck_assert_int_eq(sm_lock(f, lim, 1, SM_LOCK_READ, NULL, &r), -ERANGE);
+	ck_assert_int_eq(sm_lock(f, lim - 1, 2, SM_LOCK_WRITE, NULL, &r), -ERANGE);
+	ck_assert_int_eq(sm_lock_timed(f, lim + 65536, 1, SM_LOCK_READ, 1000, NULL, &r), -ERANGE);
+	ck_assert_int_eq(sm_test(f, lim, 1, SM_LOCK_READ), -ERANGE);
+	ck_assert_int_eq(sm_lock(f, lim - 1, 1, SM_LOCK_WRITE, NULL, &r), 0); /* the last one */
+	ck_assert_int_eq(sm_unlock(r), 0);
 	ck_assert_int_eq(sm_lock(f, 0, 1, SM_LOCK_WRITE | SM_WAIT, NULL, &r), 0); /* uncontended */
 	ck_assert_int_eq(sm_unlock(r), 0);
 	ck_assert_int_eq(sm_lock(ro, 0, 1, SM_LOCK_WRITE, NULL, &r), -EBADF);
