@@ -74,7 +74,6 @@
 #define WAIT_DEFAULT_NS 10000000000ull /* sm_options.wait_ns == 0 */
 #define BACKOFF_NS 20000000ull         /* holders the table cannot see */
 #define LIVENESS_NS 100000000ull       /* re-check the holders we blame */
-#define WALK_MAX 65536u                /* entries a deadlock walk considers */
 
 static uint64_t mono_ns(void)
 {
@@ -355,12 +354,13 @@ static bool ent_conflict(const struct ent *a, const struct ent *b)
 	return overlap(a->off, a->len, b->off, b->len) && (a->write || b->write);
 }
 
-/* Live lock entries of t (held, pending, waiting), at most WALK_MAX. */
+/* Live lock entries of t (held, pending, waiting): all of them, however
+ * many (a walk that skipped some would miss the cycles through them). */
 static size_t read_ents(struct smt_table *t, struct ent **out)
 {
 	uint32_t lim = smt_scan_limit(t);
 	uint8_t *known = calloc(SMT_MAX_OWNERS, 1); /* 0 unknown, 1 alive, 2 dead */
-	struct ent *e = malloc((lim < WALK_MAX ? lim : WALK_MAX) * sizeof(*e) + 1);
+	struct ent *e = malloc((size_t)lim * sizeof(*e) + 1);
 	size_t n = 0;
 
 	*out = NULL;
@@ -369,7 +369,7 @@ static size_t read_ents(struct smt_table *t, struct ent **out)
 		free(e);
 		return 0;
 	}
-	for (uint32_t i = 0; i < lim && n < WALK_MAX; i++) {
+	for (uint32_t i = 0; i < lim; i++) {
 		struct smt_slot s;
 		uint32_t owner;
 		if (smt_snapshot(t, i, &s) != 1)

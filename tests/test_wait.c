@@ -423,6 +423,44 @@ START_TEST(test_wait_deadlock2)
 }
 END_TEST
 
+/* The same cycle behind 70,000 unrelated held regions, whose entries fill
+ * the table's first slots: a deadlock walk that stopped at 65,536 entries
+ * missed it (B slept to its bound, -ETIMEDOUT).  Table mode only: in
+ * kernel mode 70,000 kernel locks held during a parallel make check slow
+ * every /proc/locks reader down (lockctl's tests); the walk is the same. */
+START_TEST(test_wait_deadlock_behind_many)
+{
+	const char *path = tu_tmpfile(4096);
+	enum { N = 70000 };
+	static sm_range *r[N];
+	struct tu_child a, b;
+	sm_file *f;
+
+	if (!tu_table_mode()) {
+		printf("SKIP test_wait_deadlock_behind_many: table mode only (70,000 kernel locks)\n");
+		return;
+	}
+	ck_assert_int_eq(tu_open(path, SM_RDWR, NULL, &f), 0);
+	for (int i = 0; i < N; i++)
+		ck_assert_int_eq(sm_lock(f, 1000000 + 2 * (uint64_t)i, 1, SM_LOCK_WRITE, NULL, &r[i]), 0);
+	spawn(&a, path, 0, 10000 * MS);
+	spawn(&b, path, 0, 10000 * MS);
+	ck_assert_int_eq(ask(&a, "lock 0 0 0 10 1 0"), 0);
+	ck_assert_int_eq(ask(&b, "lock 0 0 100 10 1 0"), 0);
+	tu_send(a.to, "lock 0 1 100 10 1 1");
+	await_waiters(f, 100, 10, 1);
+	tu_send(b.to, "lock 0 1 0 10 1 1");
+	ck_assert_int_eq(reply(&b, NULL), -EDEADLK);
+	ck_assert_int_eq(ask(&b, "unlock 0"), 0);
+	ck_assert_int_eq(reply(&a, NULL), 0);
+	finish(&b);
+	finish(&a);
+	for (int i = 0; i < N; i++)
+		ck_assert_int_eq(sm_unlock(r[i]), 0);
+	sm_close(f);
+}
+END_TEST
+
 /* Three processes in a ring: A waits for B, B for C, C for A (read
  * waiters on write holders, and a writer on a reader). */
 START_TEST(test_wait_deadlock3)
@@ -711,6 +749,7 @@ static Suite *suite(void)
 	tc = tcase_create("deadlock");
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_wait_deadlock2);
+	tcase_add_test(tc, test_wait_deadlock_behind_many);
 	tcase_add_test(tc, test_wait_deadlock3);
 	tcase_add_test(tc, test_wait_deadlock_threads);
 	suite_add_tcase(s, tc);
