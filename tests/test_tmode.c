@@ -65,7 +65,8 @@ static void seam(void)
 		pause();
 }
 
-/* Commands: "open t|k|n PATH", "lock r|w OFF LEN" (-> "rc k"), "map r|w OFF
+/* Commands: "fill N" (N one-byte ranges, never released),
+ * "open t|k|n PATH", "lock r|w OFF LEN" (-> "rc k"), "map r|w OFF
  * LEN" (-> "rc k"), "drop K", "test r|w OFF LEN", "loop r|w OFF LEN" (map
  * and release until killed), "seam" (the next lock stops after it announced
  * and before it validated), "quit". */
@@ -105,6 +106,14 @@ static int peer(void *arg, int in, int out)
 			tu_send(out, "%d", rc);
 		} else if (sscanf(line, "test %7s %llu %llu", what, &off, &len) == 3) {
 			tu_send(out, "%d", sm_test(f, off, len, what[0] == 'w' ? SM_LOCK_WRITE : SM_LOCK_READ));
+		} else if (sscanf(line, "fill %llu", &len) == 1) {
+			/* len one-byte write ranges at 2i (kept until the peer dies) */
+			int rc = 0;
+			for (unsigned long long i = 0; i < len && rc == 0; i++) {
+				sm_range *x;
+				rc = sm_lock(f, 2 * i, 1, SM_LOCK_WRITE, NULL, &x);
+			}
+			tu_send(out, "%d", rc);
 		} else if (sscanf(line, "loop %7s %llu %llu", what, &off, &len) == 3) {
 			/* map and release for ever (until killed), telling the
 			 * parent once it runs */
@@ -1151,6 +1160,31 @@ START_TEST(stopped_at_random_moments_stalls_nobody)
 }
 END_TEST
 
+/* A full table takes back dead owners' slots before it says -ENOLCK, also
+ * when another process filled it: a peer holds all but 64 slots and is
+ * killed; this process then locks 1,000 regions. */
+START_TEST(full_table_reclaims_a_dead_peers_slots)
+{
+	const char *path = tu_tmpfile(4096);
+	enum { CAP = 131072 };
+	static sm_range *r[1000];
+	struct tu_child c;
+	sm_file *f;
+
+	ck_assert_int_eq(open_mode(path, 't', &f), 0);
+	peer_start(&c, path, 't', 0);
+	ck_assert_int_eq(peer_cmd(&c, "fill", CAP - 64), 0);
+	kill(c.pid, SIGKILL);
+	ck_assert_int_eq(tu_wait(&c), 128 + SIGKILL);
+	for (int i = 0; i < 1000; i++)
+		ck_assert_int_eq(sm_lock(f, 2 * (uint64_t)i, 1, SM_LOCK_WRITE, NULL, &r[i]), 0);
+	tree_ok(f);
+	for (int i = 0; i < 1000; i++)
+		ck_assert_int_eq(sm_unlock(r[i]), 0);
+	ck_assert_int_eq(sm_close(f), 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("tmode");
@@ -1180,6 +1214,7 @@ int main(void)
 	tcase_add_test(tc, dying_owner_does_not_refuse_the_next);
 	tcase_add_test(tc, stopped_inside_an_acquire_stalls_nobody);
 	tcase_add_test(tc, stopped_at_random_moments_stalls_nobody);
+	tcase_add_test(tc, full_table_reclaims_a_dead_peers_slots);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }
