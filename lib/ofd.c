@@ -11,8 +11,12 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "safemap-internal.h"
@@ -72,4 +76,58 @@ int sm_ofd_test(int fd, bool write, uint64_t off, uint64_t len)
 	if (fcntl(fd, F_OFD_GETLK, &fl) < 0)
 		return -errno;
 	return fl.l_type == F_UNLCK ? 0 : -EBUSY;
+}
+
+/* Does another description hold a lock lying wholly inside [from, to) of
+ * fd's file?  1 yes, 0 no, -EPROTO if nobody can tell.  F_OFD_GETLK
+ * reports one conflicting lock only, and a wider one (a plain program's
+ * whole-file read lock, which safemap lets in) can come first and hide the
+ * locks inside the range; then the inode's locks are read from /proc/locks
+ * (every lock inside the range counts: callers leave their own bytes out
+ * of it).  -EPROTO only when the mask stands and /proc/locks cannot be
+ * read; *mask then says which lock hid the answer. */
+int sm_ofd_held_in(int fd, uint64_t from, uint64_t to, struct flock *mask)
+{
+	struct flock fl;
+	struct stat st;
+	char line[256];
+	FILE *pl;
+	int found = 0;
+
+	if (from >= to)
+		return 0;
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_WRLCK;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = (off_t)from;
+	fl.l_len = (off_t)(to - from);
+	if (fcntl(fd, F_OFD_GETLK, &fl) < 0)
+		return -errno;
+	if (fl.l_type == F_UNLCK)
+		return 0;
+	if ((uint64_t)fl.l_start >= from && fl.l_len > 0 && (uint64_t)fl.l_start + (uint64_t)fl.l_len <= to)
+		return 1;
+	if (mask)
+		*mask = fl;
+	if (fstat(fd, &st) < 0 || !(pl = fopen("/proc/locks", "re")))
+		return -EPROTO;
+	while (fgets(line, sizeof(line), pl)) {
+		unsigned maj, mnr;
+		unsigned long long ino, start;
+		char end[32];
+		/* "1: OFDLCK ADVISORY READ -1 08:01:1234 0 EOF"; "->" lines wait */
+		const char *p = strstr(line, ": ");
+		if (!p || strstr(line, "->"))
+			continue;
+		if (sscanf(p + 2, "%*s %*s %*s %*s %x:%x:%llu %llu %31s", &maj, &mnr, &ino, &start, end) != 5)
+			continue;
+		if (maj != major(st.st_dev) || mnr != minor(st.st_dev) || ino != (unsigned long long)st.st_ino)
+			continue;
+		if (start >= from && strcmp(end, "EOF") != 0 && strtoull(end, NULL, 10) < to) {
+			found = 1;
+			break;
+		}
+	}
+	fclose(pl);
+	return found;
 }

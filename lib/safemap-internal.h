@@ -268,6 +268,11 @@ SM_HIDDEN int sm_ofd_lock(int fd, bool write, uint64_t off, uint64_t len);
 SM_HIDDEN int sm_ofd_unlock(int fd, uint64_t off, uint64_t len);
 /* Would another description's lock conflict?  0 no, -EBUSY yes (F_OFD_GETLK). */
 SM_HIDDEN int sm_ofd_test(int fd, bool write, uint64_t off, uint64_t len);
+/* Another description's lock wholly inside [from, to)?  1, 0, or -EPROTO
+ * when a wider lock hides the answer (*mask) and /proc/locks cannot settle
+ * it (ofd.c). */
+struct flock;
+SM_HIDDEN int sm_ofd_held_in(int fd, uint64_t from, uint64_t to, struct flock *mask);
 
 /* --- ranges.c: in-process lock counting (caller holds f->lock) ----------- */
 SM_HIDDEN int sm_ranges_acquire(sm_file *f, struct sm_hold *h);

@@ -491,33 +491,22 @@ int sm_tmode_test(sm_file *f, bool write, uint64_t off, uint64_t len)
 
 /* ---- attaching ------------------------------------------------------------- */
 
-/* A lock of a table-mode owner in the identity band: -EPROTO. */
+/* A lock of a table-mode owner inside [from, to) of the identity band:
+ * -EPROTO, found even behind a wider foreign lock (ofd.c); an answer that
+ * cannot be had at all is -EPROTO too. */
 static int band_test(int fd, uint64_t from, uint64_t to)
 {
-	struct flock fl;
+	int rc = sm_ofd_held_in(fd, from, to, NULL);
 
-	if (from >= to)
-		return 0;
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = F_WRLCK;
-	fl.l_whence = SEEK_SET;
-	fl.l_start = (off_t)from;
-	fl.l_len = (off_t)(to - from);
-	if (fcntl(fd, F_OFD_GETLK, &fl) < 0)
-		return -errno;
-	if (fl.l_type == F_UNLCK)
-		return 0;
-	/* only a lock lying inside the band is a table-mode owner's */
-	if ((uint64_t)fl.l_start >= BAND + BAND_ID_MIN && fl.l_len > 0 &&
-	    (uint64_t)fl.l_start + (uint64_t)fl.l_len <= BAND + BAND_LEN)
-		return -EPROTO;
-	return 0;
+	return rc == 1 || rc == -EPROTO ? -EPROTO : rc;
 }
 
+/* A kernel-mode opener (with a table or without, whatever its table_dir)
+ * tests the identity band once when it opens. */
 int sm_tmode_no_table(sm_file *f)
 {
-	/* best effort beyond the one verdict that matters: a kernel-mode open
-	 * never fails because the probe itself could not be made */
+	/* beyond the verdict (a table-mode owner, or no way to tell), a
+	 * kernel-mode open never fails because a probe could not be made */
 	return band_test(f->fd, BAND + BAND_ID_MIN, BAND + BAND_LEN) == -EPROTO ? -EPROTO : 0;
 }
 

@@ -1185,6 +1185,45 @@ START_TEST(full_table_reclaims_a_dead_peers_slots)
 }
 END_TEST
 
+/* Issue 32, failure 3: F_OFD_GETLK reports one conflicting lock, and a
+ * plain program's whole-file read lock (legal: the fence lets readers in)
+ * comes first.  It must not hide a table-mode owner's identity byte: a
+ * kernel-mode opener without a table and a table-mode opener of a second
+ * table are both refused behind it, and the reader alone refuses nobody. */
+START_TEST(foreign_reader_does_not_hide_the_band)
+{
+	const char *path = tu_tmpfile(65536);
+	struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
+	char dir[PATH_MAX];
+	sm_options o = opts(SM_OPT_TABLE_LOCKS);
+	sm_file *f, *g;
+	sm_slice *w;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	ck_assert_int_ge(fd, 0);
+	snprintf(dir, sizeof(dir), "%s.dir", path);
+	ck_assert_int_eq(mkdir(dir, 0700), 0);
+	ck_assert_int_eq(fcntl(fd, F_OFD_SETLK, &fl), 0); /* the plain reader */
+	ck_assert_int_eq(open_mode(path, 't', &f), 0);    /* a reader alone refuses nobody */
+	ck_assert_int_eq(sm_map_write(f, 0, 4096, 0, &w), 0);
+	ck_assert_int_eq(open_mode(path, 'n', &g), -EPROTO);
+	o.table_dir = dir;
+	ck_assert_int_eq(sm_open(path, SM_RDWR, &o, &g), -EPROTO);
+	ck_assert_int_eq(sm_release(w), 0);
+	ck_assert_int_eq(sm_close(f), 0);
+	ck_assert_int_eq(open_mode(path, 'n', &g), 0); /* no table-mode owner now */
+	ck_assert_int_eq(sm_close(g), 0);
+	close(fd);
+	char t[PATH_MAX + 64];
+	struct stat st;
+	ck_assert_int_eq(stat(path, &st), 0);
+	snprintf(t, sizeof(t), "%s/%llx-%llx.smlock", dir, (unsigned long long)st.st_dev,
+		 (unsigned long long)st.st_ino);
+	unlink(t);
+	rmdir(dir);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("tmode");
@@ -1215,6 +1254,7 @@ int main(void)
 	tcase_add_test(tc, stopped_inside_an_acquire_stalls_nobody);
 	tcase_add_test(tc, stopped_at_random_moments_stalls_nobody);
 	tcase_add_test(tc, full_table_reclaims_a_dead_peers_slots);
+	tcase_add_test(tc, foreign_reader_does_not_hide_the_band);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }
