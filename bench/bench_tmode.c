@@ -277,10 +277,82 @@ static void release_child(pid_t pid, int stop)
 	waitpid(pid, NULL, 0);
 }
 
-static void figures_a_b(void)
+/* ---- B: sm_lock ranges with 100,000 others held ------------------------ */
+
+/* Figure B's regions are 32 bytes at HELD_BASE + j * 64 + 32, j < NHELD: the
+ * gaps between the held ranges, so every search goes through the crowded
+ * part of the holders' indexes, and nothing measured ever overlaps a held
+ * range. */
+#define NHELD 100000
+#define CHURN 2048 /* new regions locked in a row, then released: > the 512 freed slots an owner keeps */
+#define GAP(j) (HELD_BASE + (uint64_t)(j) * 64 + 32)
+
+static uint32_t *churn_js; /* CHURN_BATCHES batches of CHURN distinct gap indexes */
+#define CHURN_BATCHES 64
+
+static void make_churn_js(void)
+{
+	uint8_t *used = calloc(NHELD, 1);
+	unsigned seed = 12345;
+
+	churn_js = malloc(sizeof(*churn_js) * CHURN * CHURN_BATCHES);
+	if (!used || !churn_js)
+		die("malloc", 0);
+	for (int b = 0; b < CHURN_BATCHES; b++) {
+		uint32_t *js = churn_js + (size_t)b * CHURN;
+		for (int i = 0; i < CHURN; i++) {
+			uint32_t j;
+			do
+				j = (uint32_t)rand_r(&seed) % NHELD;
+			while (used[j]);
+			used[j] = 1;
+			js[i] = j;
+		}
+		for (int i = 0; i < CHURN; i++)
+			used[js[i]] = 0;
+	}
+	free(used);
+}
+
+/* (a) lock + unlock of one and the same region, n times */
+NOINLINE static void relock(sm_file *f, long n)
+{
+	for (long i = 0; i < n; i++) {
+		sm_range *r;
+		int rc = sm_lock(f, GAP(NHELD / 2), 32, SM_LOCK_WRITE, NULL, &r);
+		if (rc < 0 || (rc = sm_unlock(r)) < 0)
+			die("sm_lock (re-lock)", rc);
+	}
+}
+
+/* (b) n locks of random new regions and n releases: CHURN held at a time,
+ * locked in a row, then released in a row (so slots come from the freed
+ * list and from the claim cursor both). */
+static long churn_batch;
+NOINLINE static void churn(sm_file *f, long n)
+{
+	static sm_range *held[CHURN];
+
+	for (long done = 0; done < n;) {
+		const uint32_t *js = churn_js + (size_t)(churn_batch++ % CHURN_BATCHES) * CHURN;
+		int k = n - done < CHURN ? (int)(n - done) : CHURN, rc;
+		for (int i = 0; i < k; i++)
+			if ((rc = sm_lock(f, GAP(js[i]), 32, SM_LOCK_WRITE, NULL, &held[i])) < 0)
+				die("sm_lock (churn)", rc);
+		for (int i = 0; i < k; i++)
+			if ((rc = sm_unlock(held[i])) < 0)
+				die("sm_unlock (churn)", rc);
+		done += k;
+	}
+}
+
+static void relock_fn(void *f, long n) { relock(f, n); }
+static void churn_fn(void *f, long n) { churn(f, n); }
+
+static void figure_a(void)
 {
 	long ti = 0, ki, ri, li = 0;
-	double tm[64], km[64], raw[64], lm[64], th[64], kh[64];
+	double tm[64], km[64], raw[64], lm[64];
 	sm_file *kf, *tf = NULL;
 	int fd, rc;
 
@@ -314,13 +386,13 @@ static void figures_a_b(void)
 	}
 	printf("A. map + first read + release of a 4 KiB read slice from a cached window\n");
 	if (tf) {
-		row("table mode vs the raw OFD+mmap sequence", "table", tm, "raw", raw, reps, "ns/op", "<= 0.05x");
 #ifdef HAVE_LMDB
 		row("table mode vs an LMDB read txn (renew+get+reset)", "table", tm, "lmdb", lm, reps, "ns/op",
-		    "<= 3x");
+		    "<= 1.0x");
 #else
 		printf("  LMDB: not installed (configure did not find liblmdb: apt-get install liblmdb-dev)\n");
 #endif
+		row("table mode vs the raw OFD+mmap sequence", "table", tm, "raw", raw, reps, "ns/op", "<= 0.05x");
 	} else {
 		printf("  table mode: not available (sm_open refuses SM_OPT_TABLE_LOCKS)\n");
 #ifndef HAVE_LMDB
@@ -332,42 +404,112 @@ static void figures_a_b(void)
 	row("kernel mode vs an LMDB read txn", "kernel", km, "lmdb", lm, reps, "ns/op", "(comparison)");
 	lmdb_teardown();
 #endif
-
-	printf("B. the same with other regions held by another process\n");
-	if (tf) {
-		int stop;
-		double t0 = now();
-		pid_t pid = hold_in_child(tpath, 1, 100000, &stop);
-		printf("  (another process took 100,000 sm_lock ranges in %.2f s)\n", now() - t0);
-		slices(tf, ti / 4);
-		for (int r = 0; r < reps; r++)
-			th[r] = time_slices(tf, ti);
-		release_child(pid, stop);
-		for (int r = 0; r < reps; r++) /* none held: measured again, right after */
-			tm[r] = time_slices(tf, ti);
-		row("table mode, 100,000 held vs none held", "held", th, "none", tm, reps, "ns/op", "<= 1.5x");
-	} else {
-		printf("  table mode: not available\n");
-	}
-	{
-		int stop;
-		pid_t pid = hold_in_child(kpath, 0, 10000, &stop);
-		long kih = calibrate(sm_fn, kf);
-		for (int r = 0; r < reps; r++)
-			kh[r] = time_slices(kf, kih);
-		release_child(pid, stop);
-		row("kernel mode, 10,000 held vs none held", "held", kh, "none", km, reps, "ns/op",
-		    "(comparison)");
-		if (tf)
-			row("table 100,000 held vs kernel 10,000 held", "table", th, "kernel", kh, reps, "ns/op",
-			    "(comparison)");
-	}
 	close(fd);
 	sm_close(kf);
 	if (tf)
 		sm_close(tf);
 	remove_file(kpath);
 	remove_file(tpath);
+}
+
+/* Table mode: three files alike but for who holds NHELD ranges (nobody,
+ * another process, the measured sm_file itself); each round times every
+ * operation on each, in an order that turns from round to round.  Kernel
+ * mode: the slice with 10,000 held by another process, for comparison. */
+static void figure_b(void)
+{
+	enum { NONE, OTHER, SELF, NC };
+	static const char *cname[NC] = { "none", "other", "self" };
+	char path[NC][600];
+	sm_file *f[NC];
+	sm_range **mine = NULL;
+	double rl[NC][64], ch[NC][64], sl[NC][64];
+	long rli, chi, sli;
+	int stop = -1, rc;
+	pid_t pid = -1;
+
+	printf("B. 100,000 other regions held (sm_lock, 32 bytes each) by another process, or by the\n"
+	       "   measuring sm_file itself, vs none held: same table size, same regions\n");
+	if (table_ok) {
+		make_churn_js();
+		for (int c = 0; c < NC; c++) {
+			snprintf(path[c], sizeof(path[c]), "%s.b%d", tpath, c);
+			make_file_at(path[c], FILE_SIZE);
+			if ((rc = open_mode(path[c], 1, &f[c])) < 0)
+				die("sm_open (table mode)", rc);
+		}
+		double t0 = now();
+		pid = hold_in_child(path[OTHER], 1, NHELD, &stop);
+		printf("  (another process took 100,000 sm_lock ranges in %.2f s", now() - t0);
+		t0 = now();
+		if (!(mine = malloc(sizeof(*mine) * NHELD)))
+			die("malloc", 0);
+		for (int i = 0; i < NHELD; i++)
+			if ((rc = sm_lock(f[SELF], HELD_BASE + (uint64_t)i * 64, 32, SM_LOCK_READ, NULL, &mine[i])) < 0)
+				die("sm_lock (holding 100,000)", rc);
+		printf(", this one in %.2f s)\n", now() - t0);
+		rli = calibrate(relock_fn, f[NONE]);
+		chi = calibrate(churn_fn, f[NONE]);
+		sli = calibrate(sm_fn, f[NONE]);
+		for (int c = 0; c < NC; c++) { /* warm-up: windows, nodes, freed lists */
+			relock(f[c], rli / 4);
+			churn(f[c], CHURN * 2);
+			slices(f[c], sli / 4);
+		}
+		for (int r = 0; r < reps; r++)
+			for (int i = 0; i < NC; i++) {
+				int c = (r + i) % NC;
+				rl[c][r] = time_per_op(relock_fn, f[c], rli);
+				ch[c][r] = time_per_op(churn_fn, f[c], chi);
+				sl[c][r] = time_per_op(sm_fn, f[c], sli);
+			}
+		for (int c = OTHER; c <= SELF; c++) {
+			char name[64];
+			snprintf(name, sizeof(name), "(a) re-lock one region, held by %s", cname[c]);
+			row(name, "held", rl[c], "none", rl[NONE], reps, "ns/op", "<= 1.2x");
+		}
+		for (int c = OTHER; c <= SELF; c++) {
+			char name[64];
+			snprintf(name, sizeof(name), "(b) lock+release new regions, by %s", cname[c]);
+			row(name, "held", ch[c], "none", ch[NONE], reps, "ns/op", "<= 1.2x");
+		}
+		for (int c = OTHER; c <= SELF; c++) {
+			char name[64];
+			snprintf(name, sizeof(name), "4 KiB read slice (figure A), by %s", cname[c]);
+			row(name, "held", sl[c], "none", sl[NONE], reps, "ns/op", "<= 1.2x");
+		}
+		release_child(pid, stop);
+		for (int i = 0; i < NHELD; i++)
+			(void)sm_unlock(mine[i]);
+		free(mine);
+		free(churn_js);
+		for (int c = 0; c < NC; c++) {
+			sm_close(f[c]);
+			remove_file(path[c]);
+		}
+	} else {
+		printf("  table mode: not available\n");
+	}
+	{
+		double km[64], kh[64];
+		sm_file *kf;
+
+		make_file_at(kpath, FILE_SIZE);
+		if ((rc = open_mode(kpath, 0, &kf)) < 0)
+			die("sm_open (kernel mode)", rc);
+		long ki = calibrate(sm_fn, kf);
+		for (int r = 0; r < reps; r++)
+			km[r] = time_slices(kf, ki);
+		pid = hold_in_child(kpath, 0, 10000, &stop);
+		long kih = calibrate(sm_fn, kf);
+		for (int r = 0; r < reps; r++)
+			kh[r] = time_slices(kf, kih);
+		release_child(pid, stop);
+		row("kernel mode slice, 10,000 held by another", "held", kh, "none", km, reps, "ns/op",
+		    "(comparison)");
+		sm_close(kf);
+		remove_file(kpath);
+	}
 }
 
 /* ---- C and D: throughput of several processes ----------------------------- */
@@ -523,8 +665,10 @@ int main(int argc, char **argv)
 	table_ok = probe_table_mode();
 	printf("safemap bench_tmode: table-authority mode (SM_OPT_TABLE_LOCKS), %d repetitions, medians, "
 	       "files in %s%s\n", reps, dir, table_ok ? "" : " -- table mode: not available");
-	if (!only || only == 'A' || only == 'B')
-		figures_a_b();
+	if (!only || only == 'A')
+		figure_a();
+	if (!only || only == 'B')
+		figure_b();
 	if (!only || only == 'C')
 		figures_c_d('C');
 	if (!only || only == 'D')
