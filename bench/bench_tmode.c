@@ -25,7 +25,7 @@
  *   D. contended: 2/4/8 processes on overlapping slices in a shared 1 MiB:
  *      busy rate and throughput, both modes.
  *   E. no stall: N and 2N processes (N = online CPUs) on fail-fast random
- *      4 KiB slices while a supervisor stops one of them (SIGSTOP, 1-3 ms,
+ *      4 KiB slices while a supervisor stops one of them (SIGSTOP, 1-2 ms,
  *      STOPS times per mode, 1,000 by default) at random moments: the
  *      other processes' latency of a map call plus its release, p99.9 and
  *      maximum, table mode beside kernel mode (runs alternating), and the
@@ -646,7 +646,7 @@ static void figures_c_d(int which)
  * half in a shared 1 MiB (conflicts: -EBUSY is a true answer there), half
  * in the process's own 256 KiB, which nobody else ever touches, so -EBUSY
  * there is a false refusal.  A supervisor SIGSTOPs one of them at random
- * moments for 1-3 ms each.  A sample is one map call plus its release
+ * moments for 1-2 ms each.  A sample is one map call plus its release
  * (the first access between them is not timed); a call of the stopped
  * process during its stop is left out: the process's stop sequence (odd
  * while it is being stopped) changed across the call or was odd. */
@@ -656,7 +656,7 @@ static void figures_c_d(int which)
 
 struct e_worker {
 	uint64_t hist[E_NB];
-	uint64_t max_ns, ops, busy_shared, busy_own, left_out;
+	uint64_t max_ns, ops, busy_shared, busy_own, left_out, over_1ms;
 	uint32_t seq;   /* the supervisor's: odd while this process is being stopped */
 	int failed;     /* a call failed with something else than -EBUSY */
 	char pad[56];
@@ -749,6 +749,7 @@ static void e_worker_run(const char *p, int table, int id, struct e_shared *sh)
 			}
 			w->ops++;
 			w->hist[e_bucket(lat)]++;
+			w->over_1ms += lat >= 1000000;
 			if (lat > w->max_ns)
 				w->max_ns = lat;
 		}
@@ -787,12 +788,12 @@ static void e_run(const char *p, int table, int n, int nstops, struct e_worker *
 	sleep_ns(20000000); /* 20 ms running before the first stop */
 	for (int s = 0; s < nstops; s++) {
 		int v = rand_r(seed) % n;
-		sleep_ns(200000 + (uint64_t)(rand_r(seed) % 1800000)); /* 0.2-2 ms between stops */
+		sleep_ns(100000 + (uint64_t)(rand_r(seed) % 900000)); /* 0.1-1 ms between stops */
 		__atomic_add_fetch(&sh->w[v].seq, 1, __ATOMIC_ACQ_REL);
 		kill(pids[v], SIGSTOP);
 		if (waitpid(pids[v], &st, WUNTRACED) < 0 || !WIFSTOPPED(st))
 			die("a worker did not stop", -EIO);
-		sleep_ns(1000000 + (uint64_t)(rand_r(seed) % 2000000)); /* stopped 1-3 ms */
+		sleep_ns(1000000 + (uint64_t)(rand_r(seed) % 1000000)); /* stopped 1-2 ms */
 		kill(pids[v], SIGCONT);
 		__atomic_add_fetch(&sh->w[v].seq, 1, __ATOMIC_ACQ_REL);
 	}
@@ -810,6 +811,7 @@ static void e_run(const char *p, int table, int n, int nstops, struct e_worker *
 		acc->busy_shared += w->busy_shared;
 		acc->busy_own += w->busy_own;
 		acc->left_out += w->left_out;
+		acc->over_1ms += w->over_1ms;
 	}
 	munmap(sh, sz);
 }
@@ -835,7 +837,7 @@ static void figure_e(void)
 		ncpu = 64;
 	printf("E. no stall: N processes on random 4 KiB slices (fail-fast map + release, 1 in 4 a write;\n"
 	       "   half in a shared 1 MiB, half in the process's own 256 KiB) while one of them, at random,\n"
-	       "   is stopped (SIGSTOP) for 1-3 ms, %d times per mode; the OTHER processes' latency of a\n"
+	       "   is stopped (SIGSTOP) for 1-2 ms, %d times per mode; the OTHER processes' latency of a\n"
 	       "   map call plus its release, table mode vs kernel mode, runs alternating\n", stops);
 	if (!table_ok) {
 		printf("  table mode: not available\n");
@@ -867,6 +869,9 @@ static void figure_e(void)
 		printf("  %-40s table %9llu       kernel %9llu       %s\n", "  refused in its own range (must be 0)",
 		       (unsigned long long)acc[0].busy_own, (unsigned long long)acc[1].busy_own,
 		       acc[0].busy_own || acc[1].busy_own ? "VIOLATION" : "ok");
+		printf("  %-40s table %9llu       kernel %9llu       (comparison: preemptions count)\n",
+		       "  calls over 1 ms", (unsigned long long)acc[0].over_1ms,
+		       (unsigned long long)acc[1].over_1ms);
 		printf("  %-40s table %9llu       kernel %9llu\n", "  (calls timed)",
 		       (unsigned long long)acc[0].ops, (unsigned long long)acc[1].ops);
 		printf("  %-40s table %9llu       kernel %9llu       (comparison)\n",
