@@ -30,7 +30,11 @@
  *      other processes' latency of a map call plus its release, p99.9 and
  *      maximum, table mode beside kernel mode (runs alternating), and the
  *      refusals (-EBUSY) of regions in each process's own range, which
- *      nobody else touches: must be 0.
+ *      nobody else touches: must be 0.  Beside them, in both modes: calls
+ *      over 1 ms, and calls that lasted through a whole stop of another
+ *      process (a stall makes one a stop; with more processes than CPUs
+ *      the scheduler makes them too, in both modes); each process's first
+ *      call is a warm-up, timed apart.
  *
  * Before the library has SM_OPT_TABLE_LOCKS (sm_open says -EINVAL) it
  * prints the kernel-mode figures and "table mode: not available".  The
@@ -652,11 +656,16 @@ static void figures_c_d(int which)
  * while it is being stopped) changed across the call or was odd. */
 #define E_SHARED (1ull << 20)
 #define E_OWN (256ull << 10)
+#define E_NLONG 4096
 #define E_NB (64 + 40 * 32) /* latency histogram: exact below 64 ns, then 32 per octave */
 
 struct e_worker {
 	uint64_t hist[E_NB];
 	uint64_t max_ns, ops, busy_shared, busy_own, left_out, over_1ms;
+	uint64_t through;  /* calls that lasted through a whole stop of another process */
+	uint32_t nlong;    /* calls of 0.5 ms or more: when (the first E_NLONG) */
+	struct { uint64_t t0, t1; } longs[E_NLONG];
+	uint64_t first_ns; /* the process's first map + release (a warm-up, not in the figures) */
 	uint32_t seq;   /* the supervisor's: odd while this process is being stopped */
 	int failed;     /* a call failed with something else than -EBUSY */
 	char pad[56];
@@ -706,6 +715,21 @@ static void e_worker_run(const char *p, int table, int id, struct e_shared *sh)
 		fprintf(stderr, "bench_tmode: worker sm_open: %s\n", sm_strerror(rc));
 		_exit(1);
 	}
+	/* warm-up, not timed but the first call: a map of every page of the
+	 * process's own range and of the shared MiB (windows, index nodes) */
+	for (uint64_t off = 0; off < E_SHARED + E_OWN; off += PG) {
+		sm_slice *s;
+		uint64_t t0 = now_ns();
+		rc = sm_map_read(f, off < E_SHARED ? off : own + off - E_SHARED, PG, 0, &s);
+		if (rc == 0)
+			rc = sm_release(s);
+		if (off == 0)
+			w->first_ns = now_ns() - t0;
+		if (rc < 0 && rc != -EBUSY) {
+			fprintf(stderr, "bench_tmode: worker %d: %s\n", id, sm_strerror(rc));
+			_exit(1);
+		}
+	}
 	__atomic_add_fetch(&sh->ready, 1, __ATOMIC_ACQ_REL);
 	while (!__atomic_load_n(&sh->go, __ATOMIC_ACQUIRE))
 		usleep(100);
@@ -750,6 +774,10 @@ static void e_worker_run(const char *p, int table, int id, struct e_shared *sh)
 			w->ops++;
 			w->hist[e_bucket(lat)]++;
 			w->over_1ms += lat >= 1000000;
+			if (lat >= 500000 && w->nlong < E_NLONG) {
+				w->longs[w->nlong].t0 = t1 - lat;
+				w->longs[w->nlong++].t1 = now_ns();
+			}
 			if (lat > w->max_ns)
 				w->max_ns = lat;
 		}
@@ -771,10 +799,11 @@ static void e_run(const char *p, int table, int n, int nstops, struct e_worker *
 {
 	size_t sz = sizeof(struct e_shared) + (size_t)n * sizeof(struct e_worker);
 	struct e_shared *sh = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct { uint64_t a, b; int v; } *win = calloc((size_t)nstops, sizeof(*win));
 	pid_t pids[256];
 	int st;
 
-	if (sh == MAP_FAILED)
+	if (sh == MAP_FAILED || !win)
 		die("mmap", 0);
 	for (int i = 0; i < n; i++) {
 		if ((pids[i] = fork()) < 0)
@@ -793,7 +822,10 @@ static void e_run(const char *p, int table, int n, int nstops, struct e_worker *
 		kill(pids[v], SIGSTOP);
 		if (waitpid(pids[v], &st, WUNTRACED) < 0 || !WIFSTOPPED(st))
 			die("a worker did not stop", -EIO);
+		win[s].v = v;
+		win[s].a = now_ns();
 		sleep_ns(1000000 + (uint64_t)(rand_r(seed) % 1000000)); /* stopped 1-2 ms */
+		win[s].b = now_ns();
 		kill(pids[v], SIGCONT);
 		__atomic_add_fetch(&sh->w[v].seq, 1, __ATOMIC_ACQ_REL);
 	}
@@ -812,8 +844,17 @@ static void e_run(const char *p, int table, int n, int nstops, struct e_worker *
 		acc->busy_own += w->busy_own;
 		acc->left_out += w->left_out;
 		acc->over_1ms += w->over_1ms;
+		if (w->first_ns > acc->first_ns)
+			acc->first_ns = w->first_ns;
+		for (uint32_t l = 0; l < w->nlong; l++)
+			for (int k = 0; k < nstops; k++)
+				if (win[k].v != i && w->longs[l].t0 <= win[k].a && w->longs[l].t1 >= win[k].b) {
+					acc->through++;
+					break;
+				}
 	}
 	munmap(sh, sz);
+	free(win);
 }
 
 static double e_quantile_us(const struct e_worker *a, double q)
@@ -872,6 +913,12 @@ static void figure_e(void)
 		printf("  %-40s table %9llu       kernel %9llu       (comparison: preemptions count)\n",
 		       "  calls over 1 ms", (unsigned long long)acc[0].over_1ms,
 		       (unsigned long long)acc[1].over_1ms);
+		printf("  %-40s table %9llu       kernel %9llu       (kernel: the scheduler)\n",
+		       "  calls through a whole stop of another", (unsigned long long)acc[0].through,
+		       (unsigned long long)acc[1].through);
+		printf("  %-40s table %9.1f us    kernel %9.1f us    (not in the figures)\n",
+		       "  (a process's first call, the slowest)", (double)acc[0].first_ns / 1e3,
+		       (double)acc[1].first_ns / 1e3);
 		printf("  %-40s table %9llu       kernel %9llu\n", "  (calls timed)",
 		       (unsigned long long)acc[0].ops, (unsigned long long)acc[1].ops);
 		printf("  %-40s table %9llu       kernel %9llu       (comparison)\n",
