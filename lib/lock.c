@@ -229,7 +229,7 @@ SM_HOT int sm_lock(sm_file *f, uint64_t off, uint64_t len, int flags, const char
 	*out = NULL;
 	if ((rc = check_args(f, off, len, flags, &write)) < 0)
 		return rc;
-	if (__builtin_expect(!(flags & SM_WAIT) && !f->tmode, 1))
+	if (__builtin_expect(!(flags & SM_WAIT), 1))
 		return lock_range(f, off, len, write, tag, out);
 	return lock_slow(f, off, len, flags, write, tag, 0, out);
 }
@@ -278,17 +278,14 @@ static __attribute__((noinline, cold)) int lock_slow(sm_file *f, uint64_t off, u
 SM_HOT int sm_unlock(sm_range *r)
 {
 	sm_file *f;
-	bool owner, destroy, dance;
-	int rc, cs = 0;
+	bool owner, destroy;
+	int rc;
 
 	if (!r)
 		return -EINVAL;
 	f = r->h.f;
 	owner = sm_pid() == f->pid;
-	dance = f->tmode != NULL; /* see sm_lock */
-	if (dance)
-		cs = sm_nocancel();
-	pthread_mutex_lock(&f->lock);
+	pthread_mutex_lock(&f->lock); /* no cancellation point below: see sm_lock */
 	rc = hold_unlock(f, &r->h, owner);
 	f->nslices--;
 	destroy = f->closing && f->nslices == 0;
@@ -299,8 +296,6 @@ SM_HOT int sm_unlock(sm_range *r)
 	pthread_mutex_unlock(&f->lock);
 	if (destroy)
 		sm_file_destroy(f);
-	if (dance)
-		sm_cancel_restore(cs);
 	return owner ? rc : -ESTALE;
 }
 
