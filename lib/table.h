@@ -31,6 +31,11 @@
  * data file, read-locked by an opener checking that its table is still the
  * one at the path (table.c, "Footprint"). */
 #define SMT_CLEANUP_BYTE (SMT_LIVE_BASE + SMT_MAX_OWNERS + 3)
+/* Table-authority mode: owner k's area byte, write-locked by the owner of
+ * area k while its area is published (tmode.c).  Only table-mode owners
+ * lock it, so it vouches for area k's entries where the liveness byte,
+ * which a kernel-mode opener may hold, cannot. */
+#define SMT_AREA_BYTE_BASE (SMT_LIVE_BASE + 2 * (uint64_t)SMT_MAX_OWNERS)
 #define SMT_MAX_BUCKETS 128u /* waiting (SPEC §3.4): futex buckets in the header */
 #define SMT_NBUCKETS 128u    /* what a new table (or the first waiter) sets */
 #define SMT_BUCKET_SHIFT 12u /* byte x -> bucket (x >> shift) % nbuckets */

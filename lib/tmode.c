@@ -146,46 +146,81 @@ struct judge {
 	uint32_t k, inc;     /* the area searched and its incarnation */
 	uint64_t a, b;
 	bool write;
-	bool dead;           /* its owner's liveness byte was found unlocked */
+	bool dead;           /* its owner's area byte was found unlocked */
+	bool stale;          /* a linked node whose slot is no entry of the area */
 };
+
+/* Is area k's owner alive?  Its area byte, which only table-mode owners
+ * lock (a kernel-mode opener may hold liveness byte k meanwhile). */
+static bool area_owner_alive(const struct smt_table *t, uint32_t k)
+{
+	struct flock fl;
+
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_WRLCK;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = (off_t)(SMT_AREA_BYTE_BASE + k);
+	fl.l_len = 1;
+	/* cannot tell: never call a live holder stale */
+	bool alive = fcntl(t->fd, F_OFD_GETLK, &fl) < 0 || fl.l_type != F_UNLCK;
+	if (smt_test_after_probe)
+		smt_test_after_probe(k); /* tests count the probes */
+	return alive;
+}
 
 /* Is slot j, found in area k's copy, a pending or held entry of area k's
  * incarnation that conflicts, of a live owner, with the area still LIVE at
- * that incarnation after the kernel's answer (a new owner of byte k bumps
- * the incarnation before it locks the byte)? */
+ * that incarnation after the kernel's answer (a new owner of area k bumps
+ * the incarnation before it locks the byte)?  A slot that is no entry of
+ * the area (x->stale) proves, in a copy read consistently, that its owner
+ * is gone: a live owner unlinks a node before it frees its slot.  The first
+ * entry found dead ends the walk (x->dead): one probe, not one per entry. */
 static bool judge(void *arg, uint32_t j)
 {
 	struct judge *x = arg;
 	struct smt_table *t = x->tm->t;
 	const struct smt_slot *s = &t->slots[j];
-	union smt_word w = load_word(t, j);
-	uint32_t st = SMT_STATE(w.state);
 	uint64_t inc, off, len;
 	uint32_t mode;
+	union smt_word w;
 
-	if (SMT_OWNER(w.state) != x->k || (st != SMT_PENDING && st != SMT_HELD) || (w.seq & 1))
+	/* A consistent read of the fields that decide: off, len, inc and mode
+	 * never change while an entry is published (a downgrade's one store
+	 * aside), but a tag change makes seq odd for a moment, and a release
+	 * and a claim may reuse the slot: read again, a few times; a seq that
+	 * stays odd is a tag change stopped half-way, over a published entry. */
+	for (int tries = 0;; tries++) {
+		w = load_word(t, j);
+		if (w.state != (x->k << 8 | SMT_PENDING) && w.state != (x->k << 8 | SMT_HELD)) {
+			x->stale = true;
+			return false;
+		}
+		inc = LD(s->inc);
+		off = LD(s->off);
+		len = LD(s->len);
+		mode = LD(s->mode);
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		union smt_word w2 = load_word(t, j);
+		if (w2.state != (x->k << 8 | SMT_PENDING) && w2.state != (x->k << 8 | SMT_HELD))
+			return false; /* released meanwhile: not a holder now */
+		if ((w2.seq == w.seq && !(w.seq & 1)) || tries >= 8)
+			break;
+	}
+	if (inc != x->inc) {
+		x->stale = true;
 		return false;
-	inc = LD(s->inc);
-	off = LD(s->off);
-	len = LD(s->len);
-	mode = LD(s->mode);
-	__atomic_thread_fence(__ATOMIC_ACQUIRE);
-	union smt_word w2 = load_word(t, j);
-	if (w2.seq != w.seq || (w2.state != (x->k << 8 | SMT_PENDING) && w2.state != (x->k << 8 | SMT_HELD)))
-		return false; /* released (or reused) since: not a holder now (pending ->
-			       * held is the same entry: seq does not change) */
-	if (inc != x->inc || off >= x->b || len > UINT64_MAX - off || off + len <= x->a ||
-	    !(x->write || mode == SMT_MODE_WRITE))
+	}
+	if (off >= x->b || len > UINT64_MAX - off || off + len <= x->a || !(x->write || mode == SMT_MODE_WRITE))
 		return false;
-	if (!smt_owner_alive(t, x->k)) {
-		/* free at the next conflict: this entry now, the area's others
-		 * when met (or by the reaper) */
+	if (!area_owner_alive(t, x->k)) {
+		/* free at the next conflict: this entry now, the others by the
+		 * reaper; the area is marked dead by the caller */
 		union smt_word nw = { .seq = w.seq + 2, .state = SMT_FREE };
 		uint64_t expected = w.word;
 		(void)__atomic_compare_exchange_n(&t->slots[j].word, &expected, nw.word, false,
 						  __ATOMIC_RELEASE, __ATOMIC_RELAXED);
 		x->dead = true;
-		return false;
+		return true; /* ends the walk */
 	}
 	return __atomic_load_n(&x->tm->areas[x->k].word, __ATOMIC_ACQUIRE) ==
 	       SMT_AREA_WORD(x->inc, SMT_AREA_LIVE);
@@ -207,19 +242,20 @@ static int64_t search_area(struct sm_tmode *tm, uint32_t k, uint64_t a, uint64_t
 		if (v & 1)
 			continue; /* flipped away from since: read act again */
 		x.inc = SMT_AREA_INC(w);
-		x.dead = false;
+		x.dead = x.stale = false;
 		int r = tix_search(tm->nodes, tm->nnodes, LD(ar->root[c]), (int)c, a, b, write, judge, &x);
-		if (r > 0)
+		if (r > 0 && !x.dead)
 			return r;
-		if (x.dead) {
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		bool same = __atomic_load_n(&ar->ver[c], __ATOMIC_RELAXED) == v;
+		if (x.dead || (r == 0 && same && x.stale && !area_owner_alive(tm->t, k))) {
 			/* its owner is gone: none of its entries counts */
 			(void)__atomic_compare_exchange_n(&ar->word, &w,
 							  SMT_AREA_WORD(x.inc, SMT_AREA_DEAD), false,
 							  __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
 			continue;
 		}
-		__atomic_thread_fence(__ATOMIC_ACQUIRE);
-		if (r == 0 && __atomic_load_n(&ar->ver[c], __ATOMIC_RELAXED) == v)
+		if (r == 0 && same)
 			return 0;
 	}
 	return -EPROTO;
@@ -247,7 +283,7 @@ static int validate(struct sm_tmode *tm, uint64_t a, uint64_t b, bool write)
 
 enum lr_op { LR_INSERT, LR_REMOVE, LR_REWRITE };
 
-static void rebuild_own(struct sm_tmode *tm);
+static void rebuild_own(struct sm_tmode *tm, uint32_t skip);
 
 /* Apply op to node i in both copies: the copy readers do not use first,
  * under an odd version, then flip, then the other copy.  Caller holds
@@ -274,13 +310,13 @@ static void lr(struct sm_tmode *tm, uint32_t i, enum lr_op op, bool write)
 			__atomic_store_n(&ar->act, c, __ATOMIC_RELEASE);
 		err |= x.err;
 	}
-	if (err)
-		rebuild_own(tm); /* our own area was damaged: derive it again */
+	if (err) /* our own area was damaged: derive it again (without i if it goes) */
+		rebuild_own(tm, op == LR_REMOVE ? i : UINT32_MAX);
 }
 
 /* Our area from our slots (a corruption of the table file): both copies,
  * each under an odd version while it is rebuilt. */
-static void rebuild_own(struct sm_tmode *tm)
+static void rebuild_own(struct sm_tmode *tm, uint32_t skip)
 {
 	struct smt_table *t = tm->t;
 	struct smt_area *ar = &tm->areas[t->owner];
@@ -298,7 +334,7 @@ static void rebuild_own(struct sm_tmode *tm)
 			union smt_word w = load_word(t, i);
 			uint32_t st = SMT_STATE(w.state);
 			const struct smt_slot *s = &t->slots[i];
-			if (SMT_OWNER(w.state) != t->owner || (st != SMT_PENDING && st != SMT_HELD) ||
+			if (i == skip || SMT_OWNER(w.state) != t->owner || (st != SMT_PENDING && st != SMT_HELD) ||
 			    s->inc != tm->inc || s->len == 0 || s->off > UINT64_MAX - s->len)
 				continue;
 			tm->nodes[i].off = s->off;
@@ -314,14 +350,20 @@ static void rebuild_own(struct sm_tmode *tm)
 
 /* ---- slots ------------------------------------------------------------------ */
 
+/* Claim slot i (CLAIMING), and raise high_water over it at once: an
+ * owner killed before it published the entry leaves nothing beyond the
+ * scans' reach. */
 static bool try_claim(struct smt_table *t, uint32_t i)
 {
 	uint32_t expected = __atomic_load_n(&t->slots[i].state, __ATOMIC_RELAXED);
 
 	if (expected != SMT_FREE && !state_invalid(expected))
 		return false;
-	return __atomic_compare_exchange_n(&t->slots[i].state, &expected, t->owner << 8 | SMT_CLAIMING,
-					   false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+	if (!__atomic_compare_exchange_n(&t->slots[i].state, &expected, t->owner << 8 | SMT_CLAIMING,
+					 false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+		return false;
+	raise_high_water(t, i);
+	return true;
 }
 
 /* Free the table-mode entries of owners that are gone: a slot stamped with
@@ -410,7 +452,6 @@ static int acquire(sm_file *f, struct sm_hold *h, const char *tag)
 	s->inc = tm->inc;
 	__atomic_store_n(&s->state, t->owner << 8 | SMT_PENDING, __ATOMIC_RELAXED);
 	__atomic_store_n(&s->seq, seq + 1, __ATOMIC_RELEASE);
-	raise_high_water(t, i);
 	tm->nodes[i].off = a;
 	tm->nodes[i].end = b;
 	lr(tm, i, LR_INSERT, h->write);
@@ -720,9 +761,15 @@ static bool before_claim(void *arg, uint32_t k)
 
 /* We hold byte k: take area k over (an opener that probed the byte before
  * we locked it may still bump it once), empty it, publish it LIVE. */
-static void publish_area(struct sm_tmode *tm)
+static int publish_area(struct sm_tmode *tm)
 {
 	uint32_t k = tm->t->owner;
+	int rc;
+
+	/* the area byte: ours while the area is (only the owner of byte k
+	 * ever takes area byte k, so nobody else holds it) */
+	if ((rc = sm_ofd_lock(tm->t->fd, true, SMT_AREA_BYTE_BASE + k, 1)) < 0)
+		return rc == -EBUSY ? -EPROTO : rc;
 	struct smt_area *ar = &tm->areas[k];
 	uint32_t hw = __atomic_load_n(&tm->ih->area_hw, __ATOMIC_RELAXED);
 
@@ -752,6 +799,7 @@ static void publish_area(struct sm_tmode *tm)
 	tm->live = true;
 	/* our claims start where nobody has been yet */
 	tm->cursor = smt_scan_limit(tm->t);
+	return 0;
 }
 
 /* Hook, after table.c mapped the table and before it claims an owner byte:
@@ -799,8 +847,7 @@ static int attach_table_mode(sm_file *f, struct smt_table *t, struct sm_tmode *t
 	if ((rc = band_test(f->fd, BAND + BAND_ID_MIN, idb)) < 0 ||
 	    (rc = band_test(f->fd, idb + 1, BAND + BAND_LEN)) < 0)
 		return rc;
-	publish_area(tm);
-	return 0;
+	return publish_area(tm);
 }
 
 /* Hook, after table.c claimed our owner byte: the mode bytes (both modes),

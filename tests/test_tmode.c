@@ -1224,6 +1224,116 @@ START_TEST(foreign_reader_does_not_hide_the_band)
 }
 END_TEST
 
+/* The slot of path's table held by pid over off (its index), the table
+ * attached writable in *t. */
+static uint32_t slot_of(const char *path, pid_t pid, uint64_t off, struct smt_table *t)
+{
+	char tpath[PATH_MAX];
+
+	snprintf(tpath, sizeof(tpath), "%s.smlock", path);
+	ck_assert_int_eq(smt_attach_path(tpath, true, t), 0);
+	for (uint32_t i = 0; i < t->nslots; i++)
+		if (SMT_STATE(t->slots[i].state) == SMT_HELD && t->slots[i].pid == pid && t->slots[i].off == off)
+			return i;
+	ck_abort_msg("no slot of pid %d at %llu", (int)pid, (unsigned long long)off);
+	return 0;
+}
+
+/* A tag change makes a held entry's seq odd for a moment (sm_slice_tag);
+ * stopped there, its owner still holds the region: a writer is refused,
+ * not granted (the entry was read as "changing, so not a holder"). */
+START_TEST(retag_stopped_halfway_still_excludes)
+{
+	const char *path = tu_tmpfile(1 << 20);
+	struct smt_table t;
+	struct tu_child c;
+	sm_file *f;
+	sm_slice *w;
+
+	ck_assert_int_eq(open_mode(path, 't', &f), 0);
+	peer_start(&c, path, 't', 0);
+	ck_assert_int_eq(peer_take(&c, "map", 'w', 0, 4096, NULL), 0);
+	uint32_t i = slot_of(path, c.pid, 0, &t);
+	ck_assert_int_eq(kill(c.pid, SIGSTOP), 0);
+	__atomic_fetch_add(&t.slots[i].seq, 1, __ATOMIC_ACQ_REL); /* what its first store does */
+	ck_assert_int_eq(sm_map_write(f, 0, 4096, 0, &w), -EBUSY);
+	ck_assert_int_eq(sm_map_read(f, 100, 1, 0, &w), -EBUSY);
+	__atomic_fetch_add(&t.slots[i].seq, 1, __ATOMIC_ACQ_REL);
+	smt_detach(&t);
+	kill(c.pid, SIGKILL);
+	kill(c.pid, SIGCONT);
+	ck_assert_int_eq(tu_wait(&c), 128 + SIGKILL);
+	ck_assert_int_eq(sm_map_write(f, 0, 4096, 0, &w), 0);
+	ck_assert_int_eq(sm_release(w), 0);
+	ck_assert_int_eq(sm_close(f), 0);
+}
+END_TEST
+
+/* A kernel-mode opener that took a dead table-mode owner's liveness byte
+ * (and was stopped before it freed that owner's slots) does not make the
+ * dead owner's entries count: they answer to the area byte only
+ * table-mode owners take.  The opener's lock is taken by hand here. */
+START_TEST(liveness_byte_taken_by_another_vouches_for_nobody)
+{
+	const char *path = tu_tmpfile(1 << 20);
+	char tpath[PATH_MAX];
+	struct smt_table t;
+	struct tu_child c;
+	sm_file *f;
+	sm_range *r;
+
+	ck_assert_int_eq(open_mode(path, 't', &f), 0);
+	peer_start(&c, path, 't', 0);
+	ck_assert_int_eq(peer_take(&c, "lock", 'w', 0, 100, NULL), 0);
+	uint32_t i = slot_of(path, c.pid, 0, &t);
+	uint32_t k = SMT_OWNER(t.slots[i].state);
+	smt_detach(&t);
+	kill(c.pid, SIGKILL);
+	ck_assert_int_eq(tu_wait(&c), 128 + SIGKILL);
+	snprintf(tpath, sizeof(tpath), "%s.smlock", path);
+	int fd = open(tpath, O_RDWR | O_CLOEXEC);
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET,
+			    .l_start = (off_t)(SMT_LIVE_BASE + k), .l_len = 1 };
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fcntl(fd, F_OFD_SETLK, &fl), 0);
+	ck_assert_int_eq(sm_lock(f, 50, 10, SM_LOCK_WRITE, NULL, &r), 0);
+	ck_assert_int_eq(sm_unlock(r), 0);
+	close(fd);
+	ck_assert_int_eq(sm_close(f), 0);
+}
+END_TEST
+
+static unsigned probes;
+static void count_probe(uint32_t owner)
+{
+	(void)owner;
+	probes++;
+}
+
+/* A killed owner's 100,000 entries under one request cost one liveness
+ * probe, not one each (100,000 system calls, 35 ms, before). */
+START_TEST(dead_owner_costs_one_probe)
+{
+	const char *path = tu_tmpfile(4096);
+	struct tu_child c;
+	sm_file *f;
+	sm_range *r;
+
+	ck_assert_int_eq(open_mode(path, 't', &f), 0);
+	peer_start(&c, path, 't', 0);
+	ck_assert_int_eq(peer_cmd(&c, "fill", 100000), 0);
+	kill(c.pid, SIGKILL);
+	ck_assert_int_eq(tu_wait(&c), 128 + SIGKILL);
+	probes = 0;
+	smt_test_after_probe = count_probe;
+	ck_assert_int_eq(sm_lock(f, 0, 200000, SM_LOCK_WRITE, NULL, &r), 0);
+	smt_test_after_probe = NULL;
+	ck_assert_msg(probes <= 2, "%u liveness probes", probes);
+	ck_assert_int_eq(sm_unlock(r), 0);
+	ck_assert_int_eq(sm_close(f), 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("tmode");
@@ -1255,6 +1365,9 @@ int main(void)
 	tcase_add_test(tc, stopped_at_random_moments_stalls_nobody);
 	tcase_add_test(tc, full_table_reclaims_a_dead_peers_slots);
 	tcase_add_test(tc, foreign_reader_does_not_hide_the_band);
+	tcase_add_test(tc, retag_stopped_halfway_still_excludes);
+	tcase_add_test(tc, liveness_byte_taken_by_another_vouches_for_nobody);
+	tcase_add_test(tc, dead_owner_costs_one_probe);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }
