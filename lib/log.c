@@ -747,6 +747,8 @@ int sm_log_close(sm_log *l)
 		return -EINVAL;
 	if (__atomic_load_n(&l->iters, __ATOMIC_ACQUIRE))
 		return -EBUSY;
+	if (l->redo_close && (rc = l->redo_close(l)) < 0)
+		return rc; /* a slice is still bound through this handle */
 	sm_release(l->hdr);
 	rc = sm_close(l->f);
 	close(l->fd);
