@@ -43,6 +43,12 @@
  * -ESTALE (redo.c; a trimmer killed mid-way leaves it, which only makes
  * binds of records below a checkpoint's redo point fail). */
 #define WORD_TRIMMING 344
+/* Flush generations (u32, serial order): a flush leader adds one to START
+ * before its fdatasync and stores that value in DONE after it succeeded.
+ * A header store followed by a read of START = g is durable once DONE is
+ * past g (redo.c: the bindings area is durable before the pages). */
+#define WORD_FLUSH_START 352
+#define WORD_FLUSH_DONE 356
 /* The bindings area (redo.c): BIND_SLOTS entries of BIND_SLOT bytes, each
  * eight u64 fields: state (BIND_HELD or 0), incarnation, data file device,
  * inode, first bound LSN, highest bound LSN, owner pid, 0.  Held entries

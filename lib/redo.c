@@ -70,6 +70,9 @@ struct lslot {
 	unsigned idx;
 	uint64_t dev, ino;
 	struct sm_bind *binds;
+	pid_t pid;           /* the claimer (a fork child never touches the entry) */
+	uint32_t gen0;       /* WORD_FLUSH_START read after the entry was last lowered */
+	bool undurable;      /* no flush since that is known to have covered it */
 	struct lslot *next;  /* in the handle's list */
 	struct lslot *gnext; /* in the process's list (file_synced) */
 };
@@ -139,9 +142,18 @@ static void publish(struct lslot *ls)
 		hi = b->high > hi ? b->high : hi;
 	}
 	if (ls->binds) {
+		uint64_t old = ld(l, ls->idx, BE_FIRST);
 		if (ld(l, ls->idx, BE_HIGH) < hi)
 			st(l, ls->idx, BE_HIGH, hi);
 		st(l, ls->idx, BE_FIRST, lo);
+		if (lo < old) {
+			/* it must be durable before any bound page is written:
+			 * a flush that starts after this read covers it */
+			ls->gen0 = __atomic_load_n((uint32_t *)(void *)(l->hdr->v.base +
+									 WORD_FLUSH_START),
+						   __ATOMIC_SEQ_CST);
+			ls->undurable = true;
+		}
 		if (ld(l, ls->idx, BE_HIGH) != hi)
 			st(l, ls->idx, BE_HIGH, hi);
 		return;
@@ -194,6 +206,7 @@ static int lslot_get(sm_log *l, uint64_t dev, uint64_t ino, struct lslot **out)
 		st(l, i, BE_PID, (uint64_t)sm_pid());
 		st(l, i, BE_STATE, BIND_HELD);
 		ls->l = l;
+		ls->pid = sm_pid();
 		ls->idx = i;
 		ls->dev = dev;
 		ls->ino = ino;
@@ -253,18 +266,41 @@ static bool hold_dirty(const struct sm_hold *h)
 static int before_write(struct sm_hold *h)
 {
 	uint64_t high, c;
+	struct lslot *ls;
+	uint32_t gen0, done;
+	bool undurable;
 	sm_log *l;
 	int rc;
 
 	pthread_mutex_lock(&g_mu);
+	ls = h->bind->ls;
 	high = h->bind->high;
-	l = h->bind->ls->l;
+	l = ls->l;
 	pthread_mutex_unlock(&g_mu);
 	if ((rc = smlog_slot_read(l, SLOT_COMMITTED, &c)) < 0)
 		return rc;
-	if (c > high)
-		return 0; /* already durable and published */
-	return sm_log_commit(l); /* commits every record appended so far */
+	/* the records: unless already durable and published */
+	if (c <= high && (rc = sm_log_commit(l)) < 0)
+		return rc;
+	/* the entry that holds them (a flush that covered the records may
+	 * have started before the entry was stored: then flush again) */
+	pthread_mutex_lock(&g_mu);
+	undurable = ls->undurable;
+	gen0 = ls->gen0;
+	pthread_mutex_unlock(&g_mu);
+	if (!undurable)
+		return 0;
+	if ((rc = __atomic_load_n(&l->poison, __ATOMIC_ACQUIRE)) < 0)
+		return rc; /* a retried flush would "succeed" over lost pages */
+	done = __atomic_load_n((uint32_t *)(void *)(l->hdr->v.base + WORD_FLUSH_DONE),
+			       __ATOMIC_ACQUIRE);
+	if ((int32_t)(done - gen0) <= 0 && (rc = smlog_sync(l)) < 0)
+		return rc;
+	pthread_mutex_lock(&g_mu);
+	if (ls->gen0 == gen0)
+		ls->undurable = false;
+	pthread_mutex_unlock(&g_mu);
+	return 0;
 }
 
 static void after(struct sm_hold *h, int how)
@@ -272,7 +308,7 @@ static void after(struct sm_hold *h, int how)
 	struct sm_bind *b;
 
 	pthread_mutex_lock(&g_mu);
-	if ((b = h->bind)) {
+	if ((b = h->bind) && b->ls->pid == sm_pid()) {
 		if (how == SM_BIND_ASYNC)
 			b->async = true;
 		else if (!hold_dirty(h) && (how == SM_BIND_SYNCED || !b->async))
@@ -286,7 +322,10 @@ static void hold_gone(struct sm_hold *h)
 	struct sm_bind *b;
 
 	pthread_mutex_lock(&g_mu);
-	if ((b = h->bind)) {
+	if ((b = h->bind) && b->ls->pid != sm_pid()) {
+		/* a fork child's copy: the entry is the parent's */
+		h->bind = NULL;
+	} else if (b) {
 		h->bind = NULL;
 		if (b->async) {
 			/* its pages are in the page cache, not yet on disk */
@@ -309,7 +348,7 @@ static void file_synced(sm_file *f, uint64_t epoch)
 	pthread_mutex_lock(&g_mu);
 	for (struct lslot *ls = g_slots, *nls; ls; ls = nls) {
 		nls = ls->gnext; /* drop may free ls */
-		if (ls->dev != f->id_dev || ls->ino != f->id_ino)
+		if (ls->dev != f->id_dev || ls->ino != f->id_ino || ls->pid != sm_pid())
 			continue;
 		for (struct sm_bind *b = ls->binds, *nb; b; b = nb) {
 			nb = b->next;

@@ -205,6 +205,18 @@ START_TEST(test_write_ahead_order)
 			ck_assert_int_eq(sm_commit(s, 0), 0);
 		ck_assert_int_eq(sm_release(s), 0);
 	}
+	/* A record committed before the bind: the binding itself (in the
+	 * log's header) must be durable before the page, so the log is
+	 * flushed again. */
+	s = dirty_page(f, 4, 4);
+	lsn = append(l, 4);
+	ck_assert_int_eq(sm_log_commit(l), 0);
+	ck_assert_int_eq(sm_slice_set_lsn(s, l, lsn), 0);
+	seam_on();
+	ck_assert_int_eq(sm_commit(s, 0), 0);
+	seam_off();
+	assert_log_first(l, f);
+	ck_assert_int_eq(sm_release(s), 0);
 	/* Two slices, two records, one sm_commit_many: the log first. */
 	v[0] = dirty_page(f, 2, 1);
 	v[1] = dirty_page(f, 3, 1);
