@@ -656,6 +656,56 @@ START_TEST(test_bind_races_trim)
 }
 END_TEST
 
+/* examples/redo: puts, puts killed once their record is durable (before
+ * the page is written), checkpoints, and the lock table deleted at random,
+ * each a new process that recovers at open; every acknowledged put is read
+ * back against this test's own record, and a checkpoint leaves nothing
+ * retained. */
+START_TEST(example_crash_recover)
+{
+	static char tool[4096], cmd[8192 + 256], out[256];
+	char vals[40][16] = { { 0 } };
+	unsigned seed = 31;
+	sm_log *l;
+
+	tu_sibling("../examples/redo", tool, sizeof(tool));
+	paths();
+	for (int round = 0; round < 60; round++) {
+		unsigned k = (unsigned)rand_r(&seed) % 40, what = (unsigned)rand_r(&seed) % 8;
+		int rc;
+		if (what == 0) {
+			snprintf(cmd, sizeof(cmd), "'%s' '%s' checkpoint", tool, dir);
+			ck_assert_int_eq(tu_capture(out, sizeof(out), cmd), 0);
+			ck_assert_int_eq(sm_log_open(lpath, SM_RDWR, NULL, &l), 0);
+			ck_assert_uint_eq(first_retained(l), committed(l)); /* all trimmed */
+			ck_assert_int_eq(sm_log_close(l), 0);
+			continue;
+		}
+		if (what == 1) {
+			snprintf(cmd, sizeof(cmd), "%s.smlock", dpath);
+			unlink(cmd);
+			continue;
+		}
+		snprintf(vals[k], sizeof(vals[k]), "v%d", round);
+		snprintf(cmd, sizeof(cmd), "'%s' '%s' %s %u %s 2>&1", tool, dir,
+			 what < 5 ? "crash" : "put", k, vals[k]);
+		rc = tu_capture(out, sizeof(out), cmd);
+		ck_assert_msg(rc == (what < 5 ? 128 + SIGKILL : 0), "%s: %d %s", cmd, rc, out);
+	}
+	for (unsigned k = 0; k < 40; k++) {
+		snprintf(cmd, sizeof(cmd), "'%s' '%s' get %u", tool, dir, k);
+		if (!vals[k][0]) {
+			ck_assert_int_eq(tu_capture(out, sizeof(out), cmd), 1);
+			continue;
+		}
+		ck_assert_int_eq(tu_capture(out, sizeof(out), cmd), 0);
+		out[strcspn(out, "\n")] = 0;
+		ck_assert_str_eq(out, vals[k]);
+	}
+	unpaths();
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("redo");
@@ -670,6 +720,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_procs_live_and_synced);
 	tcase_add_test(tc, test_procs_killed);
 	tcase_add_test(tc, test_bind_races_trim);
+	tcase_add_test(tc, example_crash_recover);
 	suite_add_tcase(s, tc);
 	return s;
 }
