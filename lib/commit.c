@@ -227,8 +227,14 @@ static int commit_one(sm_slice *s, int flags)
 		settle_view(s, rc == 0);
 	if (rc < 0 && sync && !s->h->buffered)
 		poison(s->f, rc);
-	if (rc == 0 && sync && wrote)
-		bind_synced(s->f, epoch);
+	/* Bindings released after an SM_ASYNC commit wait for a flush of
+	 * the file: this one's, or (nothing written) one made for them. */
+	if (rc == 0 && sync && epoch && s->h->buffered) {
+		if (!wrote && sm_sys.fdatasync(s->f->fd) < 0)
+			rc = -errno;
+		else
+			bind_synced(s->f, epoch);
+	}
 	if (rc == 0 && s->h->bind)
 		sm_bind_ops->after(s->h, !sync ? SM_BIND_ASYNC : wrote ? SM_BIND_SYNCED : SM_BIND_CLEAN);
 	return rc;

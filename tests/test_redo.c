@@ -393,6 +393,20 @@ START_TEST(test_held_until_synced)
 	ck_assert_uint_eq(first_retained(l), c);
 	ck_assert_int_eq(file_byte(dpath, 0), 1);
 	ck_assert_int_eq(file_byte(dpath, 1), 2);
+	/* again, flushed by an SM_SYNC commit that has nothing to write */
+	s = dirty_page(f, 1, 5);
+	a = append(l, 5);
+	ck_assert_int_eq(sm_slice_set_lsn(s, l, a), 0);
+	ck_assert_int_eq(sm_commit(s, SM_ASYNC), 0);
+	ck_assert_int_eq(sm_release(s), 0);
+	ck_assert_int_eq(sm_redo_lsn(f, l, &x), 0);
+	ck_assert_uint_eq(x, a);
+	ck_assert_int_eq(sm_map_write(f, 9 * PAGE, PAGE, SM_BUFFERED, &s), 0);
+	ck_assert_int_eq(sm_commit(s, 0), 0);
+	ck_assert_int_eq(sm_release(s), 0);
+	ck_assert_int_eq(sm_redo_lsn(f, l, &x), 0);
+	ck_assert_uint_eq(x, committed(l));
+	c = committed(l);
 	/* released dirty, never written: dropped (its records describe it) */
 	s = dirty_page(f, 2, 9);
 	ck_assert_int_eq(sm_slice_set_lsn(s, l, append(l, 3)), 0);
