@@ -54,7 +54,7 @@ static void open_both(sm_file **f, sm_log **l)
 {
 	sm_options o = { .size = sizeof(o), .create_size = DATA_LEN };
 
-	ck_assert_int_eq(sm_open(dpath, SM_RDWR | SM_CREATE, &o, f), 0);
+	ck_assert_int_eq(tu_open(dpath, SM_RDWR | SM_CREATE, &o, f), 0);
 	ck_assert_int_eq(sm_log_open(lpath, SM_RDWR | SM_CREATE, NULL, l), 0);
 }
 
@@ -316,9 +316,16 @@ START_TEST(test_bind_errors)
 	ck_assert_int_eq(sm_redo_lsn(m, l, &x), -ENOTSUP);
 	ck_assert_int_eq(sm_redo_done(m, l, c), -ENOTSUP);
 	ck_assert_int_eq(sm_close(m), 0);
-	ck_assert_int_eq(sm_open(dpath, SM_RDWR, &nt, &fn), 0);
-	ck_assert_int_eq(sm_redo_lsn(fn, l, &x), -ENOTSUP);
-	ck_assert_int_eq(sm_close(fn), 0);
+	{
+		char p2[160];
+		snprintf(p2, sizeof(p2), "%s/other", dir);
+		nt.create_size = PAGE;
+		ck_assert_int_eq(sm_open(p2, SM_RDWR | SM_CREATE, &nt, &fn), 0);
+		ck_assert_int_eq(sm_redo_lsn(fn, l, &x), -ENOTSUP);
+		ck_assert_int_eq(sm_redo_done(fn, l, c), -ENOTSUP);
+		ck_assert_int_eq(sm_close(fn), 0);
+		unlink(p2);
+	}
 	ck_assert_int_eq(sm_redo_lsn(f, l, NULL), -EINVAL);
 	ck_assert_int_eq(sm_redo_lsn(f, l, &x), 0);
 	ck_assert_uint_eq(x, b);
@@ -476,7 +483,7 @@ static int binder(void *arg, int in, int out)
 	sm_slice *s;
 	uint64_t a, b;
 
-	if (sm_open(dpath, SM_RDWR, NULL, &f) < 0 || sm_log_open(lpath, SM_RDWR, NULL, &l) < 0)
+	if (tu_open(dpath, SM_RDWR, NULL, &f) < 0 || sm_log_open(lpath, SM_RDWR, NULL, &l) < 0)
 		return 1;
 	if (sm_map_write(f, (uint64_t)page * PAGE, PAGE, SM_BUFFERED, &s) < 0)
 		return 2;
