@@ -89,9 +89,12 @@ static int put(sm_file *f, sm_log *log, uint64_t key, const char *val, int crash
 	slot_encode(rec, key, val);
 	if ((rc = sm_map_write(f, page_of(key), PAGE, SM_BUFFERED | SM_WAIT, &s)) < 0)
 		return rc;
-	if ((rc = sm_log_append(log, rec, SLOT, &lsn)) == 0 &&
-	    (rc = sm_slice_set_lsn(s, log, lsn)) == 0 &&
-	    (rc = sm_write(s, slot_of(key), rec, SLOT)) == 0 &&
+	/* -ESTALE: another process's commit and checkpoint discarded the
+	 * record before it was bound; append it again */
+	do
+		rc = sm_log_append(log, rec, SLOT, &lsn);
+	while (rc == 0 && (rc = sm_slice_set_lsn(s, log, lsn)) == -ESTALE);
+	if (rc == 0 && (rc = sm_write(s, slot_of(key), rec, SLOT)) == 0 &&
 	    (rc = sm_put_u64_le(s, 0, lsn)) == 0) {
 		if (crash) {
 			/* acknowledged (the record is durable), then killed
