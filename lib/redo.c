@@ -61,7 +61,7 @@ struct sm_bind {
 	uint64_t first, high;
 	uint64_t epoch;    /* detached: sm_bind_epoch then */
 	bool async;        /* pages written by SM_ASYNC, not flushed since */
-	struct sm_bind *next;
+	struct sm_bind *prev, *next; /* in ls->binds, sorted by first */
 };
 
 /* An entry of the area this handle owns: the bindings of one data file. */
@@ -69,7 +69,8 @@ struct lslot {
 	sm_log *l;
 	unsigned idx;
 	uint64_t dev, ino;
-	struct sm_bind *binds;
+	struct sm_bind *binds, *last; /* sorted by first: binds->first is the lowest */
+	uint64_t hi;         /* BE_HIGH as published (never lowered: conservative) */
 	pid_t pid;           /* the claimer (a fork child never touches the entry) */
 	uint32_t gen0;       /* WORD_FLUSH_START read after the entry was last lowered */
 	bool undurable;      /* no flush since that is known to have covered it */
@@ -105,9 +106,11 @@ static int file_id(sm_file *f)
 		return 0;
 	if (fstat(f->fd, &sb) < 0)
 		return -errno;
-	f->id_dev = (uint64_t)sb.st_dev; /* the same values whoever races us */
+	pthread_mutex_lock(&f->lock);
+	f->id_dev = (uint64_t)sb.st_dev;
 	f->id_ino = (uint64_t)sb.st_ino;
 	__atomic_store_n(&f->id_ok, true, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&f->lock);
 	return 0;
 }
 
@@ -130,22 +133,16 @@ static bool own_slot(const sm_log *l, unsigned i)
 	return false;
 }
 
-/* Publish ls's lowest first and highest LSN; an lslot with no binding left
- * frees its entry and its byte.  Caller holds g_mu. */
+/* Publish ls's lowest first (its list's head) and highest LSN; an lslot
+ * with no binding left frees its entry and its byte.  Caller holds g_mu. */
 static void publish(struct lslot *ls)
 {
-	uint64_t lo = UINT64_MAX, hi = 0;
 	sm_log *l = ls->l;
 
-	for (struct sm_bind *b = ls->binds; b; b = b->next) {
-		lo = b->first < lo ? b->first : lo;
-		hi = b->high > hi ? b->high : hi;
-	}
 	if (ls->binds) {
-		uint64_t old = ld(l, ls->idx, BE_FIRST);
-		if (ld(l, ls->idx, BE_HIGH) < hi)
-			st(l, ls->idx, BE_HIGH, hi);
-		st(l, ls->idx, BE_FIRST, lo);
+		uint64_t old = ld(l, ls->idx, BE_FIRST), lo = ls->binds->first;
+		if (lo != old)
+			st(l, ls->idx, BE_FIRST, lo);
 		if (lo < old) {
 			/* it must be durable before any bound page is written:
 			 * a flush that starts after this read covers it */
@@ -154,8 +151,6 @@ static void publish(struct lslot *ls)
 						   __ATOMIC_SEQ_CST);
 			ls->undurable = true;
 		}
-		if (ld(l, ls->idx, BE_HIGH) != hi)
-			st(l, ls->idx, BE_HIGH, hi);
 		return;
 	}
 	st(l, ls->idx, BE_STATE, 0);
@@ -171,6 +166,48 @@ static void publish(struct lslot *ls)
 			break;
 		}
 	free(ls);
+}
+
+/* The highest bound LSN of ls is at least high. */
+static void publish_high(struct lslot *ls, uint64_t high)
+{
+	if (high > ls->hi) {
+		ls->hi = high;
+		st(ls->l, ls->idx, BE_HIGH, high);
+	}
+}
+
+/* Insert b into ls->binds by its first LSN: from the end, where a new
+ * binding (the newest record) belongs. */
+static void bind_insert(struct lslot *ls, struct sm_bind *b)
+{
+	struct sm_bind *p = ls->last;
+
+	while (p && p->first > b->first)
+		p = p->prev;
+	b->prev = p;
+	b->next = p ? p->next : ls->binds;
+	if (b->next)
+		b->next->prev = b;
+	else
+		ls->last = b;
+	if (p)
+		p->next = b;
+	else
+		ls->binds = b;
+}
+
+static void bind_remove(struct lslot *ls, struct sm_bind *b)
+{
+	if (b->prev)
+		b->prev->next = b->next;
+	else
+		ls->binds = b->next;
+	if (b->next)
+		b->next->prev = b->prev;
+	else
+		ls->last = b->prev;
+	b->prev = b->next = NULL;
 }
 
 /* This handle's entry for file (dev, ino): found, or claimed (a free entry
@@ -239,11 +276,7 @@ static void drop(struct sm_bind *b)
 {
 	struct lslot *ls = b->ls;
 
-	for (struct sm_bind **p = &ls->binds; *p; p = &(*p)->next)
-		if (*p == b) {
-			*p = b->next;
-			break;
-		}
+	bind_remove(ls, b);
 	if (b->h)
 		b->h->bind = NULL;
 	else
@@ -444,13 +477,18 @@ static int set_lsn(sm_slice *s, sm_log *l, uint64_t lsn)
 		} else if (lsn >= b->first) {
 			if (lsn > b->high) {
 				b->high = lsn;
-				publish(b->ls);
+				publish_high(b->ls, lsn);
 			}
 		} else {
+			/* lower (unusual): move it in the list */
+			bind_remove(b->ls, b);
 			b->first = lsn;
+			bind_insert(b->ls, b);
 			publish(b->ls);
 			if ((rc = raced(l, lsn)) < 0) {
+				bind_remove(b->ls, b);
 				b->first = old;
+				bind_insert(b->ls, b);
 				publish(b->ls);
 			}
 		}
@@ -468,9 +506,9 @@ static int set_lsn(sm_slice *s, sm_log *l, uint64_t lsn)
 	b->ls = ls;
 	b->h = h;
 	b->first = b->high = lsn;
-	b->next = ls->binds;
-	ls->binds = b;
+	bind_insert(ls, b);
 	h->bind = b;
+	publish_high(ls, lsn);
 	publish(ls);
 	if ((rc = raced(l, lsn)) < 0)
 		drop(b);

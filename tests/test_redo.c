@@ -432,6 +432,51 @@ START_TEST(test_held_until_synced)
 }
 END_TEST
 
+/* Many bound slices of one file through one handle, committed in a
+ * shuffled order (and one bound lower later): the redo point is always the
+ * lowest first LSN still held. */
+START_TEST(test_many_bindings)
+{
+	enum { N = 14 };
+	sm_slice *s[N];
+	uint64_t first[N], x, lo;
+	unsigned order[N], seed = 7;
+	sm_file *f;
+	sm_log *l;
+
+	paths();
+	open_both(&f, &l);
+	for (unsigned i = 0; i < N; i++) {
+		s[i] = dirty_page(f, i, i + 1);
+		first[i] = append(l, i);
+		ck_assert_int_eq(sm_slice_set_lsn(s[i], l, first[i]), 0);
+		order[i] = i;
+	}
+	/* slice 9 also describes record 0's change: bound lower */
+	ck_assert_int_eq(sm_slice_set_lsn(s[9], l, first[0]), 0);
+	first[9] = first[0];
+	for (unsigned i = N - 1; i > 0; i--) {
+		unsigned j = (unsigned)rand_r(&seed) % (i + 1), t = order[i];
+		order[i] = order[j];
+		order[j] = t;
+	}
+	for (unsigned k = 0; k < N; k++) {
+		ck_assert_int_eq(sm_commit(s[order[k]], 0), 0);
+		ck_assert_int_eq(sm_release(s[order[k]]), 0);
+		s[order[k]] = NULL;
+		lo = committed(l);
+		for (unsigned i = 0; i < N; i++)
+			if (s[i] && first[i] < lo)
+				lo = first[i];
+		ck_assert_int_eq(sm_redo_lsn(f, l, &x), 0);
+		ck_assert_uint_eq(x, lo);
+	}
+	ck_assert_int_eq(sm_log_close(l), 0);
+	ck_assert_int_eq(sm_close(f), 0);
+	unpaths();
+}
+END_TEST
+
 /* A trim that has announced its target (as a trimmer does before it reads
  * the bindings, here one stopped at that moment): a bind below the target
  * fails -ESTALE, since the trim may not have seen it; at or above, it holds. */
@@ -812,6 +857,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_log_eio);
 	tcase_add_test(tc, test_bind_errors);
 	tcase_add_test(tc, test_held_until_synced);
+	tcase_add_test(tc, test_many_bindings);
 	tcase_add_test(tc, test_bind_sees_trim_target);
 	tcase_add_test(tc, test_procs_live_and_synced);
 	tcase_add_test(tc, test_procs_killed);
