@@ -655,8 +655,9 @@ SM_EXPORT SM_WUR int sm_log_trim(sm_log *log, uint64_t lsn);
  * or beyond the appended tail, the slice bound through another log handle),
  * -EBADF (read-only log), -ESTALE (lsn was discarded, or is being
  * discarded, by sm_log_trim; fork child), -ENOSPC (the log's bindings area
- * is full: 48 entries, one per log handle and data file with a held
- * binding), -ENOMEM, errors of the slice (sm_slice_error). */
+ * is full: 48 entries, one per open log handle and data file it has bound,
+ * plus dead holders' until sm_redo_done), -ENOMEM, errors of the slice
+ * (sm_slice_error). */
 SM_EXPORT SM_WUR int sm_slice_set_lsn(sm_slice *s, sm_log *log, uint64_t lsn);
 
 /* The redo point of f in log: the lowest first-bound LSN of every binding of

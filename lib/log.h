@@ -50,7 +50,7 @@
 #define WORD_FLUSH_START 352
 #define WORD_FLUSH_DONE 356
 /* The bindings area (redo.c): BIND_SLOTS entries of BIND_SLOT bytes, each
- * eight u64 fields: state (BIND_HELD or 0), incarnation, data file device,
+ * eight u64 fields: state (BIND_HELD, BIND_IDLE or 0), incarnation, data file device,
  * inode, first bound LSN, highest bound LSN, owner pid, 0.  Held entries
  * count for every trim (trim_floor in log_trim.c), live or dead; the owner
  * of entry i holds the kernel lock byte MUTEX_BIND(i) on its description. */
@@ -58,6 +58,7 @@
 #define BIND_SLOT 64
 #define BIND_SLOTS ((LOG_HDR - BIND_AREA) / BIND_SLOT)
 #define BIND_HELD UINT64_C(0x31444e4942534d53) /* "SMBIND1" */
+#define BIND_IDLE UINT64_C(0x30444e4942534d53) /* "SMBIND0": claimed, no binding */
 #define BE_STATE 0
 #define BE_SEQ 1
 #define BE_DEV 2

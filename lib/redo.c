@@ -153,19 +153,10 @@ static void publish(struct lslot *ls)
 		}
 		return;
 	}
-	st(l, ls->idx, BE_STATE, 0);
-	(void)sm_ofd_unlock(l->fd, MUTEX_BIND(ls->idx), 1);
-	for (struct lslot **p = &l->redo->slots; *p; p = &(*p)->next)
-		if (*p == ls) {
-			*p = ls->next;
-			break;
-		}
-	for (struct lslot **p = &g_slots; *p; p = &(*p)->gnext)
-		if (*p == ls) {
-			*p = ls->gnext;
-			break;
-		}
-	free(ls);
+	/* No binding left: idle, still ours (its byte kept), so the next
+	 * bind of the file costs no claim; trims and redo points ignore it,
+	 * and once we are gone anyone may claim it. */
+	st(l, ls->idx, BE_STATE, BIND_IDLE);
 }
 
 /* The highest bound LSN of ls is at least high. */
@@ -212,6 +203,19 @@ static void bind_remove(struct lslot *ls, struct sm_bind *b)
 
 /* This handle's entry for file (dev, ino): found, or claimed (a free entry
  * whose byte we can take).  Caller holds g_mu. */
+/* Entry i (ours: its byte is locked) holds bindings of (dev, ino) from now
+ * on, as a new incarnation; its LSNs are published next. */
+static void activate(const sm_log *l, unsigned i, uint64_t dev, uint64_t ino)
+{
+	st(l, i, BE_SEQ, ld(l, i, BE_SEQ) + 1);
+	st(l, i, BE_DEV, dev);
+	st(l, i, BE_INO, ino);
+	st(l, i, BE_FIRST, UINT64_MAX);
+	st(l, i, BE_HIGH, 0);
+	st(l, i, BE_PID, (uint64_t)sm_pid());
+	st(l, i, BE_STATE, BIND_HELD);
+}
+
 static int lslot_get(sm_log *l, uint64_t dev, uint64_t ino, struct lslot **out)
 {
 	struct redo *r = redo_get(l);
@@ -221,27 +225,24 @@ static int lslot_get(sm_log *l, uint64_t dev, uint64_t ino, struct lslot **out)
 		return -ENOMEM;
 	for (ls = r->slots; ls; ls = ls->next)
 		if (ls->dev == dev && ls->ino == ino) {
+			if (!ls->binds)
+				activate(l, ls->idx, dev, ino); /* idle: a new incarnation */
+			ls->hi = ls->binds ? ls->hi : 0;
 			*out = ls;
 			return 0;
 		}
 	if (!(ls = calloc(1, sizeof(*ls))))
 		return -ENOMEM;
 	for (unsigned i = 0; i < BIND_SLOTS; i++) {
-		if (own_slot(l, i) || ld(l, i, BE_STATE) != 0)
+		if (own_slot(l, i) || ld(l, i, BE_STATE) == BIND_HELD)
 			continue;
 		if (sm_ofd_lock(l->fd, true, MUTEX_BIND(i), 1) < 0)
-			continue; /* being claimed, or probed by sm_redo_done */
-		if (ld(l, i, BE_STATE) != 0) {
+			continue; /* a live owner's (idle), being claimed, or probed */
+		if (ld(l, i, BE_STATE) == BIND_HELD) {
 			(void)sm_ofd_unlock(l->fd, MUTEX_BIND(i), 1);
 			continue;
 		}
-		st(l, i, BE_SEQ, ld(l, i, BE_SEQ) + 1);
-		st(l, i, BE_DEV, dev);
-		st(l, i, BE_INO, ino);
-		st(l, i, BE_FIRST, UINT64_MAX);
-		st(l, i, BE_HIGH, 0);
-		st(l, i, BE_PID, (uint64_t)sm_pid());
-		st(l, i, BE_STATE, BIND_HELD);
+		activate(l, i, dev, ino);
 		ls->l = l;
 		ls->pid = sm_pid();
 		ls->idx = i;
@@ -500,7 +501,7 @@ static int set_lsn(sm_slice *s, sm_log *l, uint64_t lsn)
 	if (!(b = calloc(1, sizeof(*b)))) {
 		rc = -ENOMEM;
 		if (!ls->binds)
-			publish(ls); /* frees the entry just claimed */
+			publish(ls); /* idle again */
 		goto out;
 	}
 	b->ls = ls;

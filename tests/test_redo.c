@@ -663,6 +663,53 @@ START_TEST(test_procs_killed)
 }
 END_TEST
 
+/* The bindings area: 60 binders that synced (their entries idle) and were
+ * then killed leave nothing held and nothing claimed; 48 killed while
+ * holding fill it (-ENOSPC) until a recovery pass clears them. */
+START_TEST(test_area_reuse_and_full)
+{
+	struct tu_child c;
+	sm_file *f;
+	sm_log *l;
+	sm_slice *s;
+	uint64_t a, b, x;
+
+	paths();
+	open_both(&f, &l);
+	for (int i = 0; i < 60; i++) {
+		spawn_binder(&c, 1, &a, &b);
+		tu_send(c.to, "sync");
+		ck_assert_int_eq(tu_recv_int(c.from), 0);
+		kill(c.pid, SIGKILL);
+		ck_assert_int_eq(tu_wait(&c), 128 + SIGKILL);
+	}
+	ck_assert_int_eq(sm_redo_lsn(f, l, &x), 0);
+	ck_assert_uint_eq(x, committed(l));
+	for (int i = 0; i < 48; i++) {
+		spawn_binder(&c, 2, &a, &b);
+		kill(c.pid, SIGKILL);
+		ck_assert_int_eq(tu_wait(&c), 128 + SIGKILL);
+	}
+	s = dirty_page(f, 3, 3);
+	ck_assert_int_eq(sm_slice_set_lsn(s, l, append(l, 3)), -ENOSPC);
+	ck_assert_int_eq(sm_redo_lsn(f, l, &x), 0);
+	ck_assert_uint_lt(x, committed(l));
+	a = append(l, 4);
+	ck_assert_int_eq(sm_log_commit(l), 0);
+	ck_assert_int_eq(sm_redo_done(f, l, a), 0);
+	ck_assert_int_eq(sm_slice_set_lsn(s, l, a), 0);
+	ck_assert_int_eq(sm_redo_lsn(f, l, &x), 0);
+	ck_assert_uint_eq(x, a);
+	ck_assert_int_eq(sm_commit(s, 0), 0);
+	ck_assert_int_eq(sm_release(s), 0);
+	ck_assert_int_eq(sm_redo_lsn(f, l, &x), 0);
+	ck_assert_uint_eq(x, committed(l));
+	ck_assert_int_eq(sm_log_close(l), 0);
+	ck_assert_int_eq(sm_close(f), 0);
+	unpaths();
+}
+END_TEST
+
 /* A trimmer process trims to the committed tail as fast as it can while
  * this process appends, commits and binds the record just committed: every
  * bind either fails -ESTALE or holds (the record stays retained until the
@@ -861,6 +908,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_bind_sees_trim_target);
 	tcase_add_test(tc, test_procs_live_and_synced);
 	tcase_add_test(tc, test_procs_killed);
+	tcase_add_test(tc, test_area_reuse_and_full);
 	tcase_add_test(tc, test_bind_races_trim);
 	tcase_add_test(tc, test_threads_bind);
 	tcase_add_test(tc, example_crash_recover);
