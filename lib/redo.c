@@ -11,24 +11,27 @@
  * commit with nothing written, and the log handle stays poisoned.
  *
  * Where bindings live: in the bindings area of the log's own header page
- * (log.h), BIND_SLOTS entries, one per (log handle, data file) with a
- * binding: the data file's device and inode, the lowest first LSN and the
+ * (log.h), BIND_SLOTS entries, one per (log handle, data file) that has
+ * bound: the data file's device and inode, the lowest first LSN and the
  * highest LSN of that handle's held bindings of that file, an incarnation
  * number and the owner's pid.  The handle's own bindings (one per hold)
- * are kept in memory and summed up in the entry as they come and go.
+ * are kept in memory, sorted by first LSN, and summed up in the entry as
+ * they come and go; an entry with none left is idle (BIND_IDLE: not
+ * counted, kept for the handle's next bind, so a put costs no claim).
  *   - Every process's trim reads the area (log_trim.c, trim_floor) without
  *     any lock: held entries count, live or dead.
  *   - An entry is owned through a kernel lock byte, MUTEX_BIND(i), taken
  *     without waiting on the handle's own open file description: claimed
- *     only when free, written only by its owner (or by sm_redo_done once
- *     the owner is dead: then the byte can be taken).  The kernel drops
- *     the byte when the owner dies (or closes the log): the entry stays
- *     held, and is dead.  Nobody ever waits on an entry's byte.
+ *     only when free or idle and its byte can be taken, written only by
+ *     its owner (or by sm_redo_done once the owner is dead: then the byte
+ *     can be taken).  The kernel drops the byte when the owner dies (or
+ *     closes the log): a held entry stays held, and is dead; an idle one
+ *     can be claimed again.  Nobody ever waits on an entry's byte.
  *   - The area is in the log file: the log flush that makes the bound
  *     records durable (the write-ahead commit) makes the entry durable
  *     too, so a power loss, a reboot or a lost lock table leave the entry
- *     (dead) where trim and sm_redo_lsn see it.  A freed entry that had
- *     not reached the disk comes back held after a crash: conservative
+ *     (dead) where trim and sm_redo_lsn see it.  An entry made idle that
+ *     had not reached the disk comes back held after a crash: conservative
  *     (recovery redoes from it; sm_redo_done clears it).
  *   - A bind racing a trim: the trim stores its target (WORD_TRIMMING),
  *     then reads the area; a bind stores its entry, then reads the trim
