@@ -894,6 +894,149 @@ START_TEST(example_crash_recover)
 }
 END_TEST
 
+/* examples/redo, three putter processes at once on shared pages, one of
+ * them SIGKILLed at a random moment and restarted (recovering while the
+ * others put) again and again; then every key is read back against the
+ * acknowledgements the putters printed: the last acknowledged value, or
+ * the one put in flight when its putter was killed (durable but not yet
+ * acknowledged), nothing older, nothing else. */
+#define NPUT 3
+#define KILLS 30
+
+struct putter {
+	pid_t pid;
+	int out;
+	unsigned inc;
+	char buf[4096];
+	size_t n;
+};
+
+static long last_ack[NPUT][KILLS + NPUT + 1]; /* [id][incarnation]: last acked seq */
+static char acked[30][40];                     /* [key]: last acked value */
+
+static void putter_start(struct putter *p, const char *tool, unsigned id)
+{
+	int fd[2];
+	char ids[16], incs[16];
+
+	ck_assert_int_eq(pipe(fd), 0);
+	snprintf(ids, sizeof(ids), "%u", id);
+	snprintf(incs, sizeof(incs), "%u", p->inc);
+	p->n = 0;
+	p->pid = fork();
+	ck_assert_int_ge(p->pid, 0);
+	if (p->pid == 0) {
+		dup2(fd[1], 1);
+		close(fd[0]);
+		close(fd[1]);
+		execl(tool, tool, dir, "loop", ids, incs, "0", (char *)NULL);
+		_exit(127);
+	}
+	close(fd[1]);
+	p->out = fd[0];
+	fcntl(p->out, F_SETFL, O_NONBLOCK);
+}
+
+/* Take in the acknowledgements a putter printed (whole lines). */
+static void putter_read(struct putter *p, unsigned id)
+{
+	ssize_t r;
+
+	while ((r = read(p->out, p->buf + p->n, sizeof(p->buf) - 1 - p->n)) > 0) {
+		char *line = p->buf, *nl;
+		p->n += (size_t)r;
+		p->buf[p->n] = 0;
+		while ((nl = strchr(line, '\n'))) {
+			unsigned key, vid, vinc;
+			long seq;
+			*nl = 0;
+			ck_assert_int_eq(sscanf(line, "%u %u.%u.%ld", &key, &vid, &vinc, &seq), 4);
+			ck_assert(key < 30 && vid == id && vinc == p->inc);
+			snprintf(acked[key], sizeof(acked[key]), "%u.%u.%ld", vid, vinc, seq);
+			last_ack[id][vinc] = seq;
+			line = nl + 1;
+		}
+		p->n -= (size_t)(line - p->buf);
+		memmove(p->buf, line, p->n);
+	}
+}
+
+static void putter_kill(struct putter *p, unsigned id)
+{
+	int st;
+
+	kill(p->pid, SIGKILL);
+	ck_assert_int_eq(waitpid(p->pid, &st, 0), p->pid);
+	ck_assert_msg(WIFSIGNALED(st), "putter %u exited %d before the kill", id, WEXITSTATUS(st));
+	fcntl(p->out, F_SETFL, 0);
+	putter_read(p, id); /* the rest of what it printed */
+	close(p->out);
+}
+
+START_TEST(example_concurrent_putters_killed)
+{
+	static char tool[4096], cmd[8192 + 256], out[256];
+	struct putter p[NPUT];
+	unsigned seed = 131, next_inc = NPUT;
+	long nacks = 0;
+
+	tu_sibling("../examples/redo", tool, sizeof(tool));
+	paths();
+	memset(last_ack, 0, sizeof(last_ack));
+	memset(acked, 0, sizeof(acked));
+	for (unsigned i = 0; i < NPUT; i++) {
+		p[i].inc = i;
+		putter_start(&p[i], tool, i);
+	}
+	for (int k = 0; k < KILLS; k++) {
+		unsigned v = (unsigned)rand_r(&seed) % NPUT;
+		usleep(2000 + (unsigned)rand_r(&seed) % 20000);
+		for (unsigned i = 0; i < NPUT; i++)
+			putter_read(&p[i], i);
+		putter_kill(&p[v], v);
+		p[v].inc = next_inc++;
+		putter_start(&p[v], tool, v);
+	}
+	usleep(20000);
+	for (unsigned i = 0; i < NPUT; i++)
+		putter_kill(&p[i], i);
+	for (unsigned i = 0; i < NPUT; i++)
+		for (unsigned n = 0; n < next_inc; n++)
+			nacks += last_ack[i][n];
+	ck_assert_int_gt(nacks, 0); /* the putters got somewhere */
+	if (getenv("SAFEMAP_TEST_VERBOSE"))
+		printf("%ld puts acknowledged across %u incarnations\n", nacks, next_inc);
+	for (unsigned key = 0; key < 30; key++) {
+		unsigned vid, vinc;
+		long seq;
+		snprintf(cmd, sizeof(cmd), "'%s' '%s' get %u", tool, dir, key);
+		if (tu_capture(out, sizeof(out), cmd) != 0) {
+			ck_assert_msg(!acked[key][0], "key %u: acknowledged %s, now none", key,
+				      acked[key]);
+			continue;
+		}
+		out[strcspn(out, "\n")] = 0;
+		ck_assert_int_eq(sscanf(out, "%u.%u.%ld", &vid, &vinc, &seq), 3);
+		ck_assert_uint_eq(vid, key % 3);
+		ck_assert(vinc < next_inc);
+		if (strcmp(out, acked[key]) == 0)
+			continue;
+		/* not the last acknowledged value: the put in flight at its
+		 * putter's kill, of this key, after that acknowledgement */
+		ck_assert_msg(seq == last_ack[vid][vinc] + 1 && vid + 3 * (unsigned)(seq % 10) == key,
+			      "key %u: %s, acknowledged %s", key, out, acked[key]);
+		if (acked[key][0]) {
+			unsigned aid, ainc;
+			long aseq;
+			ck_assert_int_eq(sscanf(acked[key], "%u.%u.%ld", &aid, &ainc, &aseq), 3);
+			ck_assert_msg(vinc > ainc || (vinc == ainc && seq > aseq),
+				      "key %u: %s older than acknowledged %s", key, out, acked[key]);
+		}
+	}
+	unpaths();
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("redo");
@@ -912,6 +1055,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_bind_races_trim);
 	tcase_add_test(tc, test_threads_bind);
 	tcase_add_test(tc, example_crash_recover);
+	tcase_add_test(tc, example_concurrent_putters_killed);
 	suite_add_tcase(s, tc);
 	return s;
 }
