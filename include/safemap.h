@@ -676,8 +676,8 @@ SM_EXPORT SM_WUR int sm_redo_lsn(sm_file *f, sm_log *log, uint64_t *lsn);
  * and whose highest bound LSN is below lsn stop counting; one that reaches
  * lsn or beyond counts from lsn on.  Live holders' bindings are never
  * touched.  Errors: -EINVAL (NULL, lsn not a committed record nor the
- * committed tail), -EBADF (read-only log), -ENOTSUP (as sm_redo_lsn),
- * -ESTALE (lsn was trimmed; fork child), -EBADMSG, -ENOMEM. */
+ * committed tail, or trimmed), -EBADF (read-only log), -ENOTSUP (as
+ * sm_redo_lsn), -ESTALE (fork child), -EBADMSG, -ENOMEM. */
 SM_EXPORT SM_WUR int sm_redo_done(sm_file *f, sm_log *log, uint64_t lsn);
 
 /* sm_object_create() flags */

@@ -604,7 +604,7 @@ static int redo_done(sm_file *f, sm_log *l, uint64_t lsn)
 	if (lsn < LOG_HDR || (lsn & 7) || lsn > c)
 		return -EINVAL;
 	if (lsn < first)
-		return -ESTALE; /* that record was trimmed */
+		return -EINVAL; /* trimmed: no longer a committed record */
 	if (lsn < c) {
 		rc = smlog_scan_from(l, &w, lsn, c, &upto);
 		smlog_window_drop(&w);
