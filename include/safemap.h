@@ -632,6 +632,55 @@ SM_EXPORT int sm_log_iter_close(sm_log_iter *it);
  * is then failed, as after a failed sm_log_commit), -ENOMEM. */
 SM_EXPORT SM_WUR int sm_log_trim(sm_log *log, uint64_t lsn);
 
+/* --- write-ahead logging of mapped pages (a cache recoverable by a log) -- */
+
+/* Bind a buffered write slice's changes to the records of log that describe
+ * them: the changes made so far are described by records from the slice's
+ * first bound LSN up to and including the record at lsn (appended through
+ * any handle of that log file).  Bind each record as you append it (at
+ * least the first record that changes a clean slice) and before you
+ * acknowledge the write.  From then on every commit of the slice (sm_commit,
+ * sm_commit_many, SM_SYNC or SM_ASYNC) first commits the log up to its
+ * highest bound record, as sm_log_commit does, and only then writes pages:
+ * no page byte reaches the file before its records are durable.  The
+ * binding is held, in every process's view, until the slice's pages are
+ * synced (an SM_SYNC commit; after an SM_ASYNC commit until a later flush
+ * of the file by a commit in this process) or sm_redo_done clears it; while
+ * held, sm_log_trim (any process) never discards a record at or above its
+ * first LSN, and sm_redo_lsn reports it, also after the binder died or the
+ * machine lost power.  Repeated binds keep the lowest LSN for redo and the
+ * highest for the flush.  A failed commit keeps the binding; releasing or
+ * aborting a dirty bound slice drops it (its changes are discarded, and
+ * the log still describes them).  One log handle per slice.
+ * Errors: -EINVAL (NULL, a direct or read slice, lsn not a record boundary
+ * or beyond the appended tail, the slice bound through another log handle),
+ * -EBADF (read-only log), -ESTALE (lsn was discarded, or is being
+ * discarded, by sm_log_trim; fork child), -ENOSPC (the log's bindings area
+ * is full: 48 entries, one per open log handle and data file it has bound,
+ * plus dead holders' until sm_redo_done), -ENOMEM, errors of the slice
+ * (sm_slice_error). */
+SM_EXPORT SM_WUR int sm_slice_set_lsn(sm_slice *s, sm_log *log, uint64_t lsn);
+
+/* The redo point of f in log: the lowest first-bound LSN of every binding of
+ * f to log still held, by any process, live or dead, or the log's committed
+ * tail if that is lower.  A checkpoint commits the dirty slices, calls
+ * this, then sm_log_trim(log, *lsn); recovery replays the log from *lsn.
+ * Also notes which holders are dead now, for sm_redo_done.
+ * Errors: -EINVAL (NULL), -ENOTSUP (f has no shared lock table:
+ * SM_OPT_NO_TABLE, a memory file, or the table could not be opened),
+ * -ESTALE (fork child), -EBADMSG (corrupt log header), -ENOMEM. */
+SM_EXPORT SM_WUR int sm_redo_lsn(sm_file *f, sm_log *log, uint64_t *lsn);
+
+/* End a recovery pass: the log was replayed into f up to lsn (a committed
+ * record's LSN or the committed tail) and f was synced.  The bindings of f
+ * whose holder was already dead at this caller's last sm_redo_lsn(f, log)
+ * and whose highest bound LSN is below lsn stop counting; one that reaches
+ * lsn or beyond counts from lsn on.  Live holders' bindings are never
+ * touched.  Errors: -EINVAL (NULL, lsn not a committed record nor the
+ * committed tail, or trimmed), -EBADF (read-only log), -ENOTSUP (as
+ * sm_redo_lsn), -ESTALE (fork child), -EBADMSG, -ENOMEM. */
+SM_EXPORT SM_WUR int sm_redo_done(sm_file *f, sm_log *log, uint64_t lsn);
+
 /* sm_object_create() flags */
 #define SM_OBJECT_REPLACE 0x1 /* sm_object_publish may replace an existing name */
 

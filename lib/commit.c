@@ -42,6 +42,26 @@
 
 #define COMMIT_FLAGS SM_ASYNC
 
+/* Bindings to log records (redo.c installs the hooks at its first bind). */
+const struct sm_bind_ops *sm_bind_ops;
+unsigned long sm_bind_pending;
+uint64_t sm_bind_epoch;
+
+/* The epoch a flush starting now covers (0: no detached binding waits). */
+static uint64_t bind_epoch(void)
+{
+	if (!__atomic_load_n(&sm_bind_pending, __ATOMIC_ACQUIRE))
+		return 0;
+	return __atomic_load_n(&sm_bind_epoch, __ATOMIC_ACQUIRE);
+}
+
+/* f was flushed by a flush that started at epoch e. */
+static void bind_synced(sm_file *f, uint64_t e)
+{
+	if (e && sm_bind_ops)
+		sm_bind_ops->file_synced(f, e);
+}
+
 /* File range [*a, *b) of pages [p0, p1) of hold h, clipped to the hold's
  * locked range (a buffered copy holds nothing else). */
 static void page_range(const struct sm_hold *h, uint64_t p0, uint64_t p1, uint64_t *a,
@@ -186,6 +206,7 @@ static int commit_check(const sm_slice *s)
 static int commit_one(sm_slice *s, int flags)
 {
 	bool wrote = false, sync = !(flags & SM_ASYNC);
+	uint64_t epoch;
 	int rc;
 
 	if ((rc = commit_check(s)) < 0)
@@ -194,6 +215,11 @@ static int commit_one(sm_slice *s, int flags)
 		memory_commit(s);
 		return 0;
 	}
+	/* Write-ahead: the records that describe a bound slice's changes
+	 * are durable (and published) before any of its pages is written. */
+	if (s->h->bind && (rc = sm_bind_ops->before_write(s->h)) < 0)
+		return rc;
+	epoch = bind_epoch();
 	rc = write_view(s, flags, sync, &wrote);
 	if (rc == 0 && s->h->buffered && wrote && sync && sm_sys.fdatasync(s->f->fd) < 0)
 		rc = -errno;
@@ -201,6 +227,16 @@ static int commit_one(sm_slice *s, int flags)
 		settle_view(s, rc == 0);
 	if (rc < 0 && sync && !s->h->buffered)
 		poison(s->f, rc);
+	/* Bindings released after an SM_ASYNC commit wait for a flush of
+	 * the file: this one's, or (nothing written) one made for them. */
+	if (rc == 0 && sync && epoch && s->h->buffered) {
+		if (!wrote && sm_sys.fdatasync(s->f->fd) < 0)
+			rc = -errno;
+		else
+			bind_synced(s->f, epoch);
+	}
+	if (rc == 0 && s->h->bind)
+		sm_bind_ops->after(s->h, !sync ? SM_BIND_ASYNC : wrote ? SM_BIND_SYNCED : SM_BIND_CLEAN);
 	return rc;
 }
 
@@ -224,6 +260,7 @@ int sm_commit(sm_slice *s, int flags)
 static int commit_many(sm_slice **v, size_t n, int flags)
 {
 	int first = 0, rc;
+	uint64_t epoch = bind_epoch();
 
 	for (size_t i = 0; i < n; i++) {
 		bool wrote = false, sync = !(flags & SM_ASYNC);
@@ -232,6 +269,9 @@ static int commit_many(sm_slice **v, size_t n, int flags)
 			v[i]->h->need_sync = false; /* nothing to flush */
 			continue;
 		}
+		/* write-ahead, as in commit_one (a covered log returns at once) */
+		if (rc == 0 && v[i]->h->bind)
+			rc = sm_bind_ops->before_write(v[i]->h);
 		if (rc == 0 &&
 		    (rc = write_view(v[i], v[i]->h->buffered ? flags : SM_ASYNC, sync, &wrote)) < 0) {
 			if (sync)
@@ -246,6 +286,8 @@ static int commit_many(sm_slice **v, size_t n, int flags)
 			continue;
 		}
 		v[i]->h->need_sync = true; /* written: its file needs a flush */
+		if ((flags & SM_ASYNC) && v[i]->h->bind)
+			sm_bind_ops->after(v[i]->h, SM_BIND_ASYNC);
 	}
 	if (flags & SM_ASYNC)
 		return first;
@@ -264,7 +306,11 @@ static int commit_many(sm_slice **v, size_t n, int flags)
 				continue;
 			direct |= !v[j]->h->buffered;
 			settle_view(v[j], rc == 0);
+			if (rc == 0 && v[j]->h->bind)
+				sm_bind_ops->after(v[j]->h, SM_BIND_SYNCED);
 		}
+		if (rc == 0)
+			bind_synced(f, epoch);
 		if (rc < 0) {
 			if (!first)
 				first = rc;
@@ -341,6 +387,8 @@ int sm_abort(sm_slice *s)
 			c1--;
 		sm_dirty_clear(h, c0, c1);
 	}
+	if (rc == 0 && h->bind)
+		sm_bind_ops->after(h, SM_BIND_ABORTED);
 	sm_cancel_restore(cs);
 	return rc;
 }

@@ -609,11 +609,12 @@ static int check_header(sm_log *l)
  * byte; the caller holds MUTEX_INIT, so no open races it) clears the group
  * commit hints: a committer killed while counted among the sleepers leaves
  * WAITERS high, which would cost every later commit a wake call that finds
- * nobody.  Caller holds MUTEX_INIT.
+ * nobody; a trimmer killed mid-way leaves its target in TRIMMING, which
+ * would fail binds below it.  Caller holds MUTEX_INIT.
  */
 static int join(sm_log *l)
 {
-	static const unsigned char zeros[WORD_FLUSHING + 4 - WORD_WAITERS];
+	static const unsigned char zeros[WORD_TRIMMING + 8 - WORD_WAITERS];
 
 	if ((l->flags & SM_RDWR) && sm_ofd_lock(l->fd, true, MUTEX_OPEN, 1) == 0) {
 		ssize_t n = sm_sys.pwrite(l->fd, zeros, sizeof(zeros), WORD_WAITERS);
@@ -747,6 +748,8 @@ int sm_log_close(sm_log *l)
 		return -EINVAL;
 	if (__atomic_load_n(&l->iters, __ATOMIC_ACQUIRE))
 		return -EBUSY;
+	if (l->redo_close && (rc = l->redo_close(l)) < 0)
+		return rc; /* a slice is still bound through this handle */
 	sm_release(l->hdr);
 	rc = sm_close(l->f);
 	close(l->fd);
@@ -923,12 +926,15 @@ int smlog_sync(sm_log *l)
  * committed tail (unless a later flush already published more). */
 static int flush_and_publish(sm_log *l, uint64_t t)
 {
+	uint32_t g = __atomic_add_fetch(hword(l, WORD_FLUSH_START), 1, __ATOMIC_SEQ_CST);
 	uint64_t c;
 	int rc;
 
 	if ((rc = smlog_sync(l)) < 0)
 		return rc;
-	/* Under the flush mutex: the only publisher. */
+	/* Under the flush mutex: the only publisher (of both). */
+	if ((int32_t)(g - __atomic_load_n(hword(l, WORD_FLUSH_DONE), __ATOMIC_ACQUIRE)) > 0)
+		__atomic_store_n(hword(l, WORD_FLUSH_DONE), g, __ATOMIC_RELEASE);
 	if ((rc = smlog_slot_read(l, SLOT_COMMITTED, &c)) == 0 && c < t)
 		rc = smlog_slot_write(l, SLOT_COMMITTED, t);
 	return rc;

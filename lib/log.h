@@ -39,6 +39,33 @@
 #define WORD_TARGET 336 /* APPENDS a settling leader sleeps for (0: none) */
 #define WORD_FLUSHING 340 /* a leader holds the flush mutex (a waiter whose wait
 			   * times out asks the lock itself: its holder may be dead) */
+/* The target of a trim in progress (u64, 0: none): a bind below it gets
+ * -ESTALE (redo.c; a trimmer killed mid-way leaves it, which only makes
+ * binds of records below a checkpoint's redo point fail). */
+#define WORD_TRIMMING 344
+/* Flush generations (u32, serial order): a flush leader adds one to START
+ * before its fdatasync and stores that value in DONE after it succeeded.
+ * A header store followed by a read of START = g is durable once DONE is
+ * past g (redo.c: the bindings area is durable before the pages). */
+#define WORD_FLUSH_START 352
+#define WORD_FLUSH_DONE 356
+/* The bindings area (redo.c): BIND_SLOTS entries of BIND_SLOT bytes, each
+ * eight u64 fields: state (BIND_HELD, BIND_IDLE or 0), incarnation, data file device,
+ * inode, first bound LSN, highest bound LSN, owner pid, 0.  Held entries
+ * count for every trim (trim_floor in log_trim.c), live or dead; the owner
+ * of entry i holds the kernel lock byte MUTEX_BIND(i) on its description. */
+#define BIND_AREA 1024
+#define BIND_SLOT 64
+#define BIND_SLOTS ((LOG_HDR - BIND_AREA) / BIND_SLOT)
+#define BIND_HELD UINT64_C(0x31444e4942534d53) /* "SMBIND1" */
+#define BIND_IDLE UINT64_C(0x30444e4942534d53) /* "SMBIND0": claimed, no binding */
+#define BE_STATE 0
+#define BE_SEQ 1
+#define BE_DEV 2
+#define BE_INO 3
+#define BE_FIRST 4
+#define BE_HIGH 5
+#define BE_PID 6
 /* Kernel-lock mutex bytes: never mapped, far beyond any log. */
 #define MUTEX_BASE ((uint64_t)1 << 62)
 #define MUTEX_INIT (MUTEX_BASE + 0)
@@ -47,6 +74,7 @@
 #define MUTEX_FLUSH (MUTEX_BASE + 4) /* the group commit's flush mutex */
 #define MUTEX_TRIM (MUTEX_BASE + 5)  /* one trim at a time */
 #define MUTEX_OPEN (MUTEX_BASE + 6)  /* read-locked by every open handle */
+#define MUTEX_BIND(i) (MUTEX_BASE + 64 + (uint64_t)(i)) /* owner of binding entry i */
 #define FRAME 8u
 /* Iterators map this much at a time, sub-slicing records out of it. */
 #define ITER_WINDOW ((uint64_t)4 << 20)
@@ -70,7 +98,15 @@ struct sm_log {
 				  * stored in place; read-only: a read slice) */
 	bool hdr_w;              /* hdr is writable */
 	unsigned long iters;     /* live iterators (atomic) */
+	struct redo *redo;       /* bindings made through this handle (redo.c) */
+	int (*redo_close)(sm_log *l); /* set by redo.c: -EBUSY while a slice is bound */
 };
+
+/* Entry i of the bindings area, field k (a mapped header page). */
+static inline uint64_t *smlog_bind_field(const sm_log *l, unsigned i, unsigned k)
+{
+	return (uint64_t *)(void *)(l->hdr->v.base + BIND_AREA + (size_t)i * BIND_SLOT) + k;
+}
 
 /* A read slice over [beg, end) of the log, moved along as records are read. */
 struct window {

@@ -46,6 +46,7 @@
  * logging) must never lose a record they need: trim_floor() is the one
  * place that says how far a trim may go; trim clamps to it.
  */
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -59,15 +60,24 @@
 
 /*
  * The lowest LSN something still needs, or UINT64_MAX: trim never moves
- * the trim point above it.  Today nothing binds records; a binding of a
- * data file's changes to log records (write-ahead logging of mapped pages)
- * answers here with its lowest first-bound LSN, kept where every process's
- * trim can read it.
+ * the trim point above it.  Bindings (redo.c: buffered slices bound to the
+ * records that describe their changes) are announced in the bindings area
+ * of the log's header page, so every process's trim sees every process's
+ * bindings, live or dead, without a lock anyone could hold: the lowest
+ * first LSN of every held entry.  A header page that is no longer mapped
+ * (the log was truncated under us) vouches for nothing: 0, no trim.
  */
 static uint64_t trim_floor(sm_log *l)
 {
-	(void)l;
-	return UINT64_MAX;
+	uint64_t floor = UINT64_MAX;
+
+	for (unsigned i = 0; i < BIND_SLOTS; i++) {
+		uint64_t st = le64toh(__atomic_load_n(smlog_bind_field(l, i, BE_STATE), __ATOMIC_SEQ_CST));
+		uint64_t first = le64toh(__atomic_load_n(smlog_bind_field(l, i, BE_FIRST), __ATOMIC_SEQ_CST));
+		if (st == BIND_HELD && first < floor)
+			floor = first;
+	}
+	return *l->hdr->v.state ? 0 : floor;
 }
 
 /* Give back [PUNCHED slot, first rounded down to a block): as far as no
@@ -146,8 +156,23 @@ static int log_trim(sm_log *l, uint64_t lsn)
 			goto out;
 		}
 	}
-	if ((floor = trim_floor(l)) < lsn)
+	/* Announce the target before reading the bindings: a bind below it
+	 * either is seen here or sees this and fails (-ESTALE). */
+	__atomic_store_n((uint64_t *)(void *)(l->hdr->v.base + WORD_TRIMMING), htole64(lsn),
+			 __ATOMIC_SEQ_CST);
+	if ((floor = trim_floor(l)) < lsn) {
 		lsn = floor;
+		/* a binding's first LSN is a record the binder named: check it
+		 * (a bad one stops the trim, it never cuts a record in two) */
+		if (lsn > first && lsn < c) {
+			rc = smlog_scan_from(l, &w, lsn, c, &upto);
+			smlog_window_drop(&w);
+			if (rc < 0) {
+				rc = rc == -EBADMSG ? 0 : rc;
+				goto out;
+			}
+		}
+	}
 	if (lsn <= first) {
 		rc = 0;
 		goto out;
@@ -158,6 +183,7 @@ static int log_trim(sm_log *l, uint64_t lsn)
 		goto out;
 	rc = punch_below(l, lsn);
 out:
+	__atomic_store_n((uint64_t *)(void *)(l->hdr->v.base + WORD_TRIMMING), 0, __ATOMIC_SEQ_CST);
 	smlog_unlock(l, &l->trim_mu, MUTEX_TRIM);
 	return rc;
 }

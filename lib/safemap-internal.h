@@ -141,6 +141,9 @@ struct sm_file {
 	/* table-authority mode (tmode.c): NULL in kernel-lock mode */
 	struct sm_tmode *tmode;
 	uint64_t size_cache; /* file size as last seen (tmode: trusted for read slices below it) */
+	/* device and inode, once redo.c needed them (id_ok, under lock) */
+	uint64_t id_dev, id_ino;
+	bool id_ok;
 };
 
 /* What a slice and its sub-slices share: the lock, the mapping (a window,
@@ -161,6 +164,7 @@ struct sm_hold {
 	unsigned long refs;    /* slices using this hold; guarded by f->lock */
 	unsigned long wsubs;   /* live writable sub-slices; guarded by f->lock */
 	int32_t slot;          /* lock table slot, or -1 */
+	struct sm_bind *bind;  /* its binding to log records (redo.c), or NULL */
 };
 
 /* An sm_lock range: a hold without a mapping (lock.c). */
@@ -179,6 +183,34 @@ struct sm_slice {
 	bool sub;            /* made by sm_sub */
 	int dead; /* negative errno once the slice lost a page; sticky */
 };
+/* --- redo.c: buffered slices bound to log records (write-ahead) ------
+ * commit.c and slice.c call redo.c only through these hooks, which redo.c
+ * installs at the first bind (no commit.c <-> redo.c circle).  Every hook
+ * is called only for a hold with h->bind set (so sm_bind_ops is set). */
+struct sm_bind;
+struct sm_bind_ops {
+	/* Before a commit writes any page of h: commit the log up to h's
+	 * highest bound record (0, or the log's error: write nothing). */
+	int (*before_write)(struct sm_hold *h);
+	/* After a commit or an abort of h: how is SM_BIND_SYNCED (an SM_SYNC
+	 * commit flushed the file), SM_BIND_ASYNC (pages written, not
+	 * flushed) or SM_BIND_ABORTED. */
+	void (*after)(struct sm_hold *h, int how);
+	/* The last slice of h is released; caller holds h->f->lock. */
+	void (*hold_gone)(struct sm_hold *h);
+	/* A commit flushed f; bindings detached at or before epoch are synced. */
+	void (*file_synced)(sm_file *f, uint64_t epoch);
+};
+#define SM_BIND_SYNCED 1
+#define SM_BIND_ASYNC 2
+#define SM_BIND_ABORTED 3
+#define SM_BIND_CLEAN 4 /* an SM_SYNC commit found nothing to write */
+SM_HIDDEN extern const struct sm_bind_ops *sm_bind_ops;
+/* Detached bindings waiting for a flush of their file (atomic), and the
+ * epoch counter that orders their detaching against a flush's start. */
+SM_HIDDEN extern unsigned long sm_bind_pending;
+SM_HIDDEN extern uint64_t sm_bind_epoch;
+
 /* --- sys.c: the syscall seam (fault injection in tests) --------------- */
 struct sm_sys {
 	int (*msync)(void *addr, size_t len, int flags);

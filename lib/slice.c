@@ -91,6 +91,8 @@ static int hold_free(struct sm_hold *h)
 	bool owner = sm_pid() == f->pid;
 	int rc;
 
+	if (h->bind)
+		sm_bind_ops->hold_gone(h); /* before the bitmap goes (redo.c) */
 	rc = sm_hold_unlock(f, h, owner);
 
 	sm_window_put(f, h->map);
