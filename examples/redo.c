@@ -117,9 +117,22 @@ static int put(sm_file *f, sm_log *log, uint64_t key, const char *val, int crash
 	return rc;
 }
 
+static int recover_once(sm_file *f, sm_log *log);
+
 /* Replay from the redo point, then end the pass with a marker record that
- * every replayed binding lies below. */
+ * every replayed binding lies below.  Another process's checkpoint may trim
+ * the log between our redo point and our replay (-ESTALE: what it trimmed
+ * is in the file and synced): take the redo point again. */
 static int recover(sm_file *f, sm_log *log)
+{
+	int rc;
+
+	for (int tries = 0; (rc = recover_once(f, log)) == -ESTALE && tries < 100; tries++)
+		;
+	return rc;
+}
+
+static int recover_once(sm_file *f, sm_log *log)
 {
 	uint64_t from, lsn, end;
 	sm_log_iter *it;
