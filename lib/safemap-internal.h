@@ -261,6 +261,10 @@ static inline pid_t sm_tid(pid_t pid)
  * are the library's (the log's lock bytes, table mode's identity band; a
  * user's unlock there would drop one of them). */
 #define SM_LOCK_LIMIT ((uint64_t)1 << 62)
+/* The kernel-mode mark: every kernel-mode opener read-locks this byte of
+ * the data file for as long as it has the file open; a table-mode attach
+ * tests it (tmode.c, "Opening"). */
+#define SM_KERNEL_MARK (SM_LOCK_LIMIT + ((uint64_t)1 << 32))
 
 /* Check off/len: nonzero, off + len <= INT64_MAX. */
 static inline int sm_check_range(uint64_t off, uint64_t len)

@@ -51,7 +51,8 @@
  * fence (an OFD read lock over data bytes [0, 2^62) through the sm_file's
  * description: plain fcntl writers are refused), the identity byte
  * 2^62 + (table_id mod 2^32) and tests the rest of the band (a lock there is
- * an owner of another table for the same data file: -EPROTO), then
+ * an owner of another table for the same data file: -EPROTO) and the
+ * kernel-mode mark (a kernel-mode opener, whatever its table: -EPROTO), then
  * publishes the area LIVE.  Nothing here ever locks or unlocks bytes of the
  * data file below 2^62 after the fence is taken: an F_UNLCK through the
  * sm_file's description would punch a hole in its own fence.
@@ -542,13 +543,29 @@ static int band_test(int fd, uint64_t from, uint64_t to)
 	return rc == 1 || rc == -EPROTO ? -EPROTO : rc;
 }
 
-/* A kernel-mode opener (with a table or without, whatever its table_dir)
- * tests the identity band once when it opens. */
+/* A kernel-mode opener (with a table or without, whatever its table_dir,
+ * read-only too) announces itself, then validates: it read-locks the
+ * kernel-mode mark for as long as it has the file open, then tests the
+ * identity band once (a table-mode owner there: -EPROTO).  A table-mode
+ * attach does the mirror image (identity byte, then the mark), so two
+ * openers of different modes may both fail, never both succeed, in either
+ * order.  A read lock goes through any description and beside any foreign
+ * reader; a foreign write lock over the mark (a plain whole-file write
+ * lock) refuses the open, as it refuses a table-mode one. */
 int sm_tmode_no_table(sm_file *f)
 {
-	/* beyond the verdict (a table-mode owner, or no way to tell), a
-	 * kernel-mode open never fails because a probe could not be made */
-	return band_test(f->fd, BAND + BAND_ID_MIN, BAND + BAND_LEN) == -EPROTO ? -EPROTO : 0;
+	int rc = sm_ofd_lock(f->fd, false, SM_KERNEL_MARK, 1);
+
+	if (rc == -EBUSY)
+		return -EBUSY;
+	/* a filesystem without byte-range locks cannot serve table mode
+	 * either: nothing to exclude, and the open goes on */
+	if (band_test(f->fd, BAND + BAND_ID_MIN, BAND + BAND_LEN) == -EPROTO) {
+		if (rc == 0)
+			(void)sm_ofd_unlock(f->fd, SM_KERNEL_MARK, 1);
+		return -EPROTO;
+	}
+	return 0;
 }
 
 /* Map the whole table (header, slots, index area) in place of table.c's
@@ -845,8 +862,9 @@ static int attach_table_mode(sm_file *f, struct smt_table *t, struct sm_tmode *t
 	if ((rc = sm_ofd_lock(f->fd, false, idb, 1)) < 0)
 		return rc == -EBUSY ? -EPROTO : rc;
 	if ((rc = band_test(f->fd, BAND + BAND_ID_MIN, idb)) < 0 ||
-	    (rc = band_test(f->fd, idb + 1, BAND + BAND_LEN)) < 0)
-		return rc;
+	    (rc = band_test(f->fd, idb + 1, BAND + BAND_LEN)) < 0 ||
+	    (rc = band_test(f->fd, SM_KERNEL_MARK, SM_KERNEL_MARK + 1)) < 0)
+		return rc; /* another table's owner, or a kernel-mode opener */
 	return publish_area(tm);
 }
 

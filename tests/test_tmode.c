@@ -37,11 +37,35 @@ static sm_options opts(uint32_t flags)
 	return o;
 }
 
+/* Modes: 't' table mode, 'k' kernel mode, 'n' kernel mode without a
+ * table, 'r' that read-only, 'o' kernel mode with its table in PATH.dir
+ * (another table for the same file). */
 static int open_mode(const char *path, char mode, sm_file **f)
 {
-	sm_options o = opts(mode == 't' ? SM_OPT_TABLE_LOCKS : mode == 'n' ? SM_OPT_NO_TABLE : 0);
+	sm_options o = opts(mode == 't' ? SM_OPT_TABLE_LOCKS : mode == 'n' || mode == 'r' ? SM_OPT_NO_TABLE : 0);
+	char dir[PATH_MAX];
 
-	return sm_open(path, SM_RDWR, &o, f);
+	if (mode == 'o') {
+		snprintf(dir, sizeof(dir), "%s.dir", path);
+		(void)mkdir(dir, 0700);
+		o.table_dir = dir;
+	}
+	return sm_open(path, mode == 'r' ? SM_RDONLY : SM_RDWR, &o, f);
+}
+
+/* Remove what open_mode(path, 'o') left: PATH.dir and its table. */
+static void other_dir_remove(const char *path)
+{
+	char dir[PATH_MAX], t[PATH_MAX + 64];
+	struct stat st;
+
+	snprintf(dir, sizeof(dir), "%s.dir", path);
+	if (stat(path, &st) == 0) {
+		snprintf(t, sizeof(t), "%s/%llx-%llx.smlock", dir, (unsigned long long)st.st_dev,
+			 (unsigned long long)st.st_ino);
+		unlink(t);
+	}
+	rmdir(dir);
 }
 
 static void tree_ok(sm_file *f)
@@ -266,12 +290,15 @@ START_TEST(race_of_two_modes)
 	int both = 0, some = 0;
 
 	for (int round = 0; round < 40; round++) {
+		/* every kernel-mode flavour: the same table, none, read-only,
+		 * another table */
+		char km[2] = { "knro"[(round / 2) % 4], 0 };
 		struct tu_child a, b;
 		int ra, rb;
 		tu_spawn(&a, racer, (void *)path);
 		tu_spawn(&b, racer, (void *)path);
-		tu_send(a.to, round & 1 ? "t" : "k");
-		tu_send(b.to, round & 1 ? "k" : "t");
+		tu_send(a.to, round & 1 ? "t" : km);
+		tu_send(b.to, round & 1 ? km : "t");
 		ra = tu_recv_int(a.from);
 		rb = tu_recv_int(b.from);
 		ck_assert(ra == 0 || ra == -EPROTO);
@@ -285,6 +312,38 @@ START_TEST(race_of_two_modes)
 	}
 	ck_assert_int_eq(both, 0);
 	ck_assert_int_gt(some, 0);
+	other_dir_remove(path);
+}
+END_TEST
+
+/* A kernel-mode opener first, in every flavour (with the same table,
+ * without one, read-only, with another table), with and without a plain
+ * whole-file read lock that masks probes: a table-mode opener after it
+ * fails, and succeeds once it has closed; the foreign reader alone
+ * refuses nobody. */
+START_TEST(kernel_opener_first_refuses_table_mode)
+{
+	const char *path = tu_tmpfile(65536);
+	struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	ck_assert_int_ge(fd, 0);
+	for (int masked = 0; masked < 2; masked++) {
+		if (masked)
+			ck_assert_int_eq(fcntl(fd, F_OFD_SETLK, &fl), 0);
+		for (const char *m = "knro"; *m; m++) {
+			struct tu_child c;
+			sm_file *g;
+			peer_start(&c, path, *m, 0);
+			ck_assert_msg(open_mode(path, 't', &g) == -EPROTO, "table mode beside '%c' (masked %d)", *m,
+				      masked);
+			peer_quit(&c);
+			ck_assert_int_eq(open_mode(path, 't', &g), 0);
+			ck_assert_int_eq(sm_close(g), 0);
+		}
+	}
+	close(fd);
+	other_dir_remove(path);
 }
 END_TEST
 
@@ -1214,13 +1273,7 @@ START_TEST(foreign_reader_does_not_hide_the_band)
 	ck_assert_int_eq(open_mode(path, 'n', &g), 0); /* no table-mode owner now */
 	ck_assert_int_eq(sm_close(g), 0);
 	close(fd);
-	char t[PATH_MAX + 64];
-	struct stat st;
-	ck_assert_int_eq(stat(path, &st), 0);
-	snprintf(t, sizeof(t), "%s/%llx-%llx.smlock", dir, (unsigned long long)st.st_dev,
-		 (unsigned long long)st.st_ino);
-	unlink(t);
-	rmdir(dir);
+	other_dir_remove(path);
 }
 END_TEST
 
@@ -1343,6 +1396,7 @@ int main(void)
 	tcase_add_test(tc, flags_and_layout);
 	tcase_add_test(tc, mode_exclusion_both_orders);
 	tcase_add_test(tc, race_of_two_modes);
+	tcase_add_test(tc, kernel_opener_first_refuses_table_mode);
 	tcase_add_test(tc, fence);
 	tcase_add_test(tc, second_table_is_refused);
 	tcase_add_test(tc, copied_table_is_another_table);

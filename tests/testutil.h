@@ -28,7 +28,8 @@ const char *tu_tmpfile(off_t size);
 
 /* Ask the kernel, through a fresh open file description, what lock would
  * block a lock of `type` (F_RDLCK/F_WRLCK) over [off, off+len): returns
- * F_UNLCK when the range is free for it, else the conflicting lock's type. */
+ * F_UNLCK when the range is free for it, else the conflicting lock's type.
+ * len 0 means up to 2^62: the bytes above are the library's marks. */
 int tu_probe(const char *path, short type, off_t off, off_t len);
 
 /* A child process running fn(arg, in, out); its exit status is fn's return.

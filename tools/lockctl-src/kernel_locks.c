@@ -166,6 +166,8 @@ static void read_pass(struct klocks *pass, const struct fileid *ids, size_t nids
 		struct klock k;
 		if (!parse_lock_line(line, &k))
 			continue;
+		if (!k.blocked && !k.write && k.start == KERNEL_MARK && k.len == 1)
+			continue; /* a kernel-mode opener's mark */
 		if (!k.blocked) {
 			last = k;
 		} else if (k.id == last.id) {

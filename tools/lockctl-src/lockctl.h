@@ -212,6 +212,9 @@ bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen);
 #define TM_BAND_MIN (TM_FENCE_LEN + ((uint64_t)1 << 16))
 #define TM_BAND_END (TM_FENCE_LEN + ((uint64_t)1 << 32))
 enum { TM_FOREIGN, TM_FENCE, TM_IDENTITY };
+/* Every kernel-mode opener read-locks this byte while it has the file open
+ * (a later table-mode attach tests it): a mark, not a region, never listed. */
+#define KERNEL_MARK (TM_BAND_END)
 
 bool table_mode(const struct smt_table *t);
 int tm_kind(const struct klock *k);
