@@ -23,11 +23,12 @@
  *                              every 50 puts (a crash test drives this)
  *
  * KEY is a number below PAGES * SLOTS (1008): its page and slot follow
- * from it.  Recovery may run while other processes put: a put is
- * acknowledged only once its page is committed, so a page that another
- * process rewrote before the recovery (a newer page LSN: the dead record
- * is skipped) only ever loses a change nobody was told about.  An engine
- * that acknowledges at the log commit must recover before others write.
+ * from it.  Recovery may run while other processes put.  A process killed
+ * between binding a page and committing it (the crash command: its put
+ * was acknowledged at the log commit) leaves the page held, as a stale
+ * holder, until a recovery pass has redone it: whoever finds its page so
+ * held recovers, then tries again.  The recovery pass maps pages with
+ * SM_RECOVER, which such a fence lets in.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -65,23 +66,53 @@ static uint64_t slot_of(uint64_t key)
 	return 8 + (key / PAGES % SLOTS) * SLOT;
 }
 
-/* Apply record rec (LSN lsn) to its page, unless the page already has it;
- * with log, bind the page to the record first (a put). */
-static int apply(sm_file *f, sm_log *log, const unsigned char *rec, uint64_t lsn)
+/* Redo record rec (LSN lsn) into its page, unless the page already has
+ * it (a recovery pass: SM_RECOVER). */
+static int apply(sm_file *f, const unsigned char *rec, uint64_t lsn)
 {
 	uint64_t key, page_lsn;
 	sm_slice *s;
 	int rc;
 
 	memcpy(&key, rec, 8);
-	if ((rc = sm_map_write(f, page_of(key), PAGE, SM_BUFFERED | SM_WAIT, &s)) < 0)
+	if ((rc = sm_map_write(f, page_of(key), PAGE, SM_BUFFERED | SM_WAIT | SM_RECOVER, &s)) < 0)
 		return rc;
 	if ((rc = sm_get_u64_le(s, 0, &page_lsn)) == 0 && page_lsn < lsn &&
-	    (!log || (rc = sm_slice_set_lsn(s, log, lsn)) == 0) &&
-	    (rc = sm_write(s, slot_of(key), rec, SLOT)) == 0 &&
-	    (rc = sm_put_u64_le(s, 0, lsn)) == 0)
-		rc = sm_commit(s, 0); /* the log first, then the page */
-	sm_release(s); /* a failed commit: the change is dropped, the log has it */
+	    (rc = sm_write(s, slot_of(key), rec, SLOT)) == 0 && (rc = sm_put_u64_le(s, 0, lsn)) == 0)
+		rc = sm_commit(s, 0);
+	sm_release(s);
+	return rc;
+}
+
+static int recover(sm_file *f, sm_log *log);
+
+/* Is a dead process's bound change holding the page at off? */
+static int stale_holder(sm_file *f, uint64_t off)
+{
+	sm_holder h[16];
+	int n = sm_holders(f, off, PAGE, h, 16);
+
+	for (int i = 0; i < n && i < 16; i++)
+		if (h[i].state == SM_STALE)
+			return 1;
+	return 0;
+}
+
+/* Map key's page (write: a buffered slice), waiting for live holders; a
+ * page held by a dead process's bound change is recovered first. */
+static int map_page(sm_file *f, sm_log *log, uint64_t key, int write, sm_slice **s)
+{
+	const uint64_t tick = 100 * 1000 * 1000; /* 100 ms */
+	int rc;
+
+	for (int tries = 0; tries < 100; tries++) {
+		rc = write ? sm_map_write_timed(f, page_of(key), PAGE, SM_BUFFERED, tick, s)
+			   : sm_map_read_timed(f, page_of(key), PAGE, 0, tick, s);
+		if (rc != -ETIMEDOUT && rc != -EBUSY)
+			return rc;
+		if (stale_holder(f, page_of(key)) && (rc = recover(f, log)) < 0)
+			return rc;
+	}
 	return rc;
 }
 
@@ -95,7 +126,7 @@ static int put(sm_file *f, sm_log *log, uint64_t key, const char *val, int crash
 	int rc;
 
 	slot_encode(rec, key, val);
-	if ((rc = sm_map_write(f, page_of(key), PAGE, SM_BUFFERED | SM_WAIT, &s)) < 0)
+	if ((rc = map_page(f, log, key, 1, &s)) < 0)
 		return rc;
 	/* -ESTALE: another process's commit and checkpoint discarded the
 	 * record before it was bound; append it again */
@@ -147,7 +178,7 @@ static int recover_once(sm_file *f, sm_log *log)
 		if (n != SLOT)
 			continue; /* a marker */
 		memcpy(rec, p, SLOT);
-		if ((rc = apply(f, NULL, rec, lsn)) < 0)
+		if ((rc = apply(f, rec, lsn)) < 0)
 			break;
 	}
 	sm_log_iter_close(it);
@@ -158,7 +189,7 @@ static int recover_once(sm_file *f, sm_log *log)
 	return sm_redo_done(f, log, end);
 }
 
-static int get(sm_file *f, uint64_t key)
+static int get(sm_file *f, sm_log *log, uint64_t key)
 {
 	unsigned char b[SLOT];
 	uint64_t k;
@@ -166,7 +197,7 @@ static int get(sm_file *f, uint64_t key)
 	sm_slice *s;
 	int rc;
 
-	if ((rc = sm_map_read(f, page_of(key), PAGE, SM_WAIT, &s)) < 0)
+	if ((rc = map_page(f, log, key, 0, &s)) < 0)
 		return rc;
 	rc = sm_read(s, slot_of(key), b, SLOT);
 	sm_release(s);
@@ -228,7 +259,7 @@ int main(int argc, char **argv)
 	else if (strcmp(argv[2], "crash") == 0 && argc == 5)
 		rc = put(f, log, key, argv[4], 1);
 	else if (strcmp(argv[2], "get") == 0 && argc == 4)
-		rc = get(f, key);
+		rc = get(f, log, key);
 	else if (strcmp(argv[2], "loop") == 0 && argc == 6)
 		rc = loop(f, log, (unsigned)key, argv[4], strtol(argv[5], NULL, 10));
 	else if (strcmp(argv[2], "checkpoint") == 0 && argc == 3)

@@ -72,6 +72,9 @@ typedef struct sm_range sm_range;
 #define SM_EXTEND 0x0040   /* write slice may grow the file */
 #define SM_POPULATE 0x0080 /* pre-fault the pages of the slice */
 #define SM_NOLOCK 0x40000  /* coordination memory: no lock (see sm_map_read(3)) */
+#define SM_RECOVER 0x80000 /* a recovery pass's slice: may overlap the bound changes a
+			    * dead process left (after sm_redo_lsn on the file; see
+			    * sm_redo_lsn(3)) */
 
 /* sm_lock() / sm_test() flags: exactly one of the modes, plus SM_WAIT (sm_lock) */
 #define SM_LOCK_READ 0x10000

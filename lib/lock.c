@@ -36,8 +36,11 @@ static __attribute__((noinline, cold)) int hold_lock_other(sm_file *f, struct sm
 {
 	int rc;
 
-	if (f->tmode)
-		return sm_tmode_hold_lock(f, h, tag);
+	if (f->tmode) {
+		if ((rc = sm_tmode_hold_lock(f, h, tag)) == 0 && (rc = sm_fence_check(f, h)) < 0)
+			(void)sm_tmode_hold_unlock(f, h, true); /* a dead process's bound change */
+		return rc;
+	}
 	h->slot = -1;
 	if (h->nolock)
 		return sm_table_add(f, h, tag, SMT_UNLOCKED);
@@ -82,6 +85,12 @@ static inline __attribute__((always_inline)) int hold_lock(sm_file *f, struct sm
 		return rc;
 	if ((rc = sm_ranges_acquire(f, h)) < 0) {
 		sm_table_remove(f, h, true); /* withdrawn: the attempt failed */
+		return rc;
+	}
+	if (__builtin_expect((rc = sm_fence_check(f, h)) < 0, 0)) {
+		/* a dead process's bound change overlaps (fence.c) */
+		(void)sm_ranges_release(f, h, true);
+		sm_table_remove(f, h, true);
 		return rc;
 	}
 	sm_table_held(f, h);

@@ -84,6 +84,7 @@ struct lslot {
 struct redo {
 	struct lslot *slots;
 	uint64_t dead_seq[BIND_SLOTS]; /* entries dead at the last sm_redo_lsn (0: none) */
+	uint32_t key;                  /* the log's name in bound table entries (fence.c) */
 };
 
 /* One mutex for the process's bindings: binds are per record appended, a
@@ -121,9 +122,16 @@ static int redo_close(sm_log *l);
 
 static struct redo *redo_get(sm_log *l)
 {
-	if (!l->redo) {
-		l->redo = calloc(1, sizeof(*l->redo));
+	struct stat sb;
+
+	if (!l->redo && (l->redo = calloc(1, sizeof(*l->redo)))) {
 		l->redo_close = redo_close; /* frees it */
+		/* the log's 24-bit name in bound table entries: a hash of its
+		 * device and inode (a collision only keeps a fence longer) */
+		if (fstat(l->fd, &sb) == 0)
+			l->redo->key = (uint32_t)(((uint64_t)sb.st_dev * 0x9e3779b97f4a7c15ull ^
+						   (uint64_t)sb.st_ino * 0xc2b2ae3d27d4eb4full) >>
+						  40);
 	}
 	return l->redo;
 }
@@ -350,6 +358,9 @@ static void after(struct sm_hold *h, int how)
 			b->async = true;
 		else if (!hold_dirty(h) && (how == SM_BIND_SYNCED || !b->async))
 			drop(b);
+		/* the file has its pages (or the changes are gone): no fence */
+		if (!hold_dirty(h))
+			sm_fence_set(h->f, h, 0, false);
 	}
 	pthread_mutex_unlock(&g_mu);
 }
@@ -364,6 +375,7 @@ static void hold_gone(struct sm_hold *h)
 		h->bind = NULL;
 	} else if (b) {
 		h->bind = NULL;
+		sm_fence_set(h->f, h, 0, false); /* before the lock goes (slice.c) */
 		if (b->async) {
 			/* its pages are in the page cache, not yet on disk */
 			b->h = NULL;
@@ -496,6 +508,8 @@ static int set_lsn(sm_slice *s, sm_log *l, uint64_t lsn)
 				publish(b->ls);
 			}
 		}
+		if (rc == 0)
+			sm_fence_set(s->f, h, l->redo ? l->redo->key : 0, true); /* dirty again after SM_ASYNC */
 		pthread_mutex_unlock(&g_mu);
 		return rc;
 	}
@@ -516,6 +530,8 @@ static int set_lsn(sm_slice *s, sm_log *l, uint64_t lsn)
 	publish(ls);
 	if ((rc = raced(l, lsn)) < 0)
 		drop(b);
+	else
+		sm_fence_set(s->f, h, l->redo ? l->redo->key : 0, true); /* before the caller acknowledges */
 out:
 	pthread_mutex_unlock(&g_mu);
 	return rc;
@@ -574,6 +590,7 @@ static int redo_lsn(sm_file *f, sm_log *l, uint64_t *out)
 			r->dead_seq[i] = seq;
 	}
 	pthread_mutex_unlock(&g_mu);
+	__atomic_store_n(&f->redo_seen, true, __ATOMIC_RELEASE); /* its SM_RECOVER slices pass fences */
 	*out = lo < c ? lo : c;
 	return 0;
 }
@@ -585,6 +602,25 @@ int sm_redo_lsn(sm_file *f, sm_log *log, uint64_t *lsn)
 
 	sm_cancel_restore(old);
 	return rc;
+}
+
+struct held_arg {
+	const sm_log *l;
+	const sm_file *f;
+};
+
+/* Does the log still count a binding of process pid to the file (a held
+ * entry of the area that is not ours)?  Caller holds g_mu. */
+static bool still_held(void *arg, int32_t pid)
+{
+	const struct held_arg *a = arg;
+
+	for (unsigned i = 0; i < BIND_SLOTS; i++)
+		if (ld(a->l, i, BE_STATE) == BIND_HELD && ld(a->l, i, BE_DEV) == a->f->id_dev &&
+		    ld(a->l, i, BE_INO) == a->f->id_ino && ld(a->l, i, BE_PID) == (uint64_t)(int64_t)pid &&
+		    !own_slot(a->l, i))
+			return true;
+	return false;
 }
 
 static int redo_done(sm_file *f, sm_log *l, uint64_t lsn)
@@ -635,6 +671,11 @@ static int redo_done(sm_file *f, sm_log *l, uint64_t lsn)
 		}
 		(void)sm_ofd_unlock(l->fd, MUTEX_BIND(i), 1);
 	}
+	/* the table entries of dead processes' bound changes the log no
+	 * longer counts: free, and their waiters told */
+	struct held_arg ha = { l, f };
+	if (r && sm_fence_clear_dead(f, r->key, still_held, &ha) > 0)
+		sm_wait_bump(f->table, 0, SM_LOCK_LIMIT);
 	pthread_mutex_unlock(&g_mu);
 	return 0;
 }

@@ -144,6 +144,7 @@ struct sm_file {
 	/* device and inode, once redo.c needed them (id_ok, under lock) */
 	uint64_t id_dev, id_ino;
 	bool id_ok;
+	bool redo_seen; /* sm_redo_lsn was asked on it: SM_RECOVER slices pass fences */
 };
 
 /* What a slice and its sub-slices share: the lock, the mapping (a window,
@@ -165,6 +166,8 @@ struct sm_hold {
 	unsigned long wsubs;   /* live writable sub-slices; guarded by f->lock */
 	int32_t slot;          /* lock table slot, or -1 */
 	struct sm_bind *bind;  /* its binding to log records (redo.c), or NULL */
+	bool fenced;           /* its slot carries SMT_SF_BOUND (fence.c) */
+	bool recover;          /* mapped with SM_RECOVER */
 };
 
 /* An sm_lock range: a hold without a mapping (lock.c). */
@@ -405,6 +408,25 @@ static inline void sm_table_remove(sm_file *f, struct sm_hold *h, bool owner)
 	h->slot = -1;
 }
 SM_HIDDEN void sm_table_downgrade(sm_file *f, struct sm_hold *h);
+/* --- fence.c: a dead process's bound changes stay held --------------------
+ * set: mark h's entry bound to the log named key (on) or not (off); its
+ * owner only.  check: after h's lock step, 0 or -EBUSY if another's bound
+ * entry overlaps h (inline: one load when nothing is bound).  clear_dead:
+ * free the dead owners' entries bound to key that still_held says the log
+ * no longer counts; returns how many. */
+SM_HIDDEN void sm_fence_set(sm_file *f, struct sm_hold *h, uint32_t key, bool on);
+SM_HIDDEN int sm_fence_check_slow(sm_file *f, const struct sm_hold *h);
+SM_HIDDEN int sm_fence_clear_dead(sm_file *f, uint32_t key, bool (*still_held)(void *arg, int32_t pid),
+				  void *arg);
+static inline int sm_fence_check(sm_file *f, const struct sm_hold *h)
+{
+	const struct smt_table *t = f->table;
+
+	if (__builtin_expect(!t || !__atomic_load_n(&((const struct smt_header *)t->base)->fence_n,
+						     __ATOMIC_SEQ_CST), 1))
+		return 0;
+	return sm_fence_check_slow(f, h);
+}
 /* for lockctl and tests (the private build links these) */
 int smt_path(const char *data_path, const struct stat *st, const char *dir, char *out, size_t size);
 int smt_check_header(const struct smt_header *h, uint64_t file_size);
@@ -415,6 +437,10 @@ int smt_snapshot(const struct smt_table *t, uint32_t i, struct smt_slot *out);
 uint32_t smt_scan_limit(const struct smt_table *t);
 bool smt_owner_alive(const struct smt_table *t, uint32_t owner);
 int smt_reap(struct smt_table *t, bool dry);
+/* Free slot i judged dead as w (a swap of its seq and state word), or, if
+ * it holds a bound change, make it an orphan's (fence.c); true if freed. */
+bool smt_retire(struct smt_table *t, uint32_t i, union smt_word w);
+bool smt_free_judged(struct smt_table *t, uint32_t i, union smt_word w);
 /* statfs f_type of a network filesystem (NFS, SMB, Ceph, FUSE, GPFS)? */
 bool smt_netfs_type(unsigned long f_type);
 

@@ -27,7 +27,7 @@
 
 #include "safemap-internal.h"
 
-#define MAP_FLAGS (SM_BUFFERED | SM_WAIT | SM_EXTEND | SM_POPULATE | SM_NOLOCK)
+#define MAP_FLAGS (SM_BUFFERED | SM_WAIT | SM_EXTEND | SM_POPULATE | SM_NOLOCK | SM_RECOVER)
 
 /*
  * Free lists of sm_slice and sm_hold objects per sm_file (at most POOL_MAX
@@ -348,6 +348,7 @@ static int do_map(sm_file *f, uint64_t off, uint64_t len, int flags, bool write,
 		h->write = write;
 		h->buffered = write && (flags & SM_BUFFERED);
 		h->nolock = flags & SM_NOLOCK;
+		h->recover = flags & SM_RECOVER;
 		h->refs = 1;
 		h->slot = -1;
 		if (write) {

@@ -193,6 +193,32 @@ static bool free_slot(struct smt_table *t, uint32_t i, union smt_word w)
 					   __ATOMIC_RELEASE, __ATOMIC_RELAXED);
 }
 
+bool smt_free_judged(struct smt_table *t, uint32_t i, union smt_word w)
+{
+	return free_slot(t, i, w);
+}
+
+/* Does slot i, read as w, hold a bound change (fence.c)? */
+static bool bound_entry(const struct smt_table *t, uint32_t i, union smt_word w)
+{
+	return SMT_STATE(w.state) == SMT_HELD && !state_invalid(w.state) &&
+	       (__atomic_load_n(&t->slots[i].flags, __ATOMIC_ACQUIRE) & SMT_SF_BOUND);
+}
+
+bool smt_retire(struct smt_table *t, uint32_t i, union smt_word w)
+{
+	if (bound_entry(t, i, w)) {
+		/* a bound change of a dead owner: held on, by nobody (fence.c) */
+		union smt_word nw = { .seq = (w.seq | 1) + 1, .state = SMT_ORPHAN << 8 | SMT_HELD };
+		uint64_t expected = w.word;
+		if (SMT_OWNER(w.state) != SMT_ORPHAN)
+			(void)__atomic_compare_exchange_n(&t->slots[i].word, &expected, nw.word, false,
+							  __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+		return false;
+	}
+	return free_slot(t, i, w);
+}
+
 /* ---- attach / detach ------------------------------------------------------ */
 
 static int build(const char *tmp, int data_fd, const struct stat *st, uint64_t generation)
@@ -348,7 +374,7 @@ static void free_slots_of(struct smt_table *t, uint32_t owner);
 
 static int claim_owner(struct smt_table *t)
 {
-	for (uint32_t k = 0; k < SMT_MAX_OWNERS; k++) {
+	for (uint32_t k = 0; k < SMT_ORPHAN; k++) {
 		if (t->before_claim && !t->before_claim(t->mode_arg, k))
 			continue; /* the mode's hook (table mode: a live owner's area) */
 		int rc = sm_ofd_lock(t->fd, true, SMT_LIVE_BASE + k, 1);
@@ -383,7 +409,7 @@ static void free_slots_of(struct smt_table *t, uint32_t owner)
 			if (w.state == SMT_FREE || state_invalid(w.state) || SMT_OWNER(w.state) != owner)
 				break;
 			copy = t->slots[i]; /* a dead owner's: stable */
-			if (free_slot(t, i, w)) {
+			if (smt_retire(t, i, w)) {
 				if (SMT_STATE(w.state) == SMT_WAITING)
 					if (smt_forget_hook)
 						smt_forget_hook(t, &copy);
@@ -448,7 +474,10 @@ static int reap_upto(struct smt_table *t, uint32_t lim, bool dry)
 				continue;
 		}
 		struct smt_slot copy = t->slots[c[k].i];
-		if (dry) {
+		if (!c[k].invalid && bound_entry(t, c[k].i, c[k].w)) {
+			if (!dry)
+				(void)smt_retire(t, c[k].i, c[k].w); /* an orphan's now, not freed */
+		} else if (dry) {
 			n++;
 		} else if (free_slot(t, c[k].i, c[k].w)) {
 			n++;

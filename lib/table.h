@@ -51,6 +51,23 @@
 /* slot flags */
 #define SMT_SF_OWN_TAG 0x1u /* tag is the acquisition's own, not the file's */
 #define SMT_SF_COUNTED 0x2u /* a waiter: counted in its buckets' waiter counts */
+/* A held entry whose changes are bound to log records and not yet written
+ * to the file (redo.c): if its owner dies it stays held, as an orphan's,
+ * until a recovery pass clears it (sm_redo_done).  Set and cleared by its
+ * owner with atomic OR/AND (no seq change); bits 8-31 then name the log
+ * (SMT_SF_LOGKEY of its device and inode). */
+#define SMT_SF_BOUND 0x4u
+#define SMT_SF_LOGKEY(k) ((uint32_t)(k) << 8)
+#define SMT_SF_KEY(flags) ((flags) >> 8)
+/* The owner number of orphans: a dead owner's bound entries, still held.
+ * Nobody ever claims its liveness byte, so it is never alive. */
+#define SMT_ORPHAN (SMT_MAX_OWNERS - 1)
+/* Fence counts: bound entries in the table (fence_n), and per page bucket
+ * (page p of the data file in bucket p % SMT_FENCE_BUCKETS), so that an
+ * acquisition looks at its own buckets' counts only.  Never below the truth
+ * (raised before the flag is set, lowered after it is cleared). */
+#define SMT_FENCE_BUCKETS 256u
+#define SMT_FENCE_SHIFT 12u
 
 #define SMT_STATE(w) ((w) & 0xffu)
 #define SMT_OWNER(w) ((w) >> 8)
@@ -85,14 +102,16 @@ struct smt_header {
 	uint64_t table_boot;  /* boot's (a hash of boot_id), else 0 */
 	uint64_t idx_off;     /* table-authority mode: the index area (tmode.c), */
 	uint64_t idx_size;    /* 0 until one is laid out */
-	uint8_t reserved1[872];
+	uint32_t fence_n;     /* bound entries (SMT_SF_BOUND), a hint never low */
+	uint32_t reserved0;
+	uint8_t reserved1[864];
 	struct smt_bucket {   /* waiting, at offset 1024 */
 		uint32_t futex;   /* bumped by every release that covers the bucket
 				   * and has waiters; waiters FUTEX_WAIT on it */
 		uint32_t waiters; /* waiting entries covering the bucket (a hint) */
 		uint64_t reserved;
 	} buckets[SMT_MAX_BUCKETS];
-	uint8_t reserved2[1024];
+	uint32_t fence[SMT_FENCE_BUCKETS]; /* bound entries per page bucket, at 3072 */
 };
 
 /* One holder.  A slot is claimed with one compare-and-swap of `state`
@@ -153,6 +172,8 @@ _Static_assert(__builtin_offsetof(struct smt_header, table_ino) == 120, "table_i
 _Static_assert(__builtin_offsetof(struct smt_header, table_boot) == 128, "table_boot");
 _Static_assert(__builtin_offsetof(struct smt_header, idx_size) == 144, "idx_size");
 _Static_assert(__builtin_offsetof(struct smt_header, buckets) == 1024, "buckets");
+_Static_assert(__builtin_offsetof(struct smt_header, fence_n) == 152, "fence_n");
+_Static_assert(__builtin_offsetof(struct smt_header, fence) == 3072, "fence");
 _Static_assert(__builtin_offsetof(struct smt_slot, wait_for) == 112, "wait_for");
 _Static_assert(__builtin_offsetof(struct smt_slot, inc) == 120, "inc");
 

@@ -215,11 +215,9 @@ static bool judge(void *arg, uint32_t j)
 		return false;
 	if (!area_owner_alive(t, x->k)) {
 		/* free at the next conflict: this entry now, the others by the
-		 * reaper; the area is marked dead by the caller */
-		union smt_word nw = { .seq = w.seq + 2, .state = SMT_FREE };
-		uint64_t expected = w.word;
-		(void)__atomic_compare_exchange_n(&t->slots[j].word, &expected, nw.word, false,
-						  __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+		 * reaper; the area is marked dead by the caller (a bound change
+		 * stays held, an orphan's: fence.c) */
+		(void)smt_retire(t, j, w);
 		x->dead = true;
 		return true; /* ends the walk */
 	}
@@ -386,10 +384,7 @@ static int reclaim(struct sm_tmode *tm)
 		uint64_t aw = __atomic_load_n(&tm->areas[k].word, __ATOMIC_ACQUIRE);
 		if (aw == SMT_AREA_WORD((uint32_t)LD(t->slots[i].inc), SMT_AREA_LIVE))
 			continue; /* its incarnation's: liveness is table.c's to judge */
-		union smt_word nw = { .seq = w.seq + 2, .state = SMT_FREE };
-		uint64_t expected = w.word;
-		if (__atomic_compare_exchange_n(&t->slots[i].word, &expected, nw.word, false,
-						__ATOMIC_RELEASE, __ATOMIC_RELAXED))
+		if (smt_retire(t, i, w)) /* a bound change stays held (fence.c) */
 			freed++;
 	}
 	return freed;

@@ -26,7 +26,7 @@
 #include "testutil.h"
 
 #define PAGE 4096
-#define DATA_LEN (16 * PAGE)
+#define DATA_LEN (64 * PAGE)
 
 static char dir[64], dpath[128], lpath[128];
 
@@ -663,6 +663,75 @@ START_TEST(test_procs_killed)
 }
 END_TEST
 
+/* How many entries over page p are listed, and how many of them stale. */
+static int stale_over(sm_file *f, unsigned p, int *stale)
+{
+	sm_holder h[8];
+	int n = sm_holders(f, (uint64_t)p * PAGE, PAGE, h, 8);
+
+	ck_assert_int_ge(n, 0);
+	*stale = 0;
+	for (int i = 0; i < n && i < 8; i++)
+		*stale += h[i].state == SM_STALE;
+	return n;
+}
+
+/* A SIGKILLed binder's dirty bound page stays held, as a stale entry,
+ * against every slice of anybody (read, write, a new opener that takes
+ * its owner number, after a reap) but an SM_RECOVER slice of a caller that
+ * asked sm_redo_lsn; sm_redo_done frees it.  Other pages are free. */
+START_TEST(test_dead_binder_fenced)
+{
+	struct tu_child c;
+	sm_file *f, *g;
+	sm_log *l;
+	sm_slice *s;
+	uint64_t a, b, x;
+	int stale;
+
+	paths();
+	open_both(&f, &l);
+	spawn_binder(&c, 5, &a, &b);
+	kill(c.pid, SIGKILL);
+	ck_assert_int_eq(tu_wait(&c), 128 + SIGKILL);
+	ck_assert_int_eq(sm_map_read(f, 5 * PAGE, PAGE, 0, &s), -EBUSY);
+	ck_assert_int_eq(sm_map_write(f, 4 * PAGE, 2 * PAGE, SM_BUFFERED, &s), -EBUSY);
+	ck_assert_int_eq(stale_over(f, 5, &stale), 1);
+	ck_assert_int_eq(stale, 1);
+	ck_assert_int_eq(sm_map_read(f, 6 * PAGE, PAGE, 0, &s), 0); /* beside it: free */
+	ck_assert_int_eq(sm_release(s), 0);
+	/* no reaping frees it: the lazy reaper, a new opener taking the dead
+	 * owner's number */
+	ck_assert_int_ge(smt_reap(f->table, false), 0);
+	ck_assert_int_eq(tu_open(dpath, SM_RDWR, NULL, &g), 0);
+	ck_assert_int_eq(sm_map_read(g, 5 * PAGE, PAGE, 0, &s), -EBUSY);
+	ck_assert_int_eq(sm_map_read(f, 5 * PAGE, PAGE, 0, &s), -EBUSY);
+	ck_assert_int_eq(stale_over(g, 5, &stale), 1);
+	ck_assert_int_eq(stale, 1);
+	/* the recovery pass: SM_RECOVER passes once sm_redo_lsn was asked */
+	ck_assert_int_eq(sm_map_write(f, 5 * PAGE, PAGE, SM_BUFFERED | SM_RECOVER, &s), -EBUSY);
+	ck_assert_int_eq(sm_redo_lsn(f, l, &x), 0);
+	ck_assert_uint_eq(x, a);
+	ck_assert_int_eq(sm_map_write(f, 5 * PAGE, PAGE, SM_BUFFERED | SM_RECOVER, &s), 0);
+	ck_assert_int_eq(sm_put_u8(s, 0, 0xab), 0);
+	ck_assert_int_eq(sm_put_u8(s, 1, 0xcd), 0);
+	ck_assert_int_eq(sm_commit(s, 0), 0);
+	ck_assert_int_eq(sm_release(s), 0);
+	ck_assert_int_eq(sm_map_read(g, 5 * PAGE, PAGE, 0, &s), -EBUSY); /* not redone yet */
+	ck_assert_int_eq(sm_redo_done(f, l, committed(l)), 0);
+	ck_assert_int_eq(sm_map_read(g, 5 * PAGE, PAGE, 0, &s), 0);
+	uint8_t v;
+	ck_assert_int_eq(sm_get_u8(s, 1, &v), 0);
+	ck_assert_int_eq(v, 0xcd);
+	ck_assert_int_eq(sm_release(s), 0);
+	ck_assert_int_eq(stale_over(f, 5, &stale), 0);
+	ck_assert_int_eq(sm_close(g), 0);
+	ck_assert_int_eq(sm_log_close(l), 0);
+	ck_assert_int_eq(sm_close(f), 0);
+	unpaths();
+}
+END_TEST
+
 /* The bindings area: 60 binders that synced (their entries idle) and were
  * then killed leave nothing held and nothing claimed; 48 killed while
  * holding fill it (-ENOSPC) until a recovery pass clears them. */
@@ -686,7 +755,8 @@ START_TEST(test_area_reuse_and_full)
 	ck_assert_int_eq(sm_redo_lsn(f, l, &x), 0);
 	ck_assert_uint_eq(x, committed(l));
 	for (int i = 0; i < 48; i++) {
-		spawn_binder(&c, 2, &a, &b);
+		/* each its own page: a dead binder's page stays fenced */
+		spawn_binder(&c, 8 + (unsigned)i, &a, &b);
 		kill(c.pid, SIGKILL);
 		ck_assert_int_eq(tu_wait(&c), 128 + SIGKILL);
 	}
@@ -1051,6 +1121,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_bind_sees_trim_target);
 	tcase_add_test(tc, test_procs_live_and_synced);
 	tcase_add_test(tc, test_procs_killed);
+	tcase_add_test(tc, test_dead_binder_fenced);
 	tcase_add_test(tc, test_area_reuse_and_full);
 	tcase_add_test(tc, test_bind_races_trim);
 	tcase_add_test(tc, test_threads_bind);
