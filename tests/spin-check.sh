@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 # spin-check.sh - sourced by the model checks (check-model.sh,
-# check-redo-model.sh) after they set MODEL (a .pml file beside them):
+# check-redo-model.sh, check-fence-model.sh) after they set MODEL (a .pml file beside them):
 # skips (exit 77) without spin or a C compiler, or with
 # SAFEMAP_SKIP_MODEL=1 (check-asan and check-valgrind set it: a model does
 # not depend on how the library was built); then works in a scratch
