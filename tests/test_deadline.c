@@ -26,22 +26,6 @@
 
 #define MS 1000000ull
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* Upper bounds of timed checks, stretched under valgrind and sanitizers
- * (which set CK_TIMEOUT_MULTIPLIER). */
-static uint64_t bound(uint64_t ns)
-{
-	const char *m = getenv("CK_TIMEOUT_MULTIPLIER");
-
-	return m && atoi(m) > 1 ? ns * (uint64_t)atoi(m) : ns;
-}
 
 /* Loop index 0: kernel locks; 1: table-authority mode (every sm_open of
  * the case and of its children, through tu_options). */
@@ -104,25 +88,25 @@ START_TEST(test_deadline_shorter)
 	hold(&c, &a, path);
 	g = open_with_wait(path, SM_WAIT_FOREVER);
 
-	t0 = mono_ns();
+	t0 = tu_mono_ns();
 	ck_assert_int_eq(sm_map_read_timed(g, 0, 100, 0, 30 * MS, &s), -ETIMEDOUT);
-	dt = mono_ns() - t0;
+	dt = tu_mono_ns() - t0;
 	ck_assert_ptr_null(s);
 	ck_assert_msg(dt >= 30 * MS, "returned after %llu ns, before its 30 ms",
 		      (unsigned long long)dt);
-	ck_assert_msg(dt < bound(2000 * MS), "30 ms wait took %llu ns", (unsigned long long)dt);
+	ck_assert_msg(dt < tu_bound(2000 * MS), "30 ms wait took %llu ns", (unsigned long long)dt);
 
 	/* SM_WAIT in flags changes nothing: still the call's bound */
-	t0 = mono_ns();
+	t0 = tu_mono_ns();
 	ck_assert_int_eq(sm_map_write_timed(g, 100, 100, SM_WAIT, 30 * MS, &s), -ETIMEDOUT);
-	dt = mono_ns() - t0;
-	ck_assert_msg(dt >= 30 * MS && dt < bound(2000 * MS), "write: %llu ns", (unsigned long long)dt);
+	dt = tu_mono_ns() - t0;
+	ck_assert_msg(dt >= 30 * MS && dt < tu_bound(2000 * MS), "write: %llu ns", (unsigned long long)dt);
 
-	t0 = mono_ns();
+	t0 = tu_mono_ns();
 	ck_assert_int_eq(sm_lock_timed(g, 4000, 200, SM_LOCK_READ, 30 * MS, "t", &r), -ETIMEDOUT);
-	dt = mono_ns() - t0;
+	dt = tu_mono_ns() - t0;
 	ck_assert_ptr_null(r);
-	ck_assert_msg(dt >= 30 * MS && dt < bound(2000 * MS), "lock: %llu ns", (unsigned long long)dt);
+	ck_assert_msg(dt >= 30 * MS && dt < tu_bound(2000 * MS), "lock: %llu ns", (unsigned long long)dt);
 
 	/* a timed-out waiter leaves no entry behind */
 	ck_assert_int_eq(count_state(g, SM_WAITING), 0);
@@ -146,16 +130,16 @@ struct watch {
 static void *watcher(void *arg)
 {
 	struct watch *w = arg;
-	uint64_t end = mono_ns() + 20000 * MS;
+	uint64_t end = tu_mono_ns() + 20000 * MS;
 	struct timespec ts = { .tv_sec = (time_t)(w->extra / 1000000000ull),
 			       .tv_nsec = (long)(w->extra % 1000000000ull) };
 
 	while (count_state(w->f, SM_WAITING) == 0) {
-		ck_assert_msg(mono_ns() < end, "waiter never registered");
+		ck_assert_msg(tu_mono_ns() < end, "waiter never registered");
 		sched_yield();
 	}
 	nanosleep(&ts, NULL);
-	w->released_at = mono_ns();
+	w->released_at = tu_mono_ns();
 	tu_send(w->c->to, "go");
 	return NULL;
 }
@@ -186,7 +170,7 @@ static int wait_through(const char *path, int which, uint64_t timeout)
 	ck_assert_int_eq(pthread_join(th, NULL), 0);
 	ck_assert_int_eq(tu_wait(&c), 0);
 	if (rc == 0) {
-		ck_assert_uint_ge(mono_ns(), w.released_at);
+		ck_assert_uint_ge(tu_mono_ns(), w.released_at);
 		ck_assert_int_eq(s ? sm_release(s) : sm_unlock(r), 0);
 	}
 	sm_close(g);
@@ -213,9 +197,9 @@ START_TEST(test_deadline_longer)
 	/* the file's default stays: plain SM_WAIT gives up after its 1 ms */
 	hold(&c, &a, path);
 	g = open_with_wait(path, 1 * MS);
-	t0 = mono_ns();
+	t0 = tu_mono_ns();
 	ck_assert_int_eq(sm_map_read(g, 0, 10, SM_WAIT, &s), -ETIMEDOUT);
-	ck_assert_uint_ge(mono_ns() - t0, 1 * MS);
+	ck_assert_uint_ge(tu_mono_ns() - t0, 1 * MS);
 	unhold(&c);
 	sm_close(g);
 }

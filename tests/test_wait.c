@@ -28,22 +28,6 @@
 
 #define MS 1000000ull
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* Upper bounds of timed checks, stretched under valgrind and sanitizers
- * (which set CK_TIMEOUT_MULTIPLIER). */
-static uint64_t bound(uint64_t ns)
-{
-	const char *m = getenv("CK_TIMEOUT_MULTIPLIER");
-
-	return m && atoi(m) > 1 ? ns * (uint64_t)atoi(m) : ns;
-}
 
 /* ---- a child driven over its pipe ----------------------------------------- */
 
@@ -77,12 +61,12 @@ static int agent(void *arg, int in, int out)
 		} else if (sscanf(line, "lock %u %u %llu %llu %u %u", &i, &j, &off, &len, &w, &wait) == 6) {
 			rc = sm_lock(files[i], off, len, (w ? SM_LOCK_WRITE : SM_LOCK_READ) | (wait ? SM_WAIT : 0),
 				     NULL, &ranges[j]);
-			tu_send(out, "%d %llu", rc, (unsigned long long)mono_ns());
+			tu_send(out, "%d %llu", rc, (unsigned long long)tu_mono_ns());
 		} else if (sscanf(line, "map %u %u %llu %llu %u %u", &i, &j, &off, &len, &w, &wait) == 6) {
 			int fl = wait ? SM_WAIT : 0;
 			rc = w ? sm_map_write(files[i], off, len, fl, &slices[j])
 			       : sm_map_read(files[i], off, len, fl, &slices[j]);
-			tu_send(out, "%d %llu", rc, (unsigned long long)mono_ns());
+			tu_send(out, "%d %llu", rc, (unsigned long long)tu_mono_ns());
 		} else if (sscanf(line, "unlock %u", &j) == 1) {
 			tu_send(out, "%d", sm_unlock(ranges[j]));
 			ranges[j] = NULL;
@@ -165,10 +149,10 @@ static int count_state(sm_file *f, uint64_t off, uint64_t len, int st)
 /* Handshake on table state: wait (yielding, bounded) until n waiters show. */
 static void await_waiters(sm_file *f, uint64_t off, uint64_t len, int n)
 {
-	uint64_t end = mono_ns() + 20000 * MS;
+	uint64_t end = tu_mono_ns() + 20000 * MS;
 
 	while (count_state(f, off, len, SM_WAITING) < n) {
-		ck_assert_msg(mono_ns() < end, "waiter never registered");
+		ck_assert_msg(tu_mono_ns() < end, "waiter never registered");
 		sched_yield();
 	}
 }
@@ -221,10 +205,10 @@ static unsigned counted_entries(const char *path)
  * costs spurious wakes). */
 static void await_counted(const char *path, unsigned n)
 {
-	uint64_t end = mono_ns() + 20000 * MS;
+	uint64_t end = tu_mono_ns() + 20000 * MS;
 
 	while (bucket_waiters(path) < n || counted_entries(path) < n) {
-		ck_assert_msg(mono_ns() < end, "waiter never counted itself");
+		ck_assert_msg(tu_mono_ns() < end, "waiter never counted itself");
 		sched_yield();
 	}
 }
@@ -271,10 +255,10 @@ START_TEST(test_wait_wakeup)
 	await_waiters(f, 100, 10, 1);
 	await_counted(path, 1); /* so the release must bump */
 	ck_assert(!answered(&c));
-	t0 = mono_ns();
+	t0 = tu_mono_ns();
 	ck_assert_int_eq(sm_unlock(r), 0);
 	ck_assert_int_eq(reply(&c, &t1), 0);
-	ck_assert_msg(t1 - t0 < bound(50 * MS), "woke %llu us after the release", (unsigned long long)(t1 - t0) / 1000);
+	ck_assert_msg(t1 - t0 < tu_bound(50 * MS), "woke %llu us after the release", (unsigned long long)(t1 - t0) / 1000);
 	ck_assert_uint_gt(bucket_words(path), words); /* that release bumped */
 	/* its entry is a holder now, the waiting one is gone */
 	ck_assert_int_eq(count_state(f, 0, 65536, SM_WAITING), 0);
@@ -285,20 +269,20 @@ START_TEST(test_wait_wakeup)
 	ck_assert_int_eq(sm_map_write(f, 8192, 4096, 0, &s), 0);
 	tu_send(c.to, "map 0 1 9000 10 0 1");
 	await_waiters(f, 8192, 4096, 1);
-	t0 = mono_ns();
+	t0 = tu_mono_ns();
 	ck_assert_int_eq(sm_release(s), 0);
 	ck_assert_int_eq(reply(&c, &t1), 0);
-	ck_assert_msg(t1 - t0 < bound(50 * MS), "woke %llu us after the release", (unsigned long long)(t1 - t0) / 1000);
+	ck_assert_msg(t1 - t0 < tu_bound(50 * MS), "woke %llu us after the release", (unsigned long long)(t1 - t0) / 1000);
 	/* and a writer waits for that read slice, woken by its release */
 	tu_send(c.to, "release 1");
 	ck_assert_int_eq(reply(&c, NULL), 0);
 	ck_assert_int_eq(sm_map_read(f, 8192, 4096, 0, &s), 0);
 	tu_send(c.to, "map 0 2 8192 1 1 1");
 	await_waiters(f, 8192, 4096, 1);
-	t0 = mono_ns();
+	t0 = tu_mono_ns();
 	ck_assert_int_eq(sm_release(s), 0);
 	ck_assert_int_eq(reply(&c, &t1), 0);
-	ck_assert_msg(t1 - t0 < bound(50 * MS), "woke %llu us after the release", (unsigned long long)(t1 - t0) / 1000);
+	ck_assert_msg(t1 - t0 < tu_bound(50 * MS), "woke %llu us after the release", (unsigned long long)(t1 - t0) / 1000);
 	ck_assert_int_eq(ask(&c, "release 2"), 0);
 	finish(&c);
 	ck_assert_uint_eq(bucket_waiters(path), 0);
@@ -319,11 +303,11 @@ START_TEST(test_wait_timeout)
 	ck_assert_int_eq(tu_open(path, SM_RDWR, NULL, &f), 0);
 	spawn(&c, path, 0, 200 * MS);
 	ck_assert_int_eq(sm_lock(f, 0, 10, SM_LOCK_READ, NULL, &r), 0);
-	t0 = mono_ns();
+	t0 = tu_mono_ns();
 	tu_send(c.to, "lock 0 0 5 1 1 1");
 	ck_assert_int_eq(reply(&c, &t1), -ETIMEDOUT);
 	ck_assert_msg(t1 - t0 >= 200 * MS, "gave up after %llu ms", (unsigned long long)(t1 - t0) / MS);
-	ck_assert_msg(t1 - t0 < bound(400 * MS), "gave up after %llu ms", (unsigned long long)(t1 - t0) / MS);
+	ck_assert_msg(t1 - t0 < tu_bound(400 * MS), "gave up after %llu ms", (unsigned long long)(t1 - t0) / MS);
 	ck_assert_int_eq(count_state(f, 0, 4096, SM_WAITING), 0);
 	ck_assert_uint_eq(bucket_waiters(path), 0);
 	/* signals (a handler without SA_RESTART) do not end a wait */
@@ -372,11 +356,11 @@ START_TEST(test_wait_invisible)
 	spawn(&c, path, 0, SM_WAIT_FOREVER);
 	tu_send(c.to, "lock 0 0 0 10 1 1");
 	await_waiters(f, 0, 10, 1);
-	t0 = mono_ns();
+	t0 = tu_mono_ns();
 	fl.l_type = F_UNLCK;
 	ck_assert_int_eq(fcntl(fd, F_OFD_SETLK, &fl), 0);
 	ck_assert_int_eq(reply(&c, &t1), 0);
-	ck_assert_msg(t1 - t0 < bound(50 * MS), "backoff took %llu us", (unsigned long long)(t1 - t0) / 1000);
+	ck_assert_msg(t1 - t0 < tu_bound(50 * MS), "backoff took %llu us", (unsigned long long)(t1 - t0) / 1000);
 	ck_assert_int_eq(ask(&c, "unlock 0"), 0);
 	finish(&c);
 	close(fd);
@@ -569,10 +553,10 @@ START_TEST(test_wait_same_file)
 
 	ck_assert_int_eq(tu_open(path, SM_RDWR, &o, &ring.f1), 0);
 	ck_assert_int_eq(sm_lock(ring.f1, 0, 10, SM_LOCK_READ, NULL, &r), 0);
-	t0 = mono_ns();
+	t0 = tu_mono_ns();
 	ck_assert_int_eq(sm_lock(ring.f1, 5, 1, SM_LOCK_WRITE | SM_WAIT, NULL, &q), -EDEADLK);
 	ck_assert_int_eq(sm_map_write(ring.f1, 0, 1, SM_WAIT, &s), -EDEADLK);
-	ck_assert_msg(mono_ns() - t0 < bound(1000 * MS), "not at once");
+	ck_assert_msg(tu_mono_ns() - t0 < tu_bound(1000 * MS), "not at once");
 	ck_assert_int_eq(count_state(ring.f1, 0, 10, SM_WAITING), 0);
 	ck_assert_int_eq(sm_unlock(r), 0);
 
@@ -611,10 +595,10 @@ START_TEST(test_wait_fairness)
 	await_counted(path, 1);
 	tu_send(rd.to, "lock 0 0 50 10 0 1");
 	/* the reader must register as waiting, never answer first */
-	end = mono_ns() + 20000 * MS;
+	end = tu_mono_ns() + 20000 * MS;
 	while (count_state(f, 0, 100, SM_WAITING) < 2) {
 		ck_assert_msg(!answered(&rd), "a reader overtook a waiting writer");
-		ck_assert(mono_ns() < end);
+		ck_assert(tu_mono_ns() < end);
 		sched_yield();
 	}
 	ck_assert_int_eq(sm_unlock(r), 0);

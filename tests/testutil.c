@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/resource.h>
@@ -79,6 +80,21 @@ int tu_probe(const char *path, short type, off_t off, off_t len)
 	ck_assert_int_eq(fcntl(fd, F_OFD_GETLK, &fl), 0);
 	close(fd);
 	return fl.l_type;
+}
+
+uint64_t tu_mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t tu_bound(uint64_t ns)
+{
+	const char *m = getenv("CK_TIMEOUT_MULTIPLIER");
+
+	return m && atoi(m) > 1 ? ns * (uint64_t)atoi(m) : ns;
 }
 
 void tu_spawn(struct tu_child *c, tu_child_fn fn, void *arg)

@@ -32,6 +32,12 @@ const char *tu_tmpfile(off_t size);
  * len 0 means up to 2^62: the bytes above are the library's marks. */
 int tu_probe(const char *path, short type, off_t off, off_t len);
 
+/* CLOCK_MONOTONIC in ns. */
+uint64_t tu_mono_ns(void);
+/* An upper bound of a timed check, stretched under valgrind and sanitizers
+ * (which set CK_TIMEOUT_MULTIPLIER). */
+uint64_t tu_bound(uint64_t ns);
+
 /* A child process running fn(arg, in, out); its exit status is fn's return.
  * The parent talks to it with tu_send/tu_recv. */
 struct tu_child {
