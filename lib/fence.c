@@ -14,21 +14,27 @@
  * nobody, until a recovery pass's sm_redo_done clears it.
  *
  * Who sees the fence: every acquisition, after its own lock step (kernel
- * lock or table-mode validation) succeeded, looks at the table's fence
- * counts (fence_n, then its page buckets' counts; one load when nothing is
- * bound anywhere) and, only where they are nonzero, scans the table for a
- * bound entry of another owner overlapping its range: found, the
- * acquisition is undone and fails -EBUSY (the entry is listed, SM_STALE
- * once its owner is gone).  A live owner clears its flag before it
+ * lock or table-mode validation) succeeded, compares the table's fence
+ * counts with its own part of them (fence_n, then its page buckets'
+ * counts; one load when nothing but our own is bound) and, only where
+ * others' bound entries may lie, scans the table for a bound entry of
+ * another owner overlapping its range: found, the acquisition is undone
+ * and fails -EBUSY (the entry is listed, SM_STALE once its owner is gone).
+ * The scan is O(slots in use): it runs only when another owner's bound
+ * entry shares a page bucket (page number mod 256) with the request.  A live owner clears its flag before it
  * releases the lock (redo.c, at the commit that writes the pages or at the
  * release), so a bound entry met after the lock step was granted is a dead
  * owner's, or one whose owner is letting go of it this instant.  Slices
- * mapped with SM_RECOVER by a caller that has asked sm_redo_lsn on the
- * file do not look: they are the recovery pass.
+ * mapped with SM_RECOVER through an sm_file on which sm_redo_lsn was asked
+ * about a log pass that log's fences: they are its recovery pass.
  *
  * Counts are raised before the flag is set and lowered after it is
- * cleared, so they are never below the truth; an owner killed between the
- * two leaves a count too high (more scans, never a missed fence).
+ * cleared (the flag with atomic OR and AND: a retag of the slot changes
+ * the same word under another lock), so they are never below the truth;
+ * an owner killed between the two leaves a count too high (more scans,
+ * never a missed fence).  The log's key is 24 bits of a hash of its device
+ * and inode: two logs bound to one data file whose keys collide share
+ * their fences, and one's recovery pass may clear the other's.
  */
 #include <errno.h>
 #include <string.h>
@@ -40,34 +46,57 @@ static struct smt_header *hdr_of(const struct smt_table *t)
 	return t->base;
 }
 
-/* Apply d to the fence counts of [off, off+len): fence_n once, each page
- * bucket the range touches once. */
-static void count(struct smt_table *t, uint64_t off, uint64_t len, int d)
+/* The page buckets of [off, off+len): the first, and how many (each once;
+ * all of them for a range of SMT_FENCE_BUCKETS pages or more). */
+static uint64_t buckets(uint64_t off, uint64_t len, uint64_t *p0)
 {
-	struct smt_header *hd = hdr_of(t);
-	uint64_t p0 = off >> SMT_FENCE_SHIFT, p1 = (off + len - 1) >> SMT_FENCE_SHIFT;
-	uint64_t n = p1 - p0 + 1 < SMT_FENCE_BUCKETS ? p1 - p0 + 1 : SMT_FENCE_BUCKETS;
+	uint64_t p1 = (off + len - 1) >> SMT_FENCE_SHIFT;
 
-	if (d > 0)
-		__atomic_fetch_add(&hd->fence_n, 1, __ATOMIC_SEQ_CST);
-	for (uint64_t k = 0; k < n; k++)
-		__atomic_fetch_add(&hd->fence[(p0 + k) % SMT_FENCE_BUCKETS], (uint32_t)d, __ATOMIC_SEQ_CST);
-	if (d < 0)
-		__atomic_fetch_sub(&hd->fence_n, 1, __ATOMIC_SEQ_CST);
+	*p0 = off >> SMT_FENCE_SHIFT;
+	return p1 - *p0 + 1 < SMT_FENCE_BUCKETS ? p1 - *p0 + 1 : SMT_FENCE_BUCKETS;
 }
 
-/* Could an entry bound over [off, off+len) exist?  Reads only counts. */
+/* Apply d to the fence counts of [off, off+len), the header's and our own
+ * part of them. */
+static void count(struct smt_table *t, uint64_t off, uint64_t len, int d, bool ours)
+{
+	struct smt_header *hd = hdr_of(t);
+	uint64_t p0, n = buckets(off, len, &p0);
+
+	if (d > 0) {
+		__atomic_fetch_add(&hd->fence_n, 1, __ATOMIC_SEQ_CST);
+		if (ours)
+			__atomic_fetch_add(&t->own_fence_n, 1, __ATOMIC_RELAXED);
+	}
+	for (uint64_t k = 0; k < n; k++) {
+		uint32_t b = (uint32_t)((p0 + k) % SMT_FENCE_BUCKETS);
+		__atomic_fetch_add(&hd->fence[b], (uint32_t)d, __ATOMIC_SEQ_CST);
+		if (ours)
+			__atomic_fetch_add(&t->own_fence[b], (uint32_t)d, __ATOMIC_RELAXED);
+	}
+	if (d < 0) {
+		if (ours)
+			__atomic_fetch_sub(&t->own_fence_n, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_sub(&hd->fence_n, 1, __ATOMIC_SEQ_CST);
+	}
+}
+
+/* Could another owner's bound entry lie over [off, off+len)?  Only counts:
+ * the header's, less our own. */
 static bool maybe_fenced(const struct smt_table *t, uint64_t off, uint64_t len)
 {
 	const struct smt_header *hd = hdr_of(t);
-	uint64_t p0 = off >> SMT_FENCE_SHIFT, p1 = (off + len - 1) >> SMT_FENCE_SHIFT;
-	uint64_t n = p1 - p0 + 1 < SMT_FENCE_BUCKETS ? p1 - p0 + 1 : SMT_FENCE_BUCKETS;
+	uint64_t p0, n = buckets(off, len, &p0);
 
-	if (!__atomic_load_n(&hd->fence_n, __ATOMIC_SEQ_CST))
+	if (__atomic_load_n(&hd->fence_n, __ATOMIC_SEQ_CST) ==
+	    __atomic_load_n(&t->own_fence_n, __ATOMIC_RELAXED))
 		return false;
-	for (uint64_t k = 0; k < n; k++)
-		if (__atomic_load_n(&hd->fence[(p0 + k) % SMT_FENCE_BUCKETS], __ATOMIC_RELAXED))
+	for (uint64_t k = 0; k < n; k++) {
+		uint32_t b = (uint32_t)((p0 + k) % SMT_FENCE_BUCKETS);
+		if (__atomic_load_n(&hd->fence[b], __ATOMIC_RELAXED) !=
+		    __atomic_load_n(&t->own_fence[b], __ATOMIC_RELAXED))
 			return true;
+	}
 	return false;
 }
 
@@ -79,36 +108,88 @@ void sm_fence_set(sm_file *f, struct sm_hold *h, uint32_t key, bool on)
 	if (!t || h->slot < 0 || h->fenced == on || t->guard->state != SM_MAP_OK)
 		return;
 	s = &t->slots[h->slot];
-	/* the owner is the only writer of its slot's flags */
-	uint32_t fl = __atomic_load_n(&s->flags, __ATOMIC_RELAXED) & (0xffu & ~SMT_SF_BOUND);
+	/* atomic: another thread may retag the slot meanwhile (tag.c) */
 	if (on) {
-		count(t, h->off, h->len, 1);
-		__atomic_store_n(&s->flags, fl | SMT_SF_BOUND | SMT_SF_LOGKEY(key & 0xffffffu), __ATOMIC_SEQ_CST);
+		count(t, h->off, h->len, 1, true);
+		__atomic_fetch_and(&s->flags, 0xffu & ~SMT_SF_BOUND, __ATOMIC_SEQ_CST);
+		__atomic_fetch_or(&s->flags, SMT_SF_BOUND | SMT_SF_LOGKEY(key & 0xffffffu), __ATOMIC_SEQ_CST);
 	} else {
-		__atomic_store_n(&s->flags, fl, __ATOMIC_SEQ_CST);
-		count(t, h->off, h->len, -1);
+		__atomic_fetch_and(&s->flags, ~SMT_SF_BOUND, __ATOMIC_SEQ_CST);
+		count(t, h->off, h->len, -1, true);
 	}
 	h->fenced = on;
+}
+
+void sm_fence_recovering(sm_file *f, uint32_t key)
+{
+	pthread_mutex_lock(&f->lock);
+	bool known = false;
+	for (unsigned i = 0; i < f->nredo_keys; i++)
+		known |= f->redo_keys[i] == key;
+	if (!known) {
+		/* the oldest gives way to the newest (four logs per file) */
+		unsigned n = sizeof(f->redo_keys) / sizeof(f->redo_keys[0]);
+		f->redo_keys[f->nredo_keys < n ? f->nredo_keys++ : 0] = key;
+	}
+	pthread_mutex_unlock(&f->lock);
+}
+
+/* Slot i, if it is a bound held entry of another owner than ours: its
+ * range (stable while the entry is published, whatever its seq: an owner
+ * killed in the middle of a tag change leaves seq odd), key and word.
+ * Read the flags and the word again after the range: an entry freed and
+ * claimed meanwhile is not taken for what it was. */
+static bool bound_other(const struct smt_table *t, uint32_t i, uint64_t *off, uint64_t *len, uint32_t *key,
+			union smt_word *w)
+{
+	const struct smt_slot *s = &t->slots[i];
+	uint32_t fl = __atomic_load_n(&s->flags, __ATOMIC_ACQUIRE), st;
+
+	if (!(fl & SMT_SF_BOUND))
+		return false;
+	w->word = __atomic_load_n(&s->word, __ATOMIC_ACQUIRE);
+	st = w->state;
+	if (SMT_STATE(st) != SMT_HELD || SMT_OWNER(st) >= SMT_MAX_OWNERS ||
+	    (t->owner_held && SMT_OWNER(st) == t->owner))
+		return false; /* not an entry, or ours: in-process rules apply (ranges.c) */
+	*off = __atomic_load_n(&s->off, __ATOMIC_RELAXED);
+	*len = __atomic_load_n(&s->len, __ATOMIC_RELAXED);
+	*key = SMT_SF_KEY(fl);
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	return (__atomic_load_n(&s->flags, __ATOMIC_RELAXED) & SMT_SF_BOUND) &&
+	       __atomic_load_n(&s->state, __ATOMIC_RELAXED) == st && *len && *off <= (uint64_t)INT64_MAX &&
+	       *len <= (uint64_t)INT64_MAX - *off;
+}
+
+/* Does key name a log sm_redo_lsn was asked about on f? */
+static bool recovering(sm_file *f, uint32_t key)
+{
+	for (unsigned i = 0; i < f->nredo_keys; i++)
+		if (f->redo_keys[i] == key)
+			return true;
+	return false;
 }
 
 int sm_fence_check_slow(sm_file *f, const struct sm_hold *h)
 {
 	struct smt_table *t = f->table;
 
-	if (h->recover && f->redo_seen)
-		return 0; /* the recovery pass itself */
-	if (!maybe_fenced(t, h->off, h->len))
+	if (t->guard->state != SM_MAP_OK || !maybe_fenced(t, h->off, h->len))
 		return 0;
 	for (uint32_t i = 0, lim = smt_scan_limit(t); i < lim; i++) {
-		struct smt_slot s;
-		if (!(__atomic_load_n(&t->slots[i].flags, __ATOMIC_ACQUIRE) & SMT_SF_BOUND))
+		uint64_t off, len;
+		uint32_t key;
+		union smt_word w;
+		if (!bound_other(t, i, &off, &len, &key, &w) || off >= h->off + h->len || h->off >= off + len)
 			continue;
-		if (smt_snapshot(t, i, &s) != 1 || !(s.flags & SMT_SF_BOUND) || SMT_STATE(s.state) != SMT_HELD)
+		/* the recovery pass of that log (caller holds f->lock) */
+		if (h->recover && recovering(f, key))
 			continue;
-		if (t->owner_held && SMT_OWNER(s.state) == t->owner)
-			continue; /* ours: in-process rules already apply (ranges.c) */
-		if (s.off < h->off + h->len && h->off < s.off + s.len)
-			return -EBUSY;
+		/* an owner killed in the middle of a retag left seq odd, which
+		 * hides the entry from readers (sm_holders): an orphan's now */
+		if ((w.seq & 1) && SMT_OWNER(w.state) != SMT_ORPHAN && !smt_owner_alive(t, SMT_OWNER(w.state)))
+			(void)smt_retire(t, i, w);
+		return -EBUSY;
 	}
 	return 0;
 }
@@ -118,24 +199,21 @@ int sm_fence_clear_dead(sm_file *f, uint32_t key, bool (*still_held)(void *arg, 
 	struct smt_table *t = f->table;
 	int n = 0;
 
-	if (!t)
+	if (!t || t->guard->state != SM_MAP_OK)
 		return 0;
 	for (uint32_t i = 0, lim = smt_scan_limit(t); i < lim; i++) {
-		union smt_word w = { .word = __atomic_load_n(&t->slots[i].word, __ATOMIC_ACQUIRE) };
-		struct smt_slot s;
-		uint32_t owner = SMT_OWNER(w.state);
-		if (!(__atomic_load_n(&t->slots[i].flags, __ATOMIC_ACQUIRE) & SMT_SF_BOUND) ||
-		    SMT_STATE(w.state) != SMT_HELD || (w.seq & 1))
+		uint64_t off, len;
+		uint32_t k, owner;
+		union smt_word w;
+		if (!bound_other(t, i, &off, &len, &k, &w) || k != (key & 0xffffffu))
 			continue;
-		if (smt_snapshot(t, i, &s) != 1 || s.seq != w.seq || s.state != w.state ||
-		    SMT_SF_KEY(s.flags) != (key & 0xffffffu))
-			continue;
-		if (owner != SMT_ORPHAN && ((t->owner_held && owner == t->owner) || smt_owner_alive(t, owner)))
+		owner = SMT_OWNER(w.state);
+		if (owner != SMT_ORPHAN && smt_owner_alive(t, owner))
 			continue; /* a live owner's: its own to clear */
-		if (still_held(arg, s.pid))
+		if (still_held(arg, __atomic_load_n(&t->slots[i].pid, __ATOMIC_RELAXED)))
 			continue; /* the log still counts it: not redone yet */
 		if (smt_free_judged(t, i, w)) {
-			count(t, s.off, s.len, -1);
+			count(t, off, len, -1, false);
 			n++;
 		}
 	}

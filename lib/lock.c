@@ -321,8 +321,9 @@ int sm_test(sm_file *f, uint64_t off, uint64_t len, int flags)
 	pthread_mutex_lock(&f->lock);
 	if (f->closing)
 		rc = -EBADF;
-	else if ((rc = sm_ranges_conflict(f, off, len, write)) == 0 && !f->memory)
-		rc = f->tmode ? sm_tmode_test(f, write, off, len) : sm_ofd_test(f->fd, write, off, len);
+	else if ((rc = sm_ranges_conflict(f, off, len, write)) == 0 && !f->memory &&
+		 (rc = f->tmode ? sm_tmode_test(f, write, off, len) : sm_ofd_test(f->fd, write, off, len)) == 0)
+		rc = sm_fence_check(f, &(struct sm_hold){ .f = f, .off = off, .len = len, .write = write });
 	pthread_mutex_unlock(&f->lock);
 	sm_cancel_restore(cs);
 	return rc;

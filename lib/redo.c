@@ -589,8 +589,9 @@ static int redo_lsn(sm_file *f, sm_log *l, uint64_t *out)
 		    ld(l, i, BE_SEQ) == seq)
 			r->dead_seq[i] = seq;
 	}
+	uint32_t key = r->key;
 	pthread_mutex_unlock(&g_mu);
-	__atomic_store_n(&f->redo_seen, true, __ATOMIC_RELEASE); /* its SM_RECOVER slices pass fences */
+	sm_fence_recovering(f, key); /* its SM_RECOVER slices pass this log's fences */
 	*out = lo < c ? lo : c;
 	return 0;
 }

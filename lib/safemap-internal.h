@@ -104,6 +104,10 @@ struct smt_table {
 	void *mode_arg;
 	struct sm_map *guard; /* registers the mapping with the SIGBUS guard */
 	char *path;       /* where sm_table_open found it (NULL in lockctl) */
+	/* our own part of the header's fence counts (fence.c): where they are
+	 * all ours, an acquisition has nothing to look for */
+	uint32_t own_fence_n;
+	uint32_t own_fence[SMT_FENCE_BUCKETS];
 };
 
 struct sm_file {
@@ -144,7 +148,10 @@ struct sm_file {
 	/* device and inode, once redo.c needed them (id_ok, under lock) */
 	uint64_t id_dev, id_ino;
 	bool id_ok;
-	bool redo_seen; /* sm_redo_lsn was asked on it: SM_RECOVER slices pass fences */
+	/* the logs sm_redo_lsn was asked about on it (their fence keys, fence.c):
+	 * its SM_RECOVER slices pass those logs' fences */
+	uint32_t redo_keys[4];
+	unsigned nredo_keys;
 };
 
 /* What a slice and its sub-slices share: the lock, the mapping (a window,
@@ -418,12 +425,16 @@ SM_HIDDEN void sm_fence_set(sm_file *f, struct sm_hold *h, uint32_t key, bool on
 SM_HIDDEN int sm_fence_check_slow(sm_file *f, const struct sm_hold *h);
 SM_HIDDEN int sm_fence_clear_dead(sm_file *f, uint32_t key, bool (*still_held)(void *arg, int32_t pid),
 				  void *arg);
+/* sm_redo_lsn(f, log) was asked: f's SM_RECOVER slices pass key's fences. */
+SM_HIDDEN void sm_fence_recovering(sm_file *f, uint32_t key);
 static inline int sm_fence_check(sm_file *f, const struct sm_hold *h)
 {
 	const struct smt_table *t = f->table;
 
-	if (__builtin_expect(!t || !__atomic_load_n(&((const struct smt_header *)t->base)->fence_n,
-						     __ATOMIC_SEQ_CST), 1))
+	/* nothing bound, or only our own */
+	if (__builtin_expect(!t || __atomic_load_n(&((const struct smt_header *)t->base)->fence_n,
+						   __ATOMIC_SEQ_CST) == __atomic_load_n(&t->own_fence_n, __ATOMIC_RELAXED),
+			     1))
 		return 0;
 	return sm_fence_check_slow(f, h);
 }

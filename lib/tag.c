@@ -42,7 +42,12 @@ int sm_slice_tag(sm_slice *s, const char *tag)
 		memset(slot->tag, 0, sizeof(slot->tag));
 		if (use)
 			strncpy(slot->tag, use, sizeof(slot->tag) - 1);
-		slot->flags = tag ? (slot->flags | SMT_SF_OWN_TAG) : (slot->flags & ~SMT_SF_OWN_TAG);
+		/* atomic: the fence's bit of the same word changes under
+		 * another lock (fence.c) */
+		if (tag)
+			__atomic_fetch_or(&slot->flags, SMT_SF_OWN_TAG, __ATOMIC_RELAXED);
+		else
+			__atomic_fetch_and(&slot->flags, ~SMT_SF_OWN_TAG, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&slot->seq, 1, __ATOMIC_RELEASE); /* even: stable */
 	}
 	pthread_mutex_unlock(&f->lock);

@@ -519,7 +519,8 @@ END_TEST
 
 /* A binder: appends two records, binds a dirty page to both, commits the
  * log (acknowledged), reports the first LSN, then waits for a line and
- * ("sync") commits the slice, or is killed. */
+ * ("sync") commits the slice, ("odd") leaves its entry's seq odd, or is
+ * killed. */
 static int binder(void *arg, int in, int out)
 {
 	unsigned page = (unsigned)(uintptr_t)arg;
@@ -548,6 +549,12 @@ static int binder(void *arg, int in, int out)
 	if (strcmp(line, "sync") == 0) {
 		if (sm_commit(s, 0) < 0)
 			return 5;
+		tu_send(out, "0");
+		(void)tu_recv(in, line, sizeof(line));
+	} else if (strcmp(line, "odd") == 0) {
+		/* as if killed in the middle of a tag change of the slice: its
+		 * entry's seq stays odd */
+		__atomic_fetch_add(&f->table->slots[s->h->slot].seq, 1, __ATOMIC_SEQ_CST);
 		tu_send(out, "0");
 		(void)tu_recv(in, line, sizeof(line));
 	}
@@ -678,23 +685,31 @@ static int stale_over(sm_file *f, unsigned p, int *stale)
 
 /* A SIGKILLed binder's dirty bound page stays held, as a stale entry,
  * against every slice of anybody (read, write, a new opener that takes
- * its owner number, after a reap) but an SM_RECOVER slice of a caller that
- * asked sm_redo_lsn; sm_redo_done frees it.  Other pages are free. */
+ * its owner number, after a reap; sm_test says so too) but an SM_RECOVER
+ * slice of a caller that asked sm_redo_lsn about that log (not another);
+ * sm_redo_done frees it.  Other pages are free.  Loop 1: the binder died
+ * in the middle of a tag change (its entry's seq odd). */
 START_TEST(test_dead_binder_fenced)
 {
 	struct tu_child c;
 	sm_file *f, *g;
-	sm_log *l;
+	sm_log *l, *l2;
 	sm_slice *s;
 	uint64_t a, b, x;
 	int stale;
+	char l2path[160];
 
 	paths();
 	open_both(&f, &l);
 	spawn_binder(&c, 5, &a, &b);
+	if (_i == 1) {
+		tu_send(c.to, "odd");
+		ck_assert_int_eq(tu_recv_int(c.from), 0);
+	}
 	kill(c.pid, SIGKILL);
 	ck_assert_int_eq(tu_wait(&c), 128 + SIGKILL);
 	ck_assert_int_eq(sm_map_read(f, 5 * PAGE, PAGE, 0, &s), -EBUSY);
+	ck_assert_int_eq(sm_test(f, 5 * PAGE, PAGE, SM_LOCK_READ), -EBUSY);
 	ck_assert_int_eq(sm_map_write(f, 4 * PAGE, 2 * PAGE, SM_BUFFERED, &s), -EBUSY);
 	ck_assert_int_eq(stale_over(f, 5, &stale), 1);
 	ck_assert_int_eq(stale, 1);
@@ -708,8 +723,15 @@ START_TEST(test_dead_binder_fenced)
 	ck_assert_int_eq(sm_map_read(f, 5 * PAGE, PAGE, 0, &s), -EBUSY);
 	ck_assert_int_eq(stale_over(g, 5, &stale), 1);
 	ck_assert_int_eq(stale, 1);
-	/* the recovery pass: SM_RECOVER passes once sm_redo_lsn was asked */
+	/* the recovery pass: SM_RECOVER passes once sm_redo_lsn was asked
+	 * about the binder's log, not about another */
 	ck_assert_int_eq(sm_map_write(f, 5 * PAGE, PAGE, SM_BUFFERED | SM_RECOVER, &s), -EBUSY);
+	snprintf(l2path, sizeof(l2path), "%s/log2", dir);
+	ck_assert_int_eq(sm_log_open(l2path, SM_RDWR | SM_CREATE, NULL, &l2), 0);
+	ck_assert_int_eq(sm_redo_lsn(f, l2, &x), 0);
+	ck_assert_int_eq(sm_map_write(f, 5 * PAGE, PAGE, SM_BUFFERED | SM_RECOVER, &s), -EBUSY);
+	ck_assert_int_eq(sm_log_close(l2), 0);
+	unlink(l2path);
 	ck_assert_int_eq(sm_redo_lsn(f, l, &x), 0);
 	ck_assert_uint_eq(x, a);
 	ck_assert_int_eq(sm_map_write(f, 5 * PAGE, PAGE, SM_BUFFERED | SM_RECOVER, &s), 0);
@@ -1121,7 +1143,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_bind_sees_trim_target);
 	tcase_add_test(tc, test_procs_live_and_synced);
 	tcase_add_test(tc, test_procs_killed);
-	tcase_add_test(tc, test_dead_binder_fenced);
+	tcase_add_loop_test(tc, test_dead_binder_fenced, 0, 2);
 	tcase_add_test(tc, test_area_reuse_and_full);
 	tcase_add_test(tc, test_bind_races_trim);
 	tcase_add_test(tc, test_threads_bind);

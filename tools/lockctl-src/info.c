@@ -97,6 +97,7 @@ const struct option info_opts[] = {
 struct slot_counts {
 	uint32_t used; /* scan limit: the high water */
 	unsigned held, stale, changing, invalid, backed;
+	unsigned bound; /* of the stale: bound changes, held until redone */
 };
 
 /* Count the table's entries; in kernel mode, a live entry must be backed
@@ -116,6 +117,7 @@ static void count_slots(const struct smt_table *t, int fd, struct slot_counts *n
 			continue;
 		if (strcmp(state_name(t, &s), "stale") == 0) {
 			n->stale++;
+			n->bound += SMT_STATE(s.state) == SMT_HELD && (s.flags & SMT_SF_BOUND);
 			continue;
 		}
 		n->held++;
@@ -176,6 +178,11 @@ int cmd_info(int argc, char **argv)
 	printf("slots used:   %u of %u (high water)\n", n.used, t.nslots);
 	printf("entries:      %u held, %u stale, %u changing, %u invalid\n", n.held, n.stale, n.changing,
 	       n.invalid);
+	if (n.bound)
+		printf("bound:        %u of the stale are a dead process's changes bound to a log: held "
+		       "against everyone until a recovery pass redoes them (sm_redo_done); no reaping "
+		       "frees them\n",
+		       n.bound);
 	if (tm)
 		tm_info(&t, &st, n.held, n.stale);
 	else
