@@ -93,7 +93,8 @@ impl LogInner {
 /// commit, which several committers share (one flush for all: group
 /// commit).  Iterators see committed records only, each checksum-checked.
 /// `Send + Sync`: share it with `&Log` or an `Arc`, or hand out
-/// [`LogSender`]s.
+/// [`LogSender`]s.  Dropping it closes the log once no sender uses it and
+/// no write slice is bound through it (`WriteSlice::set_lsn`).
 ///
 /// ```
 /// # fn main() -> std::io::Result<()> {
