@@ -210,6 +210,7 @@ impl Log {
         LogSender { inner: Arc::clone(&self.inner) }
     }
 
+    #[cfg(safemap_redo)]
     pub(crate) fn as_ptr(&self) -> *mut ffi::sm_log {
         self.inner.ptr.as_ptr()
     }
