@@ -17,7 +17,9 @@
 //! The Rust accessors read the public `struct sm_view` directly, so the
 //! header's `SM_VIEW_VERSION` must be the one this crate mirrors.  Functions
 //! newer than some installed headers are bound only when the header
-//! declares them: `sm_log_trim` sets `cfg(safemap_log_trim)`.
+//! declares them: `sm_log_trim` sets `cfg(safemap_log_trim)`;
+//! `sm_slice_set_lsn`, `sm_redo_lsn`, `sm_redo_done` and `SM_RECOVER`
+//! together set `cfg(safemap_redo)`.
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -69,6 +71,7 @@ fn main() {
     // Rust 1.80 and later check cfg names (1.63's cargo warns at the line).
     if rustc_minor() >= 80 {
         println!("cargo:rustc-check-cfg=cfg(safemap_log_trim)");
+        println!("cargo:rustc-check-cfg=cfg(safemap_redo)");
     }
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let tree_include = manifest.join("../../include");
@@ -149,6 +152,10 @@ fn main() {
             println!("cargo:include={}", dir.display());
             if declares(&text, "sm_log_trim") {
                 println!("cargo:rustc-cfg=safemap_log_trim");
+            }
+            let recover = text.lines().any(|l| l.split_whitespace().take(2).eq(["#define", "SM_RECOVER"]));
+            if recover && ["sm_slice_set_lsn", "sm_redo_lsn", "sm_redo_done"].iter().all(|f| declares(&text, f)) {
+                println!("cargo:rustc-cfg=safemap_redo");
             }
 
         }

@@ -22,6 +22,7 @@ pub const SM_BUFFERED: c_int = 0x0010;
 pub const SM_WAIT: c_int = 0x0020;
 pub const SM_EXTEND: c_int = 0x0040;
 pub const SM_POPULATE: c_int = 0x0080;
+pub const SM_RECOVER: c_int = 0x80000;
 
 pub const SM_SYNC: c_int = 0x0000;
 pub const SM_ASYNC: c_int = 0x0100;
@@ -173,6 +174,12 @@ extern "C" {
     // Declared only when the header has it (build.rs sets the cfg).
     #[cfg(safemap_log_trim)]
     pub fn sm_log_trim(log: *mut sm_log, lsn: u64) -> c_int;
+    #[cfg(safemap_redo)]
+    pub fn sm_slice_set_lsn(s: *mut sm_slice, log: *mut sm_log, lsn: u64) -> c_int;
+    #[cfg(safemap_redo)]
+    pub fn sm_redo_lsn(f: *mut sm_file, log: *mut sm_log, lsn: *mut u64) -> c_int;
+    #[cfg(safemap_redo)]
+    pub fn sm_redo_done(f: *mut sm_file, log: *mut sm_log, lsn: u64) -> c_int;
 
     pub fn sm_object_create(dir: *const c_char, name: *const c_char, flags: c_int, out: *mut *mut sm_object) -> c_int;
     pub fn sm_object_map(o: *mut sm_object, off: u64, len: u64, out: *mut *mut sm_slice) -> c_int;

@@ -52,6 +52,11 @@
 //! * An [`Object`] is a file written in full ([`std::io::Write`], or
 //!   zero-copy through [`Object::map_write`]) that appears under its name
 //!   only when published.
+//! * A buffered [`WriteSlice`] bound to the [`Log`] records that describe
+//!   its changes ([`WriteSlice::set_lsn`]) reaches the file only after
+//!   them: a mapped cache made recoverable by its log, with checkpoints
+//!   ([`File::redo_lsn`]) and recovery ([`MapFlags::recover`],
+//!   [`File::redo_done`]).
 //!
 //! # Building
 //!
@@ -279,6 +284,8 @@ mod lock;
 mod log;
 mod object;
 mod raw;
+#[cfg(safemap_redo)]
+mod redo;
 
 pub use crate::cursor::{ReadCursor, WriteCursor};
 use crate::raw::Raw;

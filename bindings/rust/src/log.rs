@@ -2,6 +2,8 @@
 //! Logs: records appended at the tail of a shared file, made durable by a
 //! group commit, read back by iterators (`sm_log_*`).
 use super::*;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Mutex, MutexGuard};
 
 struct LogInner {
     ptr: NonNull<ffi::sm_log>,
@@ -15,8 +17,59 @@ unsafe impl Sync for LogInner {}
 
 impl Drop for LogInner {
     fn drop(&mut self) {
-        // SAFETY: the last reference, no iterator left.
-        unsafe { ffi::sm_log_close(self.ptr.as_ptr()) };
+        // SAFETY: the last reference, no iterator left.  EBUSY: a live
+        // slice is still bound through the handle, which stays valid.
+        if unsafe { ffi::sm_log_close(self.ptr.as_ptr()) } == -ffi::EBUSY {
+            defer_close(self.ptr);
+        }
+    }
+}
+
+/// A log handle dropped while a slice was bound through it (a
+/// [`WriteSlice::set_lsn`] binding): `sm_log_close` refused it (`EBUSY`),
+/// so it is closed at a later slice release, once no bound slice is left.
+/// Nothing else uses it meanwhile but the C library, for those slices.
+struct Deferred(NonNull<ffi::sm_log>);
+
+// SAFETY: only sm_log_close is called on it, from any thread, under the
+// mutex.
+unsafe impl Send for Deferred {}
+
+static DEFERRED: Mutex<Vec<Deferred>> = Mutex::new(Vec::new());
+/// How many handles wait in DEFERRED: a slice release reads only this.
+static PENDING: AtomicUsize = AtomicUsize::new(0);
+
+fn deferred() -> MutexGuard<'static, Vec<Deferred>> {
+    DEFERRED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn defer_close(log: NonNull<ffi::sm_log>) {
+    let mut v = deferred();
+    PENDING.fetch_add(1, Ordering::SeqCst);
+    v.push(Deferred(log));
+    // The last bound slice may have gone since the refusal, its release
+    // having seen nothing pending: try once more.
+    close_deferred(&mut v);
+}
+
+fn close_deferred(v: &mut Vec<Deferred>) {
+    v.retain(|d| {
+        // SAFETY: a handle no `Log` refers to; refused (EBUSY) it is left
+        // as it was, otherwise it is freed and forgotten here.
+        let busy = unsafe { ffi::sm_log_close(d.0.as_ptr()) } == -ffi::EBUSY;
+        if !busy {
+            PENDING.fetch_sub(1, Ordering::SeqCst);
+        }
+        busy
+    });
+}
+
+/// Called after every slice release: closes the deferred log handles that
+/// no bound slice holds any longer.  One atomic load when there are none.
+#[inline]
+pub(crate) fn slice_released() {
+    if PENDING.load(Ordering::SeqCst) != 0 {
+        close_deferred(&mut deferred());
     }
 }
 
@@ -40,7 +93,8 @@ impl LogInner {
 /// commit, which several committers share (one flush for all: group
 /// commit).  Iterators see committed records only, each checksum-checked.
 /// `Send + Sync`: share it with `&Log` or an `Arc`, or hand out
-/// [`LogSender`]s.
+/// [`LogSender`]s.  Dropping it closes the log once no sender uses it and
+/// no write slice is bound through it (`WriteSlice::set_lsn`).
 ///
 /// ```
 /// # fn main() -> std::io::Result<()> {
@@ -154,6 +208,11 @@ impl Log {
     /// log open.
     pub fn sender(&self) -> LogSender {
         LogSender { inner: Arc::clone(&self.inner) }
+    }
+
+    #[cfg(safemap_redo)]
+    pub(crate) fn as_ptr(&self) -> *mut ffi::sm_log {
+        self.inner.ptr.as_ptr()
     }
 }
 

@@ -25,6 +25,7 @@ impl Drop for Raw {
     fn drop(&mut self) {
         // SAFETY: released once; a release error is reported by `release`.
         unsafe { ffi::sm_release(self.s.as_ptr()) };
+        crate::log::slice_released();
     }
 }
 
@@ -250,7 +251,9 @@ impl Raw {
     pub(crate) fn release(self) -> io::Result<()> {
         let this = ManuallyDrop::new(self);
         // SAFETY: released exactly once (Drop is suppressed).
-        check(unsafe { ffi::sm_release(this.s.as_ptr()) })
+        let rc = unsafe { ffi::sm_release(this.s.as_ptr()) };
+        crate::log::slice_released();
+        check(rc)
     }
 
     /// Raw bytes of the slice.

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 //! Every part of the API once, written as a user's program would: file,
-//! slices, a conflict, a range lock, timed waits, a log with senders, an
-//! object.  Fails to compile if a name or signature changes.
+//! slices, a conflict, a range lock, timed waits, a log with senders, a
+//! slice bound to the log, an object.  Fails to compile if a name or
+//! signature changes.
 mod common;
 
 use common::Scratch;
@@ -62,6 +63,22 @@ fn the_whole_api_in_one_program() -> std::io::Result<()> {
     let tx: safemap::LogSender = log.sender();
     let sent = std::thread::spawn(move || tx.send(b"rec")).join().unwrap()?;
     assert!(sent > lsn);
+
+    // A buffered slice bound to the log record that describes its change.
+    #[cfg(safemap_redo)]
+    {
+        let mut w: safemap::WriteSlice<'_> = file.map_write_buffered(off, len)?;
+        w.put_u64_le(0, 8)?;
+        let lsn = log.append(b"put 8")?;
+        w.set_lsn(&log, lsn)?;
+        w.commit()?; // the log first, then the page
+        drop(w);
+        let redo: u64 = file.redo_lsn(&log)?;
+        let r = file.map_read_with(off, len, safemap::MapFlags::new().recover(true))?;
+        assert_eq!(r.get_u64_le(0)?, 8);
+        file.redo_done(&log, lsn)?;
+        log.trim(redo)?;
+    }
 
     let dir = std::env::temp_dir().join(format!("safemap-rs-tour-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
