@@ -27,8 +27,9 @@
 /* Group commit words (u32, zero in a new or older log).  WAITERS: the
  * committers asleep (or about to sleep) on the committed slot's futex word.
  * WOKEN: how many the last flush woke (the kernel's count, not WAITERS);
- * BASE: APPENDS when it woke them; APPENDS: records placed, mod 2^32;
- * TARGET: the APPENDS value whose append wakes the settling leader.
+ * BASE: APPENDS when it woke them; APPENDS: records placed, mod 2^32 (the
+ * round is full when WOKEN + 1 were placed since BASE); TARGET: no longer
+ * used (a settling leader once slept until APPENDS reached it).
  * Hints only: a committer killed while counted in WAITERS leaves it high,
  * which costs the next flushes a wake call that finds nobody, never a
  * missed wake (waits are bounded) nor a wait. */
@@ -36,7 +37,7 @@
 #define WORD_WOKEN 324
 #define WORD_APPENDS 328
 #define WORD_BASE 332
-#define WORD_TARGET 336 /* APPENDS a settling leader sleeps for (0: none) */
+#define WORD_TARGET 336 /* no longer used */
 #define WORD_FLUSHING 340 /* a leader holds the flush mutex (a waiter whose wait
 			   * times out asks the lock itself: its holder may be dead) */
 /* The target of a trim in progress (u64, 0: none): a bind below it gets
