@@ -73,9 +73,11 @@
 #define SMALL_REC 1024u
 /* A slot that stays torn this long is corrupt, not racing a writer. */
 #define SLOT_TRIES 100000
-/* A committer that finds its round open waits at most this long for it to
- * fill before it flushes what is there. */
-#define SETTLE_NS 150000L
+/* A committer that finds its round open waits for it to fill while records
+ * keep coming (no wait of SETTLE_IDLE_NS without one), for at most
+ * SETTLE_MAX_NS, then flushes what is there. */
+#define SETTLE_IDLE_NS 100000L
+#define SETTLE_MAX_NS 300000.0
 /* A committer waiting for another's flush checks the leader is alive (tries
  * the flush mutex) at least this often: a leader killed mid-fdatasync never
  * wakes anyone. */
@@ -854,11 +856,20 @@ out:
 	return rc;
 }
 
+static double mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts); /* vDSO: no system call */
+	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
 /*
  * Whether the round has filled: the committers that the last flush woke
  * (WOKEN of them), plus the leader of that flush, have each placed one
  * record since (APPENDS counted from BASE).  A committer that finds the
- * round open waits for it (at most SETTLE_NS) rather than flush at once, so
+ * round open waits for it (while records keep coming, at most
+ * SETTLE_MAX_NS) rather than flush at once, so
  * one flush covers them all (the kernel's journal batches concurrent
  * fsyncs the same way); the committer whose record fills it leads the
  * flush itself, so nobody waits to be woken for it.  Nobody was woken (one
@@ -976,29 +987,31 @@ static int flush_try(sm_log *l)
  * record any process placed so far: the page cache is shared), flushes
  * once, publishes that tail, and wakes every waiter.  If a flush is
  * running, or the round is still open, it sleeps on the committed slot's
- * futex word until a leader publishes (an open round: at most SETTLE_NS,
- * then it leads with what is there), then looks again: those the flush
- * covered return, one of the others leads the next flush for all of them.
- * N appenders committing every record thus share one fdatasync per round,
- * nobody queues on a lock just to learn it was covered, and the committer
- * that fills the round flushes it at once.  (Earlier designs: two flushes
- * at once in two "lanes", waiters queued on kernel locks -- on this machine
- * concurrent flushes serialise in the disk and the lock hand-offs
- * serialised the wake-ups, ~1.6 records per round at 8 appenders; then a
- * leader that took the mutex first and slept until the round filled, woken
- * by the append that filled it -- one more wake-up, ~10 us on this machine,
- * on every round's critical path.)
+ * futex word until a leader publishes (an open round: while records keep
+ * coming, at most SETTLE_MAX_NS, then it leads with what is there), then
+ * looks again: those the flush covered return, one of the others leads the
+ * next flush for all of them.  N appenders committing every record thus
+ * share one fdatasync per round, nobody queues on a lock just to learn it
+ * was covered, and the committer that fills the round flushes it at once.
+ * (Earlier designs: two flushes at once in two "lanes", waiters queued on
+ * kernel locks -- on this machine concurrent flushes serialise in the disk
+ * and the lock hand-offs serialised the wake-ups, ~1.6 records per round at
+ * 8 appenders; then a leader that took the mutex first and slept until the
+ * round filled, woken by the append that filled it -- one more wake-up,
+ * ~10 us on this machine, on every round's critical path.)
  *
  * Liveness: the futex word only speeds things up.  Waits are bounded
- * (WAIT_NS, SETTLE_NS), and a waiter that times out tries the mutex itself; its
- * kernel lock dies with its holder, so a leader killed mid-fdatasync (which
- * never wakes anyone) frees the next waiter to lead within WAIT_NS.  A
+ * (WAIT_NS, SETTLE_MAX_NS), and a waiter that times out tries the mutex
+ * itself; its kernel lock dies with its holder, so a leader killed
+ * mid-fdatasync (which never wakes anyone) frees the next waiter to lead
+ * within WAIT_NS.  A
  * committed tail published by a process that then died is as good as any.
  */
 static int log_commit(sm_log *l)
 {
 	uint64_t want, c, t;
-	uint32_t n;
+	uint32_t n, seen = 0;
+	double settle_start = 0;
 	int rc;
 
 	if (!l)
@@ -1010,7 +1023,7 @@ static int log_commit(sm_log *l)
 	if ((rc = smlog_slot_read(l, SLOT_TAIL, &want)) < 0)
 		return rc;
 	for (bool timed_out = false;;) {
-		bool flushing, full = false;
+		bool flushing, full = false, settling;
 		if ((rc = __atomic_load_n(&l->poison, __ATOMIC_ACQUIRE)) < 0 ||
 		    (rc = smlog_slot_read(l, SLOT_COMMITTED, &c)) < 0 || c >= want)
 			return rc;
@@ -1025,10 +1038,22 @@ static int log_commit(sm_log *l)
 			if (rc != -EBUSY)
 				return rc;
 		}
+		settling = !flushing && !full;
+		if (settling && settle_start == 0) {
+			settle_start = mono_ns();
+			seen = __atomic_load_n(hword(l, WORD_APPENDS), __ATOMIC_SEQ_CST);
+		}
 		__atomic_fetch_add(hword(l, WORD_WAITERS), 1, __ATOMIC_SEQ_CST);
 		timed_out = futex_wait(slot_word(l, SLOT_COMMITTED), htole32((uint32_t)c),
-				       flushing || full ? WAIT_NS : SETTLE_NS);
+				       settling ? SETTLE_IDLE_NS : WAIT_NS);
 		__atomic_fetch_sub(hword(l, WORD_WAITERS), 1, __ATOMIC_RELEASE);
+		if (timed_out && settling) {
+			/* the round is still filling: wait on, up to SETTLE_MAX_NS */
+			uint32_t a = __atomic_load_n(hword(l, WORD_APPENDS), __ATOMIC_SEQ_CST);
+			if (a != seen && mono_ns() - settle_start < SETTLE_MAX_NS)
+				timed_out = false;
+			seen = a;
+		}
 	}
 	__atomic_store_n(hword(l, WORD_FLUSHING), 1, __ATOMIC_SEQ_CST);
 	/* Leader.  The flush that ran before we took the mutex may have
