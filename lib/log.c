@@ -987,8 +987,9 @@ static int flush_try(sm_log *l)
  * record any process placed so far: the page cache is shared), flushes
  * once, publishes that tail, and wakes every waiter.  If a flush is
  * running, or the round is still open, it sleeps on the committed slot's
- * futex word until a leader publishes (an open round: while records keep
- * coming, at most SETTLE_MAX_NS, then it leads with what is there), then
+ * futex word until a leader publishes (an open round: one of them, the
+ * settler, waits while records keep coming, at most SETTLE_MAX_NS, then
+ * leads with what is there), then
  * looks again: those the flush covered return, one of the others leads the
  * next flush for all of them.  N appenders committing every record thus
  * share one fdatasync per round, nobody queues on a lock just to learn it
@@ -1022,7 +1023,7 @@ static int log_commit(sm_log *l)
 		return rc;
 	if ((rc = smlog_slot_read(l, SLOT_TAIL, &want)) < 0)
 		return rc;
-	for (bool timed_out = false;;) {
+	for (bool timed_out = false, settler = false;;) {
 		bool flushing, full = false, settling;
 		if ((rc = __atomic_load_n(&l->poison, __ATOMIC_ACQUIRE)) < 0 ||
 		    (rc = smlog_slot_read(l, SLOT_COMMITTED, &c)) < 0 || c >= want)
@@ -1039,10 +1040,18 @@ static int log_commit(sm_log *l)
 				return rc;
 		}
 		settling = !flushing && !full;
-		if (settling && settle_start == 0) {
-			settle_start = mono_ns();
-			seen = __atomic_load_n(hword(l, WORD_APPENDS), __ATOMIC_SEQ_CST);
+		if (settling && !settler) {
+			/* one settler per round (WORD_SETTLER) */
+			uint32_t r = __atomic_load_n(hword(l, WORD_BASE), __ATOMIC_ACQUIRE) + 1;
+			uint32_t cur = __atomic_load_n(hword(l, WORD_SETTLER), __ATOMIC_ACQUIRE);
+			if (cur != r && __atomic_compare_exchange_n(hword(l, WORD_SETTLER), &cur, r, false,
+								    __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+				settler = true;
+				settle_start = mono_ns();
+				seen = __atomic_load_n(hword(l, WORD_APPENDS), __ATOMIC_SEQ_CST);
+			}
 		}
+		settling = settling && settler;
 		__atomic_fetch_add(hword(l, WORD_WAITERS), 1, __ATOMIC_SEQ_CST);
 		timed_out = futex_wait(slot_word(l, SLOT_COMMITTED), htole32((uint32_t)c),
 				       settling ? SETTLE_IDLE_NS : WAIT_NS);

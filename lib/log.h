@@ -50,6 +50,14 @@
  * past g (redo.c: the bindings area is durable before the pages). */
 #define WORD_FLUSH_START 352
 #define WORD_FLUSH_DONE 356
+/* The round whose settler is chosen (u32: BASE + 1): of the committers
+ * waiting for an open round to fill, only the one that set it sleeps with a
+ * short timeout (and flushes what is there if the round does not fill);
+ * the others sleep until a flush wakes them, so that a flush led by the
+ * committer that filled the round is not interrupted by their timers.  A
+ * value left by a dead settler names an old round, which no longer
+ * matches: the next round chooses again. */
+#define WORD_SETTLER 360
 /* The bindings area (redo.c): BIND_SLOTS entries of BIND_SLOT bytes, each
  * eight u64 fields: state (BIND_HELD, BIND_IDLE or 0), incarnation, data file device,
  * inode, first bound LSN, highest bound LSN, owner pid, 0.  Held entries
