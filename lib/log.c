@@ -75,9 +75,13 @@
 #define SLOT_TRIES 100000
 /* A committer that finds its round open waits for it to fill while records
  * keep coming (no wait of SETTLE_IDLE_NS without one), for at most
- * SETTLE_MAX_NS, then flushes what is there. */
-#define SETTLE_IDLE_NS 100000L
-#define SETTLE_MAX_NS 300000.0
+ * SETTLE_MAX_NS, then flushes what is there.  Longer than a round plus its
+ * flush (~80 + ~100 us here): the timer must not fire in the middle of the
+ * flush that the committer who filled the round leads.  A round that does
+ * not fill (an appender stopped) costs this once: the next round expects
+ * only the committers that were asleep. */
+#define SETTLE_IDLE_NS 200000L
+#define SETTLE_MAX_NS 400000.0
 /* A committer waiting for another's flush checks the leader is alive (tries
  * the flush mutex) at least this often: a leader killed mid-fdatasync never
  * wakes anyone. */
