@@ -55,14 +55,29 @@ static char path[512];
  * into a shared page (appenders may be processes) and makes the system
  * call.  Records / flushes is the group commit's batch size.
  */
-static _Atomic long *flushes;
+static _Atomic long *flushes; /* [0]: flushes, [1]: ns spent in them */
 
 int fdatasync(int fd)
 {
-	if (flushes)
-		atomic_fetch_add_explicit(flushes, 1, memory_order_relaxed);
-	return (int)syscall(SYS_fdatasync, fd);
+	struct timespec a, b;
+	int rc;
+
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	rc = (int)syscall(SYS_fdatasync, fd);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	if (flushes) {
+		atomic_fetch_add_explicit(&flushes[0], 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&flushes[1],
+					  (long)(b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec),
+					  memory_order_relaxed);
+	}
+	return rc;
 }
+
+/* Of the last append_run: its flushes' mean time in fdatasync, and the
+ * mean time from one flush's start to the next (safemap: one flush at a
+ * time, so the difference is what a round spends outside the disk). */
+static double last_sync_us, last_round_us;
 
 /* Medians, and the median of the per-round ratios: each round measures the
  * two side by side (in alternating order), so a disk shared with other
@@ -301,7 +316,8 @@ static double append_run(enum who who, int n, int procs, double *per_flush)
 	long total = 0, f0;
 
 	log_fresh(who);
-	f0 = atomic_load(flushes);
+	f0 = atomic_load(&flushes[0]);
+	long ns0 = atomic_load(&flushes[1]);
 	if (procs) {
 		int p[2];
 		if (pipe(p) < 0)
@@ -340,8 +356,10 @@ static double append_run(enum who who, int n, int procs, double *per_flush)
 		close_for(&shared);
 	}
 	if (per_flush) {
-		long f = atomic_load(flushes) - f0;
+		long f = atomic_load(&flushes[0]) - f0;
 		*per_flush = f > 0 ? (double)total / (double)f : 0;
+		last_sync_us = f > 0 ? (double)(atomic_load(&flushes[1]) - ns0) / 1e3 / (double)f : 0;
+		last_round_us = f > 0 ? secs * 1e6 / (double)f : 0;
 	}
 	return (double)total / secs;
 }
@@ -357,15 +375,17 @@ static void appends(const char *label)
 	       "per run, records/s:\n",
 	       REC, label, secs);
 	for (size_t k = 0; k < sizeof(rows) / sizeof(rows[0]); k++) {
-		double sm[16], raw[16], base1[16], pf[16], rpf[16];
+		double sm[16], raw[16], base1[16], pf[16], rpf[16], sync_us[16], round_us[16];
 		char name[96];
 		for (int r = 0; r < reps; r++) {
 			if (r % 2 == 0) {
 				sm[r] = append_run(SM, rows[k].n, rows[k].procs, &pf[r]);
+				sync_us[r] = last_sync_us, round_us[r] = last_round_us;
 				raw[r] = append_run(RAW, rows[k].n, rows[k].procs, &rpf[r]);
 			} else {
 				raw[r] = append_run(RAW, rows[k].n, rows[k].procs, &rpf[r]);
 				sm[r] = append_run(SM, rows[k].n, rows[k].procs, &pf[r]);
+				sync_us[r] = last_sync_us, round_us[r] = last_round_us;
 			}
 			base1[r] = rows[k].n > 1 ? append_run(RAW, 1, 0, NULL) : raw[r];
 		}
@@ -381,6 +401,12 @@ static void appends(const char *label)
 			report(name, "rec/s", sm, raw, reps, b, ">= 3x raw with 8 writers");
 			printf("  %-40s (1 raw writer, same rounds: %.0f rec/s; raw x%d is %.2fx it)\n",
 			       "", median(base1, reps), rows[k].n, median(raw, reps) / median(base1, reps));
+			double gap_us[16];
+			for (int r = 0; r < reps; r++)
+				gap_us[r] = round_us[r] - sync_us[r];
+			printf("  %-40s (safemap round: %.0f us = fdatasync %.0f us + %.0f us to wake the "
+			       "committers and take their next records)\n",
+			       "", median(round_us, reps), median(sync_us, reps), median(gap_us, reps));
 		}
 	}
 #ifdef HAVE_ROCKSDB
@@ -569,22 +595,29 @@ int main(int argc, char **argv)
 	int c, quiet_only = 0;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	flushes = mmap(NULL, sizeof(*flushes), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+	flushes = mmap(NULL, 2 * sizeof(*flushes), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
 		       -1, 0);
 	if (flushes == MAP_FAILED)
 		die("mmap", 0);
 	if (argc == 4 && strcmp(argv[1], "--callgrind") == 0)
 		return callgrind(argv[2], atoi(argv[3]));
-	while ((c = getopt(argc, argv, "r:d:s:p:q")) != -1) {
+	while ((c = getopt(argc, argv, "r:d:s:p:qh")) != -1) {
 		switch (c) {
 		case 'r': reps = atoi(optarg) < 1 ? 1 : atoi(optarg) > 16 ? 16 : atoi(optarg); break;
 		case 'd': snprintf(dir, sizeof(dir), "%s", optarg); break;
 		case 's': secs = atof(optarg) > 0.05 ? atof(optarg) : 0.05; break;
 		case 'p': part = optarg; break;
 		case 'q': quiet_only = 1; break;
+		case 'h':
+			printf("usage: bench_log [-r REPS] [-d DIR] [-s SECONDS] [-p append|iter] [-q]\n"
+			       "  -r  repetitions (medians; default 3)   -d  directory of the files (default /var/tmp)\n"
+			       "  -s  seconds per run (default 1)        -p  only the appends or the iteration\n"
+			       "  -q  quiet machine only (no run beside busy-loop processes)\n"
+			       "  --callgrind iter|raw N  iterate a 16 MiB log N times (for callgrind)\n");
+			return 0;
 		default:
 			fprintf(stderr, "usage: bench_log [-r REPS] [-d DIR] [-s SECONDS] "
-					"[-p append|iter] [-q]\n");
+					"[-p append|iter] [-q] [-h]\n");
 			return 2;
 		}
 	}

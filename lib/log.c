@@ -73,10 +73,15 @@
 #define SMALL_REC 1024u
 /* A slot that stays torn this long is corrupt, not racing a writer. */
 #define SLOT_TRIES 100000
-/* A group-commit leader lets the committers it expects append for at most
- * SETTLE_MAX_NS, and stops after a wait of SETTLE_IDLE_NS without one. */
-#define SETTLE_MAX_NS 300000.0
-#define SETTLE_IDLE_NS 100000.0
+/* A committer that finds its round open waits for it to fill while records
+ * keep coming (no wait of SETTLE_IDLE_NS without one), for at most
+ * SETTLE_MAX_NS, then flushes what is there.  Longer than a round plus its
+ * flush (~80 + ~100 us here): the timer must not fire in the middle of the
+ * flush that the committer who filled the round leads.  A round that does
+ * not fill (an appender stopped) costs this once: the next round expects
+ * only the committers that were asleep. */
+#define SETTLE_IDLE_NS 200000L
+#define SETTLE_MAX_NS 400000.0
 /* A committer waiting for another's flush checks the leader is alive (tries
  * the flush mutex) at least this often: a leader killed mid-fdatasync never
  * wakes anyone. */
@@ -845,14 +850,9 @@ static int log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
 	/* Only now is the record whole: move the tail past it. */
 	if ((rc = smlog_slot_write(l, SLOT_TAIL, t + sz)) < 0)
 		goto out;
-	/* Counted for a settling flush leader, woken by the append it waits
-	 * for (a store and a load otherwise). */
-	{
-		uint32_t a = __atomic_add_fetch(hword(l, WORD_APPENDS), 1, __ATOMIC_SEQ_CST);
-		if (a == __atomic_load_n(hword(l, WORD_TARGET), __ATOMIC_SEQ_CST))
-			(void)syscall(SYS_futex, hword(l, WORD_APPENDS), FUTEX_WAKE, 1, NULL, NULL,
-				      0);
-	}
+	/* Counted for the group commit: the append that completes a round
+	 * leads its flush (log_commit). */
+	__atomic_add_fetch(hword(l, WORD_APPENDS), 1, __ATOMIC_SEQ_CST);
 	if (lsn)
 		*lsn = t;
 out:
@@ -869,39 +869,22 @@ static double mono_ns(void)
 }
 
 /*
- * Let the committers that the last flush woke place their next records
- * before flushing, so one flush covers them (the kernel's journal batches
- * concurrent fsyncs the same way): WOKEN of them, plus the leader of that
- * flush, each appending one record counted in APPENDS.  Sleep (a futex on
- * APPENDS, woken by the append that reaches TARGET) rather than spin or
- * yield: on a busy machine those appenders need this CPU, and a yield hands
- * it to another program for a whole time slice.  Stop when APPENDS reaches
- * TARGET, or a wait of SETTLE_IDLE_NS saw no append, or after
- * SETTLE_MAX_NS.  Nobody was woken (one committer at a time): no wait.
+ * Whether the round has filled: the committers that the last flush woke
+ * (WOKEN of them), plus the leader of that flush, have each placed one
+ * record since (APPENDS counted from BASE).  A committer that finds the
+ * round open waits for it (while records keep coming, at most
+ * SETTLE_MAX_NS) rather than flush at once, so
+ * one flush covers them all (the kernel's journal batches concurrent
+ * fsyncs the same way); the committer whose record fills it leads the
+ * flush itself, so nobody waits to be woken for it.  Nobody was woken (one
+ * committer at a time): the round is full.
  */
-static int settled_tail(sm_log *l, uint64_t *t)
+static bool round_full(sm_log *l)
 {
 	uint32_t woken = __atomic_load_n(hword(l, WORD_WOKEN), __ATOMIC_ACQUIRE);
 	uint32_t base = __atomic_load_n(hword(l, WORD_BASE), __ATOMIC_ACQUIRE);
-	uint32_t *app = hword(l, WORD_APPENDS), target = base + woken + 1;
-	double start;
 
-	if (woken == 0)
-		return smlog_slot_read(l, SLOT_TAIL, t);
-	__atomic_store_n(hword(l, WORD_TARGET), target, __ATOMIC_SEQ_CST);
-	start = mono_ns();
-	for (;;) {
-		uint32_t a = __atomic_load_n(app, __ATOMIC_SEQ_CST);
-		double left = SETTLE_MAX_NS - (mono_ns() - start);
-		struct timespec ts = { 0, (long)(left < SETTLE_IDLE_NS ? left : SETTLE_IDLE_NS) };
-		if (a - base >= woken + 1 || left <= 0)
-			break;
-		if (syscall(SYS_futex, app, FUTEX_WAIT, a, &ts, NULL, 0) < 0 && errno == ETIMEDOUT &&
-		    __atomic_load_n(app, __ATOMIC_SEQ_CST) == a)
-			break; /* nobody appended for a while */
-	}
-	__atomic_store_n(hword(l, WORD_TARGET), 0, __ATOMIC_RELAXED);
-	return smlog_slot_read(l, SLOT_TAIL, t);
+	return woken == 0 || __atomic_load_n(hword(l, WORD_APPENDS), __ATOMIC_SEQ_CST) - base >= woken + 1;
 }
 
 /* fdatasync the log.  A failure poisons the handle: Linux reports a
@@ -942,9 +925,9 @@ static int flush_and_publish(sm_log *l, uint64_t t)
 
 /* Futexes on the mapped header page: a shared file mapping, so the key is
  * the page cache page and processes meet on it (not FUTEX_PRIVATE). */
-static bool futex_wait(uint32_t *w, uint32_t val)
+static bool futex_wait(uint32_t *w, uint32_t val, long ns)
 {
-	struct timespec ts = { 0, WAIT_NS };
+	struct timespec ts = { 0, ns };
 
 	return syscall(SYS_futex, w, FUTEX_WAIT, val, &ts, NULL, 0) < 0 && errno == ETIMEDOUT;
 }
@@ -1002,29 +985,38 @@ static int flush_try(sm_log *l)
 /*
  * Group commit: one flush at a time, under the flush mutex (a kernel lock
  * byte plus its in-process half).  A committer whose records the committed
- * tail already covers returns at once.  Otherwise, if the mutex is free, it
- * leads: it reads the appended tail (every record any process placed so
- * far: the page cache is shared), flushes once, publishes that tail, and
- * wakes every waiter.  If a flush is running, it sleeps on the committed
- * slot's futex word until the leader publishes, then looks again: those
- * the flush covered return, one of the others leads the next flush for all
- * of them.  N appenders committing every record thus share one fdatasync
- * per round, and nobody queues on a lock just to learn it was covered.
- * (An earlier design ran two flushes at once in two "lanes" and queued
- * waiters on kernel locks: on this machine concurrent flushes serialise in
- * the disk, and the lock hand-offs serialised the wake-ups, so a round
- * covered ~1.6 records at 8 appenders.)
+ * tail already covers returns at once.  Otherwise, if the mutex is free and
+ * the round is full (round_full: every committer the last flush woke has
+ * placed its next record), it leads: it reads the appended tail (every
+ * record any process placed so far: the page cache is shared), flushes
+ * once, publishes that tail, and wakes every waiter.  If a flush is
+ * running, or the round is still open, it sleeps on the committed slot's
+ * futex word until a leader publishes (an open round: one of them, the
+ * settler, waits while records keep coming, at most SETTLE_MAX_NS, then
+ * leads with what is there), then
+ * looks again: those the flush covered return, one of the others leads the
+ * next flush for all of them.  N appenders committing every record thus
+ * share one fdatasync per round, nobody queues on a lock just to learn it
+ * was covered, and the committer that fills the round flushes it at once.
+ * (Earlier designs: two flushes at once in two "lanes", waiters queued on
+ * kernel locks -- on this machine concurrent flushes serialise in the disk
+ * and the lock hand-offs serialised the wake-ups, ~1.6 records per round at
+ * 8 appenders; then a leader that took the mutex first and slept until the
+ * round filled, woken by the append that filled it -- one more wake-up,
+ * ~10 us on this machine, on every round's critical path.)
  *
  * Liveness: the futex word only speeds things up.  Waits are bounded
- * (WAIT_NS), and a waiter that times out tries the mutex itself; its
- * kernel lock dies with its holder, so a leader killed mid-fdatasync (which
- * never wakes anyone) frees the next waiter to lead within WAIT_NS.  A
+ * (WAIT_NS, SETTLE_MAX_NS), and a waiter that times out tries the mutex
+ * itself; its kernel lock dies with its holder, so a leader killed
+ * mid-fdatasync (which never wakes anyone) frees the next waiter to lead
+ * within WAIT_NS.  A
  * committed tail published by a process that then died is as good as any.
  */
 static int log_commit(sm_log *l)
 {
 	uint64_t want, c, t;
-	uint32_t n;
+	uint32_t n, seen = 0;
+	double settle_start = 0;
 	int rc;
 
 	if (!l)
@@ -1035,29 +1027,53 @@ static int log_commit(sm_log *l)
 		return rc;
 	if ((rc = smlog_slot_read(l, SLOT_TAIL, &want)) < 0)
 		return rc;
-	for (bool timed_out = false;;) {
+	for (bool timed_out = false, settler = false;;) {
+		bool flushing, full = false, settling;
 		if ((rc = __atomic_load_n(&l->poison, __ATOMIC_ACQUIRE)) < 0 ||
 		    (rc = smlog_slot_read(l, SLOT_COMMITTED, &c)) < 0 || c >= want)
 			return rc;
 		/* A flush running (FLUSHING says so: no lock call to learn it),
 		 * unless the last wait timed out: then ask the lock, which
-		 * the kernel frees if the leader died. */
-		if (timed_out || !__atomic_load_n(hword(l, WORD_FLUSHING), __ATOMIC_SEQ_CST)) {
+		 * the kernel frees if the leader died.  No flush running:
+		 * lead it if the round is full (or the wait for it is over). */
+		flushing = __atomic_load_n(hword(l, WORD_FLUSHING), __ATOMIC_SEQ_CST);
+		if (timed_out || (!flushing && (full = round_full(l)))) {
 			if ((rc = flush_try(l)) == 0)
 				break;
 			if (rc != -EBUSY)
 				return rc;
 		}
+		settling = !flushing && !full;
+		if (settling && !settler) {
+			/* one settler per round (WORD_SETTLER) */
+			uint32_t r = __atomic_load_n(hword(l, WORD_BASE), __ATOMIC_ACQUIRE) + 1;
+			uint32_t cur = __atomic_load_n(hword(l, WORD_SETTLER), __ATOMIC_ACQUIRE);
+			if (cur != r && __atomic_compare_exchange_n(hword(l, WORD_SETTLER), &cur, r, false,
+								    __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+				settler = true;
+				settle_start = mono_ns();
+				seen = __atomic_load_n(hword(l, WORD_APPENDS), __ATOMIC_SEQ_CST);
+			}
+		}
+		settling = settling && settler;
 		__atomic_fetch_add(hword(l, WORD_WAITERS), 1, __ATOMIC_SEQ_CST);
-		timed_out = futex_wait(slot_word(l, SLOT_COMMITTED), htole32((uint32_t)c));
+		timed_out = futex_wait(slot_word(l, SLOT_COMMITTED), htole32((uint32_t)c),
+				       settling ? SETTLE_IDLE_NS : WAIT_NS);
 		__atomic_fetch_sub(hword(l, WORD_WAITERS), 1, __ATOMIC_RELEASE);
+		if (timed_out && settling) {
+			/* the round is still filling: wait on, up to SETTLE_MAX_NS */
+			uint32_t a = __atomic_load_n(hword(l, WORD_APPENDS), __ATOMIC_SEQ_CST);
+			if (a != seen && mono_ns() - settle_start < SETTLE_MAX_NS)
+				timed_out = false;
+			seen = a;
+		}
 	}
 	__atomic_store_n(hword(l, WORD_FLUSHING), 1, __ATOMIC_SEQ_CST);
 	/* Leader.  The flush that ran before we took the mutex may have
-	 * covered our records. */
+	 * covered our records; else one flush for everything placed so far. */
 	if ((rc = __atomic_load_n(&l->poison, __ATOMIC_ACQUIRE)) == 0 &&
 	    (rc = smlog_slot_read(l, SLOT_COMMITTED, &c)) == 0 && c < want &&
-	    (rc = settled_tail(l, &t)) == 0)
+	    (rc = smlog_slot_read(l, SLOT_TAIL, &t)) == 0)
 		rc = flush_and_publish(l, t);
 	/* Also after a failure: the waiters then flush for themselves (and
 	 * learn the error, which the kernel reports to each description). */

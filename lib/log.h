@@ -27,8 +27,9 @@
 /* Group commit words (u32, zero in a new or older log).  WAITERS: the
  * committers asleep (or about to sleep) on the committed slot's futex word.
  * WOKEN: how many the last flush woke (the kernel's count, not WAITERS);
- * BASE: APPENDS when it woke them; APPENDS: records placed, mod 2^32;
- * TARGET: the APPENDS value whose append wakes the settling leader.
+ * BASE: APPENDS when it woke them; APPENDS: records placed, mod 2^32 (the
+ * round is full when WOKEN + 1 were placed since BASE); TARGET: no longer
+ * used (a settling leader once slept until APPENDS reached it).
  * Hints only: a committer killed while counted in WAITERS leaves it high,
  * which costs the next flushes a wake call that finds nobody, never a
  * missed wake (waits are bounded) nor a wait. */
@@ -36,7 +37,7 @@
 #define WORD_WOKEN 324
 #define WORD_APPENDS 328
 #define WORD_BASE 332
-#define WORD_TARGET 336 /* APPENDS a settling leader sleeps for (0: none) */
+#define WORD_TARGET 336 /* no longer used */
 #define WORD_FLUSHING 340 /* a leader holds the flush mutex (a waiter whose wait
 			   * times out asks the lock itself: its holder may be dead) */
 /* The target of a trim in progress (u64, 0: none): a bind below it gets
@@ -49,6 +50,14 @@
  * past g (redo.c: the bindings area is durable before the pages). */
 #define WORD_FLUSH_START 352
 #define WORD_FLUSH_DONE 356
+/* The round whose settler is chosen (u32: BASE + 1): of the committers
+ * waiting for an open round to fill, only the one that set it sleeps with a
+ * short timeout (and flushes what is there if the round does not fill);
+ * the others sleep until a flush wakes them, so that a flush led by the
+ * committer that filled the round is not interrupted by their timers.  A
+ * value left by a dead settler names an old round, which no longer
+ * matches: the next round chooses again. */
+#define WORD_SETTLER 360
 /* The bindings area (redo.c): BIND_SLOTS entries of BIND_SLOT bytes, each
  * eight u64 fields: state (BIND_HELD, BIND_IDLE or 0), incarnation, data file device,
  * inode, first bound LSN, highest bound LSN, owner pid, 0.  Held entries

@@ -807,7 +807,7 @@ START_TEST(completion_script)
 	ck_assert_str_eq(out, "");
 	static const char *const cases[][2] = {
 		{ "lockctl li", "list" },
-		{ "lockctl ''", "list check hold reap info map watch completion help" },
+		{ "lockctl ''", "list check hold reap info log map watch completion help" },
 		{ "lockctl -", "--table-dir -V --version -h --help" },
 		{ "lockctl list --no", "--noheadings --notruncate --noinaccessible" },
 		{ "lockctl list -o STA", "START STATE" },
@@ -821,6 +821,7 @@ START_TEST(completion_script)
 		{ "lockctl check --", "--verbose --json --table-dir --help" },
 		{ "lockctl hold -t T /x 0 1 w ''", "--" },
 		{ "lockctl completion ''", "bash" },
+		{ "lockctl log -", "-J --json -b --bytes -h --help" },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		snprintf(cmd, sizeof(cmd),
@@ -1120,6 +1121,99 @@ START_TEST(check_json_path_is_absolute)
 }
 END_TEST
 
+/* lockctl log on a real log: appended, trimmed, one record bound to a
+ * buffered slice of a data file; the retained range, the allocated bytes
+ * (the trimmed space given back) and the binding as the library left them. */
+START_TEST(log_shows_retained_range)
+{
+	const char *data = tu_tmpfile(4 * PG);
+	char path[PATH_MAX + 8], out[16384], want[PATH_MAX + 256];
+	enum { NREC = 30000, TRIM_AT = 25000 };
+	static uint64_t lsn[NREC];
+	unsigned char rec[100];
+	uint64_t bound, committed;
+	sm_log *l;
+	sm_file *f;
+	sm_slice *s;
+	struct stat st, dst;
+
+	find_lockctl();
+	snprintf(path, sizeof(path), "%s.log", data);
+	ck_assert_int_eq(sm_log_open(path, SM_RDWR | SM_CREATE, NULL, &l), 0);
+	/* a fresh log: nothing retained, nothing trimmed */
+	ck_assert_int_eq(runf(out, sizeof(out), "log -b %s", path), 0);
+	ck_assert_msg(strstr(out, "first LSN:    4096 (") && strstr(out, "committed:    4096 (") &&
+			      strstr(out, "retained:     0 in [4096, 4096)") &&
+			      strstr(out, "bindings:     0 held, 0 idle"),
+		      "%s", out);
+	for (unsigned i = 0; i < NREC; i++) {
+		memset(rec, (int)i, sizeof(rec));
+		ck_assert_int_eq(sm_log_append(l, rec, sizeof(rec), &lsn[i]), 0);
+		if (i % 1000 == 999)
+			ck_assert_int_eq(sm_log_commit(l), 0);
+	}
+	ck_assert_int_eq(sm_log_trim(l, lsn[TRIM_AT]), 0);
+	/* a buffered slice of the data file bound to one more record */
+	ck_assert_int_eq(tu_open(data, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(sm_map_write(f, PG, PG, SM_BUFFERED, &s), 0);
+	ck_assert_int_eq(sm_put_u8(s, 0, 7), 0);
+	ck_assert_int_eq(sm_log_append(l, rec, sizeof(rec), &bound), 0);
+	ck_assert_int_eq(sm_slice_set_lsn(s, l, bound), 0);
+	ck_assert_int_eq(sm_log_commit(l), 0);
+	committed = bound + ((8 + sizeof(rec) + 7) & ~(size_t)7);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_int_eq(stat(data, &dst), 0);
+	/* the space below the trim point was given back */
+	ck_assert_uint_le((uint64_t)st.st_blocks * 512,
+			  (uint64_t)st.st_size - ((lsn[TRIM_AT] & ~(uint64_t)4095) - 4096) + 65536);
+
+	ck_assert_int_eq(runf(out, sizeof(out), "log --bytes %s", path), 0);
+	snprintf(want, sizeof(want), "log:          %s\n", path);
+	ck_assert_msg(strstr(out, want), "no '%s' in\n%s", want, out);
+	snprintf(want, sizeof(want), "first LSN:    %llu (", (unsigned long long)lsn[TRIM_AT]);
+	ck_assert_msg(strstr(out, want), "no '%s' in\n%s", want, out);
+	snprintf(want, sizeof(want), "committed:    %llu (", (unsigned long long)committed);
+	ck_assert_msg(strstr(out, want), "no '%s' in\n%s", want, out);
+	snprintf(want, sizeof(want), "appended:     %llu (0 bytes", (unsigned long long)committed);
+	ck_assert_msg(strstr(out, want), "no '%s' in\n%s", want, out);
+	snprintf(want, sizeof(want), "retained:     %llu in [%llu, %llu)",
+		 (unsigned long long)(committed - lsn[TRIM_AT]), (unsigned long long)lsn[TRIM_AT],
+		 (unsigned long long)committed);
+	ck_assert_msg(strstr(out, want), "no '%s' in\n%s", want, out);
+	snprintf(want, sizeof(want), "trimmed:      %llu below the first LSN, given back up to %llu\n",
+		 (unsigned long long)(lsn[TRIM_AT] - 4096), (unsigned long long)(lsn[TRIM_AT] & ~(uint64_t)4095));
+	ck_assert_msg(strstr(out, want), "no '%s' in\n%s", want, out);
+	snprintf(want, sizeof(want), "on disk:      %llu allocated, file size %llu (",
+		 (unsigned long long)st.st_blocks * 512, (unsigned long long)st.st_size);
+	ck_assert_msg(strstr(out, want), "no '%s' in\n%s", want, out);
+	ck_assert_msg(strstr(out, "bindings:     1 held, 0 idle"), "%s", out);
+	snprintf(want, sizeof(want), ": held, owner pid %d (alive), data file dev %llx inode %llu, LSNs %llu-%llu",
+		 (int)getpid(), (unsigned long long)dst.st_dev, (unsigned long long)dst.st_ino,
+		 (unsigned long long)bound, (unsigned long long)bound);
+	ck_assert_msg(strstr(out, want), "no '%s' in\n%s", want, out);
+
+	ck_assert_int_eq(runf(out, sizeof(out), "log -J %s", path), 0);
+	ck_assert_msg(json_valid(out), "%s", out);
+	snprintf(want, sizeof(want), "\"first\": %llu,", (unsigned long long)lsn[TRIM_AT]);
+	ck_assert_msg(strstr(out, want), "no '%s' in\n%s", want, out);
+	snprintf(want, sizeof(want), "\"allocated\": %llu,", (unsigned long long)st.st_blocks * 512);
+	ck_assert_msg(strstr(out, want), "no '%s' in\n%s", want, out);
+	ck_assert_msg(strstr(out, "\"state\": \"held\"") && strstr(out, "\"alive\": true"), "%s", out);
+
+	/* not a log: one line, status 3 */
+	ck_assert_int_eq(runf(out, sizeof(out), "log %s", data), 3);
+	ck_assert_msg(strstr(out, "not a safemap log") && strchr(out, '\n') == out + strlen(out) - 1, "%s", out);
+	ck_assert_int_eq(run(out, sizeof(out), "log"), 2);
+
+	ck_assert_int_eq(sm_release(s), 0); /* dirty, bound: the binding goes */
+	ck_assert_int_eq(runf(out, sizeof(out), "log %s", path), 0);
+	ck_assert_msg(strstr(out, "bindings:     0 held"), "%s", out);
+	ck_assert_int_eq(sm_close(f), 0);
+	ck_assert_int_eq(sm_log_close(l), 0);
+	unlink(path);
+}
+END_TEST
+
 static Suite *lockctl_suite(void)
 {
 	Suite *s = suite_create("lockctl");
@@ -1144,6 +1238,7 @@ static Suite *lockctl_suite(void)
 	tcase_add_test(tc, map_leaves_out_empty_bytes_past_eof);
 	tcase_add_test(tc, list_shows_unlocked_mappings);
 	tcase_add_test(tc, check_json_path_is_absolute);
+	tcase_add_test(tc, log_shows_retained_range);
 	suite_add_tcase(s, tc);
 	return s;
 }

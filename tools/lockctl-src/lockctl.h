@@ -5,7 +5,7 @@
  *
  *   main.c           the command table, global options, help, dispatch
  *   completion.c     the bash completion script, from the command table
- *   list.c check.c hold.c info.c map.c watch.c   one subcommand (family) each
+ *   list.c check.c hold.c info.c log.c map.c watch.c   one subcommand (family) each
  *   svg.c layout.c   map's SVG writer; where map draws each byte (map.h)
  *   remote.c         locks of other hosts, found by walking the gaps
  *   table_rows.c     safemap lock tables: opening, entries, table mode
@@ -225,7 +225,7 @@ const char *tm_state(const struct klock *k);
 void remote_rows(struct libscols_table *tb, const struct klocks *kl, const struct entries *e, const char *path,
 		 const char *shown);
 
-/* ---- the subcommands: list.c check.c hold.c info.c map.c watch.c -------- */
+/* ---- the subcommands: list.c check.c hold.c info.c log.c map.c watch.c -- */
 
 struct command {
 	const char *name;
@@ -234,14 +234,15 @@ struct command {
 	const char *help;
 };
 
-extern const struct option list_opts[], check_opts[], hold_opts[], reap_opts[], info_opts[], map_longopts[],
-	watch_longopts[];
+extern const struct option list_opts[], check_opts[], hold_opts[], reap_opts[], info_opts[], log_opts[],
+	map_longopts[], watch_longopts[];
 
 int cmd_list(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_hold(int argc, char **argv);
 int cmd_reap(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_log(int argc, char **argv);
 int cmd_map(int argc, char **argv);
 int cmd_watch(int argc, char **argv);
 

@@ -28,6 +28,7 @@ static const struct command commands[] = {
 	{ "hold", cmd_hold, hold_opts, "hold a region while a command runs (like flock(1))" },
 	{ "reap", cmd_reap, reap_opts, "remove table entries whose holder is gone" },
 	{ "info", cmd_info, info_opts, "the table's header, capacity, generation and consistency" },
+	{ "log", cmd_log, log_opts, "a log's retained range, bytes on disk and bindings" },
 	{ "map", cmd_map, map_longopts, "a picture of the file's regions: who holds what" },
 	{ "watch", cmd_watch, watch_longopts, "the picture, redrawn every second" },
 	{ "completion", cmd_completion, no_opts, "print the bash completion script (completion bash)" },
