@@ -219,3 +219,28 @@ int sm_fence_clear_dead(sm_file *f, uint32_t key, bool (*still_held)(void *arg, 
 	}
 	return n;
 }
+
+int smt_fence_drop_dead(struct smt_table *t, bool dry)
+{
+	int n = 0;
+
+	if (t->guard->state != SM_MAP_OK)
+		return 0;
+	for (uint32_t i = 0, lim = smt_scan_limit(t); i < lim; i++) {
+		uint64_t off, len;
+		uint32_t k, owner;
+		union smt_word w;
+		if (!bound_other(t, i, &off, &len, &k, &w))
+			continue;
+		owner = SMT_OWNER(w.state);
+		if (owner != SMT_ORPHAN && smt_owner_alive(t, owner))
+			continue;
+		if (dry) {
+			n++;
+		} else if (smt_free_judged(t, i, w)) {
+			count(t, off, len, -1, false);
+			n++;
+		}
+	}
+	return n;
+}

@@ -452,6 +452,9 @@ int smt_reap(struct smt_table *t, bool dry);
  * it holds a bound change, make it an orphan's (fence.c); true if freed. */
 bool smt_retire(struct smt_table *t, uint32_t i, union smt_word w);
 bool smt_free_judged(struct smt_table *t, uint32_t i, union smt_word w);
+/* lockctl reap --bound: free the dead processes' bound entries too (their
+ * changes then exist only in the log); how many (dry: would). */
+int smt_fence_drop_dead(struct smt_table *t, bool dry);
 /* statfs f_type of a network filesystem (NFS, SMB, Ceph, FUSE, GPFS)? */
 bool smt_netfs_type(unsigned long f_type);
 

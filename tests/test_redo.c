@@ -754,6 +754,41 @@ START_TEST(test_dead_binder_fenced)
 }
 END_TEST
 
+/* lockctl reap leaves a dead binder's bound page held; reap --bound (for a
+ * log that was lost) frees it, and says what it dropped. */
+START_TEST(test_lockctl_reap_bound)
+{
+	static char lockctl[4096], cmd[8192], out[512];
+	struct tu_child c;
+	sm_file *f;
+	sm_log *l;
+	sm_slice *s;
+	uint64_t a, b;
+	FILE *p;
+
+	tu_sibling("../tools/lockctl", lockctl, sizeof(lockctl));
+	paths();
+	open_both(&f, &l);
+	spawn_binder(&c, 5, &a, &b);
+	kill(c.pid, SIGKILL);
+	ck_assert_int_eq(tu_wait(&c), 128 + SIGKILL);
+	snprintf(cmd, sizeof(cmd), "'%s' reap '%s' 2>&1", lockctl, dpath);
+	ck_assert_int_eq(system(cmd), 0);
+	ck_assert_int_eq(sm_map_read(f, 5 * PAGE, PAGE, 0, &s), -EBUSY);
+	snprintf(cmd, sizeof(cmd), "'%s' reap --bound '%s' 2>&1", lockctl, dpath);
+	ck_assert_ptr_nonnull(p = popen(cmd, "r"));
+	size_t n = fread(out, 1, sizeof(out) - 1, p);
+	out[n] = '\0';
+	ck_assert_int_eq(pclose(p), 0);
+	ck_assert_msg(strstr(out, "dropped 1 bound entry") != NULL, "%s", out);
+	ck_assert_int_eq(sm_map_read(f, 5 * PAGE, PAGE, 0, &s), 0);
+	ck_assert_int_eq(sm_release(s), 0);
+	ck_assert_int_eq(sm_log_close(l), 0);
+	ck_assert_int_eq(sm_close(f), 0);
+	unpaths();
+}
+END_TEST
+
 /* The bindings area: 60 binders that synced (their entries idle) and were
  * then killed leave nothing held and nothing claimed; 48 killed while
  * holding fill it (-ENOSPC) until a recovery pass clears them. */
@@ -1144,6 +1179,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_procs_live_and_synced);
 	tcase_add_test(tc, test_procs_killed);
 	tcase_add_loop_test(tc, test_dead_binder_fenced, 0, 2);
+	tcase_add_test(tc, test_lockctl_reap_bound);
 	tcase_add_test(tc, test_area_reuse_and_full);
 	tcase_add_test(tc, test_bind_races_trim);
 	tcase_add_test(tc, test_threads_bind);

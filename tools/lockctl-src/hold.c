@@ -138,6 +138,9 @@ static void help_reap(void)
 	       " %s reap [options] PATH\n"
 	       "\nRemove the table entries whose holder is gone, and invalid ones.\n"
 	       "\nOptions:\n"
+	       "     --bound             also a dead process's changes bound to a log, which\n"
+	       "                         otherwise stay held until a recovery pass redoes them\n"
+	       "                         (their changes then exist only in the log)\n"
 	       "     --dry-run           only count them\n"
 	       "     --table-dir <dir>   tables live in DIR\n"
 	       " -h, --help              display this help\n"
@@ -146,6 +149,7 @@ static void help_reap(void)
 }
 
 const struct option reap_opts[] = {
+	{ "bound", no_argument, NULL, OPT_BOUND },
 	{ "dry-run", no_argument, NULL, OPT_DRY },
 	{ "table-dir", required_argument, NULL, OPT_TABLE_DIR },
 	{ "help", no_argument, NULL, 'h' },
@@ -158,11 +162,12 @@ int cmd_reap(int argc, char **argv)
 	struct stat st;
 	char tpath[PATH_MAX];
 	const char *which;
-	bool dry = false;
-	int c, rc;
+	bool dry = false, bound = false;
+	int c, rc, nb = 0;
 
 	while ((c = getopt_long(argc, argv, ":h", reap_opts, NULL)) != -1) {
 		switch (c) {
+		case OPT_BOUND: bound = true; break;
 		case OPT_DRY: dry = true; break;
 		case OPT_TABLE_DIR: table_dir = optarg; break;
 		case 'h': help_reap(); return 0;
@@ -177,11 +182,17 @@ int cmd_reap(int argc, char **argv)
 		return EXIT_ERROR;
 	}
 	rc = smt_reap(&t, dry);
+	if (rc >= 0 && bound)
+		nb = smt_fence_drop_dead(&t, dry);
 	smt_detach(&t);
 	if (rc < 0) {
 		warnx_("%s: %s", tpath, strerror(-rc));
 		return EXIT_ERROR;
 	}
 	printf("%s %d stale %s\n", dry ? "would reap" : "reaped", rc, rc == 1 ? "entry" : "entries");
+	if (bound)
+		printf("%s %d bound %s of dead processes (their changes exist only in the log: "
+		       "run recovery before writing those ranges)\n",
+		       dry ? "would drop" : "dropped", nb, nb == 1 ? "entry" : "entries");
 	return 0;
 }

@@ -48,7 +48,7 @@
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Long-only option values, shared so that one table may hold them all. */
-enum { OPT_OUTPUT_ALL = 256, OPT_DRY, OPT_TABLE_DIR };
+enum { OPT_OUTPUT_ALL = 256, OPT_DRY, OPT_TABLE_DIR, OPT_BOUND };
 enum { OPT_COLOR = 300, OPT_COUNT, OPT_SVG };
 
 /* ---- util.c: messages in the err(3)/errx(3) style, allocation, options -- */
