@@ -15,4 +15,5 @@ check "broken: validate before announcing" fail "-DBROKEN_ORDER" "$safety" ""
 check "broken: one copy changed in place" fail "-DBROKEN_INPLACE" "-DNP -DCOLLAPSE" "-l"
 check "broken: newcomer keeps the incarnation" fail "-DNEWCOMER -DFAULTY=1 -DBROKEN_NOINC" "$safety" ""
 check "broken: no re-check after the liveness answer" fail "-DNEWCOMER -DFAULTY=1 -DBROKEN_RECHECK" "$safety" ""
+check "broken: a tag change hides its holder" fail "-DBROKEN_TAGSKIP" "$safety" ""
 finish model

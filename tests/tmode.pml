@@ -36,6 +36,10 @@
  * -DBROKEN_RECHECK (no area re-check after the liveness answer): the dead
  * owner's entries are blamed.
  *
+ * A holder may change its entry's tag (its seq odd meanwhile) and be
+ * stopped or killed in the middle: -DBROKEN_TAGSKIP (a changing entry read
+ * as no holder) must fail exclusion.
+ *
  * Not modelled here: waiting (SM_WAIT), downgrade, table growth, lockctl.
  */
 #define NP 2      /* steady processes */
@@ -49,6 +53,8 @@
 
 /* slots: state, owner area, incarnation stamp, region (bit mask), write */
 byte sstate[NS]; byte sarea[NS]; byte sinc[NS]; byte sreg[NS]; bit swr[NS];
+/* a tag change in progress (the slot's seq odd): its holder still holds */
+bit schg[NS];
 /* areas (one per owner number): state, incarnation, act copy,
  * per-copy version and membership (node i linked in copy c) */
 byte astate[NP]; byte ainc[NP]; bit act[NP];
@@ -83,6 +89,12 @@ bit gdead[NP + 1];  /* ghost: process has died */
 	:: true \
 	fi
 
+#ifdef BROKEN_TAGSKIP
+#define TAGOK(i) (!schg[i])	/* "changing, so not a holder" */
+#else
+#define TAGOK(i) (1)		/* a tag change leaves the entry an entry */
+#endif
+
 /* Is slot i, found linked in area k at incarnation inc, a live entry of
  * another owner conflicting with (reg, wr)? */
 inline judge(k, inc, i, reg, wr, res)
@@ -90,7 +102,7 @@ inline judge(k, inc, i, reg, wr, res)
 	res = 0;
 	if
 	:: sstate[i] != FREE && sarea[i] == k && sinc[i] == inc &&
-	   CONFLICT(sreg[i], swr[i], reg, wr) -> res = 1
+	   CONFLICT(sreg[i], swr[i], reg, wr) && TAGOK(i) -> res = 1
 	:: else -> skip
 	fi;
 	/* liveness: the kernel's answer (a system call, conflict path only) */
@@ -296,6 +308,12 @@ end_wait:	killed[area] == 1 && locked[area] == 0
 				od;
 				ghold[me] = reg; gwr[me] = wr
 			}
+			/* a tag change (sm_slice_tag): seq odd while the tag is
+			 * rewritten; the holder may stop or die in the middle */
+			if
+			:: STEP(me); schg[s] = 1; STEP(me); schg[s] = 0
+			:: skip
+			fi;
 			/* release */
 			ghold[me] = 0;
 			LR(area, s, 0);
