@@ -60,6 +60,9 @@ struct kv_stats {
  * page LSN not beyond the log's tail): -EUCLEAN on damage.  Fills st. */
 int kv_check(kv_store *kv, struct kv_stats *st);
 
+/* Only this handle's recovery counters of st (cheap); the rest is zero. */
+void kv_counters(kv_store *kv, struct kv_stats *st);
+
 /* Checkpoint, then close.  The handle is freed even on error. */
 int kv_close(kv_store *kv);
 

@@ -12,7 +12,9 @@
  *       "ID.INC.SEQ", then writes "KEY ID.INC.SEQ" on standard output (one
  *       write(2) per line, after the put returned).  With PERMILLE > 0 that
  *       many puts in 1000 write their line once the record is durable and
- *       then kill the process (SIGKILL) before the page is written.
+ *       then kill the process (SIGKILL) before the page is written.  The
+ *       first line says how many records the recovery at open redid:
+ *       "# replayed N".
  *
  * Every command opens the store, which recovers first.  -k: kernel locks
  * instead of table mode (every process of a store must agree); -p: data
@@ -54,12 +56,16 @@ static int loop(kv_store *kv, char **av)
 	unsigned long permille = strtoul(av[4], NULL, 10);
 	unsigned seed = (unsigned)getpid();
 	unsigned char v[KV_VAL_MAX];
+	struct kv_stats st;
 	char tag[48];
 	struct ack a;
 	int rc;
 
 	if (!step || !keys)
 		return -EINVAL;
+	kv_counters(kv, &st); /* what the recovery at open redid */
+	a.n = (size_t)snprintf(a.line, sizeof(a.line), "# replayed %" PRIu64 "\n", st.replayed);
+	say(&a);
 	for (unsigned long seq = 1;; seq++) {
 		uint64_t key = id + step * (seq % keys);
 		snprintf(tag, sizeof(tag), "%lu.%lu.%lu", id, inc, seq);
