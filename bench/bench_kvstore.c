@@ -3,10 +3,11 @@
  * bench_kvstore.c - examples/kvstore (a mapped file made recoverable by a
  * log) beside SQLite and LMDB, same keys (N 64-bit keys), same 100 B
  * values, same run:
- *   - durable puts from 8 writer threads, random keys, each put durable
+ *   - durable puts from 8 writer threads, then 8 writer processes (each
+ *     with its own handles), random keys, each put durable
  *     when it returns: kvstore (group commit of the log across threads)
  *     against SQLite in WAL mode with synchronous=FULL (one row per key,
- *     one transaction per put; one connection per thread, the writers
+ *     one transaction per put; one connection per writer, the writers
  *     taking turns through a mutex: SQLite has one writer at a time, and
  *     its busy handler would sleep) and against LMDB with its default
  *     durability (one write transaction per put);
@@ -16,7 +17,8 @@
  * gets at least 0.5x LMDB's rate.  Medians of REPS rounds; the engines run
  * in turns within each round, in alternating order.
  *
- *   bench/bench_kvstore [-d DIR] [-s SECONDS] [-r REPS] [-n KEYS] [-t THREADS]
+ *   bench/bench_kvstore [-d DIR] [-s SECONDS] [-r REPS] [-n KEYS] [-t WRITERS] [-T]
+ * (-T: writer threads only, no writer processes)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,7 +30,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/mman.h>
 #include <sys/vfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -48,12 +52,10 @@ static const char *names[NENG] = { "kvstore", "SQLite WAL FULL", "LMDB" };
 static char dir[256] = "/var/tmp";
 static char kdir[512], sdir[512], ldir[512];
 static double secs = 2.0;
-static int reps = 3, nthreads = 8;
+static int reps = 3, nthreads = 8, with_procs = 1;
 static long nkeys = 20000;
-static atomic_bool stop;
 
 static kv_store *kv;
-static pthread_mutex_t sql_mu = PTHREAD_MUTEX_INITIALIZER;
 #ifdef HAVE_LMDB
 static MDB_env *env;
 static MDB_dbi dbi;
@@ -95,90 +97,163 @@ static void sql_put(sqlite3_stmt *st, long key, const unsigned char *v)
 }
 
 #ifdef HAVE_LMDB
-static void lmdb_put(long key, unsigned char *v, bool sync)
+static void lmdb_put(MDB_env *e, MDB_dbi d, long key, unsigned char *v)
 {
 	uint64_t k = (uint64_t)key;
 	MDB_val mk = { sizeof(k), &k }, mv = { VAL, v };
 	MDB_txn *t;
 	int rc;
 
-	if ((rc = mdb_txn_begin(env, NULL, 0, &t)) || (rc = mdb_put(t, dbi, &mk, &mv, 0)) ||
+	if ((rc = mdb_txn_begin(e, NULL, 0, &t)) || (rc = mdb_put(t, d, &mk, &mv, 0)) ||
 	    (rc = mdb_txn_commit(t))) {
 		fprintf(stderr, "bench_kvstore: lmdb put: %s\n", mdb_strerror(rc));
 		exit(1);
 	}
-	(void)sync;
+}
+
+static void lmdb_env(MDB_env **e, MDB_dbi *d)
+{
+	MDB_txn *t;
+	int rc;
+
+	if ((rc = mdb_env_create(e)) || (rc = mdb_env_set_mapsize(*e, (size_t)1 << 30)) ||
+	    (rc = mdb_env_open(*e, ldir, 0, 0644)) || (rc = mdb_txn_begin(*e, NULL, 0, &t)) ||
+	    (rc = mdb_dbi_open(t, NULL, 0, d)) || (rc = mdb_txn_commit(t))) {
+		fprintf(stderr, "bench_kvstore: lmdb: %s\n", mdb_strerror(rc));
+		exit(1);
+	}
 }
 #endif
 
-struct worker {
-	pthread_t t;
-	int id, eng;
-	long ops;
-};
+/* Shared by the writers, threads or processes. */
+static struct shared {
+	atomic_bool go, stop;
+	atomic_int ready;
+	long ops[MAXT];
+	pthread_mutex_t sql_mu; /* SQLite's writers take turns */
+} *sh;
 
-static void *put_worker(void *arg)
+/* Put random keys into engine eng until told to stop; returns the count.
+ * proc: a process of its own, which opens its own handles. */
+static long put_loop(int eng, int id, bool proc)
 {
-	struct worker *w = arg;
-	unsigned seed = (unsigned)w->id * 7919u + 1;
+	unsigned seed = (unsigned)id * 7919u + 1;
 	unsigned char v[VAL];
+	kv_store *k = kv;
 	sqlite3 *db = NULL;
 	sqlite3_stmt *st = NULL;
+#ifdef HAVE_LMDB
+	MDB_env *e = env;
+	MDB_dbi d = dbi;
+#endif
+	long ops = 0;
 	int rc;
 
-	if (w->eng == SQL) {
+	if (eng == KV && proc) {
+		struct kv_options o = { .pages = (uint64_t)nkeys / 8 + 1 };
+		if ((rc = kv_open(kdir, &o, &k)) < 0)
+			die("kv_open", rc);
+	}
+#ifdef HAVE_LMDB
+	if (eng == LMDB_E && proc)
+		lmdb_env(&e, &d);
+#endif
+	if (eng == SQL) {
 		db = sql_open();
 		if (sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO kv(k, v) VALUES(?, ?)", -1, &st,
 				       NULL) != SQLITE_OK)
 			die("sqlite prepare", -EINVAL);
 	}
-	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+	atomic_fetch_add(&sh->ready, 1);
+	while (!atomic_load(&sh->go))
+		usleep(100);
+	while (!atomic_load_explicit(&sh->stop, memory_order_relaxed)) {
 		long key = (long)(rand_r(&seed) % nkeys);
-		value(v, key, w->ops);
-		switch (w->eng) {
+		value(v, key, ops);
+		switch (eng) {
 		case KV:
-			if ((rc = kv_put(kv, (uint64_t)key, v, VAL)) < 0)
+			if ((rc = kv_put(k, (uint64_t)key, v, VAL)) < 0)
 				die("kv_put", rc);
 			break;
 		case SQL:
-			pthread_mutex_lock(&sql_mu);
+			pthread_mutex_lock(&sh->sql_mu);
 			sql_put(st, key, v);
-			pthread_mutex_unlock(&sql_mu);
+			pthread_mutex_unlock(&sh->sql_mu);
 			break;
 #ifdef HAVE_LMDB
 		case LMDB_E:
-			lmdb_put(key, v, true);
+			lmdb_put(e, d, key, v);
 			break;
 #endif
 		}
-		w->ops++;
+		ops++;
 	}
 	if (db) {
 		sqlite3_finalize(st);
 		sqlite3_close(db);
 	}
+	if (eng == KV && proc && (rc = kv_close(k)) < 0)
+		die("kv_close", rc);
+#ifdef HAVE_LMDB
+	if (eng == LMDB_E && proc)
+		mdb_env_close(e);
+#endif
+	return ops;
+}
+
+struct worker {
+	pthread_t t;
+	int id, eng;
+};
+
+static void *put_thread(void *arg)
+{
+	struct worker *w = arg;
+
+	sh->ops[w->id] = put_loop(w->eng, w->id, false);
 	return NULL;
 }
 
-/* Durable puts per second of nthreads writers into engine eng. */
-static double put_round(int eng)
+/* Durable puts per second of nthreads writers (threads, or with procs
+ * processes) into engine eng, timed from when all are ready. */
+static double put_round(int eng, bool procs)
 {
 	struct worker w[MAXT];
+	pid_t pid[MAXT];
 	double t0, t;
 	long ops = 0;
 
-	atomic_store(&stop, false);
+	atomic_store(&sh->go, false);
+	atomic_store(&sh->stop, false);
+	atomic_store(&sh->ready, 0);
 	for (int i = 0; i < nthreads; i++) {
-		w[i] = (struct worker){ .id = i, .eng = eng };
-		if (pthread_create(&w[i].t, NULL, put_worker, &w[i]) != 0)
-			die("pthread_create", 0);
+		if (!procs) {
+			w[i] = (struct worker){ .id = i, .eng = eng };
+			if (pthread_create(&w[i].t, NULL, put_thread, &w[i]) != 0)
+				die("pthread_create", 0);
+			continue;
+		}
+		fflush(stdout);
+		if ((pid[i] = fork()) < 0)
+			die("fork", 0);
+		if (pid[i] == 0) {
+			sh->ops[i] = put_loop(eng, i, true);
+			_exit(0);
+		}
 	}
+	while (atomic_load(&sh->ready) < nthreads)
+		usleep(200);
 	t0 = now();
+	atomic_store(&sh->go, true);
 	usleep((useconds_t)(secs * 1e6));
-	atomic_store(&stop, true);
+	atomic_store(&sh->stop, true);
 	for (int i = 0; i < nthreads; i++) {
-		pthread_join(w[i].t, NULL);
-		ops += w[i].ops;
+		int st;
+		if (!procs)
+			pthread_join(w[i].t, NULL);
+		else if (waitpid(pid[i], &st, 0) != pid[i] || !WIFEXITED(st) || WEXITSTATUS(st))
+			die("writer process failed", -EIO);
+		ops += sh->ops[i];
 	}
 	t = now() - t0;
 	return (double)ops / t;
@@ -349,18 +424,20 @@ int main(int argc, char **argv)
 	double put[NENG][16], q[NENG][16], gk[16], gl[16], gq[16];
 	struct kv_options o = { 0 };
 	struct statfs sf;
+
 	int c, rc;
 
-	while ((c = getopt(argc, argv, "d:s:r:n:t:")) != -1) {
+	while ((c = getopt(argc, argv, "d:s:r:n:t:T")) != -1) {
 		switch (c) {
 		case 'd': snprintf(dir, sizeof(dir), "%s", optarg); break;
 		case 's': secs = atof(optarg); break;
 		case 'r': reps = atoi(optarg); break;
 		case 'n': nkeys = atol(optarg); break;
 		case 't': nthreads = atoi(optarg); break;
+		case 'T': with_procs = 0; break;
 		default:
 			fprintf(stderr, "usage: bench_kvstore [-d DIR] [-s SECONDS] [-r REPS] [-n KEYS] "
-					"[-t THREADS]\n");
+					"[-t WRITERS] [-T]\n");
 			return 2;
 		}
 	}
@@ -379,46 +456,52 @@ int main(int argc, char **argv)
 	if ((rc = kv_open(kdir, &o, &kv)) < 0)
 		die("kv_open", rc);
 #ifdef HAVE_LMDB
-	if ((rc = mdb_env_create(&env)) || (rc = mdb_env_set_mapsize(env, (size_t)1 << 30)) ||
-	    (rc = mdb_env_open(env, ldir, 0, 0644))) {
-		fprintf(stderr, "bench_kvstore: lmdb: %s\n", mdb_strerror(rc));
-		return 1;
-	}
-	{
-		MDB_txn *t;
-		if ((rc = mdb_txn_begin(env, NULL, 0, &t)) || (rc = mdb_dbi_open(t, NULL, 0, &dbi)) ||
-		    (rc = mdb_txn_commit(t))) {
-			fprintf(stderr, "bench_kvstore: lmdb: %s\n", mdb_strerror(rc));
-			return 1;
-		}
-	}
+	lmdb_env(&env, &dbi);
 #endif
+	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sh == MAP_FAILED)
+		die("mmap", 0);
+	{
+		pthread_mutexattr_t ma;
+		pthread_mutexattr_init(&ma);
+		pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
+		pthread_mutex_init(&sh->sql_mu, &ma);
+	}
 	statfs(dir, &sf);
 	printf("kvstore (examples/kvstore) beside SQLite and LMDB: %ld keys, %d B values, in %s "
 	       "(statfs type 0x%lx); raw %d B write + fdatasync: %.0f us\n",
 	       nkeys, VAL, dir, (unsigned long)sf.f_type, VAL, raw_sync_us());
 	load();
-	printf("durable puts from %d threads, random keys, %.1f s x %d rounds, medians:\n", nthreads,
-	       secs, reps);
-	for (int r = 0; r < reps; r++) {
-		for (int i = 0; i < NENG; i++) {
-			int e = r & 1 ? NENG - 1 - i : i;
+	for (int procs = 0; procs <= 1; procs++) {
+		char name[64];
+		if (procs && !with_procs)
+			break;
+		printf("durable puts from %d writer %s, random keys, %.1f s x %d rounds, medians:\n",
+		       nthreads, procs ? "processes" : "threads", secs, reps);
+		for (int r = 0; r < reps; r++) {
+			for (int i = 0; i < NENG; i++) {
+				int e = r & 1 ? NENG - 1 - i : i;
 #ifndef HAVE_LMDB
-			if (e == LMDB_E) {
-				put[e][r] = 0;
-				continue;
-			}
+				if (e == LMDB_E) {
+					put[e][r] = 0;
+					continue;
+				}
 #endif
-			put[e][r] = put_round(e);
+				put[e][r] = put_round(e, procs);
+			}
+			q[SQL][r] = put[KV][r] / put[SQL][r];
+			q[LMDB_E][r] = put[LMDB_E][r] ? put[KV][r] / put[LMDB_E][r] : 0;
 		}
-		q[SQL][r] = put[KV][r] / put[SQL][r];
-		q[LMDB_E][r] = put[LMDB_E][r] ? put[KV][r] / put[LMDB_E][r] : 0;
-	}
-	row("durable puts", median(put[KV], reps), names[SQL], median(put[SQL], reps), "put/s",
-	    median(q[SQL], reps), 2.0);
+		snprintf(name, sizeof(name), "durable puts, %d %s", nthreads,
+			 procs ? "processes" : "threads");
+		row(name, median(put[KV], reps), names[SQL], median(put[SQL], reps), "put/s",
+		    median(q[SQL], reps), 2.0);
 #ifdef HAVE_LMDB
-	row("durable puts", median(put[KV], reps), names[LMDB_E], median(put[LMDB_E], reps), "put/s",
-	    median(q[LMDB_E], reps), 2.0);
+		row(name, median(put[KV], reps), names[LMDB_E], median(put[LMDB_E], reps), "put/s",
+		    median(q[LMDB_E], reps), 2.0);
+#endif
+	}
+#ifdef HAVE_LMDB
 	printf("random gets, 1 thread, %ld per round, ns/get (ratio: rate against LMDB's):\n",
 	       get_iters);
 	for (int r = 0; r < reps; r++) {
