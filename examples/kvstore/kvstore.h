@@ -52,7 +52,8 @@ int kv_recover(kv_store *kv);
 
 struct kv_stats {
 	uint64_t pages, keys, max_lsn; /* data pages, keys stored, highest page LSN */
-	uint64_t redo, tail;           /* redo point and committed tail of the log */
+	uint64_t redo;                 /* the log's redo point */
+	uint64_t tail;                 /* kv_check's own marker record: above every page LSN */
 	uint64_t recoveries, replayed; /* recovery passes and records applied by this handle */
 };
 

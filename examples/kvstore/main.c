@@ -127,7 +127,7 @@ int main(int argc, char **argv)
 	} else if (strcmp(cmd, "check") == 0 && argc == 2) {
 		if ((rc = kv_check(kv, &st)) == 0)
 			printf("pages %" PRIu64 " keys %" PRIu64 " max-page-lsn %" PRIu64
-			       " redo %" PRIu64 " tail %" PRIu64 " replayed %" PRIu64 "\n",
+			       " redo %" PRIu64 " mark %" PRIu64 " replayed %" PRIu64 "\n",
 			       st.pages, st.keys, st.max_lsn, st.redo, st.tail, st.replayed);
 	} else if (strcmp(cmd, "checkpoint") == 0 && argc == 2) {
 		rc = kv_checkpoint(kv);
