@@ -383,8 +383,8 @@ static double get_round(int eng)
 
 /* --- printing ------------------------------------------------------------- */
 
-static void row(const char *name, double a, const char *bn, double b, const char *unit, double ratio,
-		double target)
+static void row(const char *name, double a, const char *bn, double b, const char *unit,
+		double ratio, double target)
 {
 	printf("  %-28s kvstore %9.0f %-6s %-16s %9.0f %-6s ratio %5.2fx  (target >= %.1fx) %s\n",
 	       name, a, unit, bn, b, unit, ratio, target, ratio >= target ? "✓" : "✗");

@@ -12,9 +12,10 @@
  * newer put that was in flight at its putter's death; nothing older, no
  * torn or foreign value; the same for every key of a putter each time it
  * dies, read by this supervisor (a survivor) before the restart.
- * SAFEMAP_KV_KILLS sets the number of kills (default 30).  And EIO/ENOSPC through the syscall seam: a failed log
- * flush or page write fails the put and changes nothing acknowledged; a
- * failed checkpoint keeps the log.
+ * SAFEMAP_KV_KILLS sets the number of kills (default 30; the long run is
+ * 1,000).  And EIO/ENOSPC through the syscall seam: a failed log flush or
+ * page write fails the put and changes nothing acknowledged; a failed
+ * checkpoint keeps the log.
  */
 #include <check.h>
 #include <dirent.h>

@@ -294,8 +294,8 @@ out:
 	return rc;
 }
 
-int kv_put_hook(kv_store *kv, uint64_t key, const void *val, size_t len, void (*after_log)(void *arg),
-		void *arg)
+int kv_put_hook(kv_store *kv, uint64_t key, const void *val, size_t len,
+		void (*after_log)(void *arg), void *arg)
 {
 	int rc;
 
