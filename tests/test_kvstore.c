@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test_kvstore.c - examples/kvstore, the engine on a mapped file plus a
- * log, under crashes: putter processes (the example's command line) put
- * self-checking 100-byte values and write each acknowledgement down a pipe
+ * log, under crashes: putter processes (the example's command line, two
+ * threads each, one handle) put self-checking 100-byte values and write each acknowledgement down a pipe
  * only after kv_put returned, while this supervisor SIGKILLs one of them at
  * random moments and restarts it (it recovers at open, while the others
  * put); some puts kill themselves once their record is durable, before
@@ -54,8 +54,10 @@ static void rm_tmp(void)
 
 /* --- the crash test ---------------------------------------------------------- */
 
-#define NPUT 3
-#define KEYS 40 /* per putter: keys ID, ID + NPUT, ... */
+#define NPUT 3 /* putter processes */
+#define THR 2  /* threads per putter: streams of puts */
+#define NSTREAM (NPUT * THR)
+#define KEYS 20 /* per stream ID: keys ID, ID + NSTREAM, ... */
 #define PERMILLE 15 /* puts acknowledged at the log, then killed */
 
 struct putter {
@@ -68,23 +70,24 @@ struct putter {
 
 static char tool[4096];
 static int kernel_locks;
-static long *last_ack;          /* [inc]: last acknowledged seq of incarnation inc */
+static long *last_ack; /* [inc * NSTREAM + id]: last acknowledged seq of stream id of inc */
 static unsigned max_inc;
-static struct { unsigned inc; long seq; } acked[NPUT * KEYS]; /* [key]: last ack */
+static struct { unsigned inc; long seq; } acked[NSTREAM * KEYS]; /* [key]: last ack */
 static long nacks, replayed; /* acknowledgements; records the restarts redid */
 
 static void putter_start(struct putter *p, unsigned id, unsigned inc, int permille)
 {
-	char a[5][24];
+	char a[6][24];
 	int fd[2];
 
 	ck_assert_uint_lt(inc, max_inc);
 	ck_assert_int_eq(pipe(fd), 0);
-	snprintf(a[0], sizeof(a[0]), "%u", id);
-	snprintf(a[1], sizeof(a[1]), "%u", NPUT);
+	snprintf(a[0], sizeof(a[0]), "%u", id * THR);
+	snprintf(a[1], sizeof(a[1]), "%u", NSTREAM);
 	snprintf(a[2], sizeof(a[2]), "%u", inc);
 	snprintf(a[3], sizeof(a[3]), "%u", KEYS);
 	snprintf(a[4], sizeof(a[4]), "%d", permille);
+	snprintf(a[5], sizeof(a[5]), "%u", THR);
 	p->inc = inc;
 	p->n = 0;
 	p->pid = fork();
@@ -95,10 +98,10 @@ static void putter_start(struct putter *p, unsigned id, unsigned inc, int permil
 		close(fd[1]);
 		if (kernel_locks)
 			execl(tool, tool, "-k", "-c", "50", dir, "loop", a[0], a[1], a[2], a[3], a[4],
-			      (char *)NULL);
+			      a[5], (char *)NULL);
 		else
 			execl(tool, tool, "-c", "50", dir, "loop", a[0], a[1], a[2], a[3], a[4],
-			      (char *)NULL);
+			      a[5], (char *)NULL);
 		_exit(127);
 	}
 	close(fd[1]);
@@ -125,11 +128,13 @@ static void putter_read(struct putter *p, unsigned id)
 				continue;
 			}
 			ck_assert_int_eq(sscanf(line, "%u %u.%u.%ld", &key, &vid, &vinc, &seq), 4);
-			ck_assert(key < NPUT * KEYS && key % NPUT == id && vid == id && vinc == p->inc);
-			ck_assert_int_eq(seq, last_ack[vinc] + 1); /* in order, none missing */
+			ck_assert(key < NSTREAM * KEYS && key % NSTREAM == vid && vid / THR == id &&
+				  vinc == p->inc);
+			/* in order, none missing */
+			ck_assert_int_eq(seq, last_ack[vinc * NSTREAM + vid] + 1);
 			acked[key].inc = vinc;
 			acked[key].seq = seq;
-			last_ack[vinc] = seq;
+			last_ack[vinc * NSTREAM + vid] = seq;
 			nacks++;
 			line = nl + 1;
 		}
@@ -172,14 +177,14 @@ static void check_key(unsigned key, const unsigned char *v, size_t n, int found)
 	}
 	ck_assert_msg(n == KV_VAL_MAX && kv_value_check(v, n, tag, sizeof(tag)),
 		      "key %u: a torn or foreign value (%zu bytes: %.*s)", key, n, (int)n, v);
-	ck_assert_msg(sscanf(tag, "%u.%u.%ld", &vid, &vinc, &seq) == 3 && vid == key % NPUT &&
-			      vinc < max_inc && key == vid + NPUT * (unsigned)(seq % KEYS),
+	ck_assert_msg(sscanf(tag, "%u.%u.%ld", &vid, &vinc, &seq) == 3 && vid == key % NSTREAM &&
+			      vinc < max_inc && key == vid + NSTREAM * (unsigned)(seq % KEYS),
 		      "key %u: a phantom value %s", key, tag);
 	if (vinc == acked[key].inc && seq == acked[key].seq)
 		return;
 	/* not the last acknowledged value: the put in flight at its putter's
 	 * death (durable, not acknowledged), newer than that acknowledgement */
-	ck_assert_msg(seq == last_ack[vinc] + 1, "key %u: %s, acknowledged %u.%ld", key, tag,
+	ck_assert_msg(seq == last_ack[vinc * NSTREAM + vid] + 1, "key %u: %s, acknowledged %u.%ld", key, tag,
 		      acked[key].inc, acked[key].seq);
 	ck_assert_msg(!acked[key].seq || vinc > acked[key].inc ||
 			      (vinc == acked[key].inc && seq > acked[key].seq),
@@ -208,8 +213,11 @@ static void check_putter(kv_store *sv, unsigned id)
 	/* no fence: recover before reading, as the library asked then */
 	ck_assert_int_eq(kv_recover(sv), 0);
 #endif
-	for (unsigned key = id; key < NPUT * KEYS; key += NPUT) {
-		int rc = kv_get(sv, key, v, sizeof(v), &n);
+	for (unsigned key = 0; key < NSTREAM * KEYS; key++) {
+		int rc;
+		if (key % NSTREAM / THR != id)
+			continue;
+		rc = kv_get(sv, key, v, sizeof(v), &n);
 		ck_assert_msg(rc >= 0, "kv_get %u: %s", key, sm_strerror(rc));
 		check_key(key, v, n, rc);
 	}
@@ -245,7 +253,7 @@ static void crash_run(int kernel, int permille)
 	if (kills < 1)
 		kills = 1;
 	max_inc = (unsigned)(4 * kills + 4 * NPUT + 16);
-	ck_assert_ptr_nonnull(last_ack = calloc(max_inc, sizeof(*last_ack)));
+	ck_assert_ptr_nonnull(last_ack = calloc((size_t)max_inc * NSTREAM, sizeof(*last_ack)));
 	memset(acked, 0, sizeof(acked));
 	nacks = replayed = sv_replayed = 0;
 	for (unsigned i = 0; i < NPUT; i++)
@@ -300,7 +308,7 @@ static void crash_run(int kernel, int permille)
 	if (self > 0)
 		ck_assert_int_gt(replayed + sv_replayed, 0);
 	ck_assert_int_eq(kv_open(dir, &o, &kv), 0);
-	for (unsigned key = 0; key < NPUT * KEYS; key++) {
+	for (unsigned key = 0; key < NSTREAM * KEYS; key++) {
 		int rc = kv_get(kv, key, v, sizeof(v), &n);
 		ck_assert_int_ge(rc, 0);
 		check_key(key, v, n, rc);

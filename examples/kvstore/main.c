@@ -6,11 +6,12 @@
  *   kvstore ... DIR get KEY            print the value (exit 1 if none)
  *   kvstore ... DIR check              check every page, print the figures
  *   kvstore ... DIR checkpoint         sync the data file, trim the log
- *   kvstore ... DIR loop ID STEP INC KEYS PERMILLE
+ *   kvstore ... DIR loop ID STEP INC KEYS PERMILLE [THREADS]
  *       puts until killed: put number SEQ (1, 2, ...) sets key
  *       ID + STEP * (SEQ % KEYS) to a 100-byte self-checking value tagged
  *       "ID.INC.SEQ", then writes "KEY ID.INC.SEQ" on standard output (one
- *       write(2) per line, after the put returned).  With PERMILLE > 0 that
+ *       write(2) per line, after the put returned).  With THREADS (1-16),
+ *       thread T does the same as ID + T, all through one handle.  With PERMILLE > 0 that
  *       many puts in 1000 write their line once the record is durable and
  *       then kill the process (SIGKILL) before the page is written.  The
  *       first line says how many records the recovery at open redid:
@@ -22,6 +23,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,36 +51,68 @@ static void die_after_log(void *arg)
 	raise(SIGKILL);
 }
 
-static int loop(kv_store *kv, char **av)
+struct putter {
+	pthread_t t;
+	kv_store *kv;
+	unsigned long id, step, inc, keys, permille;
+	int rc;
+};
+
+/* Puts of keys id, id + step, ..., each acknowledged once it returned. */
+static void *putter(void *arg)
 {
-	unsigned long id = strtoul(av[0], NULL, 10), step = strtoul(av[1], NULL, 10);
-	unsigned long inc = strtoul(av[2], NULL, 10), keys = strtoul(av[3], NULL, 10);
-	unsigned long permille = strtoul(av[4], NULL, 10);
-	unsigned seed = (unsigned)getpid();
+	struct putter *p = arg;
+	unsigned seed = (unsigned)getpid() * 31u + (unsigned)p->id;
 	unsigned char v[KV_VAL_MAX];
-	struct kv_stats st;
 	char tag[48];
 	struct ack a;
-	int rc;
 
-	if (!step || !keys)
+	for (unsigned long seq = 1;; seq++) {
+		uint64_t key = p->id + p->step * (seq % p->keys);
+		snprintf(tag, sizeof(tag), "%lu.%lu.%lu", p->id, p->inc, seq);
+		kv_value_make(v, sizeof(v), tag);
+		a.n = (size_t)snprintf(a.line, sizeof(a.line), "%" PRIu64 " %s\n", key, tag);
+		if (p->permille && (unsigned long)rand_r(&seed) % 1000 < p->permille)
+			p->rc = kv_put_hook(p->kv, key, v, sizeof(v), die_after_log, &a);
+		else
+			p->rc = kv_put(p->kv, key, v, sizeof(v));
+		if (p->rc < 0)
+			return NULL;
+		say(&a);
+	}
+}
+
+static int loop(kv_store *kv, char **av, int ac)
+{
+	unsigned long threads = ac > 5 ? strtoul(av[5], NULL, 10) : 1;
+	struct putter p[16];
+	struct kv_stats st;
+	struct ack a;
+	int rc = 0;
+
+	if (threads < 1 || threads > 16)
 		return -EINVAL;
+	for (unsigned long t = 0; t < threads; t++) {
+		p[t] = (struct putter){ .kv = kv, .id = strtoul(av[0], NULL, 10) + t,
+					.step = strtoul(av[1], NULL, 10),
+					.inc = strtoul(av[2], NULL, 10),
+					.keys = strtoul(av[3], NULL, 10),
+					.permille = strtoul(av[4], NULL, 10) };
+		if (!p[t].step || !p[t].keys)
+			return -EINVAL;
+	}
 	kv_counters(kv, &st); /* what the recovery at open redid */
 	a.n = (size_t)snprintf(a.line, sizeof(a.line), "# replayed %" PRIu64 "\n", st.replayed);
 	say(&a);
-	for (unsigned long seq = 1;; seq++) {
-		uint64_t key = id + step * (seq % keys);
-		snprintf(tag, sizeof(tag), "%lu.%lu.%lu", id, inc, seq);
-		kv_value_make(v, sizeof(v), tag);
-		a.n = (size_t)snprintf(a.line, sizeof(a.line), "%" PRIu64 " %s\n", key, tag);
-		if (permille && (unsigned long)rand_r(&seed) % 1000 < permille)
-			rc = kv_put_hook(kv, key, v, sizeof(v), die_after_log, &a);
-		else
-			rc = kv_put(kv, key, v, sizeof(v));
-		if (rc < 0)
-			return rc;
-		say(&a);
+	for (unsigned long t = 0; t < threads; t++)
+		if (pthread_create(&p[t].t, NULL, putter, &p[t]) != 0)
+			return -EAGAIN;
+	for (unsigned long t = 0; t < threads; t++) {
+		pthread_join(p[t].t, NULL);
+		if (p[t].rc < 0 && rc == 0)
+			rc = p[t].rc;
 	}
+	return rc;
 }
 
 int main(int argc, char **argv)
@@ -105,7 +139,7 @@ int main(int argc, char **argv)
 	argv += optind;
 	if (argc < 2) {
 		fprintf(stderr, "usage: kvstore [-k] [-p PAGES] [-c N] DIR put KEY VALUE | get KEY | "
-				"check | checkpoint | loop ID STEP INC KEYS PERMILLE\n");
+				"check | checkpoint | loop ID STEP INC KEYS PERMILLE [THREADS]\n");
 		return 2;
 	}
 	cmd = argv[1];
@@ -131,8 +165,8 @@ int main(int argc, char **argv)
 			       st.pages, st.keys, st.max_lsn, st.redo, st.tail, st.replayed);
 	} else if (strcmp(cmd, "checkpoint") == 0 && argc == 2) {
 		rc = kv_checkpoint(kv);
-	} else if (strcmp(cmd, "loop") == 0 && argc == 7) {
-		rc = loop(kv, argv + 2);
+	} else if (strcmp(cmd, "loop") == 0 && (argc == 7 || argc == 8)) {
+		rc = loop(kv, argv + 2, argc - 2);
 	} else {
 		rc = -EINVAL;
 	}
