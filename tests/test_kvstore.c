@@ -333,7 +333,8 @@ static int permille(const char *casename)
 	(void)casename;
 	return PERMILLE;
 #else
-	printf("SKIP %s (puts acknowledged at the log): the library does not fence a dead "
+	/* not a SKIP line: the case runs, without this part */
+	printf("note %s: no puts acknowledged at the log: the library does not fence a dead "
 	       "process's bound pages (no SM_RECOVER)\n", casename);
 	return 0;
 #endif
