@@ -52,6 +52,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -257,6 +258,40 @@ int kv_recover(kv_store *kv)
 	return rc;
 }
 
+/* Is part of page off held by a dead process's bound change (listed as a
+ * stale holder: it stays until a recovery pass redoes it)? */
+static bool stale_holder(kv_store *kv, uint64_t off)
+{
+	sm_holder h[16];
+	int n = sm_holders(kv->f, off, PAGE, h, 16);
+
+	for (int i = 0; i < n && i < 16; i++)
+		if (h[i].state == SM_STALE)
+			return true;
+	return false;
+}
+
+/* Map page off (write: a buffered slice), waiting for live holders up to
+ * 10 s in steps of 50 ms; a page a dead process left bound is -EBUSY at
+ * once, for the caller to recover (waiting would only end at the bound:
+ * nobody else may run that recovery). */
+static int map_page(kv_store *kv, uint64_t off, bool write, sm_slice **s)
+{
+	const uint64_t step = 50 * 1000 * 1000;
+	int rc = -ETIMEDOUT;
+
+	for (int t = 0; t <= 200; t++) {
+		uint64_t wait = t ? step : 0; /* first fail-fast, then bounded waits */
+		rc = write ? sm_map_write_timed(kv->f, off, PAGE, SM_BUFFERED, wait, s)
+			   : sm_map_read_timed(kv->f, off, PAGE, 0, wait, s);
+		if (rc != -EBUSY && rc != -ETIMEDOUT)
+			return rc;
+		if (stale_holder(kv, off))
+			return -EBUSY;
+	}
+	return rc;
+}
+
 static int put_once(kv_store *kv, uint64_t key, const void *val, uint32_t len,
 		    void (*after_log)(void *), void *arg)
 {
@@ -266,7 +301,7 @@ static int put_once(kv_store *kv, uint64_t key, const void *val, uint32_t len,
 	int found, rc;
 	sm_slice *s;
 
-	if ((rc = sm_map_write(kv->f, page_off(kv, key), PAGE, SM_BUFFERED | SM_WAIT, &s)) < 0)
+	if ((rc = map_page(kv, page_off(kv, key), true, &s)) < 0)
 		return rc;
 	if ((rc = find(s, key, &i, &found)) < 0)
 		goto out;
@@ -325,7 +360,7 @@ static int get_once(kv_store *kv, uint64_t key, void *val, size_t cap, size_t *l
 	int found, rc;
 	sm_slice *s;
 
-	if ((rc = sm_map_read(kv->f, page_off(kv, key), PAGE, SM_WAIT, &s)) < 0)
+	if ((rc = map_page(kv, page_off(kv, key), false, &s)) < 0)
 		return rc;
 	if ((rc = find(s, key, &i, &found)) == -ENOSPC)
 		rc = found = 0; /* a full page without it */
@@ -448,7 +483,7 @@ static int check_page(kv_store *kv, uint64_t p, struct kv_stats *st)
 	sm_slice *s;
 	int rc;
 
-	if ((rc = sm_map_read(kv->f, p * PAGE, PAGE, SM_WAIT, &s)) < 0)
+	if ((rc = map_page(kv, p * PAGE, false, &s)) < 0)
 		return rc;
 	if ((rc = sm_get_u64_le(s, 0, &lsn)) < 0)
 		goto out;
