@@ -152,8 +152,8 @@ static int recover_once(sm_file *f, sm_log *log);
 
 /* Replay from the redo point, then end the pass with a marker record that
  * every replayed binding lies below.  Another process's checkpoint may trim
- * the log between our redo point and our replay (-ESTALE: what it trimmed
- * is in the file and synced): take the redo point again. */
+ * the log between our redo point and our replay, or past our marker
+ * (-ESTALE: what it trimmed is in the file and synced): run it again. */
 static int recover(sm_file *f, sm_log *log)
 {
 	int rc;
@@ -186,7 +186,10 @@ static int recover_once(sm_file *f, sm_log *log)
 		return rc;
 	if ((rc = sm_log_append(log, "R", 1, &end)) < 0 || (rc = sm_log_commit(log)) < 0)
 		return rc;
-	return sm_redo_done(f, log, end);
+	/* -EINVAL: another process's checkpoint trimmed past our marker (the
+	 * marker is no record any more): run the pass again */
+	rc = sm_redo_done(f, log, end);
+	return rc == -EINVAL ? -ESTALE : rc;
 }
 
 static int get(sm_file *f, sm_log *log, uint64_t key)
