@@ -56,29 +56,24 @@ static uint64_t buckets(uint64_t off, uint64_t len, uint64_t *p0)
 	return p1 - *p0 + 1 < SMT_FENCE_BUCKETS ? p1 - *p0 + 1 : SMT_FENCE_BUCKETS;
 }
 
-/* Apply d to the fence counts of [off, off+len), the header's and our own
- * part of them. */
+/* Apply d to the fence counts of [off, off+len), the header's
+ * (smt_fence_count) and, for our own entries, our part of them, under an
+ * odd own_fence_seq: another thread of ours comparing the two meanwhile
+ * sees the change whole or scans.  Callers of ours hold g_mu (redo.c). */
 static void count(struct smt_table *t, uint64_t off, uint64_t len, int d, bool ours)
 {
-	struct smt_header *hd = hdr_of(t);
 	uint64_t p0, n = buckets(off, len, &p0);
 
-	if (d > 0) {
-		__atomic_fetch_add(&hd->fence_n, 1, __ATOMIC_SEQ_CST);
-		if (ours)
-			__atomic_fetch_add(&t->own_fence_n, 1, __ATOMIC_RELAXED);
+	if (!ours) {
+		smt_fence_count(hdr_of(t), off, len, d);
+		return;
 	}
-	for (uint64_t k = 0; k < n; k++) {
-		uint32_t b = (uint32_t)((p0 + k) % SMT_FENCE_BUCKETS);
-		__atomic_fetch_add(&hd->fence[b], (uint32_t)d, __ATOMIC_SEQ_CST);
-		if (ours)
-			__atomic_fetch_add(&t->own_fence[b], (uint32_t)d, __ATOMIC_RELAXED);
-	}
-	if (d < 0) {
-		if (ours)
-			__atomic_fetch_sub(&t->own_fence_n, 1, __ATOMIC_RELAXED);
-		__atomic_fetch_sub(&hd->fence_n, 1, __ATOMIC_SEQ_CST);
-	}
+	__atomic_fetch_add(&t->own_fence_seq, 1, __ATOMIC_SEQ_CST);
+	smt_fence_count(hdr_of(t), off, len, d);
+	__atomic_fetch_add(&t->own_fence_n, (uint32_t)d, __ATOMIC_SEQ_CST);
+	for (uint64_t k = 0; k < n; k++)
+		__atomic_fetch_add(&t->own_fence[(p0 + k) % SMT_FENCE_BUCKETS], (uint32_t)d, __ATOMIC_SEQ_CST);
+	__atomic_fetch_add(&t->own_fence_seq, 1, __ATOMIC_SEQ_CST);
 }
 
 /* Could another owner's bound entry lie over [off, off+len)?  Only counts:
@@ -87,17 +82,17 @@ static bool maybe_fenced(const struct smt_table *t, uint64_t off, uint64_t len)
 {
 	const struct smt_header *hd = hdr_of(t);
 	uint64_t p0, n = buckets(off, len, &p0);
+	uint32_t s = __atomic_load_n(&t->own_fence_seq, __ATOMIC_SEQ_CST);
+	bool others = false;
 
-	if (__atomic_load_n(&hd->fence_n, __ATOMIC_SEQ_CST) ==
-	    __atomic_load_n(&t->own_fence_n, __ATOMIC_RELAXED))
-		return false;
-	for (uint64_t k = 0; k < n; k++) {
+	if (s & 1)
+		return true; /* a thread of ours is changing them: look */
+	for (uint64_t k = 0; k < n && !others; k++) {
 		uint32_t b = (uint32_t)((p0 + k) % SMT_FENCE_BUCKETS);
-		if (__atomic_load_n(&hd->fence[b], __ATOMIC_RELAXED) !=
-		    __atomic_load_n(&t->own_fence[b], __ATOMIC_RELAXED))
-			return true;
+		others = __atomic_load_n(&hd->fence[b], __ATOMIC_SEQ_CST) !=
+			 __atomic_load_n(&t->own_fence[b], __ATOMIC_SEQ_CST);
 	}
-	return false;
+	return others || __atomic_load_n(&t->own_fence_seq, __ATOMIC_SEQ_CST) != s;
 }
 
 void sm_fence_set(sm_file *f, struct sm_hold *h, uint32_t key, bool on)

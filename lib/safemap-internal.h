@@ -105,7 +105,9 @@ struct smt_table {
 	struct sm_map *guard; /* registers the mapping with the SIGBUS guard */
 	char *path;       /* where sm_table_open found it (NULL in lockctl) */
 	/* our own part of the header's fence counts (fence.c): where they are
-	 * all ours, an acquisition has nothing to look for */
+	 * all ours, an acquisition has nothing to look for.  own_fence_seq is
+	 * odd while a thread of ours changes both (readers then scan) */
+	uint32_t own_fence_seq;
 	uint32_t own_fence_n;
 	uint32_t own_fence[SMT_FENCE_BUCKETS];
 };
@@ -431,9 +433,17 @@ static inline int sm_fence_check(sm_file *f, const struct sm_hold *h)
 {
 	const struct smt_table *t = f->table;
 
-	/* nothing bound, or only our own */
-	if (__builtin_expect(!t || __atomic_load_n(&((const struct smt_header *)t->base)->fence_n,
-						   __ATOMIC_SEQ_CST) == __atomic_load_n(&t->own_fence_n, __ATOMIC_RELAXED),
+	uint32_t s;
+
+	/* nothing bound, or only our own (read while no thread of ours
+	 * changed them) */
+	if (__builtin_expect(!t, 0))
+		return 0;
+	s = __atomic_load_n(&t->own_fence_seq, __ATOMIC_SEQ_CST);
+	if (__builtin_expect(!(s & 1) &&
+				     __atomic_load_n(&((const struct smt_header *)t->base)->fence_n, __ATOMIC_SEQ_CST) ==
+					     __atomic_load_n(&t->own_fence_n, __ATOMIC_SEQ_CST) &&
+				     __atomic_load_n(&t->own_fence_seq, __ATOMIC_SEQ_CST) == s,
 			     1))
 		return 0;
 	return sm_fence_check_slow(f, h);
@@ -452,6 +462,9 @@ int smt_reap(struct smt_table *t, bool dry);
  * it holds a bound change, make it an orphan's (fence.c); true if freed. */
 bool smt_retire(struct smt_table *t, uint32_t i, union smt_word w);
 bool smt_free_judged(struct smt_table *t, uint32_t i, union smt_word w);
+/* Apply d to the header's fence counts of [off, off+len) (fence.c): the
+ * total, then each page bucket once; lowered in the reverse order. */
+void smt_fence_count(struct smt_header *hd, uint64_t off, uint64_t len, int d);
 /* lockctl reap --bound: free the dead processes' bound entries too (their
  * changes then exist only in the log); how many (dry: would). */
 int smt_fence_drop_dead(struct smt_table *t, bool dry);

@@ -221,7 +221,56 @@ bool smt_retire(struct smt_table *t, uint32_t i, union smt_word w)
 
 /* ---- attach / detach ------------------------------------------------------ */
 
-static int build(const char *tmp, int data_fd, const struct stat *st, uint64_t generation)
+void smt_fence_count(struct smt_header *hd, uint64_t off, uint64_t len, int d)
+{
+	uint64_t p0 = off >> SMT_FENCE_SHIFT, p1 = (off + len - 1) >> SMT_FENCE_SHIFT;
+	uint64_t n = p1 - p0 + 1 < SMT_FENCE_BUCKETS ? p1 - p0 + 1 : SMT_FENCE_BUCKETS;
+
+	if (d > 0)
+		__atomic_fetch_add(&hd->fence_n, 1, __ATOMIC_SEQ_CST);
+	for (uint64_t k = 0; k < n; k++)
+		__atomic_fetch_add(&hd->fence[(p0 + k) % SMT_FENCE_BUCKETS], (uint32_t)d, __ATOMIC_SEQ_CST);
+	if (d < 0)
+		__atomic_fetch_sub(&hd->fence_n, 1, __ATOMIC_SEQ_CST);
+}
+
+/* A rebuild keeps dead processes' bound changes held (fence.c): every slot
+ * of the old file at path that reads as a bound held entry goes into the
+ * new table (fd, header *h) as an orphan's.  The old file failed
+ * validation, so this keeps more than it should at worst (lockctl reap
+ * --bound), never less than it can read. */
+static void carry_bound(const char *path, int fd, struct smt_header *h)
+{
+	int old = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	struct stat st;
+	uint64_t n = 0, nold;
+
+	if (old < 0)
+		return;
+	if (fstat(old, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size > SMT_HEADER_SIZE) {
+		nold = ((uint64_t)st.st_size - SMT_HEADER_SIZE) / SMT_SLOT_SIZE;
+		for (uint64_t i = 0; i < nold && i < SMT_MAX_SLOTS && n < SMT_NSLOTS; i++) {
+			struct smt_slot s;
+			if (pread(old, &s, sizeof(s), (off_t)(SMT_HEADER_SIZE + i * SMT_SLOT_SIZE)) != (ssize_t)sizeof(s))
+				break;
+			if (!(s.flags & SMT_SF_BOUND) || SMT_STATE(s.state) != SMT_HELD || s.len == 0 ||
+			    s.off > (uint64_t)INT64_MAX || s.len > (uint64_t)INT64_MAX - s.off ||
+			    (s.mode != SMT_MODE_READ && s.mode != SMT_MODE_WRITE))
+				continue;
+			s.seq = 2;
+			s.state = SMT_ORPHAN << 8 | SMT_HELD;
+			if (pwrite(fd, &s, sizeof(s), (off_t)(SMT_HEADER_SIZE + n * SMT_SLOT_SIZE)) != (ssize_t)sizeof(s))
+				break;
+			smt_fence_count(h, s.off, s.len, 1);
+			n++;
+		}
+	}
+	h->high_water = (uint32_t)n;
+	close(old);
+}
+
+static int build(const char *tmp, int data_fd, const struct stat *st, uint64_t generation,
+		 const char *carry)
 {
 	struct smt_header h;
 	uint64_t size = (uint64_t)SMT_HEADER_SIZE + (uint64_t)SMT_NSLOTS * SMT_SLOT_SIZE;
@@ -259,7 +308,11 @@ static int build(const char *tmp, int data_fd, const struct stat *st, uint64_t g
 	h.nbuckets = SMT_NBUCKETS; /* waiting (wait.c) */
 	h.bucket_shift = SMT_BUCKET_SHIFT;
 	data_identity(data_fd, st, &h);
-	if (ftruncate(fd, (off_t)size) < 0 || pwrite(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h))
+	if (ftruncate(fd, (off_t)size) < 0)
+		rc = -errno;
+	if (rc == 0 && carry)
+		carry_bound(carry, fd, &h);
+	if (rc == 0 && pwrite(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h))
 		rc = errno ? -errno : -EIO;
 	close(fd);
 	if (rc < 0)
@@ -268,9 +321,10 @@ static int build(const char *tmp, int data_fd, const struct stat *st, uint64_t g
 }
 
 /* Make a new table at path: link (create) or rename (replace) it into
- * place, so no opener ever sees a half-built one. */
+ * place, so no opener ever sees a half-built one.  carry: a rebuild of the
+ * same data file's table, whose bound entries are kept. */
 static int publish(const char *path, int data_fd, const struct stat *st, uint64_t generation,
-		   bool replace)
+		   bool replace, bool carry)
 {
 	char tmp[PATH_MAX];
 	int rc;
@@ -278,7 +332,7 @@ static int publish(const char *path, int data_fd, const struct stat *st, uint64_
 	if (snprintf(tmp, sizeof(tmp), "%s.%d.%lx.tmp", path, (int)getpid(),
 		     (unsigned long)random()) >= (int)sizeof(tmp))
 		return -ENAMETOOLONG;
-	if ((rc = build(tmp, data_fd, st, generation)) < 0)
+	if ((rc = build(tmp, data_fd, st, generation, carry ? path : NULL)) < 0)
 		return rc;
 	if (replace)
 		rc = rename(tmp, path) < 0 ? -errno : 0;
@@ -593,7 +647,7 @@ static int attach(sm_file *f, const char *data_path, const char *path, const str
 				rc = -ESTALE;
 				break;
 			}
-			if ((rc = publish(path, f->fd, st, 1, false)) < 0)
+			if ((rc = publish(path, f->fd, st, 1, false, false)) < 0)
 				break;
 			rc = -EAGAIN;
 			continue;
@@ -605,7 +659,7 @@ static int attach(sm_file *f, const char *data_path, const char *path, const str
 			 * (in table-authority mode: exclusion) over two tables. */
 			if (owners_alive(path))
 				break;
-			if ((rc = publish(path, f->fd, st, 1, true)) < 0)
+			if ((rc = publish(path, f->fd, st, 1, true, true)) < 0)
 				break;
 			rc = -EAGAIN;
 			continue;
@@ -706,7 +760,7 @@ static int replace(const char *path, const char *data_path, int data_fd, const s
 	if ((rc = cleanup_lock(t->fd, F_WRLCK, F_OFD_SETLKW)) < 0)
 		return rc;
 	if (names_table(path, t->fd))
-		rc = publish(path, data_fd, st, t->hdr.generation + 1, true);
+		rc = publish(path, data_fd, st, t->hdr.generation + 1, true, false);
 	(void)cleanup_lock(t->fd, F_UNLCK, F_OFD_SETLK);
 	return rc; /* 0 also when it changed meanwhile: the caller starts over */
 }

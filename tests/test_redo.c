@@ -754,6 +754,46 @@ START_TEST(test_dead_binder_fenced)
 }
 END_TEST
 
+/* A table rebuilt after a corruption (nobody attached) keeps a dead
+ * binder's bound page held; recovery frees it. */
+START_TEST(test_rebuild_keeps_the_fence)
+{
+	struct tu_child c;
+	sm_file *f;
+	sm_log *l;
+	sm_slice *s;
+	uint64_t a, b, x;
+	char tpath[160];
+	int fd;
+
+	paths();
+	open_both(&f, &l);
+	ck_assert_int_eq(sm_close(f), 0);
+	spawn_binder(&c, 5, &a, &b);
+	kill(c.pid, SIGKILL);
+	ck_assert_int_eq(tu_wait(&c), 128 + SIGKILL);
+	snprintf(tpath, sizeof(tpath), "%s.smlock", dpath);
+	ck_assert_int_ge(fd = open(tpath, O_WRONLY | O_CLOEXEC), 0);
+	ck_assert_int_eq(pwrite(fd, "garbage!", 8, 0), 8); /* the magic: rebuilt at the next open */
+	close(fd);
+	ck_assert_int_eq(tu_open(dpath, SM_RDWR, NULL, &f), 0);
+	ck_assert_int_eq(sm_map_read(f, 5 * PAGE, PAGE, 0, &s), -EBUSY);
+	ck_assert_int_eq(sm_map_read(f, 6 * PAGE, PAGE, 0, &s), 0);
+	ck_assert_int_eq(sm_release(s), 0);
+	ck_assert_int_eq(sm_redo_lsn(f, l, &x), 0);
+	ck_assert_uint_eq(x, a);
+	ck_assert_int_eq(sm_map_write(f, 5 * PAGE, PAGE, SM_BUFFERED | SM_RECOVER, &s), 0);
+	ck_assert_int_eq(sm_commit(s, 0), 0);
+	ck_assert_int_eq(sm_release(s), 0);
+	ck_assert_int_eq(sm_redo_done(f, l, committed(l)), 0);
+	ck_assert_int_eq(sm_map_read(f, 5 * PAGE, PAGE, 0, &s), 0);
+	ck_assert_int_eq(sm_release(s), 0);
+	ck_assert_int_eq(sm_log_close(l), 0);
+	ck_assert_int_eq(sm_close(f), 0);
+	unpaths();
+}
+END_TEST
+
 /* lockctl reap leaves a dead binder's bound page held; reap --bound (for a
  * log that was lost) frees it, and says what it dropped. */
 START_TEST(test_lockctl_reap_bound)
@@ -1180,6 +1220,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_procs_killed);
 	tcase_add_loop_test(tc, test_dead_binder_fenced, 0, 2);
 	tcase_add_test(tc, test_lockctl_reap_bound);
+	tcase_add_test(tc, test_rebuild_keeps_the_fence);
 	tcase_add_test(tc, test_area_reuse_and_full);
 	tcase_add_test(tc, test_bind_races_trim);
 	tcase_add_test(tc, test_threads_bind);
