@@ -78,21 +78,56 @@ int sm_ofd_test(int fd, bool write, uint64_t off, uint64_t len)
 	return fl.l_type == F_UNLCK ? 0 : -EBUSY;
 }
 
+#define PASSES 8
+
+/* One pass over /proc/locks: does a lock on (dev, ino) lie wholly inside
+ * [from, to)?  -errno if the file cannot be read. */
+static int locks_pass(dev_t dev, ino_t ino, uint64_t from, uint64_t to)
+{
+	char line[256];
+	FILE *pl = fopen("/proc/locks", "re");
+	int found = 0;
+
+	if (!pl)
+		return -errno;
+	setvbuf(pl, NULL, _IOFBF, 1 << 16);
+	while (fgets(line, sizeof(line), pl)) {
+		unsigned maj, mnr;
+		unsigned long long ino_, start, e;
+		char end[32];
+		/* "1: OFDLCK ADVISORY READ -1 08:01:1234 0 EOF"; "->" lines wait */
+		const char *p = strstr(line, ": ");
+		if (!p || strstr(line, "->"))
+			continue;
+		if (sscanf(p + 2, "%*s %*s %*s %*s %x:%x:%llu %llu %31s", &maj, &mnr, &ino_, &start, end) != 5)
+			continue;
+		if (maj != major(dev) || mnr != minor(dev) || ino_ != (unsigned long long)ino)
+			continue;
+		e = strcmp(end, "EOF") == 0 ? UINT64_MAX : strtoull(end, NULL, 10);
+		if (start >= from && e < to) {
+			found = 1;
+			break;
+		}
+	}
+	fclose(pl);
+	return found;
+}
+
 /* Does another description hold a lock lying wholly inside [from, to) of
  * fd's file?  1 yes, 0 no, -EPROTO if nobody can tell.  F_OFD_GETLK
  * reports one conflicting lock only, and a wider one (a plain program's
  * whole-file read lock, which safemap lets in) can come first and hide the
  * locks inside the range; then the inode's locks are read from /proc/locks
  * (every lock inside the range counts: callers leave their own bytes out
- * of it).  -EPROTO only when the mask stands and /proc/locks cannot be
- * read; *mask then says which lock hid the answer. */
+ * of it).  The kernel gives /proc/locks a page per read(2), and locks taken
+ * or dropped elsewhere meanwhile shift it, so a line can be skipped (or
+ * read twice): a lock found in any pass counts, "none" takes PASSES passes
+ * that all missed it.  -EPROTO when the mask stands and /proc/locks cannot
+ * be read; *mask then says which lock hid the answer. */
 int sm_ofd_held_in(int fd, uint64_t from, uint64_t to, struct flock *mask)
 {
 	struct flock fl;
 	struct stat st;
-	char line[256];
-	FILE *pl;
-	int found = 0;
 
 	if (from >= to)
 		return 0;
@@ -109,25 +144,12 @@ int sm_ofd_held_in(int fd, uint64_t from, uint64_t to, struct flock *mask)
 		return 1;
 	if (mask)
 		*mask = fl;
-	if (fstat(fd, &st) < 0 || !(pl = fopen("/proc/locks", "re")))
+	if (fstat(fd, &st) < 0)
 		return -EPROTO;
-	while (fgets(line, sizeof(line), pl)) {
-		unsigned maj, mnr;
-		unsigned long long ino, start;
-		char end[32];
-		/* "1: OFDLCK ADVISORY READ -1 08:01:1234 0 EOF"; "->" lines wait */
-		const char *p = strstr(line, ": ");
-		if (!p || strstr(line, "->"))
-			continue;
-		if (sscanf(p + 2, "%*s %*s %*s %*s %x:%x:%llu %llu %31s", &maj, &mnr, &ino, &start, end) != 5)
-			continue;
-		if (maj != major(st.st_dev) || mnr != minor(st.st_dev) || ino != (unsigned long long)st.st_ino)
-			continue;
-		if (start >= from && strcmp(end, "EOF") != 0 && strtoull(end, NULL, 10) < to) {
-			found = 1;
-			break;
-		}
+	for (int pass = 0; pass < PASSES; pass++) {
+		int rc = locks_pass(st.st_dev, st.st_ino, from, to);
+		if (rc != 0)
+			return rc < 0 ? -EPROTO : 1;
 	}
-	fclose(pl);
-	return found;
+	return 0;
 }
