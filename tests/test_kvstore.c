@@ -61,11 +61,8 @@ static void rm_tmp(void)
 #define PERMILLE 15 /* puts acknowledged at the log, then killed */
 
 struct putter {
-	pid_t pid;
-	int out;
-	unsigned inc;
-	char buf[8192];
-	size_t n;
+	struct tu_lines l;
+	unsigned id, inc;
 };
 
 static char tool[4096];
@@ -77,70 +74,51 @@ static long nacks, replayed; /* acknowledgements; records the restarts redid */
 
 static void putter_start(struct putter *p, unsigned id, unsigned inc, int permille)
 {
-	char a[6][24];
-	int fd[2];
+	char a[6][24], *argv[14];
+	int n = 0;
 
 	ck_assert_uint_lt(inc, max_inc);
-	ck_assert_int_eq(pipe(fd), 0);
 	snprintf(a[0], sizeof(a[0]), "%u", id * THR);
 	snprintf(a[1], sizeof(a[1]), "%u", NSTREAM);
 	snprintf(a[2], sizeof(a[2]), "%u", inc);
 	snprintf(a[3], sizeof(a[3]), "%u", KEYS);
 	snprintf(a[4], sizeof(a[4]), "%d", permille);
 	snprintf(a[5], sizeof(a[5]), "%u", THR);
+	p->id = id;
 	p->inc = inc;
-	p->n = 0;
-	p->pid = fork();
-	ck_assert_int_ge(p->pid, 0);
-	if (p->pid == 0) {
-		dup2(fd[1], 1);
-		close(fd[0]);
-		close(fd[1]);
-		if (kernel_locks)
-			execl(tool, tool, "-k", "-c", "50", dir, "loop", a[0], a[1], a[2], a[3], a[4],
-			      a[5], (char *)NULL);
-		else
-			execl(tool, tool, "-c", "50", dir, "loop", a[0], a[1], a[2], a[3], a[4],
-			      a[5], (char *)NULL);
-		_exit(127);
-	}
-	close(fd[1]);
-	p->out = fd[0];
-	fcntl(p->out, F_SETFL, O_NONBLOCK);
+	argv[n++] = tool;
+	if (kernel_locks)
+		argv[n++] = "-k";
+	argv[n++] = "-c";
+	argv[n++] = "50";
+	argv[n++] = dir;
+	argv[n++] = "loop";
+	for (int i = 0; i < 6; i++)
+		argv[n++] = a[i];
+	argv[n] = NULL;
+	tu_lines_exec(&p->l, argv);
 }
 
-/* Take in the acknowledgements a putter wrote (whole lines). */
-static void putter_read(struct putter *p, unsigned id)
+/* An acknowledgement a putter wrote (or how many records its recovery
+ * redid). */
+static void putter_line(char *line, void *arg)
 {
-	ssize_t r;
+	struct putter *p = arg;
+	unsigned key, vid, vinc;
+	long seq;
 
-	while ((r = read(p->out, p->buf + p->n, sizeof(p->buf) - 1 - p->n)) > 0) {
-		char *line = p->buf, *nl;
-		p->n += (size_t)r;
-		p->buf[p->n] = 0;
-		while ((nl = strchr(line, '\n'))) {
-			unsigned key, vid, vinc;
-			long seq;
-			*nl = 0;
-			if (sscanf(line, "# replayed %ld", &seq) == 1) {
-				replayed += seq;
-				line = nl + 1;
-				continue;
-			}
-			ck_assert_int_eq(sscanf(line, "%u %u.%u.%ld", &key, &vid, &vinc, &seq), 4);
-			ck_assert(key < NSTREAM * KEYS && key % NSTREAM == vid && vid / THR == id &&
-				  vinc == p->inc);
-			/* in order, none missing */
-			ck_assert_int_eq(seq, last_ack[vinc * NSTREAM + vid] + 1);
-			acked[key].inc = vinc;
-			acked[key].seq = seq;
-			last_ack[vinc * NSTREAM + vid] = seq;
-			nacks++;
-			line = nl + 1;
-		}
-		p->n -= (size_t)(line - p->buf);
-		memmove(p->buf, line, p->n);
+	if (sscanf(line, "# replayed %ld", &seq) == 1) {
+		replayed += seq;
+		return;
 	}
+	ck_assert_int_eq(sscanf(line, "%u %u.%u.%ld", &key, &vid, &vinc, &seq), 4);
+	ck_assert(key < NSTREAM * KEYS && key % NSTREAM == vid && vid / THR == p->id && vinc == p->inc);
+	/* in order, none missing */
+	ck_assert_int_eq(seq, last_ack[vinc * NSTREAM + vid] + 1);
+	acked[key].inc = vinc;
+	acked[key].seq = seq;
+	last_ack[vinc * NSTREAM + vid] = seq;
+	nacks++;
 }
 
 /* Reap a putter that died (status st): only of SIGKILL. */
@@ -148,18 +126,17 @@ static void putter_reaped(struct putter *p, unsigned id, int st)
 {
 	ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "putter %u ended: status 0x%x", id,
 		      (unsigned)st);
-	fcntl(p->out, F_SETFL, 0);
-	putter_read(p, id); /* the rest of what it wrote */
-	close(p->out);
-	p->pid = 0;
+	tu_lines_read(&p->l, true, putter_line, p); /* the rest of what it wrote */
+	close(p->l.out);
+	p->l.pid = 0;
 }
 
 static void putter_kill(struct putter *p, unsigned id)
 {
 	int st;
 
-	kill(p->pid, SIGKILL);
-	ck_assert_int_eq(waitpid(p->pid, &st, 0), p->pid);
+	kill(p->l.pid, SIGKILL);
+	ck_assert_int_eq(waitpid(p->l.pid, &st, 0), p->l.pid);
 	putter_reaped(p, id, st);
 }
 
@@ -264,9 +241,9 @@ static void crash_run(int kernel, int permille)
 		usleep(1000 + (unsigned)rand_r(&seed) % 15000);
 		for (unsigned i = 0; i < NPUT; i++) {
 			pid_t r;
-			putter_read(&p[i], i);
+			tu_lines_read(&p[i].l, false, putter_line, &p[i]);
 			/* one that killed itself (acknowledged at the log) */
-			if ((r = waitpid(p[i].pid, &st, WNOHANG)) == p[i].pid) {
+			if ((r = waitpid(p[i].l.pid, &st, WNOHANG)) == p[i].l.pid) {
 				putter_reaped(&p[i], i, st);
 				self++;
 				check_putter(sv, i);

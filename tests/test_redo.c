@@ -1071,11 +1071,8 @@ END_TEST
 #define KILLS 30
 
 struct putter {
-	pid_t pid;
-	int out;
-	unsigned inc;
-	char buf[4096];
-	size_t n;
+	struct tu_lines l;
+	unsigned id, inc;
 };
 
 static long last_ack[NPUT][KILLS + NPUT + 1]; /* [id][incarnation]: last acked seq */
@@ -1083,61 +1080,36 @@ static char acked[30][40];                     /* [key]: last acked value */
 
 static void putter_start(struct putter *p, const char *tool, unsigned id)
 {
-	int fd[2];
 	char ids[16], incs[16];
 
-	ck_assert_int_eq(pipe(fd), 0);
 	snprintf(ids, sizeof(ids), "%u", id);
 	snprintf(incs, sizeof(incs), "%u", p->inc);
-	p->n = 0;
-	p->pid = fork();
-	ck_assert_int_ge(p->pid, 0);
-	if (p->pid == 0) {
-		dup2(fd[1], 1);
-		close(fd[0]);
-		close(fd[1]);
-		execl(tool, tool, dir, "loop", ids, incs, "0", (char *)NULL);
-		_exit(127);
-	}
-	close(fd[1]);
-	p->out = fd[0];
-	fcntl(p->out, F_SETFL, O_NONBLOCK);
+	p->id = id;
+	tu_lines_exec(&p->l, (char *const[]){ (char *)tool, dir, "loop", ids, incs, "0", NULL });
 }
 
-/* Take in the acknowledgements a putter printed (whole lines). */
-static void putter_read(struct putter *p, unsigned id)
+/* An acknowledgement a putter printed. */
+static void putter_line(char *line, void *arg)
 {
-	ssize_t r;
+	struct putter *p = arg;
+	unsigned key, vid, vinc;
+	long seq;
 
-	while ((r = read(p->out, p->buf + p->n, sizeof(p->buf) - 1 - p->n)) > 0) {
-		char *line = p->buf, *nl;
-		p->n += (size_t)r;
-		p->buf[p->n] = 0;
-		while ((nl = strchr(line, '\n'))) {
-			unsigned key, vid, vinc;
-			long seq;
-			*nl = 0;
-			ck_assert_int_eq(sscanf(line, "%u %u.%u.%ld", &key, &vid, &vinc, &seq), 4);
-			ck_assert(key < 30 && vid == id && vinc == p->inc);
-			snprintf(acked[key], sizeof(acked[key]), "%u.%u.%ld", vid, vinc, seq);
-			last_ack[id][vinc] = seq;
-			line = nl + 1;
-		}
-		p->n -= (size_t)(line - p->buf);
-		memmove(p->buf, line, p->n);
-	}
+	ck_assert_int_eq(sscanf(line, "%u %u.%u.%ld", &key, &vid, &vinc, &seq), 4);
+	ck_assert(key < 30 && vid == p->id && vinc == p->inc);
+	snprintf(acked[key], sizeof(acked[key]), "%u.%u.%ld", vid, vinc, seq);
+	last_ack[p->id][vinc] = seq;
 }
 
 static void putter_kill(struct putter *p, unsigned id)
 {
 	int st;
 
-	kill(p->pid, SIGKILL);
-	ck_assert_int_eq(waitpid(p->pid, &st, 0), p->pid);
+	kill(p->l.pid, SIGKILL);
+	ck_assert_int_eq(waitpid(p->l.pid, &st, 0), p->l.pid);
 	ck_assert_msg(WIFSIGNALED(st), "putter %u exited %d before the kill", id, WEXITSTATUS(st));
-	fcntl(p->out, F_SETFL, 0);
-	putter_read(p, id); /* the rest of what it printed */
-	close(p->out);
+	tu_lines_read(&p->l, true, putter_line, p); /* the rest of what it printed */
+	close(p->l.out);
 }
 
 START_TEST(example_concurrent_putters_killed)
@@ -1159,7 +1131,7 @@ START_TEST(example_concurrent_putters_killed)
 		unsigned v = (unsigned)rand_r(&seed) % NPUT;
 		usleep(2000 + (unsigned)rand_r(&seed) % 20000);
 		for (unsigned i = 0; i < NPUT; i++)
-			putter_read(&p[i], i);
+			tu_lines_read(&p[i].l, false, putter_line, &p[i]);
 		putter_kill(&p[v], v);
 		p[v].inc = next_inc++;
 		putter_start(&p[v], tool, v);

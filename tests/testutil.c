@@ -82,6 +82,46 @@ int tu_probe(const char *path, short type, off_t off, off_t len)
 	return fl.l_type;
 }
 
+void tu_lines_exec(struct tu_lines *p, char *const argv[])
+{
+	int fd[2];
+
+	ck_assert_int_eq(pipe(fd), 0);
+	p->n = 0;
+	p->pid = fork();
+	ck_assert_int_ge(p->pid, 0);
+	if (p->pid == 0) {
+		dup2(fd[1], 1);
+		close(fd[0]);
+		close(fd[1]);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	close(fd[1]);
+	p->out = fd[0];
+	fcntl(p->out, F_SETFL, O_NONBLOCK);
+}
+
+void tu_lines_read(struct tu_lines *p, bool to_eof, void (*fn)(char *line, void *arg), void *arg)
+{
+	ssize_t r;
+
+	if (to_eof)
+		fcntl(p->out, F_SETFL, 0);
+	while ((r = read(p->out, p->buf + p->n, sizeof(p->buf) - 1 - p->n)) > 0) {
+		char *line = p->buf, *nl;
+		p->n += (size_t)r;
+		p->buf[p->n] = 0;
+		while ((nl = strchr(line, '\n'))) {
+			*nl = 0;
+			fn(line, arg);
+			line = nl + 1;
+		}
+		p->n -= (size_t)(line - p->buf);
+		memmove(p->buf, line, p->n);
+	}
+}
+
 uint64_t tu_mono_ns(void)
 {
 	struct timespec ts;

@@ -32,6 +32,20 @@ const char *tu_tmpfile(off_t size);
  * len 0 means up to 2^62: the bytes above are the library's marks. */
 int tu_probe(const char *path, short type, off_t off, off_t len);
 
+/* A program run with its standard output on a pipe, read a line at a
+ * time without blocking (the crash tests' putters). */
+struct tu_lines {
+	pid_t pid;
+	int out;
+	char buf[8192];
+	size_t n;
+};
+/* Fork and exec argv[0] with argv, its standard output to p->out. */
+void tu_lines_exec(struct tu_lines *p, char *const argv[]);
+/* Call fn(line, arg) for every whole line written so far (the newline
+ * cut off); to_eof: read until the program's end (once it is dead). */
+void tu_lines_read(struct tu_lines *p, bool to_eof, void (*fn)(char *line, void *arg), void *arg);
+
 /* CLOCK_MONOTONIC in ns. */
 uint64_t tu_mono_ns(void);
 /* An upper bound of a timed check, stretched under valgrind and sanitizers
