@@ -122,7 +122,7 @@ void sm_fence_recovering(sm_file *f, uint32_t key)
 	for (unsigned i = 0; i < f->nredo_keys; i++)
 		known |= f->redo_keys[i] == key;
 	if (!known) {
-		/* the oldest gives way to the newest (four logs per file) */
+		/* four logs per file: past that, the first one known gives way */
 		unsigned n = sizeof(f->redo_keys) / sizeof(f->redo_keys[0]);
 		f->redo_keys[f->nredo_keys < n ? f->nredo_keys++ : 0] = key;
 	}
