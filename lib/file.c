@@ -172,6 +172,7 @@ int sm_open(const char *path, int flags, const sm_options *opt, sm_file **out)
 	RB_INIT(&f->segs);
 	RB_INIT(&f->maps);
 	TAILQ_INIT(&f->idle);
+	TAILQ_INIT(&f->anon_pool);
 	LIST_INIT(&f->all_maps);
 	if (o.tag && !(f->tag = strdup(o.tag))) {
 		rc = -ENOMEM;
@@ -257,6 +258,7 @@ int sm_open_memory(void *buf, size_t len, int flags, sm_file **out)
 	RB_INIT(&f->segs);
 	RB_INIT(&f->maps);
 	TAILQ_INIT(&f->idle);
+	TAILQ_INIT(&f->anon_pool);
 	LIST_INIT(&f->all_maps);
 	LIST_INSERT_HEAD(&f->all_maps, m, all);
 	sm_fork_register(f);

@@ -19,6 +19,7 @@
  * the accessors never touch bytes outside their slice.
  */
 #include <errno.h>
+#include <string.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 
@@ -85,19 +86,34 @@ static void map_uncache(sm_file *f, struct sm_map *m)
 /* A private anonymous copy for a buffered slice: never faults on truncation
  * (not in the fault registry), but marked stale in a fork child like any
  * mapping. */
+#define ANON_POOL_MAX 32            /* copies kept per file */
+#define ANON_POOL_LEN (64u << 10)   /* of at most this size */
+
 int sm_window_anon(sm_file *f, uint64_t foff, uint64_t len, struct sm_map **out)
 {
 	struct sm_map *m;
-	void *p;
+	void *p = NULL;
 
 	if (len > SIZE_MAX)
 		return -ERANGE;
-	if (!(m = calloc(1, sizeof(*m))))
-		return -ENOMEM;
-	p = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED) {
-		free(m);
-		return -ENOMEM;
+	/* a kept copy of this size: zeroed, as a new one would be */
+	TAILQ_FOREACH(m, &f->anon_pool, lru)
+		if (m->len == len)
+			break;
+	if (m) {
+		TAILQ_REMOVE(&f->anon_pool, m, lru);
+		f->nanon_pool--;
+		p = m->addr;
+		memset(m, 0, sizeof(*m));
+		memset(p, 0, (size_t)len);
+	} else {
+		if (!(m = calloc(1, sizeof(*m))))
+			return -ENOMEM;
+		p = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED) {
+			free(m);
+			return -ENOMEM;
+		}
 	}
 	m->addr = p;
 	m->foff = foff;
@@ -154,6 +170,12 @@ void sm_window_put(sm_file *f, struct sm_map *m)
 {
 	if (--m->refs > 0 || m->borrowed)
 		return;
+	if (m->anon && m->len <= ANON_POOL_LEN && f->nanon_pool < ANON_POOL_MAX && m->state == SM_MAP_OK) {
+		LIST_REMOVE(m, all); /* kept for the next buffered slice of its size */
+		TAILQ_INSERT_HEAD(&f->anon_pool, m, lru);
+		f->nanon_pool++;
+		return;
+	}
 	if (!m->cached) {
 		map_destroy(m);
 		return;
@@ -178,6 +200,12 @@ void sm_window_free_all(sm_file *f)
 	}
 	TAILQ_INIT(&f->idle);
 	f->nidle = 0;
+	while ((m = TAILQ_FIRST(&f->anon_pool))) {
+		TAILQ_REMOVE(&f->anon_pool, m, lru);
+		munmap(m->addr, m->len);
+		free(m);
+	}
+	f->nanon_pool = 0;
 	if (f->mem_map)
 		map_destroy(f->mem_map);
 	f->mem_map = NULL;

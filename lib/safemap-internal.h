@@ -129,6 +129,11 @@ struct sm_file {
 	struct sm_maptree maps;
 	struct sm_maplist idle;
 	unsigned nidle;
+	/* private copies of released buffered slices kept for reuse (map.c):
+	 * a put maps and unmaps none, and a process's threads do not take
+	 * turns at its address-space lock for them */
+	struct sm_maplist anon_pool;
+	unsigned nanon_pool;
 	struct sm_mapall all_maps;
 	LIST_ENTRY(sm_file) registry; /* in the process's list of files (fork.c) */
 	unsigned long nslices;
