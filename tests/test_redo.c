@@ -815,6 +815,12 @@ START_TEST(test_lockctl_reap_bound)
 	snprintf(cmd, sizeof(cmd), "'%s' reap '%s' 2>&1", lockctl, dpath);
 	ck_assert_int_eq(system(cmd), 0);
 	ck_assert_int_eq(sm_map_read(f, 5 * PAGE, PAGE, 0, &s), -EBUSY);
+	/* lockctl check sees it too, for readers as well (exit 1: held) */
+	snprintf(cmd, sizeof(cmd), "'%s' check '%s' %d %d r >/dev/null 2>&1", lockctl, dpath, 5 * PAGE + 10, 10);
+	int st = system(cmd);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1, "lockctl check: status 0x%x", (unsigned)st);
+	snprintf(cmd, sizeof(cmd), "'%s' check '%s' %d %d r >/dev/null 2>&1", lockctl, dpath, 6 * PAGE, 10);
+	ck_assert_int_eq(system(cmd), 0);
 	snprintf(cmd, sizeof(cmd), "'%s' reap --bound '%s' 2>&1", lockctl, dpath);
 	ck_assert_ptr_nonnull(p = popen(cmd, "r"));
 	size_t n = fread(out, 1, sizeof(out) - 1, p);

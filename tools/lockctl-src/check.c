@@ -163,7 +163,7 @@ static int check_probe(struct check *c)
 	c->trc = open_table(c->path, false, &c->st, &t, c->tpath, sizeof(c->tpath), &c->which);
 	if (c->trc == 0) {
 		c->tm = table_mode(&t);
-		read_entries(&t, &c->e, false);
+		read_entries(&t, &c->e, true); /* stale ones too: bound ones still hold */
 		smt_detach(&t);
 	}
 	memset(&c->fl, 0, sizeof(c->fl));
@@ -184,21 +184,26 @@ static int check_probe(struct check *c)
 	return 0;
 }
 
-/* The holders in the way: in table mode the held slots of live owners
- * (stale ones are free at the next conflict); in kernel mode, if the
- * kernel found a conflict, safemap's live entries, then the kernel locks
- * that are not theirs (with owners found for OFD locks). */
+/* The holders in the way: in both modes a dead process's bound change
+ * (a stale entry that stays held until a recovery pass redoes it, against
+ * readers too); in table mode the held slots of live owners (other stale
+ * ones are free at the next conflict); in kernel mode, if the kernel found
+ * a conflict, safemap's live entries, then the kernel locks that are not
+ * theirs (with owners found for OFD locks). */
 static int check_holders(struct check *c)
 {
-	if (!c->tm && c->fl.l_type == F_UNLCK)
-		return 0;
 	for (size_t i = 0; i < c->e.n; i++) {
 		const struct smt_slot *s = &c->e.v[i];
-		if (!overlaps(s->off, s->len, c->off, c->len) || (!c->write && s->mode != SMT_MODE_WRITE) ||
-		    (strcmp(c->e.state[i], "held") != 0 && strcmp(c->e.state[i], "pending") != 0))
+		bool live = !strcmp(c->e.state[i], "held") || !strcmp(c->e.state[i], "pending");
+		bool fenced = !strcmp(c->e.state[i], "stale") && SMT_STATE(s->state) == SMT_HELD &&
+			      (s->flags & SMT_SF_BOUND);
+		if (!overlaps(s->off, s->len, c->off, c->len))
 			continue;
-		hit_slot(&c->in_way, s);
+		if (fenced || (live && (c->tm || c->fl.l_type != F_UNLCK) && (c->write || s->mode == SMT_MODE_WRITE)))
+			hit_slot(&c->in_way, s);
 	}
+	if (!c->tm && c->fl.l_type == F_UNLCK)
+		return 0;
 	kernel_locks(&c->kl, &(struct fileid){ c->st.st_dev, c->st.st_ino }, 1);
 	for (size_t i = 0; i < c->kl.n; i++) {
 		const struct klock *k = &c->kl.v[i];
@@ -291,7 +296,9 @@ int cmd_check(int argc, char **argv)
 	parse_region(argv, &c.off, &c.len, &c.write);
 	c.path = argv[0];
 	if ((rc = check_probe(&c)) == 0 && (rc = check_holders(&c)) == 0) {
-		bool busy = c.tm ? c.in_way.n > 0 : c.fl.l_type != F_UNLCK;
+		/* kernel mode: the kernel's answer, or a dead process's bound
+		 * change that still holds the range */
+		bool busy = c.in_way.n > 0 || (!c.tm && c.fl.l_type != F_UNLCK);
 		if (json)
 			check_json(&c, busy);
 		else
