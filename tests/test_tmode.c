@@ -1154,6 +1154,63 @@ static int bounded_map(const char *path, bool wr, uint64_t off, uint64_t len)
 	return rc;
 }
 
+/* sm_open in a child, answered within 2 s (stretched under valgrind and
+ * sanitizers): its result, or 1 if it hung. */
+static int bounded_open(const char *path, char mode)
+{
+	int p[2], rc = 1;
+	pid_t c;
+
+	ck_assert_int_eq(pipe(p), 0);
+	c = fork();
+	ck_assert_int_ge(c, 0);
+	if (c == 0) {
+		sm_file *g;
+		int r = open_mode(path, mode, &g);
+		if (write(p[1], &r, sizeof(r)) != (ssize_t)sizeof(r))
+			_exit(1);
+		_exit(0);
+	}
+	close(p[1]);
+	struct pollfd pfd = { .fd = p[0], .events = POLLIN };
+	if (poll(&pfd, 1, (int)(tu_bound(2000 * 1000000ull) / 1000000)) == 1 &&
+	    read(p[0], &rc, sizeof(rc)) == (ssize_t)sizeof(rc)) {
+		waitpid(c, NULL, 0);
+	} else {
+		rc = 1;
+		kill(c, SIGKILL);
+		waitpid(c, NULL, 0);
+	}
+	close(p[0]);
+	return rc;
+}
+
+/* A process stopped while it holds the table's cleanup byte (a closer in
+ * the middle of removing the table of a deleted file, an opener replacing
+ * one) hangs no opener: a kernel-mode open goes on without the table, a
+ * table-mode one fails with -EAGAIN, both at once.  (They waited on the
+ * byte with F_OFD_SETLKW.) */
+START_TEST(stopped_cleaner_hangs_no_opener)
+{
+	const char *path = tu_tmpfile(65536);
+	char tpath[PATH_MAX];
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = (off_t)SMT_CLEANUP_BYTE,
+			    .l_len = 1 };
+	sm_file *f;
+	int fd;
+
+	ck_assert_int_eq(open_mode(path, 'k', &f), 0); /* the table exists */
+	ck_assert_int_eq(sm_close(f), 0);
+	snprintf(tpath, sizeof(tpath), "%s.smlock", path);
+	ck_assert_int_ge(fd = open(tpath, O_RDWR | O_CLOEXEC), 0);
+	ck_assert_int_eq(fcntl(fd, F_OFD_SETLK, &fl), 0); /* as a closer would, then stopped */
+	ck_assert_int_eq(bounded_open(path, 'k'), 0);
+	ck_assert_int_eq(bounded_open(path, 't'), -EAGAIN);
+	close(fd);
+	ck_assert_int_eq(bounded_open(path, 't'), 0);
+}
+END_TEST
+
 /* Issue 32, failure 1: a process stopped inside an acquisition (SIGSTOP,
  * Ctrl-Z, a debugger) stalls nobody.  The peer stops after it announced
  * [100, 110) and before it validated; others' fail-fast calls answer at
@@ -1416,6 +1473,7 @@ int main(void)
 	tcase_add_test(tc, invalid_tree_is_eproto_then_rebuilt);
 	tcase_add_test(tc, dying_owner_does_not_refuse_the_next);
 	tcase_add_test(tc, stopped_inside_an_acquire_stalls_nobody);
+	tcase_add_test(tc, stopped_cleaner_hangs_no_opener);
 	tcase_add_test(tc, stopped_at_random_moments_stalls_nobody);
 	tcase_add_test(tc, full_table_reclaims_a_dead_peers_slots);
 	tcase_add_test(tc, foreign_reader_does_not_hide_the_band);
