@@ -716,22 +716,6 @@ static int cleanup_lock(int fd, short type, int cmd)
 	return 0;
 }
 
-/* The cleanup byte for an opener: its holder (a closer removing the table,
- * an opener replacing it) holds it for a few system calls, so try for a
- * millisecond, never longer: a holder stopped there (SIGSTOP, a debugger)
- * must not hang every opener.  -EAGAIN then: the caller starts over, and
- * in the end opens without the table (kernel-lock mode) or fails with
- * -EAGAIN (table mode). */
-static int cleanup_lock_briefly(int fd, short type)
-{
-	struct timespec pause = { 0, 50 * 1000 };
-	int rc;
-
-	for (int tries = 0; (rc = cleanup_lock(fd, type, F_OFD_SETLK)) == -EBUSY && tries < 20; tries++)
-		nanosleep(&pause, NULL);
-	return rc == -EBUSY ? -EAGAIN : rc;
-}
-
 static bool names_table(const char *path, int fd)
 {
 	struct stat a, b;
@@ -753,7 +737,7 @@ static int still_named(struct smt_table *t, const char *path)
 {
 	int rc;
 
-	if ((rc = cleanup_lock_briefly(t->fd, F_RDLCK)) < 0)
+	if ((rc = cleanup_lock(t->fd, F_RDLCK, F_OFD_SETLKW)) < 0) /* held only briefly */
 		return rc;
 	rc = names_table(path, t->fd) ? 0 : -EAGAIN;
 	(void)cleanup_lock(t->fd, F_UNLCK, F_OFD_SETLK);
@@ -773,7 +757,7 @@ static int replace(const char *path, const char *data_path, int data_fd, const s
 	 * it must not replace the table of the file now at data_path. */
 	if (!names_file(data_path, data_fd))
 		return -ESTALE;
-	if ((rc = cleanup_lock_briefly(t->fd, F_WRLCK)) < 0)
+	if ((rc = cleanup_lock(t->fd, F_WRLCK, F_OFD_SETLKW)) < 0)
 		return rc;
 	if (names_table(path, t->fd))
 		rc = publish(path, data_fd, st, t->hdr.generation + 1, true, false);

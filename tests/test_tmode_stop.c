@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test_tmode_stop.c - table-authority mode when processes stop or die in
- * the middle: nobody stalls (a stopped acquirer, a stopped cleaner, stops
- * at random moments), dead peers' slots come back to a full table, a
+ * the middle: nobody stalls (a stopped acquirer, stops at random
+ * moments), dead peers' slots come back to a full table, a
  * foreign reader hides no owner, a retag stopped half-way still excludes,
  * a liveness byte taken by another vouches for nobody, a dead owner costs
  * one probe.  Peers and helpers: tmode_peer.c.
@@ -25,32 +25,6 @@
 #include "testutil.h"
 #include "tmode_peer.h"
 
-
-/* A process stopped while it holds the table's cleanup byte (a closer in
- * the middle of removing the table of a deleted file, an opener replacing
- * one) hangs no opener: a kernel-mode open goes on without the table, a
- * table-mode one fails with -EAGAIN, both at once.  (They waited on the
- * byte with F_OFD_SETLKW.) */
-START_TEST(stopped_cleaner_hangs_no_opener)
-{
-	const char *path = tu_tmpfile(65536);
-	char tpath[PATH_MAX];
-	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = (off_t)SMT_CLEANUP_BYTE,
-			    .l_len = 1 };
-	sm_file *f;
-	int fd;
-
-	ck_assert_int_eq(open_mode(path, 'k', &f), 0); /* the table exists */
-	ck_assert_int_eq(sm_close(f), 0);
-	snprintf(tpath, sizeof(tpath), "%s.smlock", path);
-	ck_assert_int_ge(fd = open(tpath, O_RDWR | O_CLOEXEC), 0);
-	ck_assert_int_eq(fcntl(fd, F_OFD_SETLK, &fl), 0); /* as a closer would, then stopped */
-	ck_assert_int_eq(bounded_open(path, 'k'), 0);
-	ck_assert_int_eq(bounded_open(path, 't'), -EAGAIN);
-	close(fd);
-	ck_assert_int_eq(bounded_open(path, 't'), 0);
-}
-END_TEST
 
 /* Issue 32, failure 1: a process stopped inside an acquisition (SIGSTOP,
  * Ctrl-Z, a debugger) stalls nobody.  The peer stops after it announced
@@ -277,7 +251,6 @@ int main(void)
 	TCase *tc = tcase_create("tmode_stop");
 
 	tcase_set_timeout(tc, 120);
-	tcase_add_test(tc, stopped_cleaner_hangs_no_opener);
 	tcase_add_test(tc, stopped_inside_an_acquire_stalls_nobody);
 	tcase_add_test(tc, stopped_at_random_moments_stalls_nobody);
 	tcase_add_test(tc, full_table_reclaims_a_dead_peers_slots);

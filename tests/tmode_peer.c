@@ -245,37 +245,6 @@ int bounded_map(const char *path, bool wr, uint64_t off, uint64_t len)
 	return rc;
 }
 
-/* sm_open in a child, answered within 2 s (stretched under valgrind and
- * sanitizers): its result, or 1 if it hung. */
-int bounded_open(const char *path, char mode)
-{
-	int p[2], rc = 1;
-	pid_t c;
-
-	ck_assert_int_eq(pipe(p), 0);
-	c = fork();
-	ck_assert_int_ge(c, 0);
-	if (c == 0) {
-		sm_file *g;
-		int r = open_mode(path, mode, &g);
-		if (write(p[1], &r, sizeof(r)) != (ssize_t)sizeof(r))
-			_exit(1);
-		_exit(0);
-	}
-	close(p[1]);
-	struct pollfd pfd = { .fd = p[0], .events = POLLIN };
-	if (poll(&pfd, 1, (int)(tu_bound(2000 * 1000000ull) / 1000000)) == 1 &&
-	    read(p[0], &rc, sizeof(rc)) == (ssize_t)sizeof(rc)) {
-		waitpid(c, NULL, 0);
-	} else {
-		rc = 1;
-		kill(c, SIGKILL);
-		waitpid(c, NULL, 0);
-	}
-	close(p[0]);
-	return rc;
-}
-
 /* The slot of path's table held by pid over off (its index), the table
  * attached writable in *t. */
 uint32_t slot_of(const char *path, pid_t pid, uint64_t off, struct smt_table *t)

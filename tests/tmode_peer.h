@@ -26,7 +26,6 @@ int peer_cmd(struct tu_child *c, const char *verb, long arg);
 void peer_quit(struct tu_child *c);
 bool locked_by_other(const char *path, uint64_t off, uint64_t len);
 int bounded_map(const char *path, bool wr, uint64_t off, uint64_t len);
-int bounded_open(const char *path, char mode);
 uint32_t slot_of(const char *path, pid_t pid, uint64_t off, struct smt_table *t);
 
 #endif
