@@ -200,11 +200,12 @@ static double mono_s(void)
 
 /* The kernel locks on the files in ids (nids 0: all).  /proc/locks is
  * produced a page per read(2): locks taken or dropped elsewhere between two
- * reads shift it, so a line can appear twice or not at all.  Read it until
- * two passes agree on the files we look at (other files' churn does not
- * count); if they do not soon, report every lock seen in any pass: a line is
- * never invented, only skipped, so the union misses only a lock skipped by
- * every pass (and may show one released meanwhile). */
+ * reads shift it, so a line can appear twice or not at all.  Read it at
+ * least three times, until two passes in a row agree on the files we look
+ * at (other files' churn does not count), or for at most a second, and
+ * report every lock seen in any pass: a line is never invented, only
+ * skipped, so the union misses only a lock skipped by every pass (and may
+ * show one released meanwhile). */
 void kernel_locks(struct klocks *out, const struct fileid *ids, size_t nids)
 {
 	struct klocks a = { 0 }, b = { 0 }, all = { 0 };
@@ -216,16 +217,12 @@ void kernel_locks(struct klocks *out, const struct fileid *ids, size_t nids)
 	read_pass(&a, ids, nids);
 	for (size_t i = 0; i < a.n; i++)
 		klocks_add(&all, &a.v[i]);
-	for (int tries = 0; tries < 20 && (tries == 0 || mono_s() < until); tries++) {
+	for (int tries = 0; tries < 20 && (tries < 2 || mono_s() < until); tries++) {
 		read_pass(&b, ids, nids);
-		if (klocks_equal(&a, &b)) {
-			*out = b;
-			klocks_free(&a);
-			klocks_free(&all);
-			return;
-		}
 		for (size_t i = 0; i < b.n; i++)
 			klocks_add(&all, &b.v[i]);
+		if (tries > 0 && klocks_equal(&a, &b))
+			break;
 		struct klocks t = a;
 		a = b;
 		b = t;
