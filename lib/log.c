@@ -149,6 +149,11 @@ int smlog_forked(const sm_log *l)
 	return __atomic_load_n(&forks, __ATOMIC_RELAXED) != l->gen ? -ESTALE : 0;
 }
 
+int smlog_writable(const sm_log *l)
+{
+	return !(l->flags & SM_RDWR) ? -EBADF : smlog_forked(l);
+}
+
 /* --- kernel-lock mutexes ------------------------------------------------- */
 
 static int mutex_lock(int fd, short type, uint64_t at)
@@ -804,9 +809,7 @@ static int log_append(sm_log *l, const void *rec, size_t len, uint64_t *lsn)
 
 	if (!l || !rec || len == 0)
 		return -EINVAL;
-	if (!(l->flags & SM_RDWR))
-		return -EBADF;
-	if ((rc = smlog_forked(l)) < 0)
+	if ((rc = smlog_writable(l)) < 0)
 		return rc;
 	if (len > REC_MAX)
 		return -ERANGE;
@@ -1021,9 +1024,7 @@ static int log_commit(sm_log *l)
 
 	if (!l)
 		return -EINVAL;
-	if (!(l->flags & SM_RDWR))
-		return -EBADF;
-	if ((rc = smlog_forked(l)) < 0)
+	if ((rc = smlog_writable(l)) < 0)
 		return rc;
 	if ((rc = smlog_slot_read(l, SLOT_TAIL, &want)) < 0)
 		return rc;

@@ -124,6 +124,9 @@ struct window {
 };
 
 SM_HIDDEN int smlog_forked(const sm_log *l);
+/* A handle that may write: -EBADF (opened read-only), -ESTALE (a fork
+ * child's copy), else 0. */
+SM_HIDDEN int smlog_writable(const sm_log *l);
 SM_HIDDEN int smlog_lock(sm_log *l, pthread_mutex_t *mu, uint64_t at);
 SM_HIDDEN void smlog_unlock(sm_log *l, pthread_mutex_t *mu, uint64_t at);
 SM_HIDDEN int smlog_slot_read(const sm_log *l, off_t at, uint64_t *v);

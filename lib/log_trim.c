@@ -127,9 +127,7 @@ static int log_trim(sm_log *l, uint64_t lsn)
 
 	if (!l)
 		return -EINVAL;
-	if (!(l->flags & SM_RDWR))
-		return -EBADF;
-	if ((rc = smlog_forked(l)) < 0)
+	if ((rc = smlog_writable(l)) < 0)
 		return rc;
 	if ((rc = smlog_lock(l, &l->trim_mu, MUTEX_TRIM)) < 0)
 		return rc;

@@ -469,9 +469,7 @@ static int set_lsn(sm_slice *s, sm_log *l, uint64_t lsn)
 	h = s->h;
 	if (!s->write || !h->buffered)
 		return -EINVAL; /* a direct slice's pages may reach the file any time */
-	if (!(l->flags & SM_RDWR))
-		return -EBADF;
-	if ((rc = smlog_forked(l)) < 0)
+	if ((rc = smlog_writable(l)) < 0)
 		return rc;
 	if (lsn < LOG_HDR || (lsn & 7))
 		return -EINVAL;
